@@ -1,0 +1,115 @@
+#include "test_util.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace dosql::test {
+
+temp_dir::temp_dir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dosql-test-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+wal_entry make_entry(uint64_t i, size_t image_bytes) {
+  static const op_type ops[] = {op_type::begin, op_type::insert, op_type::update,
+                                op_type::del, op_type::commit, op_type::schema, op_type::rollback};
+  wal_entry e;
+  e.timestamp = 1737542400000 + static_cast<int64_t>(i);
+  e.txn_id = "txn_" + std::to_string(i / 5);
+  e.op = ops[i % 7];
+  e.table = (i % 2) ? "orders" : "users";
+  if (is_row_change(e.op)) {
+    e.key = bytes{static_cast<uint8_t>(i), static_cast<uint8_t>(i >> 8)};
+    bytes img(image_bytes);
+    for (size_t k = 0; k < img.size(); ++k) img[k] = static_cast<uint8_t>(i * 31 + k);
+    if (e.op != op_type::insert) e.before = img;
+    if (e.op != op_type::del) {
+      if (!img.empty()) img[0] ^= 0xff;
+      e.after = img;
+    }
+  }
+  return e;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+uint64_t file_size(const std::string& path) { return std::filesystem::file_size(path); }
+
+void truncate_file(const std::string& path, uint64_t size) {
+  if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
+    throw std::runtime_error("cannot truncate " + path);
+}
+
+std::vector<std::string> list_files(const std::string& dir) {
+  std::vector<std::string> out;
+  for (auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace dosql::test
+
+namespace dosql::test {
+
+std::unique_ptr<wal::log> open_log(const std::string& dir, const wal_config& cfg) {
+  auto l = wal::log::open(dir, cfg);
+  if (!l) throw std::runtime_error("open_log: " + l.err().to_string());
+  return std::move(*l);
+}
+
+void append_n(wal::log& log, uint64_t from, uint64_t n, size_t batch, size_t image) {
+  std::vector<wal_entry> b;
+  for (uint64_t i = from; i < from + n; ++i) {
+    b.push_back(make_entry(i, image));
+    if (b.size() == batch || i + 1 == from + n) {
+      auto r = log.append_batch(b);
+      if (!r) throw std::runtime_error("append: " + r.err().to_string());
+      b.clear();
+    }
+  }
+}
+
+std::vector<wal_entry> read_from(const std::string& dir, uint64_t lsn) {
+  auto r = wal::reader::open(dir);
+  if (!r) throw std::runtime_error("reader: " + r.err().to_string());
+  if (auto e = (*r)->seek(lsn)) throw std::runtime_error("seek: " + e.to_string());
+  std::vector<wal_entry> out;
+  entry_view v;
+  for (;;) {
+    auto s = (*r)->next(v);
+    if (s == wal::reader::status::tail) return out;
+    if (s == wal::reader::status::error) throw std::runtime_error("next: " + (*r)->last_error().to_string());
+    out.push_back(v.to_entry());
+  }
+}
+
+}  // namespace dosql::test

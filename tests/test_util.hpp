@@ -1,0 +1,52 @@
+// Helpers shared by the test suites: scratch directories, deterministic entries, and
+// byte-level file surgery for the corruption tests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "wal/entry.hpp"
+
+namespace dosql::test {
+
+/// A fresh directory under $TMPDIR, removed with its contents on destruction.
+class temp_dir {
+ public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// A deterministic entry for index i with ~`image_bytes` row images; ops cycle.
+wal_entry make_entry(uint64_t i, size_t image_bytes = 200);
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data);
+uint64_t file_size(const std::string& path);
+void truncate_file(const std::string& path, uint64_t size);
+std::vector<std::string> list_files(const std::string& dir);  // sorted names
+
+}  // namespace dosql::test
+
+#include <memory>
+#include "wal/config.hpp"
+#include "wal/log.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::test {
+
+/// Opens a log or fails the test with the error's text.
+std::unique_ptr<wal::log> open_log(const std::string& dir, const wal_config& cfg = {});
+/// Appends entries make_entry(from .. from+n-1) in batches of `batch`, syncing each batch.
+void append_n(wal::log& log, uint64_t from, uint64_t n, size_t batch = 100, size_t image = 200);
+/// Reads every entry from `lsn` to the tail; throws on a reader error.
+std::vector<wal_entry> read_from(const std::string& dir, uint64_t lsn);
+
+}  // namespace dosql::test

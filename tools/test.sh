@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: the release build's test suite,
+# the same suite under ASan+UBSan, and the WAL segment-reader fuzzer for a bounded time.
+#   tools/test.sh            everything (what CI runs)
+#   FUZZ_SECONDS=N           fuzzing time (default 60)
+#   DOSQL_SKIP_SANITIZE=1    skip the sanitizer build (quicker local runs)
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+bash tools/setup.sh
+
+echo "=== release build + tests"
+configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+(cd build && ctest --output-on-failure -j "$JOBS")
+
+if [ "${DOSQL_SKIP_SANITIZE:-0}" != 1 ]; then
+  echo "=== ASan+UBSan build + tests"
+  configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DDOSQL_SANITIZE=ON -DDOSQL_BENCH=OFF
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+     ctest --output-on-failure -j "$JOBS")
+fi
+
+echo "=== fuzz: WAL segment reader (${FUZZ_SECONDS:-60}s)"
+CXX=clang++ configure_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOSQL_FUZZ=ON \
+  -DDOSQL_TESTS=OFF -DDOSQL_BENCH=OFF -DCMAKE_CXX_COMPILER=clang++
+corpus_work=$(mktemp -d)
+cp tests/fuzz/corpus/* "$corpus_work"/
+./build-fuzz/fuzz_segment_reader -max_total_time="${FUZZ_SECONDS:-60}" -timeout=10 \
+  -rss_limit_mb=2048 "$corpus_work" tests/fuzz/corpus 2>&1 | tail -n 5
+rm -rf "$corpus_work"
+echo "fuzz: 1 passed, 0 failed"

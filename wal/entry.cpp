@@ -1,0 +1,129 @@
+#include "wal/entry.hpp"
+
+#include <cstring>
+
+#include "wal/endian.hpp"
+
+namespace dosql {
+
+std::string_view to_string(op_type op) noexcept {
+  switch (op) {
+    case op_type::insert: return "INSERT";
+    case op_type::update: return "UPDATE";
+    case op_type::del: return "DELETE";
+    case op_type::begin: return "BEGIN";
+    case op_type::commit: return "COMMIT";
+    case op_type::rollback: return "ROLLBACK";
+    case op_type::schema: return "SCHEMA";
+  }
+  return "UNKNOWN";
+}
+
+std::optional<op_type> parse_op(std::string_view s) noexcept {
+  std::string up(s);
+  for (auto& c : up) c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
+  for (int i = 1; i <= 7; ++i) {
+    auto op = static_cast<op_type>(i);
+    if (up == to_string(op)) return op;
+  }
+  return std::nullopt;
+}
+
+namespace {
+bytes to_bytes(std::string_view s) { return bytes(s.begin(), s.end()); }
+}  // namespace
+
+wal_entry entry_view::to_entry() const {
+  wal_entry e;
+  e.lsn = lsn;
+  e.timestamp = timestamp;
+  e.txn_id = std::string(txn_id);
+  e.op = op;
+  e.table = std::string(table);
+  if (has_key) e.key = to_bytes(key);
+  if (has_before) e.before = to_bytes(before);
+  if (has_after) e.after = to_bytes(after);
+  return e;
+}
+
+namespace wal {
+
+size_t encoded_size(const wal_entry& e) noexcept {
+  size_t n = entry_fixed_size + e.txn_id.size() + e.table.size();
+  if (e.key) n += 4 + e.key->size();
+  if (e.before) n += 4 + e.before->size();
+  if (e.after) n += 4 + e.after->size();
+  return n;
+}
+
+void encode(const wal_entry& e, std::string& out) {
+  size_t start = out.size();
+  out.resize(start + encoded_size(e));
+  char* p = out.data() + start;
+  uint8_t flags = (e.key ? 1 : 0) | (e.before ? 2 : 0) | (e.after ? 4 : 0);
+  p[0] = static_cast<char>(entry_version);
+  p[1] = static_cast<char>(e.op);
+  p[2] = static_cast<char>(flags);
+  p[3] = 0;
+  put_u64(p + 4, static_cast<uint64_t>(e.timestamp));
+  put_u32(p + 12, static_cast<uint32_t>(e.txn_id.size()));
+  put_u32(p + 16, static_cast<uint32_t>(e.table.size()));
+  p += entry_fixed_size;
+  for (auto* f : {&e.key, &e.before, &e.after})
+    if (*f) {
+      put_u32(p, static_cast<uint32_t>((*f)->size()));
+      p += 4;
+    }
+  auto copy = [&p](const void* src, size_t n) {
+    if (n) std::memcpy(p, src, n);
+    p += n;
+  };
+  copy(e.txn_id.data(), e.txn_id.size());
+  copy(e.table.data(), e.table.size());
+  for (auto* f : {&e.key, &e.before, &e.after})
+    if (*f) copy((*f)->data(), (*f)->size());
+}
+
+error decode(std::string_view payload, uint64_t lsn, entry_view& out) {
+  auto bad = [lsn](const char* why) {
+    return error(ec::decode_error, "lsn " + std::to_string(lsn) + ": " + why);
+  };
+  if (payload.size() < entry_fixed_size) return bad("entry shorter than its fixed header");
+  const char* p = payload.data();
+  if (static_cast<uint8_t>(p[0]) != entry_version) {
+    return error(ec::format_version, "lsn " + std::to_string(lsn) + ": entry version " +
+                                         std::to_string(static_cast<uint8_t>(p[0])) +
+                                         " is not supported (this build reads version 1)");
+  }
+  uint8_t op = static_cast<uint8_t>(p[1]);
+  uint8_t flags = static_cast<uint8_t>(p[2]);
+  if (op < 1 || op > 7) return bad("unknown op code");
+  if ((flags & ~7u) != 0 || p[3] != 0) return bad("unknown flags");
+  out.lsn = lsn;
+  out.op = static_cast<op_type>(op);
+  out.timestamp = static_cast<int64_t>(get_u64(p + 4));
+  uint64_t lens[5] = {get_u32(p + 12), get_u32(p + 16), 0, 0, 0};
+  bool has[3] = {(flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
+  size_t off = entry_fixed_size;
+  for (int i = 0; i < 3; ++i)
+    if (has[i]) {
+      if (payload.size() < off + 4) return bad("entry truncated in its length fields");
+      lens[2 + i] = get_u32(p + off);
+      off += 4;
+    }
+  uint64_t total = off;
+  for (auto l : lens) total += l;
+  if (total != payload.size()) return bad("field lengths do not add up to the entry size");
+  std::string_view* dst[5] = {&out.txn_id, &out.table, &out.key, &out.before, &out.after};
+  for (int i = 0; i < 5; ++i) {
+    *dst[i] = payload.substr(off, lens[i]);
+    off += lens[i];
+  }
+  out.has_key = has[0];
+  out.has_before = has[1];
+  out.has_after = has[2];
+  return {};
+}
+
+}  // namespace wal
+}  // namespace dosql

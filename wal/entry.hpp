@@ -1,0 +1,85 @@
+// The WAL's unit: one CDC entry (the guide's WALEntry) and its binary encoding.
+// `wal_entry` owns its bytes; `entry_view` points into a reader's buffer and is valid
+// until that reader moves on (zero-copy on the read path). See wal/FORMAT.md.
+//
+// Invariant: encode(e) followed by decode gives back every field of e exactly, including
+// the difference between an absent key/before/after and a present empty one.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "wal/error.hpp"
+
+namespace dosql {
+
+using bytes = std::vector<uint8_t>;
+
+/// The guide's `op`: INSERT | UPDATE | DELETE | BEGIN | COMMIT | ROLLBACK, plus SCHEMA.
+enum class op_type : uint8_t {
+  insert = 1,
+  update = 2,
+  del = 3,  // `delete` is a keyword
+  begin = 4,
+  commit = 5,
+  rollback = 6,
+  schema = 7,
+};
+
+/// "INSERT", "UPDATE", ...
+std::string_view to_string(op_type op) noexcept;
+/// Parses "INSERT"/"insert" etc.; nullopt for anything else.
+std::optional<op_type> parse_op(std::string_view s) noexcept;
+/// BEGIN, COMMIT, ROLLBACK.
+constexpr bool is_transaction_control(op_type op) noexcept {
+  return op == op_type::begin || op == op_type::commit || op == op_type::rollback;
+}
+/// INSERT, UPDATE, DELETE.
+constexpr bool is_row_change(op_type op) noexcept {
+  return op == op_type::insert || op == op_type::update || op == op_type::del;
+}
+
+/// One WAL entry. `lsn` is assigned by the WAL on append.
+struct wal_entry {
+  uint64_t lsn = 0;
+  int64_t timestamp = 0;  ///< Unix milliseconds
+  std::string txn_id;
+  op_type op = op_type::insert;
+  std::string table;
+  std::optional<bytes> key;     ///< primary key (msgpack), for row changes
+  std::optional<bytes> before;  ///< row image before (UPDATE, DELETE)
+  std::optional<bytes> after;   ///< row image after (INSERT, UPDATE)
+
+  bool operator==(const wal_entry&) const = default;
+};
+
+/// A decoded entry whose strings and byte fields point into someone else's buffer.
+struct entry_view {
+  uint64_t lsn = 0;
+  int64_t timestamp = 0;
+  std::string_view txn_id;
+  op_type op = op_type::insert;
+  std::string_view table;
+  bool has_key = false, has_before = false, has_after = false;
+  std::string_view key, before, after;
+
+  wal_entry to_entry() const;
+};
+
+namespace wal {
+
+constexpr uint8_t entry_version = 1;
+constexpr size_t entry_fixed_size = 20;  // version, op, flags, reserved, timestamp, two lengths
+
+/// Size of `e`'s payload encoding.
+size_t encoded_size(const wal_entry& e) noexcept;
+/// Appends the payload encoding of `e` (everything but the LSN) to `out`.
+void encode(const wal_entry& e, std::string& out);
+/// Decodes a payload. On success `out` points into `payload`'s bytes.
+error decode(std::string_view payload, uint64_t lsn, entry_view& out);
+
+}  // namespace wal
+}  // namespace dosql

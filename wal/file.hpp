@@ -1,0 +1,52 @@
+// Thin POSIX file helpers for the WAL (internal): every failure becomes a dosql::error
+// naming the path and the OS's reason. RAII fd ownership.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "wal/error.hpp"
+
+namespace dosql::wal {
+
+/// Owns a file descriptor; closes it on destruction.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(o.release()) {}
+  unique_fd& operator=(unique_fd&& o) noexcept;
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd();
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+  void reset() noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+error io_error(std::string_view what, const std::string& path, int err);
+
+result<unique_fd> open_file(const std::string& path, int flags, int mode = 0644);
+/// Reads exactly n bytes at off, or fewer only at end of file; returns bytes read.
+result<size_t> pread_full(int fd, void* buf, size_t n, uint64_t off, const std::string& path);
+error pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const std::string& path);
+error sync_data(int fd, const std::string& path);
+error sync_dir(const std::string& dir);
+result<uint64_t> file_size(int fd, const std::string& path);
+error make_dirs(const std::string& dir);
+/// Names of the regular entries in `dir` (not . or ..).
+result<std::vector<std::string>> list_dir(const std::string& dir);
+bool path_exists(const std::string& path) noexcept;
+std::string join(const std::string& dir, std::string_view name);
+
+}  // namespace dosql::wal

@@ -1,0 +1,67 @@
+// Segment and record framing of the WAL (see wal/FORMAT.md for the byte layout), and a
+// parser over a byte buffer shared by recovery, the reader, `verify` and the fuzzer.
+//
+// Invariant: parse_record never returns `ok` for a record whose CRC failed (when asked to
+// verify) or whose entry does not decode; it never reads outside [p, p + avail).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "wal/entry.hpp"
+#include "wal/error.hpp"
+
+namespace dosql::wal {
+
+constexpr char segment_magic[8] = {'D', 'O', 'S', 'Q', 'L', 'W', 'A', 'L'};
+constexpr uint32_t format_version = 1;
+constexpr size_t segment_header_size = 40;
+constexpr size_t record_header_size = 16;  // crc u32, length u32, lsn u64
+constexpr uint32_t max_record_payload = 1u << 30;
+constexpr size_t segment_name_digits = 20;
+
+struct segment_header {
+  uint32_t format_version = wal::format_version;
+  uint64_t first_lsn = 0;
+  int64_t created_ms = 0;
+};
+
+void encode_segment_header(const segment_header& h, char out[segment_header_size]) noexcept;
+/// Checks magic, header CRC and version. `where` names the file in error messages.
+error decode_segment_header(std::string_view bytes, std::string_view where, segment_header& out);
+
+/// "00000000000000000001.wal"
+std::string segment_file_name(uint64_t first_lsn);
+/// The first LSN in a segment file name, or nullopt if `name` is not one.
+std::optional<uint64_t> parse_segment_file_name(std::string_view name) noexcept;
+
+/// Appends one framed record (header + entry payload) for `e` with LSN `lsn`.
+void append_record(std::string& out, uint64_t lsn, const wal_entry& e);
+
+enum class parse_status : uint8_t {
+  ok,          ///< a whole, intact record
+  end,         ///< a zero header: the clean end of the written part of a segment
+  incomplete,  ///< fewer bytes than the header or the header's length asks for
+  bad,         ///< damaged: bad length, CRC mismatch or undecodable entry
+};
+
+struct parsed_record {
+  parse_status status = parse_status::bad;
+  size_t size = 0;         ///< bytes the record occupies (ok only)
+  uint64_t lsn = 0;        ///< ok only
+  entry_view entry;        ///< ok only; points into the parsed buffer
+  const char* why = "";    ///< bad only: what was wrong
+};
+
+/// Parses the record at `p` (with `avail` bytes readable there).
+parsed_record parse_record(const char* p, size_t avail, bool verify_crc) noexcept;
+
+/// Looks for an intact record with an LSN greater than `after_lsn` anywhere in
+/// [p, p + avail), at any byte offset. Used to tell a torn tail (nothing intact follows
+/// the damage) from corruption in the middle of the log. Returns its offset if found.
+std::optional<size_t> find_later_record(const char* p, size_t avail, uint64_t after_lsn) noexcept;
+
+}  // namespace dosql::wal

@@ -1,0 +1,340 @@
+#include "wal/log.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "wal/format.hpp"
+
+namespace dosql::wal {
+namespace {
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+constexpr size_t write_chunk = 1 << 20;  // flush the record buffer at this size
+
+}  // namespace
+
+log::log(std::string dir, wal_config cfg) : dir_(std::move(dir)), cfg_(cfg) {}
+
+log::~log() {
+  if (!failed_ && active_fd_) {
+    // Best effort: hand buffered records to the OS. Durability was the caller's to ask for.
+    (void)flush_buffer();
+  }
+}
+
+result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config& cfg) {
+  if (cfg.target_segment_size < segment_header_size + record_header_size + entry_fixed_size ||
+      cfg.max_entries_per_segment == 0) {
+    return error(ec::invalid_argument, "wal_config: target_segment_size must be at least 76 bytes "
+                                       "and max_entries_per_segment at least 1");
+  }
+  std::unique_ptr<log> l(new log(dir, cfg));
+  if (auto e = make_dirs(dir)) return e;
+  // One writer per directory, across processes.
+  auto lock_path = join(dir, "LOCK");
+  auto lfd = open_file(lock_path, O_RDWR | O_CREAT);
+  if (!lfd) return lfd.err();
+  if (::flock(lfd->get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)pread_full(lfd->get(), pid, sizeof pid - 1, 0, lock_path);
+    return error(ec::busy, "WAL directory " + dir + " is open by pid " +
+                               std::string(pid[0] ? pid : "?") + " (another writer)");
+  }
+  auto pid = std::to_string(::getpid());
+  if (::ftruncate(lfd->get(), 0) != 0) return io_error("cannot truncate", lock_path, errno);
+  if (auto e = pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path)) return e;
+  l->lock_fd_ = std::move(*lfd);
+  if (const char* trace = std::getenv("DOSQL_WAL_SYNC_TRACE"); trace && *trace) {
+    auto t = open_file(trace, O_WRONLY | O_CREAT | O_APPEND);
+    if (!t) return t.err();
+    l->trace_fd_ = std::move(*t);
+  }
+  if (auto e = l->recover()) return e;
+  return l;
+}
+
+error log::recover() {
+  auto names = list_dir(dir_);
+  if (!names) return names.err();
+  std::vector<uint64_t> firsts;
+  for (auto& n : *names) {
+    if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) {
+      ::unlink(join(dir_, n).c_str());  // an unfinished segment creation
+      continue;
+    }
+    if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
+  }
+  std::sort(firsts.begin(), firsts.end());
+  if (firsts.empty()) {
+    report_.created = true;
+    return create_segment(1);
+  }
+  for (size_t i = 0; i < firsts.size(); ++i) {
+    auto path = join(dir_, segment_file_name(firsts[i]));
+    auto fd = open_file(path, i + 1 == firsts.size() ? O_RDWR : O_RDONLY);
+    if (!fd) return fd.err();
+    char hb[segment_header_size];
+    auto n = pread_full(fd->get(), hb, sizeof hb, 0, path);
+    if (!n) return n.err();
+    segment_header h;
+    if (auto e = decode_segment_header(std::string_view(hb, *n), path, h)) return e;
+    if (h.first_lsn != firsts[i]) {
+      return error(ec::corruption, "segment " + path + ": header says first lsn " +
+                                       std::to_string(h.first_lsn) + ", name says " +
+                                       std::to_string(firsts[i]));
+    }
+    auto size = file_size(fd->get(), path);
+    if (!size) return size.err();
+    if (i + 1 < firsts.size()) {
+      sealed_.push_back({firsts[i], *size});
+    } else {
+      active_ = {firsts[i], 0};
+      active_fd_ = std::move(*fd);
+      active_path_ = path;
+      active_alloc_ = *size;
+    }
+  }
+  return recover_last(active_);
+}
+
+// Scans the last segment, truncates a torn tail, and sets the append position.
+error log::recover_last(segment& seg) {
+  std::string data(active_alloc_, '\0');
+  auto n = pread_full(active_fd_.get(), data.data(), data.size(), 0, active_path_);
+  if (!n) return n.err();
+  data.resize(*n);
+  uint64_t expect = seg.first_lsn;
+  size_t off = segment_header_size;
+  const char* why = nullptr;
+  while (off < data.size()) {
+    auto r = parse_record(data.data() + off, data.size() - off, true);
+    if (r.status == parse_status::end) break;
+    if (r.status == parse_status::incomplete) {
+      why = "record cut short by the end of the file";
+      break;
+    }
+    if (r.status == parse_status::bad) {
+      why = r.why;
+      break;
+    }
+    if (r.lsn != expect) {
+      why = "unexpected lsn (gap or reorder)";
+      break;
+    }
+    ++expect;
+    ++active_entries_;
+    off += r.size;
+  }
+  if (why && cfg_.recovery == wal_config::recovery_mode::tolerate_torn_tail) {
+    if (auto later = find_later_record(data.data() + off, data.size() - off, expect - 1)) {
+      return error(ec::corruption,
+                   "segment " + active_path_ + ": damaged record at offset " +
+                       std::to_string(off) + " (expected lsn " + std::to_string(expect) +
+                       ": " + why + ") is followed by an intact record at offset " +
+                       std::to_string(off + *later) +
+                       "; refusing to drop acknowledged entries (the log was not changed)");
+    }
+  }
+  // Anything non-zero past the clean end is a torn write: drop it.
+  size_t dirty_end = data.size();
+  while (dirty_end > off && data[dirty_end - 1] == 0) --dirty_end;
+  if (dirty_end > off) {
+    report_.torn_bytes = dirty_end - off;
+    report_.torn_offset = off;
+    report_.torn_segment = segment_file_name(seg.first_lsn);
+    report_.torn_reason = why ? why : "bytes after the end of the log";
+    if (auto e = zero_fill(off, dirty_end)) return e;
+  }
+  seg.bytes = off;
+  next_lsn_ = expect;
+  // What a crashed process left in the page cache is made durable before we build on it.
+  if (auto e = sync_data(active_fd_.get(), active_path_)) return e;
+  durable_lsn_ = next_lsn_ - 1;
+  trace_sync();
+  return {};
+}
+
+error log::zero_fill(uint64_t from, uint64_t to) {
+  static const std::string zeros(64 * 1024, '\0');
+  for (uint64_t o = from; o < to;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), to - o));
+    if (auto e = pwrite_full(active_fd_.get(), zeros.data(), n, o, active_path_)) return e;
+    o += n;
+  }
+  return {};
+}
+
+error log::create_segment(uint64_t first_lsn) {
+  auto name = segment_file_name(first_lsn);
+  auto path = join(dir_, name);
+  auto tmp = path + ".tmp";
+  auto fd = open_file(tmp, O_RDWR | O_CREAT | O_TRUNC);
+  if (!fd) return fd.err();
+  char hb[segment_header_size];
+  encode_segment_header({format_version, first_lsn, now_ms()}, hb);
+  if (auto e = pwrite_full(fd->get(), hb, sizeof hb, 0, tmp)) return e;
+  active_fd_ = std::move(*fd);
+  active_path_ = tmp;
+  active_alloc_ = segment_header_size;
+  bool prealloc = cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch;
+  if (prealloc) {
+    if (auto e = zero_fill(segment_header_size, cfg_.target_segment_size)) return e;
+    active_alloc_ = std::max<uint64_t>(cfg_.target_segment_size, segment_header_size);
+  }
+  if (auto e = sync_data(active_fd_.get(), tmp)) return e;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return io_error("cannot rename", tmp, errno);
+  if (auto e = sync_dir(dir_)) return e;
+  active_path_ = path;
+  active_ = {first_lsn, segment_header_size};
+  active_entries_ = 0;
+  trace_sync();
+  return {};
+}
+
+error log::flush_buffer() {
+  if (buf_.empty()) return {};
+  if (auto e = pwrite_full(active_fd_.get(), buf_.data(), buf_.size(), active_.bytes, active_path_)) {
+    failed_ = true;
+    return e;
+  }
+  active_.bytes += buf_.size();
+  buf_.clear();
+  return {};
+}
+
+error log::roll() {
+  // Seal: the old segment's records are durable and its zero fill is cut off before any
+  // record of the new segment exists, so only the last segment can ever be torn.
+  if (auto e = flush_buffer()) return e;
+  if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
+  if (active_alloc_ > active_.bytes) {
+    if (::ftruncate(active_fd_.get(), static_cast<off_t>(active_.bytes)) != 0)
+      return failed_ = true, io_error("cannot truncate", active_path_, errno);
+    if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
+  }
+  durable_lsn_ = next_lsn_ - 1;
+  trace_sync();
+  sealed_.push_back(active_);
+  if (auto e = create_segment(next_lsn_)) return failed_ = true, e;
+  return {};
+}
+
+result<uint64_t> log::append(std::span<wal_entry> entries) {
+  if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
+  for (auto& e : entries) {
+    if (active_entries_ >= cfg_.max_entries_per_segment ||
+        (active_entries_ > 0 && active_.bytes + buf_.size() >= cfg_.target_segment_size)) {
+      if (auto err = roll()) return err;
+    }
+    size_t len = encoded_size(e);
+    if (len > max_record_payload) {
+      return error(ec::invalid_argument, "entry for table '" + e.table + "' is " +
+                                             std::to_string(len) + " bytes; the WAL limit is 1 GiB");
+    }
+    // Invariant: LSNs are assigned here only, consecutively.
+    e.lsn = next_lsn_++;
+    append_record(buf_, e.lsn, e);
+    ++active_entries_;
+    if (buf_.size() >= write_chunk) {
+      if (auto err = flush_buffer()) return err;
+    }
+  }
+  if (auto err = flush_buffer()) return err;
+  return next_lsn_ - 1;
+}
+
+error log::sync() {
+  if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
+  if (durable_lsn_ == next_lsn_ - 1) return {};
+  if (auto e = flush_buffer()) return e;
+  if (auto e = sync_data(active_fd_.get(), active_path_)) {
+    failed_ = true;  // after a failed fsync the page cache state is unknown (fsyncgate)
+    return e;
+  }
+  durable_lsn_ = next_lsn_ - 1;
+  trace_sync();
+  return {};
+}
+
+void log::trace_sync() {
+  if (!trace_fd_) return;
+  auto line = segment_file_name(active_.first_lsn) + " " + std::to_string(active_.bytes) + "\n";
+  (void)!::write(trace_fd_.get(), line.data(), line.size());
+}
+
+result<uint64_t> log::append_batch(std::span<wal_entry> entries) {
+  auto last = append(entries);
+  if (!last) return last;
+  if (cfg_.sync == wal_config::sync_policy::every_batch) {
+    if (auto e = sync()) return e;
+  }
+  return last;
+}
+
+uint64_t log::oldest_lsn() const noexcept {
+  return sealed_.empty() ? active_.first_lsn : sealed_.front().first_lsn;
+}
+
+uint64_t log::total_bytes() const noexcept {
+  uint64_t n = active_.bytes + buf_.size();
+  for (auto& s : sealed_) n += s.bytes;
+  return n;
+}
+
+std::vector<segment_info> log::segments() const {
+  std::vector<segment_info> out;
+  for (size_t i = 0; i < sealed_.size(); ++i) {
+    uint64_t next = i + 1 < sealed_.size() ? sealed_[i + 1].first_lsn : active_.first_lsn;
+    out.push_back({sealed_[i].first_lsn, next - 1, sealed_[i].bytes, false});
+  }
+  uint64_t last = next_lsn_ > active_.first_lsn ? next_lsn_ - 1 : 0;
+  out.push_back({active_.first_lsn, last, active_.bytes + buf_.size(), true});
+  return out;
+}
+
+result<compact_report> log::compact(uint64_t below_lsn) {
+  compact_report rep;
+  rep.archived = cfg_.auto_archive;
+  std::string archive = join(dir_, "archive");
+  if (cfg_.auto_archive) {
+    if (auto e = make_dirs(archive)) return e;
+  }
+  size_t n = 0;
+  while (n < sealed_.size()) {
+    uint64_t next_first = n + 1 < sealed_.size() ? sealed_[n + 1].first_lsn : active_.first_lsn;
+    if (next_first > below_lsn) break;  // segment n holds an LSN >= below_lsn
+    auto name = segment_file_name(sealed_[n].first_lsn);
+    auto path = join(dir_, name);
+    if (cfg_.auto_archive) {
+      auto dst = join(archive, name);
+      if (::rename(path.c_str(), dst.c_str()) != 0) return io_error("cannot archive", path, errno);
+    } else if (::unlink(path.c_str()) != 0) {
+      return io_error("cannot remove", path, errno);
+    }
+    rep.removed.push_back(sealed_[n].first_lsn);
+    rep.bytes += sealed_[n].bytes;
+    ++n;
+  }
+  sealed_.erase(sealed_.begin(), sealed_.begin() + static_cast<std::ptrdiff_t>(n));
+  if (n > 0) {
+    if (auto e = sync_dir(dir_)) return e;
+    if (cfg_.auto_archive) {
+      if (auto e = sync_dir(archive)) return e;
+    }
+  }
+  rep.oldest_lsn = oldest_lsn();
+  return rep;
+}
+
+}  // namespace dosql::wal

@@ -1,0 +1,117 @@
+// wal::log, the single writer of a WAL directory: assigns LSNs, frames and appends
+// entries, rolls segments, syncs, recovers a torn tail on open, and compacts old segments.
+//
+// Invariants (see wal/FORMAT.md):
+//  - LSNs start at 1, are gap-free and strictly increasing, and are never reused: the
+//    next LSN after reopen is the last intact one + 1, also after compaction.
+//  - An entry is durable once sync() (or append_batch under sync_policy::every_batch)
+//    returned for it: it then survives kill -9 and power loss.
+//  - Only one log object may own a directory at a time (an flock on wal/LOCK, released
+//    by the kernel if the process dies); a second open fails with ec::busy naming the pid.
+// Thread safety: none. One owner (the WAL-writer actor) calls everything.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "wal/config.hpp"
+#include "wal/entry.hpp"
+#include "wal/error.hpp"
+#include "wal/file.hpp"
+
+namespace dosql::wal {
+
+struct segment_info {
+  uint64_t first_lsn = 0;
+  uint64_t last_lsn = 0;  ///< 0 when the segment holds no entry yet
+  uint64_t bytes = 0;     ///< bytes in use (header + records), not the zero fill
+  bool active = false;    ///< the segment appends go to (never compacted)
+};
+
+/// What open() found and did.
+struct open_report {
+  bool created = false;         ///< the directory held no segment
+  uint64_t torn_bytes = 0;      ///< bytes dropped from the tail of the last segment
+  uint64_t torn_offset = 0;     ///< where the dropped bytes began
+  std::string torn_segment;     ///< file name of that segment
+  std::string torn_reason;      ///< what was wrong with the first dropped record
+};
+
+struct compact_report {
+  std::vector<uint64_t> removed;  ///< first LSNs of the removed (or archived) segments
+  uint64_t bytes = 0;             ///< their total size
+  bool archived = false;          ///< moved to archive/ rather than deleted
+  uint64_t oldest_lsn = 0;        ///< oldest LSN still readable afterwards
+};
+
+class log {
+ public:
+  /// Opens (creating if needed) the WAL in `dir` and recovers it. Fails with
+  /// ec::corruption (naming segment, offset and LSN), ec::format_version, ec::busy or
+  /// ec::io_error, having changed nothing on disk.
+  static result<std::unique_ptr<log>> open(const std::string& dir, const wal_config& cfg = {});
+
+  log(const log&) = delete;
+  log& operator=(const log&) = delete;
+  ~log();
+
+  const open_report& report() const noexcept { return report_; }
+  const std::string& dir() const noexcept { return dir_; }
+  const wal_config& config() const noexcept { return cfg_; }
+
+  uint64_t next_lsn() const noexcept { return next_lsn_; }     ///< LSN the next entry gets
+  uint64_t last_lsn() const noexcept { return next_lsn_ - 1; }  ///< 0 for an empty log
+  uint64_t durable_lsn() const noexcept { return durable_lsn_; }
+  uint64_t oldest_lsn() const noexcept;  ///< first LSN still readable
+  uint64_t total_bytes() const noexcept;  ///< bytes in use over all segments
+
+  /// Assigns consecutive LSNs to `entries` (setting each `lsn`), frames them and writes
+  /// them to the OS. Returns the last LSN assigned. Survives a process crash once it
+  /// returned; durable only after sync(). On error the log is unusable (reopen recovers).
+  result<uint64_t> append(std::span<wal_entry> entries);
+  /// fdatasync the active segment: everything appended so far becomes durable.
+  error sync();
+  /// append() then, under sync_policy::every_batch, sync().
+  result<uint64_t> append_batch(std::span<wal_entry> entries);
+
+  /// Removes (or, with auto_archive, moves to archive/) every sealed segment whose
+  /// entries all have LSNs below `below_lsn`. The active segment always stays.
+  result<compact_report> compact(uint64_t below_lsn);
+
+  std::vector<segment_info> segments() const;
+
+ private:
+  struct segment {
+    uint64_t first_lsn;
+    uint64_t bytes;
+  };
+  log(std::string dir, wal_config cfg);
+  error recover();
+  error recover_last(segment& seg);
+  error create_segment(uint64_t first_lsn);
+  error roll();
+  error flush_buffer();
+  error zero_fill(uint64_t from, uint64_t to);
+  void trace_sync();
+
+  std::string dir_;
+  wal_config cfg_;
+  open_report report_;
+  unique_fd lock_fd_;
+  std::vector<segment> sealed_;  // oldest first
+  segment active_{0, 0};
+  unique_fd active_fd_;
+  std::string active_path_;
+  uint64_t active_alloc_ = 0;    // bytes allocated (zero-filled) in the active file
+  uint64_t active_entries_ = 0;  // entries in the active segment (written or buffered)
+  uint64_t next_lsn_ = 1;
+  uint64_t durable_lsn_ = 0;
+  std::string buf_;  // framed records not yet written
+  bool failed_ = false;
+  unique_fd trace_fd_;  // DOSQL_WAL_SYNC_TRACE: test hook for power-loss simulation
+};
+
+}  // namespace dosql::wal
