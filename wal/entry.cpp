@@ -46,21 +46,40 @@ wal_entry entry_view::to_entry() const {
   return e;
 }
 
+entry_view view_of(const wal_entry& e) noexcept {
+  auto sv = [](const std::optional<bytes>& b) {
+    return b ? std::string_view(reinterpret_cast<const char*>(b->data()), b->size()) : std::string_view{};
+  };
+  entry_view v;
+  v.lsn = e.lsn;
+  v.timestamp = e.timestamp;
+  v.txn_id = e.txn_id;
+  v.op = e.op;
+  v.table = e.table;
+  v.has_key = e.key.has_value();
+  v.has_before = e.before.has_value();
+  v.has_after = e.after.has_value();
+  v.key = sv(e.key);
+  v.before = sv(e.before);
+  v.after = sv(e.after);
+  return v;
+}
+
 namespace wal {
 
-size_t encoded_size(const wal_entry& e) noexcept {
+size_t encoded_size(const entry_view& e) noexcept {
   size_t n = entry_fixed_size + e.txn_id.size() + e.table.size();
-  if (e.key) n += 4 + e.key->size();
-  if (e.before) n += 4 + e.before->size();
-  if (e.after) n += 4 + e.after->size();
+  if (e.has_key) n += 4 + e.key.size();
+  if (e.has_before) n += 4 + e.before.size();
+  if (e.has_after) n += 4 + e.after.size();
   return n;
 }
 
-void encode(const wal_entry& e, std::string& out) {
+void encode(const entry_view& e, std::string& out) {
   size_t start = out.size();
   out.resize(start + encoded_size(e));
   char* p = out.data() + start;
-  uint8_t flags = (e.key ? 1 : 0) | (e.before ? 2 : 0) | (e.after ? 4 : 0);
+  uint8_t flags = (e.has_key ? 1 : 0) | (e.has_before ? 2 : 0) | (e.has_after ? 4 : 0);
   p[0] = static_cast<char>(entry_version);
   p[1] = static_cast<char>(e.op);
   p[2] = static_cast<char>(flags);
@@ -69,9 +88,11 @@ void encode(const wal_entry& e, std::string& out) {
   put_u32(p + 12, static_cast<uint32_t>(e.txn_id.size()));
   put_u32(p + 16, static_cast<uint32_t>(e.table.size()));
   p += entry_fixed_size;
-  for (auto* f : {&e.key, &e.before, &e.after})
-    if (*f) {
-      put_u32(p, static_cast<uint32_t>((*f)->size()));
+  const std::string_view* fields[3] = {&e.key, &e.before, &e.after};
+  const bool has[3] = {e.has_key, e.has_before, e.has_after};
+  for (int i = 0; i < 3; ++i)
+    if (has[i]) {
+      put_u32(p, static_cast<uint32_t>(fields[i]->size()));
       p += 4;
     }
   auto copy = [&p](const void* src, size_t n) {
@@ -80,8 +101,8 @@ void encode(const wal_entry& e, std::string& out) {
   };
   copy(e.txn_id.data(), e.txn_id.size());
   copy(e.table.data(), e.table.size());
-  for (auto* f : {&e.key, &e.before, &e.after})
-    if (*f) copy((*f)->data(), (*f)->size());
+  for (int i = 0; i < 3; ++i)
+    if (has[i]) copy(fields[i]->data(), fields[i]->size());
 }
 
 error decode(std::string_view payload, uint64_t lsn, entry_view& out) {

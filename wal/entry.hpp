@@ -69,15 +69,19 @@ struct entry_view {
   wal_entry to_entry() const;
 };
 
+/// A view of `e`'s fields (valid while `e` lives and is not modified).
+entry_view view_of(const wal_entry& e) noexcept;
+
 namespace wal {
 
 constexpr uint8_t entry_version = 1;
 constexpr size_t entry_fixed_size = 20;  // version, op, flags, reserved, timestamp, two lengths
 
 /// Size of `e`'s payload encoding.
-size_t encoded_size(const wal_entry& e) noexcept;
+size_t encoded_size(const entry_view& e) noexcept;
+inline size_t encoded_size(const wal_entry& e) noexcept { return encoded_size(view_of(e)); }
 /// Appends the payload encoding of `e` (everything but the LSN) to `out`.
-void encode(const wal_entry& e, std::string& out);
+void encode(const entry_view& e, std::string& out);
 /// Decodes a payload. On success `out` points into `payload`'s bytes.
 error decode(std::string_view payload, uint64_t lsn, entry_view& out);
 

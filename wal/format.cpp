@@ -56,7 +56,7 @@ std::optional<uint64_t> parse_segment_file_name(std::string_view name) noexcept 
   return v;
 }
 
-void append_record(std::string& out, uint64_t lsn, const wal_entry& e) {
+void append_record(std::string& out, uint64_t lsn, const entry_view& e) {
   size_t start = out.size();
   size_t len = encoded_size(e);
   out.resize(start + record_header_size);

@@ -39,7 +39,10 @@ std::string segment_file_name(uint64_t first_lsn);
 std::optional<uint64_t> parse_segment_file_name(std::string_view name) noexcept;
 
 /// Appends one framed record (header + entry payload) for `e` with LSN `lsn`.
-void append_record(std::string& out, uint64_t lsn, const wal_entry& e);
+void append_record(std::string& out, uint64_t lsn, const entry_view& e);
+inline void append_record(std::string& out, uint64_t lsn, const wal_entry& e) {
+  append_record(out, lsn, view_of(e));
+}
 
 enum class parse_status : uint8_t {
   ok,          ///< a whole, intact record

@@ -230,26 +230,37 @@ error log::roll() {
   return {};
 }
 
+error log::append_one(const entry_view& e, uint64_t& lsn) {
+  if (active_entries_ >= cfg_.max_entries_per_segment ||
+      (active_entries_ > 0 && active_.bytes + buf_.size() >= cfg_.target_segment_size)) {
+    if (auto err = roll()) return err;
+  }
+  size_t len = encoded_size(e);
+  if (len > max_record_payload) {
+    return error(ec::invalid_argument, "entry for table '" + std::string(e.table) + "' is " +
+                                           std::to_string(len) + " bytes; the WAL limit is 1 GiB");
+  }
+  // Invariant: LSNs are assigned here only, consecutively.
+  lsn = next_lsn_++;
+  append_record(buf_, lsn, e);
+  ++active_entries_;
+  if (buf_.size() >= write_chunk) return flush_buffer();
+  return {};
+}
+
 result<uint64_t> log::append(std::span<wal_entry> entries) {
   if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
-  for (auto& e : entries) {
-    if (active_entries_ >= cfg_.max_entries_per_segment ||
-        (active_entries_ > 0 && active_.bytes + buf_.size() >= cfg_.target_segment_size)) {
-      if (auto err = roll()) return err;
-    }
-    size_t len = encoded_size(e);
-    if (len > max_record_payload) {
-      return error(ec::invalid_argument, "entry for table '" + e.table + "' is " +
-                                             std::to_string(len) + " bytes; the WAL limit is 1 GiB");
-    }
-    // Invariant: LSNs are assigned here only, consecutively.
-    e.lsn = next_lsn_++;
-    append_record(buf_, e.lsn, e);
-    ++active_entries_;
-    if (buf_.size() >= write_chunk) {
-      if (auto err = flush_buffer()) return err;
-    }
-  }
+  for (auto& e : entries)
+    if (auto err = append_one(view_of(e), e.lsn)) return err;
+  if (auto err = flush_buffer()) return err;
+  return next_lsn_ - 1;
+}
+
+result<uint64_t> log::append_views(std::span<const entry_view> entries) {
+  if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
+  uint64_t lsn;
+  for (auto& e : entries)
+    if (auto err = append_one(e, lsn)) return err;
   if (auto err = flush_buffer()) return err;
   return next_lsn_ - 1;
 }

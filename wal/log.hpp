@@ -72,6 +72,9 @@ class log {
   /// them to the OS. Returns the last LSN assigned. Survives a process crash once it
   /// returned; durable only after sync(). On error the log is unusable (reopen recovers).
   result<uint64_t> append(std::span<wal_entry> entries);
+  /// Like append(), from views (zero-copy for callers that hold the bytes elsewhere); the
+  /// entries get LSNs next_lsn(), next_lsn() + 1, ... in order (their `lsn` is ignored).
+  result<uint64_t> append_views(std::span<const entry_view> entries);
   /// fdatasync the active segment: everything appended so far becomes durable.
   error sync();
   /// append() then, under sync_policy::every_batch, sync().
@@ -94,6 +97,7 @@ class log {
   error create_segment(uint64_t first_lsn);
   error roll();
   error flush_buffer();
+  error append_one(const entry_view& e, uint64_t& lsn);
   error zero_fill(uint64_t from, uint64_t to);
   void trace_sync();
 

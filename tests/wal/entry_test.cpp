@@ -43,7 +43,7 @@ TEST_CASE("absent and empty optional fields stay distinct", "[entry]") {
 TEST_CASE("a payload whose lengths do not add up is a decode error naming the lsn", "[entry]") {
   wal_entry e = test::make_entry(1);
   std::string payload;
-  wal::encode(e, payload);
+  wal::encode(view_of(e), payload);
   entry_view v;
   CHECK_FALSE(wal::decode(payload, 9, v));
   auto err = wal::decode(payload.substr(0, payload.size() - 1), 9, v);
