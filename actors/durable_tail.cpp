@@ -1,0 +1,31 @@
+#include "actors/durable_tail.hpp"
+
+namespace dosql::actors {
+
+void durable_tail::publish(uint64_t lsn) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (lsn <= durable_.load(std::memory_order_relaxed)) return;
+    durable_.store(lsn, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+void durable_tail::fail(error e) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    err_ = std::move(e);
+    failed_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+error durable_tail::wait(uint64_t lsn) {
+  if (value() >= lsn) return {};
+  std::unique_lock<std::mutex> g(mu_);
+  cv_.wait(g, [&] { return durable_.load(std::memory_order_relaxed) >= lsn || failed_.load(); });
+  if (durable_.load(std::memory_order_relaxed) >= lsn) return {};
+  return err_;
+}
+
+}  // namespace dosql::actors

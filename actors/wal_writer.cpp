@@ -1,0 +1,98 @@
+#include "actors/wal_writer.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/messages.hpp"
+
+namespace dosql::actors {
+namespace {
+
+struct wal_writer_state {
+  std::shared_ptr<wal::log> log;
+  std::shared_ptr<durable_tail> tail;
+  std::vector<caf::actor> listeners;
+  txn_message scratch;
+  bool flush_scheduled = false;
+  bool failed = false;
+  static inline const char* name = "dosql.wal_writer";
+};
+
+using writer_actor = caf::stateful_actor<wal_writer_state>;
+
+void fail(writer_actor* self, error e) {
+  spdlog::error("WAL writer failed: {}", e.to_string());
+  self->state.failed = true;
+  self->state.tail->fail(std::move(e));
+}
+
+// Makes everything appended durable and tells everyone.
+void flush(writer_actor* self) {
+  auto& st = self->state;
+  st.flush_scheduled = false;
+  if (st.failed) return;
+  if (auto e = st.log->sync()) return fail(self, e);
+  uint64_t durable = st.log->durable_lsn();
+  st.tail->publish(durable);
+  for (auto& l : st.listeners) self->send(l, tail_atom::value, durable);
+}
+
+caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
+                         std::shared_ptr<durable_tail> tail) {
+  self->state.log = std::move(log);
+  self->state.tail = std::move(tail);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& ls = self->state.listeners;
+    ls.erase(std::remove_if(ls.begin(), ls.end(), [&](const caf::actor& a) { return a.address() == dm.source; }),
+             ls.end());
+  });
+  return {
+    [=](append_atom, const std::string& msg) {
+      auto& st = self->state;
+      if (st.failed) return;
+      if (auto e = decode_txn_message(msg, st.scratch)) return fail(self, e);
+      if (st.scratch.first_lsn != st.log->next_lsn()) {
+        return fail(self, error(ec::corruption, "transaction " + std::string(st.scratch.txn_id) +
+                                                    " expected lsn " + std::to_string(st.scratch.first_lsn) +
+                                                    " but the WAL is at " + std::to_string(st.log->next_lsn())));
+      }
+      auto r = st.log->append_views(st.scratch.entries);
+      if (!r) return fail(self, r.err());
+      // Group commit: the flush message queues behind every append already waiting, so one
+      // fdatasync covers them all.
+      if (!st.flush_scheduled) {
+        st.flush_scheduled = true;
+        self->send(self, flush_atom::value);
+      }
+    },
+    [=](flush_atom) { flush(self); },
+    [=](sync_atom) -> caf::result<uint64_t> {
+      flush(self);
+      if (self->state.failed) return caf::make_error(caf::sec::runtime_error, "WAL failed");
+      return self->state.log->durable_lsn();
+    },
+    [=](compact_atom, uint64_t below) -> caf::result<uint64_t> {
+      auto r = self->state.log->compact(below);
+      if (!r) return caf::make_error(caf::sec::runtime_error, r.err().to_string());
+      return r->oldest_lsn;
+    },
+    [=](info_atom) -> std::vector<uint64_t> {
+      auto& l = *self->state.log;
+      return {l.next_lsn(), l.durable_lsn(), l.oldest_lsn(), l.total_bytes()};
+    },
+    [=](listen_atom, caf::actor who) {
+      self->monitor(who);
+      self->state.listeners.push_back(who);
+      self->send(who, tail_atom::value, self->state.log->durable_lsn());
+    },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
+                            std::shared_ptr<durable_tail> tail) {
+  return sys.spawn<caf::detached>(wal_writer, std::move(log), std::move(tail));
+}
+
+}  // namespace dosql::actors

@@ -1,0 +1,251 @@
+#include "runtime/capture.hpp"
+
+#include "wal/msgpack_sink.hpp"
+
+#include <cstring>
+
+#include "actors/messages.hpp"
+
+namespace dosql::detail {
+namespace {
+
+using packer = string_packer;
+
+// `out` is the string `pk` writes to.
+void pack_sqlite_value(packer& pk, std::string& out, sqlite3_value* v, bool realify) {
+  switch (sqlite3_value_type(v)) {
+    case SQLITE_INTEGER:
+      // SQLite 3.40 reports a REAL-affinity value stored as an integer as INTEGER in the
+      // insert image (capture notes §2): give it back its REAL storage class.
+      if (realify)
+        pack_float64(out, static_cast<double>(sqlite3_value_int64(v)));
+      else
+        pk.pack_int64(sqlite3_value_int64(v));
+      break;
+    case SQLITE_FLOAT: pack_float64(out, sqlite3_value_double(v)); break;
+    case SQLITE_TEXT: {
+      auto n = static_cast<uint32_t>(sqlite3_value_bytes(v));
+      pk.pack_str(n);
+      pk.pack_str_body(reinterpret_cast<const char*>(sqlite3_value_text(v)), n);
+      break;
+    }
+    case SQLITE_BLOB: {
+      auto n = static_cast<uint32_t>(sqlite3_value_bytes(v));
+      pk.pack_bin(n);
+      pk.pack_bin_body(static_cast<const char*>(sqlite3_value_blob(v)), n);
+      break;
+    }
+    default: pk.pack_nil();
+  }
+}
+
+}  // namespace
+
+void capture::attach(sqlite3* db) {
+  db_ = db;
+  sqlite3_preupdate_hook(db, &capture::on_preupdate, this);
+  sqlite3_commit_hook(db, &capture::on_commit, this);
+  sqlite3_rollback_hook(db, &capture::on_rollback, this);
+  sqlite3_set_authorizer(db, &capture::on_authorize, this);
+}
+
+void capture::truncate(mark m) noexcept {
+  entries_.resize(m.bytes);
+  count_ = m.count;
+}
+
+void capture::clear() noexcept {
+  entries_.clear();
+  count_ = 0;
+  savepoints.clear();
+  txn_opened_by_savepoint = false;
+  meta_written = false;
+}
+
+void capture::add_schema_entry(const std::string& table, const std::string& image) {
+  std::string_view img(image);
+  actors::pack_entry(entries_, op_type::schema, table, nullptr, nullptr, &img);
+  ++count_;
+}
+
+void capture::on_preupdate(void* self, sqlite3*, int op, const char* zdb, const char* table,
+                           sqlite3_int64 k1, sqlite3_int64 k2) {
+  auto* c = static_cast<capture*>(self);
+  if (!c->enabled_) return;
+  if (std::strcmp(zdb, "main") != 0) {
+    if (std::strcmp(zdb, "temp") != 0 && !c->hook_error_)
+      c->hook_error_ = error(ec::invalid_argument, std::string("writes to attached database '") + zdb +
+                                                       "' are not captured; dosql refuses them");
+    return;
+  }
+  if (std::strncmp(table, "sqlite_", 7) == 0 || is_internal_table(table)) return;
+  if (sqlite3_preupdate_blobwrite(c->db_) >= 0) {
+    if (!c->hook_error_)
+      c->hook_error_ = error(ec::invalid_argument, "incremental blob I/O is not captured; dosql refuses it");
+    return;
+  }
+  c->record(op, table, k1, k2);
+}
+
+void capture::record(int op, const char* table, sqlite3_int64 k1, sqlite3_int64 k2) {
+  const table_info* t = catalog_.find(table);
+  if (!t) {
+    if (!hook_error_)
+      hook_error_ = error(ec::invalid_argument, std::string("change to unknown table '") + table + "'");
+    return;
+  }
+  bool has_old = op != SQLITE_INSERT, has_new = op != SQLITE_DELETE;
+  auto image = [&](std::string& out, bool old) {
+    out.clear();
+    string_sink s{out};
+    packer pk(s);
+    pk.pack_map(static_cast<uint32_t>(t->stored.size()));
+    for (size_t i = 0; i < t->stored.size(); ++i) {
+      sqlite3_value* v = nullptr;
+      int rc = old ? sqlite3_preupdate_old(db_, static_cast<int>(i), &v)
+                   : sqlite3_preupdate_new(db_, static_cast<int>(i), &v);
+      const auto& col = t->stored[i];
+      pk.pack_str(static_cast<uint32_t>(col.name.size()));
+      pk.pack_str_body(col.name.data(), static_cast<uint32_t>(col.name.size()));
+      if (rc != SQLITE_OK || !v)
+        pk.pack_nil();
+      else
+        pack_sqlite_value(pk, out, v, col.real_affinity);
+    }
+  };
+  if (has_old) image(before_, true);
+  if (has_new) image(after_, false);
+  // Key: the primary key's values (from the old row for UPDATE/DELETE), or the rowid.
+  key_.clear();
+  {
+    string_sink s{key_};
+    packer pk(s);
+    if (t->keyed_by_rowid()) {
+      if (op == SQLITE_UPDATE && k1 != k2) {
+        pk.pack_array(2);
+        pk.pack_int64(k1);
+        pk.pack_int64(k2);
+      } else {
+        pk.pack_array(1);
+        pk.pack_int64(op == SQLITE_INSERT ? k2 : k1);
+      }
+    } else {
+      pk.pack_array(static_cast<uint32_t>(t->pk.size()));
+      for (size_t idx : t->pk) {
+        sqlite3_value* v = nullptr;
+        int rc = has_old ? sqlite3_preupdate_old(db_, static_cast<int>(idx), &v)
+                         : sqlite3_preupdate_new(db_, static_cast<int>(idx), &v);
+        if (rc != SQLITE_OK || !v)
+          pk.pack_nil();
+        else
+          pack_sqlite_value(pk, key_, v, t->stored[idx].real_affinity);
+      }
+    }
+  }
+  op_type o = op == SQLITE_INSERT ? op_type::insert : op == SQLITE_UPDATE ? op_type::update : op_type::del;
+  std::string_view k(key_), b(before_), a(after_);
+  actors::pack_entry(entries_, o, table, &k, has_old ? &b : nullptr, has_new ? &a : nullptr);
+  ++count_;
+}
+
+int capture::on_commit(void* self) {
+  auto* c = static_cast<capture*>(self);
+  if (!c->enabled_) return 0;
+  // Invariant: captured changes reach SQLite's commit only through the wrapper, which writes
+  // the meta LSN first. Anything else would commit changes the WAL never sees.
+  if ((c->count_ > 0 || c->txn_has_ddl) && !c->meta_written) return 1;
+  return 0;
+}
+
+void capture::on_rollback(void* self) {
+  auto* c = static_cast<capture*>(self);
+  c->entries_.clear();
+  c->count_ = 0;
+  c->savepoints.clear();
+  c->txn_opened_by_savepoint = false;
+  c->meta_written = false;
+  c->txn_rolled_back = true;
+}
+
+int capture::on_authorize(void* self, int code, const char* a1, const char* a2, const char* a3,
+                          const char* a4) {
+  auto* c = static_cast<capture*>(self);
+  auto& info = c->info_;
+  auto s = [](const char* p) { return std::string(p ? p : ""); };
+  auto deny = [&](std::string why) {
+    if (info.denied.empty()) info.denied = std::move(why);
+    return SQLITE_DENY;
+  };
+  (void)a4;
+  switch (code) {
+    case SQLITE_TRANSACTION: {
+      auto op = s(a1);
+      info.k = op == "BEGIN" ? statement_info::kind::begin
+               : op == "COMMIT" ? statement_info::kind::commit
+                                : statement_info::kind::rollback;
+      break;
+    }
+    case SQLITE_SAVEPOINT: {
+      auto op = s(a1);
+      info.savepoint = s(a2);
+      info.k = op == "BEGIN" ? statement_info::kind::savepoint
+               : op == "RELEASE" ? statement_info::kind::release
+                                 : statement_info::kind::rollback_to;
+      break;
+    }
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+      return deny("ATTACH/DETACH is not supported: dosql captures the main database only");
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+      if (a1 && is_internal_table(a1) && !c->internal_ && s(a3) == "main")
+        return deny(std::string("table ") + a1 + " belongs to dosql and cannot be written");
+      break;
+    case SQLITE_PRAGMA: {
+      static const char* locked[] = {"journal_mode", "wal_autocheckpoint", "wal_checkpoint",
+                                     "synchronous", "writable_schema", "locking_mode",
+                                     "schema_version"};
+      if (a2 && !c->internal_)
+        for (auto* p : locked)
+          if (sqlite3_stricmp(a1, p) == 0)
+            return deny(std::string("PRAGMA ") + p + " is managed by dosql and cannot be changed");
+      break;
+    }
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_DROP_VIEW:
+      if (s(a3) == "main" && info.ddl_code == 0) {
+        if (a1 && is_internal_table(a1) && !c->internal_)
+          return deny(std::string("table ") + a1 + " belongs to dosql");
+        info.ddl_code = code;
+        info.ddl_object = s(a1);
+        info.ddl_table = s(a1);
+      }
+      break;
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_DROP_INDEX:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_DROP_TRIGGER:
+      if (s(a3) == "main" && info.ddl_code == 0 && s(a1).rfind("sqlite_autoindex", 0) != 0) {
+        info.ddl_code = code;
+        info.ddl_object = s(a1);
+        info.ddl_table = s(a2);
+      }
+      break;
+    case SQLITE_ALTER_TABLE:
+      if (s(a1) == "main" && info.ddl_code == 0) {
+        if (a2 && is_internal_table(a2)) return deny(std::string("table ") + a2 + " belongs to dosql");
+        info.ddl_code = code;
+        info.ddl_object = s(a2);
+        info.ddl_table = s(a2);
+        info.ddl_column = s(a3);  // DROP COLUMN names the column here (capture notes §4)
+      }
+      break;
+    default: break;
+  }
+  return SQLITE_OK;
+}
+
+}  // namespace dosql::detail

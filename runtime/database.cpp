@@ -1,0 +1,890 @@
+// The database: open/recovery, the exec wrapper and its commit protocol (see
+// docs/ARCHITECTURE.md, "Commit protocol"), transactions, queries, checkpoints.
+#include "runtime/database.hpp"
+
+#include <caf/all.hpp>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "actors/durable_tail.hpp"
+#include "actors/messages.hpp"
+#include "actors/wal_writer.hpp"
+#include "runtime/apply.hpp"
+#include "runtime/capture.hpp"
+#include "runtime/sqlite_util.hpp"
+#include "wal/file.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql {
+
+using detail::stmt_ptr;
+using kind = detail::statement_info::kind;
+
+namespace {
+
+constexpr int data_format_version = 1;
+constexpr const char* marker_name = "DOSQL";
+constexpr const char* sqlite_name = "db.sqlite";
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+bool starts_with_keyword(std::string_view text, std::string_view kw) {
+  size_t i = 0;
+  for (;;) {  // skip white space and comments
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    if (text.substr(i, 2) == "--") {
+      while (i < text.size() && text[i] != '\n') ++i;
+    } else if (text.substr(i, 2) == "/*") {
+      auto e = text.find("*/", i + 2);
+      i = e == std::string_view::npos ? text.size() : e + 2;
+    } else {
+      break;
+    }
+  }
+  if (text.size() - i < kw.size()) return false;
+  for (size_t k = 0; k < kw.size(); ++k)
+    if (std::toupper(static_cast<unsigned char>(text[i + k])) != kw[k]) return false;
+  return i + kw.size() == text.size() || !std::isalnum(static_cast<unsigned char>(text[i + kw.size()]));
+}
+
+bool contains_fail(std::string_view text) {
+  for (size_t i = 0; i + 4 <= text.size(); ++i)
+    if (sqlite3_strnicmp(text.data() + i, "FAIL", 4) == 0) return true;
+  return false;
+}
+
+std::string trim_sql(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.back())) || s.back() == ';')) s.remove_suffix(1);
+  return std::string(s);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+struct database::impl {
+  runtime* rt = nullptr;
+  std::string dir;
+  database_options opts;
+  wal::unique_fd dir_lock;
+  sqlite3* db = nullptr;
+  detail::capture cap;
+  std::mutex mu;  // the writer lock: SQLite writes and LSN prediction happen under it
+  std::shared_ptr<actors::durable_tail> tail;
+  std::weak_ptr<wal::log> log_ref;
+  caf::actor writer;
+  uint64_t next_lsn = 1;         // guarded by mu: LSN of the next BEGIN
+  std::atomic<uint64_t> handed{0};  // last LSN handed to the writer
+  int64_t schema_version = 0;    // guarded by mu
+  int64_t pending_schema = 0;    // schema version inside the open transaction
+  bool aborted = false;          // PostgreSQL-style: the open transaction failed midway
+  bool fail_possible = false;    // the schema mentions FAIL (ON CONFLICT FAIL, RAISE(FAIL))
+  stmt_ptr meta_update, begin_stmt, commit_stmt, rollback_stmt;
+  std::mutex pool_mu;
+  std::vector<sqlite3*> pool;
+  recovery_info rec;
+  std::atomic<int> wal_frames{0};
+  bool closed = false;
+
+  ~impl();
+  error open_sqlite();
+  error recover(wal::log& log);
+  error reload_catalog();
+  result<exec_result> run(std::string_view sql, const std::vector<value>& params, bool object_txn,
+                          uint64_t& wait_lsn, query_result* out);
+  error run_statement(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
+                      bool object_txn, uint64_t& wait_lsn, query_result* out);
+  error step_write(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
+                   query_result* out);
+  error commit(sqlite3_stmt* st, std::string_view text, uint64_t& wait_lsn);
+  error rollback_all();
+  void start_txn();
+  error step_rows(sqlite3_stmt* st, std::string_view text, query_result* out);
+  void maybe_checkpoint();
+  error checkpoint_locked(int mode);
+  result<sqlite3*> reader();
+  void give_back(sqlite3* r);
+  error wait_durable(uint64_t lsn) { return lsn ? tail->wait(lsn) : error{}; }
+};
+
+database::impl::~impl() {
+  for (auto* r : pool) sqlite3_close_v2(r);
+  meta_update.reset();
+  begin_stmt.reset();
+  commit_stmt.reset();
+  rollback_stmt.reset();
+  if (db) sqlite3_close_v2(db);
+}
+
+static int on_wal_commit(void* p, sqlite3*, const char*, int frames) {
+  static_cast<database::impl*>(p)->wal_frames.store(frames, std::memory_order_relaxed);
+  return SQLITE_OK;
+}
+
+error database::impl::open_sqlite() {
+  auto path = wal::join(dir, sqlite_name);
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) return detail::sql_error(db, "open " + path, rc);
+  if (!sqlite3_compileoption_used("ENABLE_PREUPDATE_HOOK"))
+    return error(ec::invalid_argument, "this SQLite library lacks the preupdate hook (SQLITE_ENABLE_PREUPDATE_HOOK)");
+  // Hooks first: statements prepared before the preupdate hook would skip it (capture notes §2).
+  cap.set_enabled(false);
+  cap.set_internal(true);
+  cap.attach(db);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  sqlite3_wal_hook(db, &on_wal_commit, this);
+  if (auto e = detail::exec_simple(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                       "PRAGMA wal_autocheckpoint=0;"))
+    return e;
+  return detail::exec_simple(db, "CREATE TABLE IF NOT EXISTS _dosql_meta(k INTEGER PRIMARY KEY, lsn INTEGER NOT NULL, "
+                                 "schema_version INTEGER NOT NULL); "
+                                 "INSERT OR IGNORE INTO _dosql_meta VALUES(1, 0, 0);");
+}
+
+error database::impl::reload_catalog() {
+  if (auto e = cap.tables().load(db)) return e;
+  auto s = detail::prepare(db, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%FAIL%'");
+  if (!s) return s.err();
+  sqlite3_step(s->get());
+  fail_possible = sqlite3_column_int(s->get(), 0) > 0;
+  return {};
+}
+
+// Brings SQLite and the WAL into agreement (guarantee 2): SQLite may be behind the WAL
+// (its commits are not synced: synchronous=NORMAL) or, after a crash between the SQLite
+// commit and the WAL append, ahead of it.
+error database::impl::recover(wal::log& log) {
+  auto read_meta = [&](uint64_t& lsn, int64_t& sv) -> error {
+    auto s = detail::prepare(db, "SELECT lsn, schema_version FROM _dosql_meta WHERE k=1");
+    if (!s) return s.err();
+    if (sqlite3_step(s->get()) != SQLITE_ROW) return error(ec::corruption, "_dosql_meta has no row");
+    lsn = static_cast<uint64_t>(sqlite3_column_int64(s->get(), 0));
+    sv = sqlite3_column_int64(s->get(), 1);
+    return {};
+  };
+  uint64_t m = 0;
+  if (auto e = read_meta(m, schema_version)) return e;
+  uint64_t w = log.last_lsn();
+  if (m > w) {
+    // SQLite holds commits the WAL lost. Checkpoints never pass the durable WAL, so the main
+    // database file is at or behind it: drop SQLite's own WAL and replay ours.
+    spdlog::warn("dosql {}: SQLite is at lsn {} but the WAL ends at {}; discarding SQLite's -wal", dir, m, w);
+    meta_update.reset();
+    sqlite3_close_v2(db);
+    db = nullptr;
+    for (auto suffix : {"-wal", "-shm"}) ::unlink(wal::join(dir, std::string(sqlite_name) + suffix).c_str());
+    if (auto e = open_sqlite()) return e;
+    if (auto e = read_meta(m, schema_version)) return e;
+    rec.discarded_sqlite_wal = true;
+    if (m > w)
+      return error(ec::corruption, "database " + dir + ": SQLite's checkpointed state is at lsn " + std::to_string(m) +
+                                       ", beyond the end of the WAL (" + std::to_string(w) + ")");
+  }
+  rec.sqlite_lsn = m;
+  if (m < w) {
+    auto r = wal::reader::open(log.dir());
+    if (!r) return r.err();
+    if (auto e = (*r)->seek(m + 1)) {
+      return error(e.code(), "database " + dir + ": cannot replay the WAL from lsn " + std::to_string(m + 1) + ": " + e.message());
+    }
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, nullptr);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 0, nullptr);
+    auto meta = detail::prepare(db, "UPDATE _dosql_meta SET lsn=?1, schema_version=schema_version+?2 WHERE k=1");
+    if (!meta) return meta.err();
+    int64_t schema_changes = 0;
+    detail::applier ap(db, [&](uint64_t commit_lsn) -> error {
+      sqlite3_reset(meta->get());
+      sqlite3_bind_int64(meta->get(), 1, static_cast<int64_t>(commit_lsn));
+      sqlite3_bind_int64(meta->get(), 2, schema_changes);
+      schema_changes = 0;
+      if (sqlite3_step(meta->get()) != SQLITE_DONE) return detail::sql_error(db, "UPDATE _dosql_meta", SQLITE_ERROR);
+      return {};
+    });
+    if (auto e = ap.load()) return e;
+    entry_view v;
+    std::string orphan_txn;
+    wal::reader::status s;
+    while ((s = (*r)->next(v)) == wal::reader::status::entry) {
+      if (v.op == op_type::begin) orphan_txn = std::string(v.txn_id), schema_changes = 0;
+      if (v.op == op_type::schema) ++schema_changes;
+      if (auto e = ap.apply(v))
+        return error(e.code(), "database " + dir + ": replaying lsn " + std::to_string(v.lsn) + " failed: " + e.message());
+    }
+    if (s == wal::reader::status::error) return (*r)->last_error();
+    rec.replayed_transactions = ap.committed();
+    if (ap.in_transaction()) {
+      // A transaction cut by the crash (BEGIN and some changes, no COMMIT): close it so that
+      // the stream stays well formed.
+      if (auto e = ap.abort()) return e;
+      std::vector<wal_entry> rb(1);
+      rb[0].timestamp = now_ms();
+      rb[0].txn_id = orphan_txn;
+      rb[0].op = op_type::rollback;
+      auto lsn = log.append_batch(rb);
+      if (!lsn) return lsn.err();
+      if (auto e = log.sync()) return e;
+      rec.closed_orphan_lsn = *lsn;
+    }
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, nullptr);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, nullptr);
+    if (auto e = read_meta(m, schema_version)) return e;
+  }
+  return {};
+}
+
+void database::impl::start_txn() {
+  cap.clear();
+  cap.txn_rolled_back = false;
+  cap.txn_has_ddl = false;
+  pending_schema = schema_version;
+  aborted = false;
+}
+
+error database::impl::rollback_all() {
+  bool had_ddl = cap.txn_has_ddl;
+  error e;
+  if (!sqlite3_get_autocommit(db)) {
+    sqlite3_reset(rollback_stmt.get());
+    int rc = sqlite3_step(rollback_stmt.get());
+    if (rc != SQLITE_DONE) e = detail::sql_error(db, "ROLLBACK", rc);
+  }
+  start_txn();
+  if (had_ddl) (void)reload_catalog();
+  return e;
+}
+
+error database::impl::step_rows(sqlite3_stmt* st, std::string_view text, query_result* out) {
+  if (out) {
+    out->columns.clear();
+    out->rows.clear();
+    int n = sqlite3_column_count(st);
+    for (int i = 0; i < n; ++i) out->columns.emplace_back(sqlite3_column_name(st, i));
+  }
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (!out) continue;
+    std::vector<value> row;
+    int n = sqlite3_column_count(st);
+    row.reserve(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) row.push_back(detail::column_value(st, i));
+    out->rows.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return detail::sql_error(db, text, rc);
+  return {};
+}
+
+// Steps a statement that writes, and records a SCHEMA entry for DDL.
+error database::impl::step_write(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
+                                 query_result* out) {
+  using cols_t = std::vector<std::pair<std::string, std::string>>;
+  auto columns_of = [&](const std::string& table) {
+    cols_t c;
+    if (auto* t = cap.tables().find(table))
+      for (auto& col : t->stored) c.emplace_back(col.name, col.type);
+    return c;
+  };
+  std::vector<std::string> tables_before;
+  cols_t before;
+  if (info.ddl_code) {
+    before = columns_of(info.ddl_table);
+    for (auto& [name, _] : cap.tables().tables()) tables_before.push_back(name);
+  }
+  cap.set_enabled(true);
+  auto e = step_rows(st, text, out);
+  cap.set_enabled(false);
+  if (auto he = cap.take_hook_error()) return error(he.code(), he.message() + " in statement: " + trim_sql(text));
+  if (e || !info.ddl_code) return e;
+  if (auto le = reload_catalog()) return le;
+  cap.txn_has_ddl = true;
+  row img;
+  auto add = [&](const char* k, value v) {
+    img.columns.emplace_back(k);
+    img.values.push_back(std::move(v));
+  };
+  std::string change, table = info.ddl_table;
+  switch (info.ddl_code) {
+    case SQLITE_CREATE_TABLE: change = "create_table"; break;
+    case SQLITE_DROP_TABLE: change = "drop_table"; break;
+    case SQLITE_CREATE_INDEX: change = "create_index"; break;
+    case SQLITE_DROP_INDEX: change = "drop_index"; break;
+    case SQLITE_CREATE_TRIGGER: change = "create_trigger"; break;
+    case SQLITE_DROP_TRIGGER: change = "drop_trigger"; break;
+    case SQLITE_CREATE_VIEW: change = "create_view"; break;
+    case SQLITE_DROP_VIEW: change = "drop_view"; break;
+    default: break;
+  }
+  add("change_type", std::string());  // filled below
+  add("table", std::string());
+  if (info.ddl_code == SQLITE_ALTER_TABLE) {
+    auto after = columns_of(table);
+    if (!cap.tables().find(table)) {  // RENAME TO: the new name is the table that appeared
+      for (auto& [name, _] : cap.tables().tables())
+        if (std::find(tables_before.begin(), tables_before.end(), name) == tables_before.end()) table = name;
+      change = "rename_table";
+      add("old_table", info.ddl_table);
+    } else if (after.size() > before.size()) {
+      change = "add_column";
+      add("column", after.back().first);
+      add("new_type", after.back().second);
+    } else if (after.size() < before.size()) {
+      change = "drop_column";
+      for (auto& b : before)
+        if (std::find(after.begin(), after.end(), b) == after.end()) {
+          add("column", b.first);
+          add("old_type", b.second);
+        }
+    } else {
+      change = "alter_column";
+      for (size_t i = 0; i < after.size(); ++i)
+        if (after[i] != before[i]) {
+          add("column", after[i].first);
+          add("old_column", before[i].first);
+          add("old_type", before[i].second);
+          add("new_type", after[i].second);
+        }
+    }
+  } else if (info.ddl_object != info.ddl_table) {
+    add("object", info.ddl_object);
+  }
+  img.values[0] = change;
+  img.values[1] = table;
+  add("schema_version", static_cast<int64_t>(++pending_schema));
+  char* expanded = sqlite3_expanded_sql(st);
+  add("sql", trim_sql(expanded ? expanded : std::string(text)));
+  sqlite3_free(expanded);
+  std::string enc;
+  codec::encode_row(img, enc);
+  cap.add_schema_entry(table, enc);
+  return {};
+}
+
+// The commit protocol. REQUIRES: mu held; `st` is the statement that commits.
+error database::impl::commit(sqlite3_stmt* st, std::string_view text, uint64_t& wait_lsn) {
+  if (aborted) {
+    (void)rollback_all();
+    return error(ec::sql_error, "the transaction failed earlier and was rolled back instead of committed");
+  }
+  uint32_t count = cap.count();
+  uint64_t first = next_lsn, commit_lsn = first + count + 1;
+  if (count > 0) {
+    // The LSN the COMMIT will get goes into SQLite in the same transaction: recovery replays
+    // exactly the WAL transactions SQLite does not have.
+    sqlite3_reset(meta_update.get());
+    sqlite3_bind_int64(meta_update.get(), 1, static_cast<int64_t>(commit_lsn));
+    sqlite3_bind_int64(meta_update.get(), 2, pending_schema);
+    cap.set_internal(true);
+    int rc = sqlite3_step(meta_update.get());
+    cap.set_internal(false);
+    if (rc != SQLITE_DONE) return detail::sql_error(db, "UPDATE _dosql_meta", rc);
+    cap.meta_written = true;
+  }
+  cap.set_enabled(true);
+  int rc = sqlite3_step(st);
+  cap.set_enabled(false);
+  if (rc != SQLITE_DONE) {
+    auto e = detail::sql_error(db, text, rc);
+    if (sqlite3_get_autocommit(db)) {
+      (void)rollback_all();
+      return error(e.code(), e.message() + " (the transaction was rolled back)");
+    }
+    cap.meta_written = false;  // still open (a deferred foreign key): it can be fixed and retried
+    return e;
+  }
+  if (count > 0) {
+    // SQLite has committed (visible, not yet durable). Hand the transaction to the WAL writer
+    // while still holding the writer lock, so that messages arrive in commit (= LSN) order.
+    std::string msg;
+    msg.reserve(cap.entries().size() + 64);
+    auto txn_id = "txn_" + std::to_string(first);
+    actors::begin_txn_message(msg, txn_id, first, now_ms(), actors::txn_opens | actors::txn_closes, count);
+    msg += cap.entries();
+    caf::anon_send(writer, actors::append_atom::value, std::move(msg));
+    next_lsn = commit_lsn + 1;
+    handed.store(commit_lsn, std::memory_order_release);
+    wait_lsn = commit_lsn;
+  }
+  schema_version = pending_schema;
+  start_txn();
+  return {};
+}
+
+error database::impl::run_statement(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
+                                    bool object_txn, uint64_t& wait_lsn, query_result* out) {
+  bool autocommit = sqlite3_get_autocommit(db) != 0;
+  auto find_savepoint = [&](const std::string& name) -> int {
+    for (int i = static_cast<int>(cap.savepoints.size()) - 1; i >= 0; --i)
+      if (sqlite3_stricmp(cap.savepoints[static_cast<size_t>(i)].name.c_str(), name.c_str()) == 0) return i;
+    return -1;
+  };
+  if (aborted && info.k != kind::rollback && info.k != kind::rollback_to && info.k != kind::commit) {
+    return error(ec::sql_error, "the current transaction failed; statements are ignored until ROLLBACK "
+                                "(or ROLLBACK TO a savepoint): " + trim_sql(text));
+  }
+  switch (info.k) {
+    case kind::begin: {
+      if (object_txn) return error(ec::invalid_argument, "BEGIN inside a transaction object: " + trim_sql(text));
+      auto e = step_rows(st, text, nullptr);
+      if (!e) start_txn();
+      return e;
+    }
+    case kind::savepoint: {
+      if (autocommit) {
+        start_txn();
+        cap.txn_opened_by_savepoint = true;
+      }
+      cap.savepoints.push_back({info.savepoint, cap.current()});
+      auto e = step_rows(st, text, nullptr);
+      if (e) cap.savepoints.pop_back();
+      return e;
+    }
+    case kind::release: {
+      int i = find_savepoint(info.savepoint);
+      if (i == 0 && cap.txn_opened_by_savepoint && !object_txn) return commit(st, text, wait_lsn);
+      auto e = step_rows(st, text, nullptr);
+      if (!e && i >= 0) cap.savepoints.resize(static_cast<size_t>(i));
+      return e;
+    }
+    case kind::rollback_to: {
+      int i = find_savepoint(info.savepoint);
+      auto e = step_rows(st, text, nullptr);
+      if (!e && i >= 0) {
+        cap.truncate(cap.savepoints[static_cast<size_t>(i)].at);
+        cap.savepoints.resize(static_cast<size_t>(i) + 1);
+        aborted = false;
+        if (cap.txn_has_ddl) (void)reload_catalog();
+      }
+      return e;
+    }
+    case kind::commit:
+      if (autocommit) return step_rows(st, text, nullptr);  // SQLite's "no transaction is active"
+      if (object_txn) return error(ec::invalid_argument, "use transaction::commit() instead of " + trim_sql(text));
+      return commit(st, text, wait_lsn);
+    case kind::rollback: {
+      if (object_txn) return error(ec::invalid_argument, "use transaction::rollback() instead of " + trim_sql(text));
+      if (autocommit) return step_rows(st, text, nullptr);
+      return rollback_all();
+    }
+    case kind::other: break;
+  }
+  bool writes = !sqlite3_stmt_readonly(st) || info.ddl_code != 0;
+  if (!writes) return step_rows(st, text, out);
+  if (autocommit) {
+    // An autocommit write becomes BEGIN IMMEDIATE; statement; COMMIT, captured as one transaction.
+    sqlite3_reset(begin_stmt.get());
+    if (int rc = sqlite3_step(begin_stmt.get()); rc != SQLITE_DONE) return detail::sql_error(db, "BEGIN IMMEDIATE", rc);
+    start_txn();
+    if (auto e = step_write(st, info, text, out)) {
+      (void)rollback_all();
+      return e;
+    }
+    sqlite3_reset(commit_stmt.get());
+    return commit(commit_stmt.get(), "COMMIT", wait_lsn);
+  }
+  auto mark = cap.current();
+  auto schema_mark = pending_schema;
+  cap.txn_rolled_back = false;
+  auto e = step_write(st, info, text, out);
+  if (!e) return e;
+  if (cap.txn_rolled_back || sqlite3_get_autocommit(db)) {  // OR ROLLBACK, or SQLite gave up
+    (void)rollback_all();
+    return error(e.code(), e.message() + " (the transaction was rolled back)");
+  }
+  if (e.code() != ec::sql_error) {
+    // A capture refusal (blob I/O, attached database): SQLite kept the change; undo it all.
+    (void)rollback_all();
+    return error(e.code(), e.message() + " (the transaction was rolled back)");
+  }
+  if (fail_possible || contains_fail(text)) {
+    // Under OR FAIL / RAISE(FAIL), SQLite keeps part of a failed statement and no hook says
+    // which part: fail the transaction, as PostgreSQL does, until ROLLBACK [TO].
+    aborted = true;
+    return error(e.code(), e.message() + " (the transaction must now be rolled back, or rolled back to a savepoint)");
+  }
+  // The default ABORT resolution undid exactly this statement: cut its changes off the buffer.
+  cap.truncate(mark);
+  pending_schema = schema_mark;
+  if (cap.txn_has_ddl) (void)reload_catalog();
+  return e;
+}
+
+result<exec_result> database::impl::run(std::string_view sql, const std::vector<value>& params, bool object_txn,
+                                        uint64_t& wait_lsn, query_result* out) {
+  if (closed) return error(ec::closed, "database " + dir + " is closed");
+  if (tail->failed()) return error(ec::io_error, "database " + dir + ": the WAL failed; reopen the database");
+  exec_result res;
+  const char* p = sql.data();
+  const char* end = p + sql.size();
+  size_t next_param = 0;
+  while (p < end) {
+    cap.begin_prepare();
+    sqlite3_stmt* raw = nullptr;
+    const char* rest = nullptr;
+    int rc = sqlite3_prepare_v3(db, p, static_cast<int>(end - p), 0, &raw, &rest);
+    if (rc != SQLITE_OK) {  // SQLite gives no end for a statement it could not parse
+      std::string_view all(p, static_cast<size_t>(end - p));
+      std::string_view text = all.substr(0, all.find(';'));
+      if (!cap.info().denied.empty())
+        return error(ec::invalid_argument, cap.info().denied + " in statement: " + trim_sql(text));
+      return detail::sql_error(db, text, rc);
+    }
+    std::string_view text(p, static_cast<size_t>(rest - p));
+    p = rest;
+    if (!raw) continue;
+    stmt_ptr st(raw);
+    if (starts_with_keyword(text, "VACUUM"))
+      return error(ec::invalid_argument, "VACUUM is not supported: it renumbers rowids behind the change stream's back "
+                                         "in statement: " + trim_sql(text));
+    int n = sqlite3_bind_parameter_count(raw);
+    bool last = std::all_of(p, end, [](char c) { return std::isspace(static_cast<unsigned char>(c)) || c == ';'; });
+    if (next_param + static_cast<size_t>(n) > params.size() ||
+        (last && next_param + static_cast<size_t>(n) != params.size())) {
+      return error(ec::invalid_argument, std::to_string(params.size()) + " parameter(s) given, but the SQL uses " +
+                                             std::to_string(next_param + static_cast<size_t>(n)) +
+                                             (last ? "" : " so far") + "; statement: " + trim_sql(text));
+    }
+    for (int i = 1; i <= n; ++i)
+      if (auto e = detail::bind_value(raw, i, params[next_param++])) return e;
+    auto info = cap.info();
+    if (auto e = run_statement(raw, info, text, object_txn, wait_lsn, out)) return e;
+    res.changes = sqlite3_changes64(db);
+    res.last_insert_rowid = sqlite3_last_insert_rowid(db);
+  }
+  if (next_param != params.size())
+    return error(ec::invalid_argument, std::to_string(params.size()) + " parameter(s) given, but the SQL uses " +
+                                           std::to_string(next_param));
+  if (!object_txn && !sqlite3_get_autocommit(db)) {
+    (void)rollback_all();
+    return error(ec::invalid_argument, "the SQL left a transaction open, so it was rolled back; "
+                                       "end it with COMMIT, or use database::begin() for a multi-call transaction");
+  }
+  res.commit_lsn = wait_lsn;
+  return res;
+}
+
+error database::impl::checkpoint_locked(int mode) {
+  // Invariant: SQLite's database file never gets ahead of the durable WAL.
+  if (tail->value() < next_lsn - 1) return {};
+  int log_frames = 0, done = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db, "main", mode, &log_frames, &done);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) return detail::sql_error(db, "checkpoint", rc);
+  if (rc == SQLITE_OK && done == log_frames) wal_frames.store(0);
+  return {};
+}
+
+void database::impl::maybe_checkpoint() {
+  if (wal_frames.load(std::memory_order_relaxed) < static_cast<int>(opts.checkpoint_frames)) return;
+  std::unique_lock<std::mutex> g(mu, std::try_to_lock);
+  if (!g || !sqlite3_get_autocommit(db)) return;
+  if (auto e = checkpoint_locked(SQLITE_CHECKPOINT_PASSIVE)) spdlog::warn("dosql {}: {}", dir, e.to_string());
+}
+
+result<sqlite3*> database::impl::reader() {
+  {
+    std::lock_guard<std::mutex> g(pool_mu);
+    if (!pool.empty()) {
+      auto* r = pool.back();
+      pool.pop_back();
+      return r;
+    }
+  }
+  sqlite3* r = nullptr;
+  auto path = wal::join(dir, sqlite_name);
+  int rc = sqlite3_open_v2(path.c_str(), &r, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    auto e = detail::sql_error(r, "open " + path, rc);
+    sqlite3_close_v2(r);
+    return e;
+  }
+  sqlite3_db_config(r, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  sqlite3_busy_timeout(r, 5000);
+  return r;
+}
+
+void database::impl::give_back(sqlite3* r) {
+  std::lock_guard<std::mutex> g(pool_mu);
+  pool.push_back(r);
+}
+
+// ---------------------------------------------------------------------------------------
+database::database(std::unique_ptr<impl> p) : p_(std::move(p)) {}
+
+database::~database() {
+  if (auto e = close()) spdlog::error("dosql {}: close: {}", p_->dir, e.to_string());
+}
+
+const std::string& database::dir() const noexcept { return p_->dir; }
+std::string database::wal_dir() const { return wal::join(p_->dir, "wal"); }
+uint64_t database::last_lsn() const { return p_->handed.load(std::memory_order_acquire); }
+uint64_t database::durable_lsn() const { return p_->tail->value(); }
+const recovery_info& database::recovery() const noexcept { return p_->rec; }
+caf::actor database::wal_writer() const { return p_->writer; }
+runtime& database::owner() noexcept { return *p_->rt; }
+
+result<exec_result> database::exec(std::string_view sql, const std::vector<value>& params) {
+  uint64_t wait_lsn = 0;
+  std::unique_lock<std::mutex> g(p_->mu);
+  auto r = p_->run(sql, params, false, wait_lsn, nullptr);
+  g.unlock();
+  // Early lock release: the next writer proceeds while this commit waits for its fdatasync.
+  if (auto e = p_->wait_durable(wait_lsn)) return e;
+  p_->maybe_checkpoint();
+  return r;
+}
+
+result<query_result> database::query(std::string_view sql, const std::vector<value>& params) {
+  query_result out;
+  // A single read-only statement runs on a pooled read-only connection, beside the writer.
+  {
+    auto r = p_->reader();
+    if (!r) return r.err();
+    sqlite3_stmt* raw = nullptr;
+    const char* rest = nullptr;
+    int rc = sqlite3_prepare_v3(*r, sql.data(), static_cast<int>(sql.size()), 0, &raw, &rest);
+    stmt_ptr st(raw);
+    bool single = rc == SQLITE_OK && raw &&
+                  std::all_of(rest, sql.data() + sql.size(), [](char c) { return std::isspace(static_cast<unsigned char>(c)) || c == ';'; });
+    if (single && sqlite3_stmt_readonly(raw) && static_cast<size_t>(sqlite3_bind_parameter_count(raw)) == params.size()) {
+      error e;
+      for (size_t i = 0; i < params.size() && !e; ++i) e = detail::bind_value(raw, static_cast<int>(i + 1), params[i]);
+      if (!e) {
+        out.columns.clear();
+        int n = sqlite3_column_count(raw);
+        for (int i = 0; i < n; ++i) out.columns.emplace_back(sqlite3_column_name(raw, i));
+        while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+          std::vector<value> row;
+          for (int i = 0; i < n; ++i) row.push_back(detail::column_value(raw, i));
+          out.rows.push_back(std::move(row));
+        }
+        if (rc != SQLITE_DONE) e = detail::sql_error(*r, sql, rc);
+      }
+      st.reset();
+      p_->give_back(*r);
+      if (e) return e;
+      return out;
+    }
+    st.reset();
+    p_->give_back(*r);
+  }
+  uint64_t wait_lsn = 0;
+  std::unique_lock<std::mutex> g(p_->mu);
+  auto r = p_->run(sql, params, false, wait_lsn, &out);
+  g.unlock();
+  if (auto e = p_->wait_durable(wait_lsn)) return e;
+  if (!r) return r.err();
+  return out;
+}
+
+result<transaction> database::begin() {
+  transaction t(this);  // takes the writer lock for its lifetime
+  if (p_->closed) return error(ec::closed, "database " + p_->dir + " is closed");
+  sqlite3_reset(p_->begin_stmt.get());
+  if (int rc = sqlite3_step(p_->begin_stmt.get()); rc != SQLITE_DONE) {
+    t.done_ = true;
+    return detail::sql_error(p_->db, "BEGIN IMMEDIATE", rc);
+  }
+  p_->start_txn();
+  return t;
+}
+
+error database::close() {
+  auto& p = *p_;
+  std::unique_lock<std::mutex> g(p.mu);
+  if (p.closed) return {};
+  p.closed = true;
+  error result_error;
+  if (p.writer) {
+    if (auto e = p.tail->wait(p.next_lsn - 1)) result_error = e;
+    if (!result_error) {
+      if (auto e = p.checkpoint_locked(SQLITE_CHECKPOINT_TRUNCATE)) result_error = e;
+    }
+    // Stop the writer and wait until it released the log (its directory lock included).
+    auto& sys = p.rt->system();
+    {
+      caf::scoped_actor self{sys};
+      self->monitor(p.writer);
+      caf::anon_send_exit(p.writer, caf::exit_reason::user_shutdown);
+      self->receive([](caf::down_msg&) {});
+    }
+    p.writer = nullptr;
+    for (int i = 0; i < 1000 && !p.log_ref.expired(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (auto* r : p.pool) sqlite3_close_v2(r);
+  p.pool.clear();
+  p.meta_update.reset();
+  p.begin_stmt.reset();
+  p.commit_stmt.reset();
+  p.rollback_stmt.reset();
+  if (p.db) sqlite3_close_v2(p.db);
+  p.db = nullptr;
+  p.dir_lock.reset();
+  return result_error;
+}
+
+// ---------------------------------------------------------------------------------------
+transaction::transaction(database* db) : db_(db), lock_(db->p_->mu) {}
+transaction::transaction(transaction&& o) noexcept : db_(o.db_), lock_(std::move(o.lock_)), done_(o.done_) {
+  o.done_ = true;
+}
+transaction::~transaction() {
+  if (!done_ && lock_.owns_lock()) (void)db_->p_->rollback_all();
+}
+
+result<exec_result> transaction::exec(std::string_view sql, const std::vector<value>& params) {
+  if (done_) return error(ec::closed, "the transaction has ended");
+  uint64_t wait_lsn = 0;
+  return db_->p_->run(sql, params, true, wait_lsn, nullptr);
+}
+
+result<query_result> transaction::query(std::string_view sql, const std::vector<value>& params) {
+  if (done_) return error(ec::closed, "the transaction has ended");
+  uint64_t wait_lsn = 0;
+  query_result out;
+  auto r = db_->p_->run(sql, params, true, wait_lsn, &out);
+  if (!r) return r.err();
+  return out;
+}
+
+result<uint64_t> transaction::commit() {
+  if (done_) return error(ec::closed, "the transaction has ended");
+  done_ = true;
+  auto& p = *db_->p_;
+  uint64_t wait_lsn = 0;
+  sqlite3_reset(p.commit_stmt.get());
+  auto e = p.commit(p.commit_stmt.get(), "COMMIT", wait_lsn);
+  if (e && !sqlite3_get_autocommit(p.db)) (void)p.rollback_all();
+  lock_.unlock();
+  if (e) return e;
+  if (auto we = p.wait_durable(wait_lsn)) return we;
+  p.maybe_checkpoint();
+  return wait_lsn;
+}
+
+error transaction::rollback() {
+  if (done_) return error(ec::closed, "the transaction has ended");
+  done_ = true;
+  auto e = db_->p_->rollback_all();
+  lock_.unlock();
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------
+struct runtime::state {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+};
+
+runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
+  if (opts.scheduler_threads) s_->cfg.set("scheduler.max-threads", opts.scheduler_threads);
+  s_->sys = std::make_unique<caf::actor_system>(s_->cfg);
+}
+
+runtime::~runtime() = default;
+
+caf::actor_system& runtime::system() { return *s_->sys; }
+
+namespace {
+
+// The DOSQL marker: "dosql data directory\nformat N\n". A directory without it must be empty.
+error check_marker(const std::string& dir, bool& created) {
+  auto marker = wal::join(dir, marker_name);
+  if (wal::path_exists(marker)) {
+    auto fd = wal::open_file(marker, O_RDONLY);
+    if (!fd) return fd.err();
+    char buf[128] = {};
+    auto n = wal::pread_full(fd->get(), buf, sizeof buf - 1, 0, marker);
+    if (!n) return n.err();
+    int version = 0;
+    const char* f = std::strstr(buf, "format ");
+    if (std::strncmp(buf, "dosql data directory", 20) != 0 || !f || (version = std::atoi(f + 7)) <= 0)
+      return error(ec::corruption, dir + ": the DOSQL marker file is damaged");
+    if (version > data_format_version)
+      return error(ec::format_version, dir + " was written by a newer dosql (data format " + std::to_string(version) +
+                                           "; this build reads " + std::to_string(data_format_version) + ")");
+    return {};
+  }
+  auto names = wal::list_dir(dir);
+  if (!names) return names.err();
+  if (!names->empty())
+    return error(ec::invalid_argument, dir + " is not a dosql data directory (no DOSQL marker, and not empty); nothing was changed");
+  std::string text = "dosql data directory\nformat " + std::to_string(data_format_version) + "\n";
+  auto tmp = marker + ".tmp";
+  auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+  if (!fd) return fd.err();
+  if (auto e = wal::pwrite_full(fd->get(), text.data(), text.size(), 0, tmp)) return e;
+  if (auto e = wal::sync_data(fd->get(), tmp)) return e;
+  if (::rename(tmp.c_str(), marker.c_str()) != 0) return wal::io_error("cannot rename", tmp, errno);
+  created = true;
+  return wal::sync_dir(dir);
+}
+
+}  // namespace
+
+result<std::shared_ptr<database>> runtime::open(const std::string& dir, const database_options& opts) {
+  auto p = std::make_unique<database::impl>();
+  p->rt = this;
+  p->dir = dir;
+  p->opts = opts;
+  if (!wal::path_exists(dir)) {
+    if (!opts.create) return error(ec::invalid_argument, dir + " does not exist");
+    if (auto e = wal::make_dirs(dir)) return e;
+  }
+  if (auto e = check_marker(dir, p->rec.created)) return e;
+  // One owner at a time, across processes; the kernel releases the lock if we die.
+  auto lock_path = wal::join(dir, "LOCK");
+  auto lfd = wal::open_file(lock_path, O_RDWR | O_CREAT);
+  if (!lfd) return lfd.err();
+  if (::flock(lfd->get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)wal::pread_full(lfd->get(), pid, sizeof pid - 1, 0, lock_path);
+    return error(ec::busy, dir + " is open by pid " + std::string(pid[0] ? pid : "?"));
+  }
+  auto pid = std::to_string(::getpid());
+  if (::ftruncate(lfd->get(), 0) != 0 || wal::pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path))
+    return wal::io_error("cannot write", lock_path, errno);
+  p->dir_lock = std::move(*lfd);
+
+  auto log = wal::log::open(wal::join(dir, "wal"), opts.wal);
+  if (!log) return log.err();
+  std::shared_ptr<wal::log> shared_log(std::move(*log));
+  p->rec.wal = shared_log->report();
+  if (p->rec.wal.torn_bytes)
+    spdlog::warn("dosql {}: dropped a torn WAL tail of {} bytes at {}:{} ({})", dir, p->rec.wal.torn_bytes,
+                 p->rec.wal.torn_segment, p->rec.wal.torn_offset, p->rec.wal.torn_reason);
+  if (auto e = p->open_sqlite()) return e;
+  if (auto e = p->recover(*shared_log)) return e;
+  if (auto e = p->reload_catalog()) return e;
+  if (p->opts.foreign_keys)
+    if (auto e = detail::exec_simple(p->db, "PRAGMA foreign_keys=ON")) return e;
+  auto prep = [&](stmt_ptr& dst, const char* sql) -> error {
+    auto s = detail::prepare(p->db, sql);
+    if (!s) return s.err();
+    dst = std::move(*s);
+    return {};
+  };
+  if (auto e = prep(p->meta_update, "UPDATE _dosql_meta SET lsn=?1, schema_version=?2 WHERE k=1")) return e;
+  if (auto e = prep(p->begin_stmt, "BEGIN IMMEDIATE")) return e;
+  if (auto e = prep(p->commit_stmt, "COMMIT")) return e;
+  if (auto e = prep(p->rollback_stmt, "ROLLBACK")) return e;
+  p->cap.set_internal(false);
+  p->next_lsn = shared_log->next_lsn();
+  p->handed = shared_log->last_lsn();
+  p->tail = std::make_shared<actors::durable_tail>(shared_log->durable_lsn());
+  p->log_ref = shared_log;
+  p->writer = actors::spawn_wal_writer(system(), std::move(shared_log), p->tail);
+  p->start_txn();
+  // Everything recovered is durable in the WAL: let SQLite's file catch up.
+  if (auto e = p->checkpoint_locked(SQLITE_CHECKPOINT_TRUNCATE)) return e;
+  return std::shared_ptr<database>(new database(std::move(p)));
+}
+
+}  // namespace dosql

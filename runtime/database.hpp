@@ -1,0 +1,145 @@
+// dosql's public entry point: a runtime (owning the CAF actor system) opens databases; a
+// database runs SQL over SQLite and captures every committed change into its WAL, through
+// the WAL-writer actor, with no set-up.
+//
+// Guarantees (the crash-safety contract, tested by killing real processes):
+//  1. A write that returned success is in both SQLite and the WAL, and survives kill -9 and
+//     power loss (its COMMIT was fdatasync'd before exec() returned).
+//  2. After any crash, SQLite and the WAL agree: no COMMIT in the WAL for a transaction
+//     missing from SQLite, no change in SQLite without its WAL entries (recovery replays or
+//     discards to make it so).
+//  3. LSNs never change once durable.
+// Each transaction appears in the WAL as BEGIN, its changes, COMMIT with consecutive LSNs
+// and one txn id; rolled-back transactions leave nothing (except an orphan cut by a crash,
+// closed by a ROLLBACK entry on recovery).
+// Thread safety: every member function may be called from any thread. Writes are serialised
+// on one SQLite connection; SELECTs outside a transaction run on a pool of read-only
+// connections. A transaction object belongs to the thread that began it.
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/value.hpp"
+#include "wal/config.hpp"
+#include "wal/error.hpp"
+#include "wal/log.hpp"
+
+namespace dosql {
+
+struct runtime_options {
+  size_t scheduler_threads = 0;  ///< CAF worker threads (0: one per core)
+};
+
+struct database_options {
+  wal_config wal;                ///< the guide's WALConfig (+ sync policy)
+  bool foreign_keys = true;      ///< PRAGMA foreign_keys (cascades are captured)
+  uint64_t checkpoint_frames = 2000;  ///< SQLite WAL frames before dosql checkpoints
+  bool create = true;            ///< create the directory if missing
+};
+
+struct exec_result {
+  int64_t changes = 0;            ///< rows changed by the last statement
+  int64_t last_insert_rowid = 0;
+  uint64_t commit_lsn = 0;        ///< LSN of the last COMMIT written (0: nothing captured)
+};
+
+struct query_result {
+  std::vector<std::string> columns;
+  std::vector<std::vector<value>> rows;
+};
+
+/// What opening the directory found and repaired.
+struct recovery_info {
+  wal::open_report wal;
+  bool created = false;
+  bool discarded_sqlite_wal = false;  ///< SQLite was ahead of the WAL (its -wal was dropped)
+  uint64_t sqlite_lsn = 0;            ///< last WAL commit SQLite held when opened
+  uint64_t replayed_transactions = 0; ///< committed WAL transactions re-applied to SQLite
+  uint64_t closed_orphan_lsn = 0;     ///< ROLLBACK appended for a transaction cut by a crash
+};
+
+class database;
+class runtime;
+
+/// A transaction held by one thread: BEGIN on creation, ROLLBACK on destruction unless
+/// commit() ran. Other threads' writes wait until it ends.
+class transaction {
+ public:
+  transaction(transaction&&) noexcept;
+  transaction& operator=(transaction&&) = delete;
+  ~transaction();
+  result<exec_result> exec(std::string_view sql, const std::vector<value>& params = {});
+  result<query_result> query(std::string_view sql, const std::vector<value>& params = {});
+  /// Commits; returns once the commit is durable. The commit LSN (0 if nothing changed).
+  result<uint64_t> commit();
+  error rollback();
+
+ private:
+  friend class database;
+  explicit transaction(database* db);
+  database* db_;
+  std::unique_lock<std::mutex> lock_;
+  bool done_ = false;
+};
+
+class database : public std::enable_shared_from_this<database> {
+ public:
+  ~database();
+  database(const database&) = delete;
+  database& operator=(const database&) = delete;
+
+  /// Runs one or more statements (positional `?` parameters are consumed in order across
+  /// them). BEGIN/COMMIT may appear in the script, but a script may not leave a
+  /// transaction open (use begin()). Returns once every commit it made is durable.
+  result<exec_result> exec(std::string_view sql, const std::vector<value>& params = {});
+  /// Runs statements and returns the rows of the last one.
+  result<query_result> query(std::string_view sql, const std::vector<value>& params = {});
+  result<transaction> begin();
+
+  const std::string& dir() const noexcept;
+  std::string wal_dir() const;
+  uint64_t last_lsn() const;    ///< last LSN handed to the WAL writer
+  uint64_t durable_lsn() const;  ///< last LSN known durable
+  const recovery_info& recovery() const noexcept;
+  /// The WAL-writer actor (for subscriptions and tools).
+  caf::actor wal_writer() const;
+  runtime& owner() noexcept;
+
+  /// Makes everything durable, checkpoints SQLite, stops the writer. Idempotent.
+  error close();
+
+  struct impl;
+
+ private:
+  friend class runtime;
+  friend class transaction;
+  explicit database(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> p_;
+};
+
+/// Owns the actor system. Destroy (or close) every database before the runtime.
+class runtime {
+ public:
+  explicit runtime(runtime_options opts = {});
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  /// Opens (creating if needed) the data directory `dir` and recovers it. Refuses a
+  /// directory that is not dosql's, one written by a newer dosql, or one in use.
+  result<std::shared_ptr<database>> open(const std::string& dir, const database_options& opts = {});
+  caf::actor_system& system();
+
+ private:
+  struct state;
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace dosql

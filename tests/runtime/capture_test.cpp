@@ -1,0 +1,203 @@
+// What capture writes into the WAL for the cases SQLite's hooks make tricky, and that a
+// replica built only from the WAL equals the database.
+#include <catch2/catch.hpp>
+
+#include "replica.hpp"
+#include "runtime/database.hpp"
+#include "test_util.hpp"
+
+using namespace dosql;
+
+namespace {
+
+template <class T>
+T must(result<T> r) {
+  if (!r) FAIL(r.err().to_string());
+  return std::move(r).value();
+}
+
+struct fixture {
+  test::temp_dir d;
+  runtime rt;
+  std::shared_ptr<database> db;
+  uint64_t mark = 0;
+  fixture() {
+    auto r = rt.open(d.path());
+    if (!r) FAIL(r.err().to_string());
+    db = *r;
+  }
+  // Entries appended since the last call.
+  std::vector<wal_entry> since() {
+    auto all = test::read_from(db->wal_dir(), mark + 1);
+    if (!all.empty()) mark = all.back().lsn;
+    return all;
+  }
+  std::vector<std::string> ops(const std::vector<wal_entry>& es) {
+    std::vector<std::string> out;
+    for (auto& e : es) out.push_back(std::string(to_string(e.op)) + (e.table.empty() ? "" : " " + e.table));
+    return out;
+  }
+  void check_replica() {
+    test::temp_dir rd;
+    test::replica rep(rd / "replica.sqlite");
+    rep.catch_up(db->wal_dir());
+    auto q = must(db->query("SELECT 1"));
+    (void)q;
+    auto mine = test::dump_tables(d / "db.sqlite");
+    auto theirs = test::dump_tables(rep.db());
+    CHECK(mine == theirs);
+  }
+};
+
+row image(const std::optional<bytes>& b) {
+  REQUIRE(b.has_value());
+  auto r = codec::decode_row(std::string_view(reinterpret_cast<const char*>(b->data()), b->size()));
+  REQUIRE(r);
+  return *r;
+}
+
+}  // namespace
+
+TEST_CASE("a transaction is BEGIN, changes, COMMIT with consecutive LSNs and one txn id", "[capture]") {
+  fixture f;
+  must(f.db->exec("CREATE TABLE users(id TEXT PRIMARY KEY, name TEXT, email TEXT)"));
+  auto ddl = f.since();
+  REQUIRE(f.ops(ddl) == std::vector<std::string>{"BEGIN", "SCHEMA users", "COMMIT"});
+  auto s = image(ddl[1].after);
+  CHECK(*s.find("change_type") == value(std::string("create_table")));
+  CHECK(*s.find("schema_version") == value(int64_t{1}));
+  must(f.db->exec("BEGIN; INSERT INTO users VALUES('user-1', 'Alice', 'alice@example.com'); "
+                  "UPDATE users SET name='Alice Smith' WHERE id='user-1'; COMMIT"));
+  auto es = f.since();
+  REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "INSERT users", "UPDATE users", "COMMIT"});
+  for (size_t i = 1; i < es.size(); ++i) {
+    CHECK(es[i].lsn == es[0].lsn + i);
+    CHECK(es[i].txn_id == es[0].txn_id);
+  }
+  auto after = image(es[2].after), before = image(es[2].before);
+  CHECK(after.columns == std::vector<std::string>{"id", "name", "email"});
+  CHECK(*after.find("name") == value(std::string("Alice Smith")));
+  CHECK(*before.find("name") == value(std::string("Alice")));
+  CHECK(*before.find("email") == value(std::string("alice@example.com")));  // every column
+  CHECK_FALSE(es[1].before.has_value());
+  must(f.db->exec("DELETE FROM users"));
+  es = f.since();
+  REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "DELETE users", "COMMIT"});
+  CHECK_FALSE(es[1].after.has_value());
+  f.check_replica();
+}
+
+TEST_CASE("partial rollbacks: failed statements and ROLLBACK TO leave exactly what SQLite kept", "[capture]") {
+  fixture f;
+  must(f.db->exec("CREATE TABLE u(id INTEGER PRIMARY KEY, code TEXT UNIQUE)"));
+  f.since();
+  auto tx = must(f.db->begin());
+  must(tx.exec("INSERT INTO u VALUES(1, 'a')"));
+  // A multi-row statement failing midway (ABORT): its first rows are undone.
+  auto bad = tx.exec("INSERT INTO u VALUES(2, 'b'), (3, 'c'), (4, 'a')");
+  REQUIRE_FALSE(bad);
+  must(tx.exec("SAVEPOINT s1"));
+  must(tx.exec("INSERT INTO u VALUES(5, 'e')"));
+  must(tx.exec("ROLLBACK TO s1"));
+  must(tx.exec("INSERT INTO u VALUES(6, 'f')"));
+  must(tx.exec("RELEASE s1"));
+  must(tx.commit());
+  auto es = f.since();
+  REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "INSERT u", "INSERT u", "COMMIT"});
+  CHECK(*image(es[2].after).find("id") == value(int64_t{6}));
+  // A savepoint that opens the transaction commits at its RELEASE.
+  must(f.db->exec("SAVEPOINT outer_sp; INSERT INTO u VALUES(7, 'g'); RELEASE outer_sp"));
+  CHECK(f.ops(f.since()) == std::vector<std::string>{"BEGIN", "INSERT u", "COMMIT"});
+  // A rolled-back transaction leaves nothing.
+  must(f.db->exec("BEGIN; INSERT INTO u VALUES(8, 'h'); ROLLBACK"));
+  CHECK(f.since().empty());
+  // OR FAIL keeps part of a failed statement: the transaction must be rolled back.
+  must(f.db->exec("CREATE TABLE fl(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)"));
+  f.since();
+  auto tx2 = must(f.db->begin());
+  must(tx2.exec("INSERT INTO fl VALUES(1, 1)"));
+  REQUIRE_FALSE(tx2.exec("INSERT OR FAIL INTO fl VALUES(2, 2), (3, 1)"));
+  auto blocked = tx2.exec("INSERT INTO fl VALUES(9, 9)");
+  REQUIRE_FALSE(blocked);
+  CHECK(blocked.err().message().find("ROLLBACK") != std::string::npos);
+  REQUIRE_FALSE(tx2.commit());
+  CHECK(f.since().empty());
+  f.check_replica();
+}
+
+TEST_CASE("REPLACE, UPSERT, key changes, cascades, triggers, WITHOUT ROWID, key-less tables", "[capture]") {
+  fixture f;
+  must(f.db->exec(R"(
+    CREATE TABLE users(id TEXT PRIMARY KEY, name TEXT, score REAL, avatar BLOB);
+    CREATE TABLE orders(id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id) ON DELETE CASCADE, total REAL, status TEXT);
+    CREATE TABLE audit(id INTEGER PRIMARY KEY, what TEXT);
+    CREATE TRIGGER orders_audit AFTER UPDATE ON orders BEGIN INSERT INTO audit(what) VALUES('order ' || new.id); END;
+    CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+    CREATE TABLE events(msg TEXT, n INTEGER);
+  )"));
+  f.since();
+  must(f.db->exec("INSERT INTO users VALUES('u1', 'Ann', 100.0, x'00ff'), ('u2', NULL, NULL, NULL)"));
+  auto es = f.since();
+  CHECK(*image(es[1].after).find("score") == value(100.0));  // REAL stays REAL (SQLite 3.40 quirk)
+  CHECK(*image(es[1].after).find("avatar") == value(bytes{0, 255}));
+  CHECK(is_null(*image(es[2].after).find("name")));
+  must(f.db->exec("INSERT INTO orders VALUES(1, 'u1', 10.5, 'new'), (2, 'u1', 20, 'new'), (3, 'u2', 1, 'new')"));
+  must(f.db->exec("UPDATE orders SET status='paid' WHERE id=1"));  // trigger writes audit
+  f.since();
+  must(f.db->exec("UPDATE orders SET id=100 WHERE id=2"));  // primary-key change
+  es = f.since();
+  REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "UPDATE orders", "INSERT audit", "COMMIT"});
+  must(f.db->exec("DELETE FROM users WHERE id='u1'"));  // cascades to orders
+  es = f.since();
+  REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "DELETE users", "DELETE orders", "DELETE orders", "COMMIT"});
+  must(f.db->exec("INSERT INTO kv VALUES('a', 1)"));
+  must(f.db->exec("REPLACE INTO kv VALUES('a', 2)"));
+  es = f.since();
+  CHECK(f.ops(es) == std::vector<std::string>{"BEGIN", "INSERT kv", "COMMIT", "BEGIN", "DELETE kv", "INSERT kv", "COMMIT"});
+  must(f.db->exec("INSERT INTO kv VALUES('a', 3) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v"));
+  es = f.since();
+  REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "UPDATE kv", "COMMIT"});
+  CHECK(*image(es[1].after).find("v") == value(int64_t{5}));
+  must(f.db->exec("INSERT INTO events VALUES('x', 1), ('y', 2), ('z', 3)"));
+  must(f.db->exec("UPDATE events SET n = n * 10 WHERE msg='y'"));
+  must(f.db->exec("UPDATE events SET rowid = rowid + 100 WHERE msg='z'"));
+  must(f.db->exec("DELETE FROM events WHERE msg='x'"));
+  f.check_replica();
+  f.since();
+  must(f.db->exec("DELETE FROM events"));  // no WHERE: one DELETE per row
+  es = f.since();
+  auto names = f.ops(es);
+  CHECK(std::count(names.begin(), names.end(), "DELETE events") == 2);
+  f.check_replica();
+}
+
+TEST_CASE("schema changes are SCHEMA entries with the guide's fields", "[capture]") {
+  fixture f;
+  must(f.db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT)"));
+  must(f.db->exec("ALTER TABLE t ADD COLUMN b REAL"));
+  must(f.db->exec("ALTER TABLE t RENAME COLUMN a TO a2"));
+  must(f.db->exec("INSERT INTO t VALUES(1, 'x', 2.5)"));
+  must(f.db->exec("ALTER TABLE t DROP COLUMN b"));
+  must(f.db->exec("CREATE INDEX t_a2 ON t(a2)"));
+  must(f.db->exec("ALTER TABLE t RENAME TO t2"));
+  must(f.db->exec("DROP TABLE t2"));
+  std::vector<std::string> kinds;
+  int64_t version = 0;
+  for (auto& e : test::read_from(f.db->wal_dir(), 0)) {
+    if (e.op != op_type::schema) continue;
+    auto img = image(e.after);
+    kinds.push_back(std::get<std::string>(*img.find("change_type")));
+    auto v = std::get<int64_t>(*img.find("schema_version"));
+    CHECK(v == version + 1);
+    version = v;
+    if (kinds.back() == "add_column") {
+      CHECK(*img.find("column") == value(std::string("b")));
+      CHECK(*img.find("new_type") == value(std::string("REAL")));
+    }
+    if (kinds.back() == "alter_column") CHECK(*img.find("old_column") == value(std::string("a")));
+    if (kinds.back() == "rename_table") CHECK(*img.find("old_table") == value(std::string("t")));
+  }
+  CHECK(kinds == std::vector<std::string>{"create_table", "add_column", "alter_column", "drop_column",
+                                          "create_index", "rename_table", "drop_table"});
+  f.check_replica();
+}

@@ -1,0 +1,159 @@
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "runtime/database.hpp"
+#include "runtime/value.hpp"
+#include "test_util.hpp"
+
+using namespace dosql;
+
+namespace {
+
+std::shared_ptr<database> open_db(runtime& rt, const std::string& dir, database_options opts = {}) {
+  auto db = rt.open(dir, opts);
+  if (!db) FAIL("open: " << db.err().to_string());
+  return *db;
+}
+
+template <class T>
+T must(result<T> r) {
+  if (!r) FAIL(r.err().to_string());
+  return std::move(r).value();
+}
+
+}  // namespace
+
+TEST_CASE("exec and query with parameters of every type", "[database]") {
+  test::temp_dir d;
+  runtime rt;
+  auto db = open_db(rt, d.path());
+  CHECK(db->recovery().created);
+  must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, note)"));
+  auto r = must(db->exec("INSERT INTO t(name, score, data, note) VALUES(?, ?, ?, ?)",
+                         {std::string("alice"), 1.5, bytes{1, 2, 3}, nullptr}));
+  CHECK(r.changes == 1);
+  CHECK(r.last_insert_rowid == 1);
+  CHECK(r.commit_lsn > 0);
+  CHECK(db->durable_lsn() >= r.commit_lsn);
+  auto q = must(db->query("SELECT id, name, score, data, note FROM t WHERE name = ?", {std::string("alice")}));
+  REQUIRE(q.rows.size() == 1);
+  CHECK(q.columns == std::vector<std::string>{"id", "name", "score", "data", "note"});
+  CHECK(q.rows[0][0] == value(int64_t{1}));
+  CHECK(q.rows[0][1] == value(std::string("alice")));
+  CHECK(q.rows[0][2] == value(1.5));
+  CHECK(q.rows[0][3] == value(bytes{1, 2, 3}));
+  CHECK(is_null(q.rows[0][4]));
+}
+
+TEST_CASE("bad SQL and constraint violations name the statement and leave no WAL entry", "[database]") {
+  test::temp_dir d;
+  runtime rt;
+  auto db = open_db(rt, d.path());
+  must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)"));
+  uint64_t before = db->last_lsn();
+  auto bad = db->exec("INSER INTO t VALUES(1)");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.err().code() == ec::sql_error);
+  CHECK(bad.err().message().find("INSER INTO t") != std::string::npos);
+  auto viol = db->exec("INSERT INTO t(id, v) VALUES(1, NULL)");
+  REQUIRE_FALSE(viol);
+  CHECK(viol.err().message().find("NOT NULL") != std::string::npos);
+  CHECK(db->last_lsn() == before);
+  must(db->exec("INSERT INTO t(id, v) VALUES(1, 'ok')"));  // still usable
+  CHECK(db->last_lsn() == before + 3);
+  auto params = db->exec("INSERT INTO t(id, v) VALUES(?, ?)", {int64_t{2}});
+  REQUIRE_FALSE(params);
+  CHECK(params.err().code() == ec::invalid_argument);
+  auto open_txn = db->exec("BEGIN; INSERT INTO t(id, v) VALUES(5, 'x')");
+  REQUIRE_FALSE(open_txn);
+  CHECK(must(db->query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{1}));
+  auto vac = db->exec("VACUUM");
+  REQUIRE_FALSE(vac);
+  CHECK(vac.err().message().find("VACUUM") != std::string::npos);
+  auto meta = db->exec("UPDATE _dosql_meta SET lsn = 0");
+  REQUIRE_FALSE(meta);
+  CHECK(db->last_lsn() == before + 3);
+}
+
+TEST_CASE("a directory that is not dosql's, or in use, is refused untouched", "[database]") {
+  test::temp_dir d;
+  test::write_file(d / "precious.txt", "keep me");
+  runtime rt;
+  auto r = rt.open(d.path());
+  REQUIRE_FALSE(r);
+  CHECK(r.err().message().find("not a dosql data directory") != std::string::npos);
+  CHECK(test::list_files(d.path()) == std::vector<std::string>{"precious.txt"});
+  test::temp_dir d2;
+  auto db = open_db(rt, d2.path());
+  auto again = rt.open(d2.path());
+  REQUIRE_FALSE(again);
+  CHECK(again.err().code() == ec::busy);
+  CHECK(again.err().message().find("open by pid") != std::string::npos);
+  db.reset();
+  test::write_file(d2 / "DOSQL", "dosql data directory\nformat 99\n");
+  auto newer = rt.open(d2.path());
+  REQUIRE_FALSE(newer);
+  CHECK(newer.err().code() == ec::format_version);
+}
+
+TEST_CASE("transactions: RAII object, SQL BEGIN/COMMIT, rollback", "[database]") {
+  test::temp_dir d;
+  runtime rt;
+  auto db = open_db(rt, d.path());
+  must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+  {
+    auto tx = must(db->begin());
+    must(tx.exec("INSERT INTO t VALUES(1, 'a')"));
+    must(tx.exec("INSERT INTO t VALUES(2, 'b')"));
+    CHECK(must(tx.query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{2}));
+    auto lsn = must(tx.commit());
+    CHECK(lsn == db->last_lsn());
+  }
+  {
+    auto tx = must(db->begin());
+    must(tx.exec("INSERT INTO t VALUES(3, 'c')"));
+  }  // rolled back
+  must(db->exec("BEGIN; INSERT INTO t VALUES(4, 'd'); ROLLBACK"));
+  must(db->exec("BEGIN; INSERT INTO t VALUES(5, 'e'); COMMIT"));
+  auto q = must(db->query("SELECT id FROM t ORDER BY id"));
+  REQUIRE(q.rows.size() == 3);
+  CHECK(q.rows[2][0] == value(int64_t{5}));
+}
+
+TEST_CASE("several threads write at once; every commit is durable and distinct", "[database]") {
+  test::temp_dir d;
+  runtime rt;
+  auto db = open_db(rt, d.path());
+  must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, thread INTEGER)"));
+  std::vector<std::thread> ts;
+  std::atomic<int> failures{0};
+  for (int k = 0; k < 4; ++k)
+    ts.emplace_back([&, k] {
+      for (int i = 0; i < 100; ++i)
+        if (!db->exec("INSERT INTO t(thread) VALUES(?)", {int64_t{k}})) ++failures;
+    });
+  for (auto& t : ts) t.join();
+  CHECK(failures == 0);
+  CHECK(must(db->query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{400}));
+  CHECK(db->durable_lsn() == db->last_lsn());
+}
+
+TEST_CASE("reopen continues LSNs and keeps the data", "[database]") {
+  test::temp_dir d;
+  uint64_t last;
+  {
+    runtime rt;
+    auto db = open_db(rt, d.path());
+    must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+    must(db->exec("INSERT INTO t VALUES(1, 'x')"));
+    last = db->last_lsn();
+  }
+  runtime rt;
+  auto db = open_db(rt, d.path());
+  CHECK_FALSE(db->recovery().created);
+  CHECK(db->recovery().replayed_transactions == 0);
+  CHECK(db->last_lsn() == last);
+  auto r = must(db->exec("INSERT INTO t VALUES(2, 'y')"));
+  CHECK(r.commit_lsn == last + 3);
+}
