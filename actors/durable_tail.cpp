@@ -1,5 +1,6 @@
 #include "actors/durable_tail.hpp"
 
+
 namespace dosql::actors {
 
 void durable_tail::publish(uint64_t lsn) {
@@ -18,6 +19,23 @@ void durable_tail::fail(error e) {
     failed_.store(true, std::memory_order_release);
   }
   cv_.notify_all();
+}
+
+void durable_tail::publish_written(uint64_t lsn) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    written_.store(lsn, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+error durable_tail::wait_written(uint64_t lsn) {
+  auto done = [&] { return written_.load(std::memory_order_acquire) >= lsn || durable_.load(std::memory_order_acquire) >= lsn; };
+  if (done()) return {};
+  std::unique_lock<std::mutex> g(mu_);
+  cv_.wait(g, [&] { return done() || failed_.load(); });
+  if (done()) return {};
+  return err_;
 }
 
 error durable_tail::wait(uint64_t lsn) {

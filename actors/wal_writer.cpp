@@ -3,6 +3,9 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <thread>
+
 #include "actors/messages.hpp"
 
 namespace dosql::actors {
@@ -14,6 +17,7 @@ struct wal_writer_state {
   std::vector<caf::actor> listeners;
   txn_message scratch;
   bool flush_scheduled = false;
+  std::chrono::steady_clock::time_point first_unsynced;  // first append since the last sync
   bool failed = false;
   static inline const char* name = "dosql.wal_writer";
 };
@@ -31,8 +35,13 @@ void flush(writer_actor* self) {
   auto& st = self->state;
   st.flush_scheduled = false;
   if (st.failed) return;
-  if (auto e = st.log->sync()) return fail(self, e);
-  uint64_t durable = st.log->durable_lsn();
+  uint64_t durable;
+  if (st.log->config().sync == wal_config::sync_policy::every_batch) {
+    if (auto e = st.log->sync()) return fail(self, e);
+    durable = st.log->durable_lsn();
+  } else {
+    durable = st.log->last_lsn();  // sync_policy::none: written is as durable as it gets
+  }
   st.tail->publish(durable);
   for (auto& l : st.listeners) self->send(l, tail_atom::value, durable);
 }
@@ -58,14 +67,27 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       }
       auto r = st.log->append_views(st.scratch.entries);
       if (!r) return fail(self, r.err());
+      if (st.scratch.flags != (txn_opens | txn_closes)) st.tail->publish_written(*r);  // a chunk of a large one
       // Group commit: the flush message queues behind every append already waiting, so one
       // fdatasync covers them all.
       if (!st.flush_scheduled) {
         st.flush_scheduled = true;
+        st.first_unsynced = std::chrono::steady_clock::now();
         self->send(self, flush_atom::value);
       }
     },
-    [=](flush_atom) { flush(self); },
+    [=](flush_atom) {
+      auto& st = self->state;
+      // Other threads are about to hand over their transactions: let them join this sync
+      // (their appends queue ahead of the re-sent flush), within the group-commit delay.
+      if (st.tail->committers() > 0 &&
+          std::chrono::steady_clock::now() - st.first_unsynced < st.tail->group_commit_delay) {
+        std::this_thread::yield();  // (a sleep of 10 us oversleeps by far here)
+        self->send(self, flush_atom::value);
+        return;
+      }
+      flush(self);
+    },
     [=](sync_atom) -> caf::result<uint64_t> {
       flush(self);
       if (self->state.failed) return caf::make_error(caf::sec::runtime_error, "WAL failed");

@@ -2,7 +2,13 @@
 
 #include "wal/msgpack_sink.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
+
+#include "wal/file.hpp"
 
 #include "actors/messages.hpp"
 
@@ -49,14 +55,71 @@ void capture::attach(sqlite3* db) {
   sqlite3_set_authorizer(db, &capture::on_authorize, this);
 }
 
+capture::~capture() {
+  if (spill_fd_ >= 0) ::close(spill_fd_);
+}
+
 void capture::truncate(mark m) noexcept {
-  entries_.resize(m.bytes);
+  if (m.bytes >= spilled_bytes_) {
+    entries_.resize(m.bytes - spilled_bytes_);
+  } else {  // the mark lies in the spilled part: cut the file's chunks back to it
+    entries_.clear();
+    while (!chunks_.empty() && chunks_.back().offset >= m.bytes) chunks_.pop_back();
+    if (!chunks_.empty()) {
+      uint32_t start_count = 0;  // entries in the chunks before the last one
+      for (size_t i = 0; i + 1 < chunks_.size(); ++i) start_count += chunks_[i].count;
+      auto& c = chunks_.back();
+      c.bytes = m.bytes - c.offset;
+      c.count = m.count - start_count;
+    }
+    spilled_bytes_ = m.bytes;
+    spilled_count_ = m.count;
+  }
   count_ = m.count;
+}
+
+void capture::maybe_spill() {
+  if (entries_.size() < spill_threshold_) return;
+  if (spill_fd_ < 0) {
+    spill_fd_ = ::open(spill_dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (spill_fd_ < 0) {  // no O_TMPFILE on this file system: create and unlink
+      std::string tmpl = wal::join(spill_dir_, "spill-XXXXXX");
+      spill_fd_ = ::mkstemp(tmpl.data());
+      if (spill_fd_ >= 0) ::unlink(tmpl.c_str());
+    }
+    if (spill_fd_ < 0) {
+      if (!hook_error_) hook_error_ = wal::io_error("cannot create a spill file in", spill_dir_, errno);
+      return;
+    }
+  }
+  if (auto e = wal::pwrite_full(spill_fd_, entries_.data(), entries_.size(), spilled_bytes_, "spill file")) {
+    if (!hook_error_) hook_error_ = e;
+    return;
+  }
+  chunks_.push_back({spilled_bytes_, entries_.size(), count_ - spilled_count_});
+  spilled_bytes_ += entries_.size();
+  spilled_count_ = count_;
+  entries_.clear();
+}
+
+error capture::read_chunk(const spill_chunk& c, std::string& out) const {
+  out.resize(c.bytes);
+  auto n = wal::pread_full(spill_fd_, out.data(), c.bytes, c.offset, "spill file");
+  if (!n) return n.err();
+  if (*n != c.bytes) return error(ec::io_error, "spill file is shorter than written");
+  return {};
 }
 
 void capture::clear() noexcept {
   entries_.clear();
   count_ = 0;
+  spilled_bytes_ = 0;
+  spilled_count_ = 0;
+  chunks_.clear();
+  if (spill_fd_ >= 0 && ::ftruncate(spill_fd_, 0) != 0) {
+    ::close(spill_fd_);
+    spill_fd_ = -1;
+  }
   savepoints.clear();
   txn_opened_by_savepoint = false;
   meta_written = false;
@@ -146,6 +209,7 @@ void capture::record(int op, const char* table, sqlite3_int64 k1, sqlite3_int64 
   std::string_view k(key_), b(before_), a(after_);
   actors::pack_entry(entries_, o, table, &k, has_old ? &b : nullptr, has_new ? &a : nullptr);
   ++count_;
+  maybe_spill();
 }
 
 int capture::on_commit(void* self) {
@@ -159,11 +223,7 @@ int capture::on_commit(void* self) {
 
 void capture::on_rollback(void* self) {
   auto* c = static_cast<capture*>(self);
-  c->entries_.clear();
-  c->count_ = 0;
-  c->savepoints.clear();
-  c->txn_opened_by_savepoint = false;
-  c->meta_written = false;
+  c->clear();
   c->txn_rolled_back = true;
 }
 

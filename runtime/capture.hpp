@@ -47,6 +47,7 @@ class capture {
 
   /// Registers the hooks on `db` (which must have prepared nothing yet).
   void attach(sqlite3* db);
+  ~capture();
   sqlite3* db() const noexcept { return db_; }
 
   detail::catalog& tables() noexcept { return catalog_; }
@@ -62,11 +63,28 @@ class capture {
   error take_hook_error() { return std::exchange(hook_error_, error{}); }
 
   // -- the open transaction's buffer --
-  mark current() const noexcept { return {entries_.size(), count_}; }
+  // Marks are absolute (spilled part included), always at entry boundaries.
+  mark current() const noexcept { return {spilled_bytes_ + entries_.size(), count_}; }
   void truncate(mark m) noexcept;
   void clear() noexcept;
   uint32_t count() const noexcept { return count_; }
+  /// The entries still in memory (all of them unless the transaction spilled).
   const std::string& entries() const noexcept { return entries_; }
+  uint32_t in_memory_count() const noexcept { return count_ - spilled_count_; }
+
+  /// A large transaction's buffer moves to an unlinked file in `dir` once it holds more
+  /// than `threshold` bytes, so that its row images are never all in memory.
+  void set_spill(std::string dir, size_t threshold) {
+    spill_dir_ = std::move(dir);
+    spill_threshold_ = threshold;
+  }
+  struct spill_chunk {
+    uint64_t offset = 0, bytes = 0;
+    uint32_t count = 0;
+  };
+  const std::vector<spill_chunk>& spilled() const noexcept { return chunks_; }
+  /// Reads a spilled chunk back (for streaming it to the WAL writer at commit).
+  error read_chunk(const spill_chunk& c, std::string& out) const;
   /// Appends a SCHEMA entry (after image = msgpack map of the change).
   void add_schema_entry(const std::string& table, const std::string& image);
 
@@ -97,8 +115,15 @@ class capture {
   bool enabled_ = true;
   bool internal_ = false;
   error hook_error_;
-  std::string entries_;  // packed entries of the open transaction
-  uint32_t count_ = 0;
+  void maybe_spill();
+  std::string entries_;  // packed entries of the open transaction (the part in memory)
+  uint32_t count_ = 0;   // entries in the transaction, spilled ones included
+  std::string spill_dir_;
+  size_t spill_threshold_ = SIZE_MAX;
+  int spill_fd_ = -1;
+  uint64_t spilled_bytes_ = 0;
+  uint32_t spilled_count_ = 0;
+  std::vector<spill_chunk> chunks_;
   std::string key_, before_, after_;  // scratch
 };
 

@@ -90,6 +90,18 @@ struct database::impl {
   bool aborted = false;          // PostgreSQL-style: the open transaction failed midway
   bool fail_possible = false;    // the schema mentions FAIL (ON CONFLICT FAIL, RAISE(FAIL))
   stmt_ptr meta_update, begin_stmt, commit_stmt, rollback_stmt;
+  // Prepared statements by the script text that starts with them (plain DML and SELECT
+  // only): exec() of the same SQL skips sqlite3_prepare. Guarded by mu.
+  struct cached_stmt {
+    stmt_ptr st;
+    detail::statement_info info;
+    size_t length = 0;  // bytes of the script this statement takes
+  };
+  std::unordered_map<std::string, cached_stmt> stmt_cache;
+  // The writer-lock holder's committer count, released at the moment it hands its
+  // transaction to the WAL writer (so the writer never waits for a thread that is done).
+  actors::durable_tail::committer_scope* committer = nullptr;
+  static constexpr size_t stmt_cache_max = 256, stmt_cache_max_text = 4096;
   std::mutex pool_mu;
   std::vector<sqlite3*> pool;
   recovery_info rec;
@@ -119,6 +131,7 @@ struct database::impl {
 
 database::impl::~impl() {
   for (auto* r : pool) sqlite3_close_v2(r);
+  stmt_cache.clear();
   meta_update.reset();
   begin_stmt.reset();
   commit_stmt.reset();
@@ -403,11 +416,32 @@ error database::impl::commit(sqlite3_stmt* st, std::string_view text, uint64_t& 
   if (count > 0) {
     // SQLite has committed (visible, not yet durable). Hand the transaction to the WAL writer
     // while still holding the writer lock, so that messages arrive in commit (= LSN) order.
+    auto txn_id = "txn_" + std::to_string(first);
+    int64_t ts = now_ms();
+    uint64_t lsn = first;
+    uint32_t opens = actors::txn_opens;
+    std::string chunk;
+    for (auto& c : cap.spilled()) {
+      // A large transaction streams from its spill file, one chunk in flight at a time, so
+      // that its row images are never all in memory (here or in the writer's mailbox).
+      if (lsn > first)  // our previous chunk is in the writer's hands
+        if (auto e = tail->wait_written(lsn - 1)) return e;
+      if (auto e = cap.read_chunk(c, chunk)) {
+        tail->fail(e);  // SQLite committed but the WAL cannot have it: reopen recovers
+        return e;
+      }
+      std::string msg;
+      actors::begin_txn_message(msg, txn_id, lsn, ts, opens, c.count);
+      msg += chunk;
+      caf::anon_send(writer, actors::append_atom::value, std::move(msg));
+      lsn += c.count + (opens ? 1 : 0);
+      opens = 0;
+    }
     std::string msg;
     msg.reserve(cap.entries().size() + 64);
-    auto txn_id = "txn_" + std::to_string(first);
-    actors::begin_txn_message(msg, txn_id, first, now_ms(), actors::txn_opens | actors::txn_closes, count);
+    actors::begin_txn_message(msg, txn_id, lsn, ts, opens | actors::txn_closes, cap.in_memory_count());
     msg += cap.entries();
+    if (committer) committer->release();
     caf::anon_send(writer, actors::append_atom::value, std::move(msg));
     next_lsn = commit_lsn + 1;
     handed.store(commit_lsn, std::memory_order_release);
@@ -526,24 +560,47 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
   const char* end = p + sql.size();
   size_t next_param = 0;
   while (p < end) {
-    cap.begin_prepare();
+    std::string_view remaining(p, static_cast<size_t>(end - p));
     sqlite3_stmt* raw = nullptr;
-    const char* rest = nullptr;
-    int rc = sqlite3_prepare_v3(db, p, static_cast<int>(end - p), 0, &raw, &rest);
-    if (rc != SQLITE_OK) {  // SQLite gives no end for a statement it could not parse
-      std::string_view all(p, static_cast<size_t>(end - p));
-      std::string_view text = all.substr(0, all.find(';'));
-      if (!cap.info().denied.empty())
-        return error(ec::invalid_argument, cap.info().denied + " in statement: " + trim_sql(text));
-      return detail::sql_error(db, text, rc);
+    stmt_ptr st;  // owns `raw` unless it lives in the cache
+    detail::statement_info info;
+    std::string_view text;
+    auto hit = remaining.size() <= stmt_cache_max_text ? stmt_cache.find(std::string(remaining)) : stmt_cache.end();
+    if (hit != stmt_cache.end()) {
+      raw = hit->second.st.get();
+      sqlite3_reset(raw);
+      sqlite3_clear_bindings(raw);
+      info = hit->second.info;
+      text = remaining.substr(0, hit->second.length);
+      p += hit->second.length;
+    } else {
+      cap.begin_prepare();
+      const char* rest = nullptr;
+      int rc = sqlite3_prepare_v3(db, p, static_cast<int>(end - p), SQLITE_PREPARE_PERSISTENT, &raw, &rest);
+      if (rc != SQLITE_OK) {  // SQLite gives no end for a statement it could not parse
+        std::string_view t = remaining.substr(0, remaining.find(';'));
+        if (!cap.info().denied.empty())
+          return error(ec::invalid_argument, cap.info().denied + " in statement: " + trim_sql(t));
+        return detail::sql_error(db, t, rc);
+      }
+      text = std::string_view(p, static_cast<size_t>(rest - p));
+      p = rest;
+      if (!raw) continue;
+      st.reset(raw);
+      info = cap.info();
+      if (starts_with_keyword(text, "VACUUM"))
+        return error(ec::invalid_argument, "VACUUM is not supported: it renumbers rowids behind the change stream's back "
+                                           "in statement: " + trim_sql(text));
+      if (info.k == kind::other && info.ddl_code == 0 && remaining.size() <= stmt_cache_max_text) {
+        if (stmt_cache.size() >= stmt_cache_max) stmt_cache.clear();
+        stmt_cache.emplace(std::string(remaining), cached_stmt{std::move(st), info, text.size()});
+      }
     }
-    std::string_view text(p, static_cast<size_t>(rest - p));
-    p = rest;
-    if (!raw) continue;
-    stmt_ptr st(raw);
-    if (starts_with_keyword(text, "VACUUM"))
-      return error(ec::invalid_argument, "VACUUM is not supported: it renumbers rowids behind the change stream's back "
-                                         "in statement: " + trim_sql(text));
+    // A cached statement must not keep a read transaction open after this call.
+    struct resetter {
+      sqlite3_stmt* s;
+      ~resetter() { sqlite3_reset(s); }
+    } reset_after{raw};
     int n = sqlite3_bind_parameter_count(raw);
     bool last = std::all_of(p, end, [](char c) { return std::isspace(static_cast<unsigned char>(c)) || c == ';'; });
     if (next_param + static_cast<size_t>(n) > params.size() ||
@@ -554,7 +611,6 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
     }
     for (int i = 1; i <= n; ++i)
       if (auto e = detail::bind_value(raw, i, params[next_param++])) return e;
-    auto info = cap.info();
     if (auto e = run_statement(raw, info, text, object_txn, wait_lsn, out)) return e;
     res.changes = sqlite3_changes64(db);
     res.last_insert_rowid = sqlite3_last_insert_rowid(db);
@@ -632,9 +688,13 @@ runtime& database::owner() noexcept { return *p_->rt; }
 
 result<exec_result> database::exec(std::string_view sql, const std::vector<value>& params) {
   uint64_t wait_lsn = 0;
+  actors::durable_tail::committer_scope c(*p_->tail);  // the WAL writer waits for us a little
   std::unique_lock<std::mutex> g(p_->mu);
+  p_->committer = &c;
   auto r = p_->run(sql, params, false, wait_lsn, nullptr);
+  p_->committer = nullptr;
   g.unlock();
+  c.release();
   // Early lock release: the next writer proceeds while this commit waits for its fdatasync.
   if (auto e = p_->wait_durable(wait_lsn)) return e;
   p_->maybe_checkpoint();
@@ -720,6 +780,7 @@ error database::close() {
   }
   for (auto* r : p.pool) sqlite3_close_v2(r);
   p.pool.clear();
+  p.stmt_cache.clear();
   p.meta_update.reset();
   p.begin_stmt.reset();
   p.commit_stmt.reset();
@@ -759,10 +820,14 @@ result<uint64_t> transaction::commit() {
   done_ = true;
   auto& p = *db_->p_;
   uint64_t wait_lsn = 0;
+  actors::durable_tail::committer_scope c(*p.tail);
+  p.committer = &c;
   sqlite3_reset(p.commit_stmt.get());
   auto e = p.commit(p.commit_stmt.get(), "COMMIT", wait_lsn);
+  p.committer = nullptr;
   if (e && !sqlite3_get_autocommit(p.db)) (void)p.rollback_all();
   lock_.unlock();
+  c.release();
   if (e) return e;
   if (auto we = p.wait_durable(wait_lsn)) return we;
   p.maybe_checkpoint();
@@ -876,9 +941,11 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   if (auto e = prep(p->commit_stmt, "COMMIT")) return e;
   if (auto e = prep(p->rollback_stmt, "ROLLBACK")) return e;
   p->cap.set_internal(false);
+  p->cap.set_spill(dir, opts.spill_threshold_bytes);
   p->next_lsn = shared_log->next_lsn();
   p->handed = shared_log->last_lsn();
   p->tail = std::make_shared<actors::durable_tail>(shared_log->durable_lsn());
+  p->tail->group_commit_delay = std::chrono::microseconds(opts.group_commit_delay_us);
   p->log_ref = shared_log;
   p->writer = actors::spawn_wal_writer(system(), std::move(shared_log), p->tail);
   p->start_txn();

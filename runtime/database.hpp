@@ -42,6 +42,13 @@ struct database_options {
   bool foreign_keys = true;      ///< PRAGMA foreign_keys (cascades are captured)
   uint64_t checkpoint_frames = 2000;  ///< SQLite WAL frames before dosql checkpoints
   bool create = true;            ///< create the directory if missing
+  /// A transaction whose captured changes exceed this many bytes spills them to a file in
+  /// the data directory and streams them to the WAL at commit (memory stays bounded).
+  size_t spill_threshold_bytes = 8 << 20;
+  /// Group commit: while other threads are committing, the WAL writer waits up to this long
+  /// for their transactions before it syncs, so that one fdatasync covers them all
+  /// (PostgreSQL's commit_delay with commit_siblings = 1). A lone writer never waits.
+  uint32_t group_commit_delay_us = 200;
 };
 
 struct exec_result {

@@ -31,6 +31,58 @@ log::~log() {
     // Best effort: hand buffered records to the OS. Durability was the caller's to ask for.
     (void)flush_buffer();
   }
+  if (prep_thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> g(prep_mu_);
+      prep_stop_ = true;
+    }
+    prep_cv_.notify_all();
+    prep_thread_.join();
+  }
+}
+
+namespace {
+constexpr const char* prepared_name = "next.prealloc";  // not a segment name: ignored by readers
+}
+
+void log::want_next_segment() {
+  {
+    std::lock_guard<std::mutex> g(prep_mu_);
+    if (prep_wanted_ || prep_ready_) return;
+    prep_wanted_ = true;
+  }
+  if (!prep_thread_.joinable()) prep_thread_ = std::thread([this] { prepare_loop(); });
+  prep_cv_.notify_all();
+}
+
+void log::prepare_loop() {
+  auto path = join(dir_, prepared_name);
+  std::unique_lock<std::mutex> g(prep_mu_);
+  for (;;) {
+    prep_cv_.wait(g, [&] { return prep_wanted_ || prep_stop_; });
+    if (prep_stop_) return;
+    g.unlock();
+    bool ok = false;
+    if (auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC)) {
+      static const std::string zeros(64 * 1024, '\0');
+      ok = true;
+      for (uint64_t o = 0; o < cfg_.target_segment_size && ok; o += zeros.size())
+        ok = !pwrite_full(fd->get(), zeros.data(), std::min<uint64_t>(zeros.size(), cfg_.target_segment_size - o), o, path);
+      ok = ok && !sync_data(fd->get(), path);
+    }
+    g.lock();
+    prep_wanted_ = false;
+    prep_ready_ = ok;  // on failure, roll() creates the segment itself
+  }
+}
+
+result<unique_fd> log::take_prepared() {
+  {
+    std::lock_guard<std::mutex> g(prep_mu_);
+    if (!prep_ready_) return unique_fd();
+    prep_ready_ = false;
+  }
+  return open_file(join(dir_, prepared_name), O_RDWR);
 }
 
 result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config& cfg) {
@@ -69,7 +121,7 @@ error log::recover() {
   if (!names) return names.err();
   std::vector<uint64_t> firsts;
   for (auto& n : *names) {
-    if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) {
+    if ((n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) || n == prepared_name) {
       ::unlink(join(dir_, n).c_str());  // an unfinished segment creation
       continue;
     }
@@ -179,7 +231,16 @@ error log::create_segment(uint64_t first_lsn) {
   auto name = segment_file_name(first_lsn);
   auto path = join(dir_, name);
   auto tmp = path + ".tmp";
-  auto fd = open_file(tmp, O_RDWR | O_CREAT | O_TRUNC);
+  bool prealloc = cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch;
+  // A file zero-filled in the background takes the place of the slow path below.
+  auto prepared = prealloc ? take_prepared() : result<unique_fd>(unique_fd());
+  if (!prepared) return prepared.err();
+  bool have_prepared = static_cast<bool>(*prepared);
+  if (have_prepared) {
+    auto from = join(dir_, prepared_name);
+    if (::rename(from.c_str(), tmp.c_str()) != 0) return io_error("cannot rename", from, errno);
+  }
+  auto fd = have_prepared ? std::move(*prepared) : open_file(tmp, O_RDWR | O_CREAT | O_TRUNC);
   if (!fd) return fd.err();
   char hb[segment_header_size];
   encode_segment_header({format_version, first_lsn, now_ms()}, hb);
@@ -187,11 +248,12 @@ error log::create_segment(uint64_t first_lsn) {
   active_fd_ = std::move(*fd);
   active_path_ = tmp;
   active_alloc_ = segment_header_size;
-  bool prealloc = cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch;
   if (prealloc) {
-    if (auto e = zero_fill(segment_header_size, cfg_.target_segment_size)) return e;
+    if (!have_prepared)
+      if (auto e = zero_fill(segment_header_size, cfg_.target_segment_size)) return e;
     active_alloc_ = std::max<uint64_t>(cfg_.target_segment_size, segment_header_size);
   }
+  // The header (and zero fill) are durable before the segment gets its real name.
   if (auto e = sync_data(active_fd_.get(), tmp)) return e;
   if (::rename(tmp.c_str(), path.c_str()) != 0) return io_error("cannot rename", tmp, errno);
   if (auto e = sync_dir(dir_)) return e;
@@ -244,6 +306,9 @@ error log::append_one(const entry_view& e, uint64_t& lsn) {
   lsn = next_lsn_++;
   append_record(buf_, lsn, e);
   ++active_entries_;
+  if (cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch &&
+      active_.bytes + buf_.size() > cfg_.target_segment_size / 2)
+    want_next_segment();
   if (buf_.size() >= write_chunk) return flush_buffer();
   return {};
 }

@@ -11,8 +11,11 @@
 // Thread safety: none. One owner (the WAL-writer actor) calls everything.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <span>
 #include <string>
 #include <vector>
@@ -100,6 +103,10 @@ class log {
   error append_one(const entry_view& e, uint64_t& lsn);
   error zero_fill(uint64_t from, uint64_t to);
   void trace_sync();
+  // Background preparation of the next segment's zero-filled file (off the commit path).
+  void want_next_segment();
+  void prepare_loop();
+  result<unique_fd> take_prepared();
 
   std::string dir_;
   wal_config cfg_;
@@ -116,6 +123,10 @@ class log {
   std::string buf_;  // framed records not yet written
   bool failed_ = false;
   unique_fd trace_fd_;  // DOSQL_WAL_SYNC_TRACE: test hook for power-loss simulation
+  std::thread prep_thread_;
+  std::mutex prep_mu_;
+  std::condition_variable prep_cv_;
+  bool prep_wanted_ = false, prep_ready_ = false, prep_stop_ = false;  // guarded by prep_mu_
 };
 
 }  // namespace dosql::wal

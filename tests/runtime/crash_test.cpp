@@ -155,6 +155,8 @@ bool one_txn(database& db, std::mt19937_64& rng, int64_t seq) {
     auto q = (*db)->query("SELECT coalesce(max(seq), 0) FROM ledger");
     if (!q) throw std::runtime_error(q.err().to_string());
     int64_t seq = std::get<int64_t>(q->rows[0][0]);
+    int64_t ready = -1;  // recovered and ready: the parent starts its kill timer
+    if (::write(out_fd, &ready, sizeof ready) != sizeof ready) _exit(5);
     std::mt19937_64 rng(seed);
     for (;;) {
       ++seq;
@@ -238,12 +240,21 @@ int64_t run_round(const std::string& dir, std::mt19937_64& rng, const std::strin
   }
   ::close(p[1]);
   int64_t acked = 0;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(3000 + rng() % 60000);
+  bool ready = false;
+  // One round in four kills at a random moment after fork (often during recovery); the
+  // others at a random moment after the child is ready (so slow builds still commit).
+  bool from_fork = rng() % 4 == 0;
+  auto delay = std::chrono::microseconds(from_fork ? 1000 + rng() % 80000 : 1000 + rng() % 50000);
+  auto deadline = std::chrono::steady_clock::now() + (from_fork ? delay : std::chrono::seconds(30));
   pollfd pfd{p[0], POLLIN, 0};
   auto drain = [&](int timeout) {
     while (::poll(&pfd, 1, timeout) > 0) {
       int64_t v;
       if (::read(p[0], &v, sizeof v) != sizeof v) return;
+      if (v < 0 && !ready) {
+        ready = true;
+        if (!from_fork) deadline = std::chrono::steady_clock::now() + delay;
+      }
       acked = std::max(acked, v);
       if (timeout && std::chrono::steady_clock::now() >= deadline) return;
     }
