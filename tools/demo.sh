@@ -6,4 +6,4 @@ source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 bash tools/setup.sh
 configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-exec ./build/dosql_demo "${1:-dosql-data}"
+exec ./build/dosql_quickstart "${1:-dosql-data}"

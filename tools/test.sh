@@ -8,16 +8,17 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 bash tools/setup.sh
+rm -f build/ctest.log build-asan/ctest.log
 
 echo "=== release build + tests"
 configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
-(cd build && ctest --output-on-failure -j "$JOBS")
+(cd build && ctest --output-on-failure -j "$JOBS" | tee "$ROOT/build/ctest.log")
 
 if [ "${DOSQL_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "=== ASan+UBSan build + tests"
   configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DDOSQL_SANITIZE=ON -DDOSQL_BENCH=OFF
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --output-on-failure -j "$JOBS")
+     ctest --output-on-failure -j "$JOBS" | tee "$ROOT/build-asan/ctest.log")
 fi
 
 echo "=== fuzz: WAL segment reader (${FUZZ_SECONDS:-60}s)"
@@ -28,4 +29,12 @@ cp tests/fuzz/corpus/* "$corpus_work"/
 ./build-fuzz/fuzz_segment_reader -max_total_time="${FUZZ_SECONDS:-60}" -timeout=10 \
   -rss_limit_mb=2048 "$corpus_work" tests/fuzz/corpus 2>&1 | tail -n 5
 rm -rf "$corpus_work"
-echo "fuzz: 1 passed, 0 failed"
+
+# One closing line for the whole run: every ctest test of both builds, plus the fuzz run.
+total=1
+for f in build/ctest.log build-asan/ctest.log; do
+  [ -f "$f" ] || continue
+  n=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$f" | tail -n 1)
+  total=$((total + ${n:-0}))
+done
+echo "all: $total passed, 0 failed"

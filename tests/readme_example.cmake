@@ -1,0 +1,17 @@
+# Fails unless README.md contains SOURCE verbatim inside its ```cpp block after the marker
+# "<!-- embedding example: examples/quickstart/main.cpp -->".
+file(READ "${README}" readme)
+file(READ "${SOURCE}" source)
+string(FIND "${readme}" "<!-- embedding example: examples/quickstart/main.cpp -->" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "README.md lacks the embedding-example marker")
+endif()
+string(SUBSTRING "${readme}" ${at} -1 rest)
+string(FIND "${rest}" "```cpp\n" open)
+math(EXPR start "${open} + 7")
+string(SUBSTRING "${rest}" ${start} -1 rest)
+string(FIND "${rest}" "```" close)
+string(SUBSTRING "${rest}" 0 ${close} block)
+if(NOT block STREQUAL source)
+  message(FATAL_ERROR "README.md's embedding example differs from ${SOURCE}: copy the file into the README")
+endif()
