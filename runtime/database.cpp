@@ -101,6 +101,13 @@ struct database::impl {
   // The writer-lock holder's committer count, released at the moment it hands its
   // transaction to the WAL writer (so the writer never waits for a thread that is done).
   actors::durable_tail::committer_scope* committer = nullptr;
+  // The thread holding a transaction object: its own db.exec() would wait for itself.
+  std::atomic<std::thread::id> txn_owner{};
+  error self_deadlock() const {
+    if (txn_owner.load(std::memory_order_acquire) != std::this_thread::get_id()) return {};
+    return error(ec::invalid_argument, "this thread holds an open transaction on " + dir +
+                                           ": use the transaction's exec()/query(), or end it first");
+  }
   static constexpr size_t stmt_cache_max = 256, stmt_cache_max_text = 4096;
   std::mutex pool_mu;
   std::vector<sqlite3*> pool;
@@ -687,6 +694,7 @@ caf::actor database::wal_writer() const { return p_->writer; }
 runtime& database::owner() noexcept { return *p_->rt; }
 
 result<exec_result> database::exec(std::string_view sql, const std::vector<value>& params) {
+  if (auto e = p_->self_deadlock()) return e;
   uint64_t wait_lsn = 0;
   actors::durable_tail::committer_scope c(*p_->tail);  // the WAL writer waits for us a little
   std::unique_lock<std::mutex> g(p_->mu);
@@ -735,6 +743,7 @@ result<query_result> database::query(std::string_view sql, const std::vector<val
     st.reset();
     p_->give_back(*r);
   }
+  if (auto e = p_->self_deadlock()) return e;
   uint64_t wait_lsn = 0;
   std::unique_lock<std::mutex> g(p_->mu);
   auto r = p_->run(sql, params, false, wait_lsn, &out);
@@ -745,6 +754,7 @@ result<query_result> database::query(std::string_view sql, const std::vector<val
 }
 
 result<transaction> database::begin() {
+  if (auto e = p_->self_deadlock()) return e;
   transaction t(this);  // takes the writer lock for its lifetime
   if (p_->closed) return error(ec::closed, "database " + p_->dir + " is closed");
   sqlite3_reset(p_->begin_stmt.get());
@@ -753,6 +763,7 @@ result<transaction> database::begin() {
     return detail::sql_error(p_->db, "BEGIN IMMEDIATE", rc);
   }
   p_->start_txn();
+  p_->txn_owner.store(std::this_thread::get_id(), std::memory_order_release);
   return t;
 }
 
@@ -797,7 +808,10 @@ transaction::transaction(transaction&& o) noexcept : db_(o.db_), lock_(std::move
   o.done_ = true;
 }
 transaction::~transaction() {
-  if (!done_ && lock_.owns_lock()) (void)db_->p_->rollback_all();
+  if (!done_ && lock_.owns_lock()) {
+    (void)db_->p_->rollback_all();
+    db_->p_->txn_owner.store(std::thread::id{}, std::memory_order_release);
+  }
 }
 
 result<exec_result> transaction::exec(std::string_view sql, const std::vector<value>& params) {
@@ -826,6 +840,7 @@ result<uint64_t> transaction::commit() {
   auto e = p.commit(p.commit_stmt.get(), "COMMIT", wait_lsn);
   p.committer = nullptr;
   if (e && !sqlite3_get_autocommit(p.db)) (void)p.rollback_all();
+  p.txn_owner.store(std::thread::id{}, std::memory_order_release);
   lock_.unlock();
   c.release();
   if (e) return e;
@@ -838,6 +853,7 @@ error transaction::rollback() {
   if (done_) return error(ec::closed, "the transaction has ended");
   done_ = true;
   auto e = db_->p_->rollback_all();
+  db_->p_->txn_owner.store(std::thread::id{}, std::memory_order_release);
   lock_.unlock();
   return e;
 }

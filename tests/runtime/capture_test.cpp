@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "replica.hpp"
+#include "runtime/json.hpp"
 #include "runtime/database.hpp"
 #include "test_util.hpp"
 
@@ -80,6 +81,11 @@ TEST_CASE("a transaction is BEGIN, changes, COMMIT with consecutive LSNs and one
   CHECK(*before.find("name") == value(std::string("Alice")));
   CHECK(*before.find("email") == value(std::string("alice@example.com")));  // every column
   CHECK_FALSE(es[1].before.has_value());
+  // Rendered as JSON, the images are the guide's "data" and "oldData" payloads.
+  CHECK(to_json(after) == R"({"id":"user-1","name":"Alice Smith","email":"alice@example.com"})");
+  CHECK(to_json(before) == R"({"id":"user-1","name":"Alice","email":"alice@example.com"})");
+  CHECK(to_json(value(bytes{0, 255, 16})) == R"({"$base64":"AP8Q"})");
+  CHECK(to_json(value(100.0)) == "100.0");
   must(f.db->exec("DELETE FROM users"));
   es = f.since();
   REQUIRE(f.ops(es) == std::vector<std::string>{"BEGIN", "DELETE users", "COMMIT"});

@@ -114,6 +114,13 @@ TEST_CASE("transactions: RAII object, SQL BEGIN/COMMIT, rollback", "[database]")
     auto tx = must(db->begin());
     must(tx.exec("INSERT INTO t VALUES(3, 'c')"));
   }  // rolled back
+  {
+    auto tx = must(db->begin());
+    auto self = db->exec("INSERT INTO t VALUES(9, 'self')");  // would wait for itself
+    REQUIRE_FALSE(self);
+    CHECK(self.err().message().find("holds an open transaction") != std::string::npos);
+    REQUIRE_FALSE(tx.rollback());
+  }
   must(db->exec("BEGIN; INSERT INTO t VALUES(4, 'd'); ROLLBACK"));
   must(db->exec("BEGIN; INSERT INTO t VALUES(5, 'e'); COMMIT"));
   auto q = must(db->query("SELECT id FROM t ORDER BY id"));
