@@ -1,0 +1,233 @@
+#include "actors/subscription_reader.hpp"
+
+#include <caf/all.hpp>
+
+#include <deque>
+
+#include "wal/format.hpp"
+#include "wal/msgpack_sink.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::actors {
+namespace {
+
+struct decision {
+  uint64_t begin = 0, end = 0;
+  bool committed = false;
+};
+
+struct reader_state {
+  std::shared_ptr<const reader_config> cfg;
+  std::unique_ptr<wal::reader> main, ahead;  // delivering cursor, look-ahead cursor
+  uint64_t durable = 0;
+  uint64_t stop_at = UINT64_MAX;  // stop_at_tail: the tail when we started
+  uint64_t inflight = 0;
+  std::deque<decision> decisions;  // outcomes of transactions ahead of `main`
+  uint64_t ahead_txn = 0;          // BEGIN lsn of the transaction the look-ahead is inside
+  // The transaction `main` is inside: its BEGIN (held until a change of it is delivered).
+  bool in_txn = false, begin_sent = false;
+  wal_entry pending_begin;
+  std::string batch;
+  uint32_t batch_count = 0;
+  uint64_t batch_first = 0, last_lsn = 0;
+  bool ended = false, pump_scheduled = false;
+  bool first = true;      // no entry at or after the start seen yet
+  bool resumed_mid = false;  // inside the transaction the start fell into (its BEGIN unseen)
+  static inline const char* name = "dosql.subscription_reader";
+};
+using reader_actor = caf::stateful_actor<reader_state>;
+
+void finish(reader_actor* self, const error& e) {
+  auto& st = self->state;
+  if (st.ended) return;
+  st.ended = true;
+  self->send(st.cfg->consumer, end_atom::value, static_cast<uint8_t>(e.code()), e.message(), e.oldest_lsn);
+}
+
+void emit(reader_state& st, const entry_view& e) {
+  if (st.batch_count == 0) st.batch_first = e.lsn;
+  wal::append_record(st.batch, e.lsn, e);
+  ++st.batch_count;
+  st.last_lsn = e.lsn;
+}
+
+// Moves the look-ahead cursor to the durable tail, recording each transaction's outcome.
+error look_ahead(reader_state& st) {
+  st.ahead->set_limit(std::min(st.durable, st.stop_at));
+  entry_view v;
+  for (int i = 0; i < 65536; ++i) {
+    auto s = st.ahead->next(v);
+    if (s == wal::reader::status::tail) return {};
+    if (s == wal::reader::status::error) return st.ahead->last_error();
+    if (v.op == op_type::begin) st.ahead_txn = v.lsn;
+    if (v.op == op_type::commit || v.op == op_type::rollback) {
+      st.decisions.push_back({st.ahead_txn, v.lsn, v.op == op_type::commit});
+      st.ahead_txn = 0;
+    }
+  }
+  return {};
+}
+
+// Fills the batch with up to `room` entries; returns an error to end the range.
+error fill(reader_state& st, uint32_t room) {
+  const auto& o = st.cfg->opts;
+  uint64_t limit = std::min(st.durable, st.stop_at);
+  if (!o.include_uncommitted) {
+    if (auto e = look_ahead(st)) return e;
+    // Everything before the transaction the look-ahead is still inside has been decided.
+    uint64_t decided = st.ahead_txn ? st.ahead_txn - 1 : st.ahead->next_lsn() - 1;
+    limit = std::min(limit, decided);
+  }
+  st.main->set_limit(limit);
+  entry_view v;
+  while (st.batch_count < room) {
+    auto s = st.main->next(v);
+    if (s == wal::reader::status::tail) return {};
+    if (s == wal::reader::status::error) return st.main->last_error();
+    if (v.lsn < st.cfg->start_lsn) continue;
+    if (st.first) {
+      st.first = false;
+      // Resuming inside a transaction: its BEGIN (and earlier changes) went to this consumer
+      // before, so its COMMIT belongs to the stream.
+      if (v.op != op_type::begin) st.in_txn = st.begin_sent = st.resumed_mid = true;
+    }
+    switch (v.op) {
+      case op_type::begin:
+        if (!o.include_uncommitted) {
+          while (!st.decisions.empty() && st.decisions.front().begin < v.lsn) st.decisions.pop_front();
+          if (!st.decisions.empty() && st.decisions.front().begin == v.lsn && !st.decisions.front().committed) {
+            // Rolled back: skip the whole transaction.
+            uint64_t end = st.decisions.front().end;
+            st.decisions.pop_front();
+            if (auto e = st.main->seek(end + 1)) return e;
+            st.main->set_limit(limit);
+            continue;
+          }
+        }
+        st.in_txn = true;
+        st.begin_sent = false;
+        if (o.include_transaction_control) st.pending_begin = v.to_entry();
+        break;
+      case op_type::commit:
+      case op_type::rollback: {
+        bool dropped = !o.include_uncommitted && st.resumed_mid && !st.decisions.empty() &&
+                       st.decisions.front().begin == 0 && !st.decisions.front().committed;
+        if (o.include_transaction_control && st.begin_sent && !dropped) emit(st, v);
+        st.in_txn = st.begin_sent = st.resumed_mid = false;
+        if (!st.decisions.empty() && st.decisions.front().end == v.lsn) st.decisions.pop_front();
+        break;
+      }
+      default:
+        // Resuming inside a transaction (its BEGIN is before the start): its outcome is the
+        // look-ahead's first decision.
+        if (!o.include_uncommitted && st.resumed_mid && !st.decisions.empty() && st.decisions.front().begin == 0 &&
+            !st.decisions.front().committed)
+          break;
+        if (!o.filter.matches(v)) break;
+        if (o.include_transaction_control && st.in_txn && !st.begin_sent) {
+          emit(st, view_of(st.pending_begin));
+          st.begin_sent = true;
+        }
+        st.begin_sent = true;
+        emit(st, v);
+    }
+  }
+  return {};
+}
+
+void pump(reader_actor* self) {
+  auto& st = self->state;
+  const auto& o = st.cfg->opts;
+  while (!st.ended && st.inflight < o.max_buffer_size) {
+    uint32_t room = static_cast<uint32_t>(std::min<uint64_t>(o.batch_size, o.max_buffer_size - st.inflight));
+    if (auto e = fill(st, room)) return finish(self, e);
+    if (st.batch_count == 0) break;
+    std::string msg;
+    msg.reserve(st.batch.size() + 24);
+    detail::string_sink sink{msg};
+    msgpack::packer<detail::string_sink> pk(sink);
+    pk.pack_array(3);
+    pk.pack_uint64(st.batch_first);
+    pk.pack_uint32(st.batch_count);
+    pk.pack_bin(static_cast<uint32_t>(st.batch.size()));
+    pk.pack_bin_body(st.batch.data(), static_cast<uint32_t>(st.batch.size()));
+    uint32_t n = st.batch_count;
+    st.inflight += n;
+    st.batch.clear();
+    st.batch_count = 0;
+    self->request(st.cfg->consumer, caf::infinite, batch_atom::value, std::move(msg))
+        .then(
+            [=](uint64_t) {
+              self->state.inflight -= n;
+              pump(self);
+            },
+            [=](caf::error&) { self->quit(); });  // the consumer is gone
+  }
+  // stop_at_tail: done once everything up to the starting tail went out and was acked.
+  if (!st.ended && st.stop_at != UINT64_MAX && st.inflight == 0 && st.main->next_lsn() > st.stop_at)
+    finish(self, error{});
+}
+
+caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const reader_config> cfg) {
+  auto& st = self->state;
+  st.cfg = cfg;
+  auto init = [&]() -> error {
+    wal::reader_options ro;
+    auto m = wal::reader::open(cfg->wal_dir, ro);
+    if (!m) return m.err();
+    st.main = std::move(*m);
+    if (auto e = st.main->seek(cfg->start_lsn)) return e;
+    auto a = wal::reader::open(cfg->wal_dir, ro);
+    if (!a) return a.err();
+    st.ahead = std::move(*a);
+    // The look-ahead starts at the transaction boundary at or before the start.
+    if (auto e = st.ahead->seek(cfg->start_lsn)) return e;
+    st.durable = 0;
+    return {};
+  };
+  if (auto e = init()) {
+    finish(self, e);
+    return {[=](tail_atom, uint64_t) {}};
+  }
+  self->send(cfg->writer, listen_atom::value, caf::actor_cast<caf::actor>(self));
+  return {
+    [=](tail_atom, uint64_t durable) {
+      auto& s = self->state;
+      if (s.stop_at == UINT64_MAX && s.cfg->opts.stop_at_tail) s.stop_at = durable;
+      if (durable > s.durable) s.durable = durable;
+      pump(self);
+    },
+    [=](pump_atom) { pump(self); },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg) {
+  return sys.spawn(subscription_reader, std::move(cfg));
+}
+
+error decode_batch(const std::string& msg, std::vector<entry_view>& out) {
+  out.clear();
+  msgpack::object_handle oh;
+  try {
+    size_t off = 0;
+    oh = msgpack::unpack(msg.data(), msg.size(), off, detail::reference_all);
+  } catch (const std::exception& e) {
+    return error(ec::decode_error, std::string("batch: ") + e.what());
+  }
+  const auto& o = oh.get();
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 3 || o.via.array.ptr[2].type != msgpack::type::BIN)
+    return error(ec::decode_error, "batch: bad envelope");
+  const auto& bin = o.via.array.ptr[2].via.bin;
+  size_t off = 0;
+  while (off < bin.size) {
+    auto r = wal::parse_record(bin.ptr + off, bin.size - off, false);
+    if (r.status != wal::parse_status::ok) return error(ec::decode_error, "batch: bad record");
+    out.push_back(r.entry);
+    off += r.size;
+  }
+  return {};
+}
+
+}  // namespace dosql::actors

@@ -1,0 +1,46 @@
+// The subscription reader actor: one per subscription. It reads the WAL segments itself (its
+// own wal::reader, never the writer's memory), only up to the durable tail, filters, and
+// pushes batches to its consumer under a count-bounded credit window.
+//
+// Protocol:
+//   reader -> consumer: request (batch_atom, std::string batch)  -> consumer replies uint64_t
+//                       (the last LSN it processed: the ack; the batch's entries leave the window)
+//   reader -> consumer: (end_atom, uint8_t code, std::string message, uint64_t oldest_lsn)
+//                       once: the range ended (code 0: stop_at_tail reached the tail)
+//   writer -> reader:   (tail_atom, uint64_t durable_lsn)   (registered with listen_atom)
+// A batch is msgpack [first_lsn: uint, count: uint, records: bin] whose records use the WAL's
+// own framing (wal/FORMAT.md), so a consumer decodes them zero-copy with decode_batch().
+//
+// Invariants: entries leave in strictly increasing LSN order, each once; never more than
+// max_buffer_size entries are unacknowledged; only committed transactions (unless asked).
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "runtime/cdc.hpp"
+
+namespace dosql::actors {
+
+using batch_atom = caf::atom_constant<caf::atom("d_batch")>;
+using end_atom = caf::atom_constant<caf::atom("d_end")>;
+using pump_atom = caf::atom_constant<caf::atom("d_pump")>;
+
+struct reader_config {
+  std::string wal_dir;
+  caf::actor writer;    // for tail notifications
+  caf::actor consumer;  // receives batches
+  cdc::subscribe_options opts;
+  uint64_t start_lsn = 1;  // first LSN to consider (from_lsn + 1, or from from_time)
+};
+
+caf::actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg);
+
+/// Decodes a batch message into views pointing into `msg`.
+error decode_batch(const std::string& msg, std::vector<entry_view>& out);
+
+}  // namespace dosql::actors

@@ -1,0 +1,330 @@
+#include "runtime/cdc.hpp"
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <mutex>
+
+#include "actors/subscription_reader.hpp"
+#include "runtime/json.hpp"
+#include "wal/msgpack_sink.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::cdc {
+
+bool filter::matches(const entry_view& e) const {
+  if (!tables.empty() && std::find(tables.begin(), tables.end(), e.table) == tables.end()) return false;
+  if (!operations.empty() && std::find(operations.begin(), operations.end(), e.op) == operations.end()) return false;
+  if (!txn_ids.empty() && std::find(txn_ids.begin(), txn_ids.end(), e.txn_id) == txn_ids.end()) return false;
+  return !predicate || predicate(e);
+}
+
+// ---- the consumer side of a blocking subscription ------------------------------------------
+// A bridge actor receives batch requests and parks them (with their response promises) in a
+// queue; the iterating thread takes a batch and only then acknowledges it, so the reader's
+// credit window bounds the queue.
+namespace {
+
+using ack_atom = caf::atom_constant<caf::atom("d_ack")>;
+
+struct shared_queue {
+  std::mutex mu;
+  std::condition_variable cv;
+  struct item {
+    std::string batch;
+    uint64_t seq = 0;
+    uint32_t count = 0;
+  };
+  std::deque<item> items;  // guarded by mu
+  bool ended = false, stopped = false;
+  error end_error;
+};
+
+struct bridge_state {
+  std::shared_ptr<shared_queue> q;
+  std::map<uint64_t, caf::response_promise> promises;
+  uint64_t seq = 0;
+  static inline const char* name = "dosql.subscription_bridge";
+};
+
+caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<shared_queue> q) {
+  self->state.q = q;
+  return {
+    [=](actors::batch_atom, std::string& batch) -> caf::result<uint64_t> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise<uint64_t>();
+      uint64_t seq = ++st.seq;
+      st.promises.emplace(seq, rp);
+      uint32_t count = 0;
+      try {  // [first_lsn, count, records]
+        size_t off = 0;
+        auto oh = msgpack::unpack(batch.data(), batch.size(), off, detail::reference_all);
+        if (oh.get().type == msgpack::type::ARRAY && oh.get().via.array.size == 3)
+          count = oh.get().via.array.ptr[1].as<uint32_t>();
+      } catch (const std::exception&) {
+      }
+      {
+        std::lock_guard<std::mutex> g(st.q->mu);
+        st.q->items.push_back({std::move(batch), seq, count});
+      }
+      st.q->cv.notify_all();
+      return rp;
+    },
+    [=](ack_atom, uint64_t seq, uint64_t lsn) {
+      auto& ps = self->state.promises;
+      if (auto it = ps.find(seq); it != ps.end()) {
+        it->second.deliver(lsn);
+        ps.erase(it);
+      }
+    },
+    [=](actors::end_atom, uint8_t code, std::string& msg, uint64_t oldest) {
+      auto& q = *self->state.q;
+      {
+        std::lock_guard<std::mutex> g(q.mu);
+        q.ended = true;
+        if (code) {
+          q.end_error = error(static_cast<ec>(code), std::move(msg));
+          q.end_error.oldest_lsn = oldest;
+        }
+      }
+      q.cv.notify_all();
+    },
+  };
+}
+
+}  // namespace
+
+struct subscription::impl {
+  caf::actor_system* sys = nullptr;
+  std::shared_ptr<shared_queue> q;
+  caf::actor bridge, reader;
+  std::vector<entry_view> views;
+  ~impl() {
+    if (reader) caf::anon_send_exit(reader, caf::exit_reason::user_shutdown);
+    if (bridge) caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
+  }
+};
+
+subscription::subscription(std::unique_ptr<impl> p) : p_(std::move(p)) {}
+subscription::~subscription() = default;
+
+size_t subscription::buffered() const {
+  size_t n = batch_.size() - next_;
+  std::lock_guard<std::mutex> g(p_->q->mu);
+  for (auto& it : p_->q->items) n += it.count;
+  return n;
+}
+
+void subscription::stop() {
+  {
+    std::lock_guard<std::mutex> g(p_->q->mu);
+    p_->q->stopped = true;
+  }
+  p_->q->cv.notify_all();
+}
+
+// Takes the next batch from the queue (blocking) and acknowledges it.
+bool subscription::fill() {
+  shared_queue::item it;
+  {
+    std::unique_lock<std::mutex> g(p_->q->mu);
+    p_->q->cv.wait(g, [&] { return p_->q->stopped || !p_->q->items.empty() || p_->q->ended; });
+    if (p_->q->stopped) return false;
+    if (p_->q->items.empty()) {  // ended
+      err_ = p_->q->end_error;
+      return false;
+    }
+    it = std::move(p_->q->items.front());
+    p_->q->items.pop_front();
+  }
+  if (auto e = actors::decode_batch(it.batch, p_->views)) {
+    err_ = e;
+    return false;
+  }
+  batch_.clear();
+  batch_.reserve(p_->views.size());
+  for (auto& v : p_->views) batch_.push_back(v.to_entry());
+  next_ = 0;
+  uint64_t last = batch_.empty() ? position_ : batch_.back().lsn;
+  caf::anon_send(p_->bridge, ack_atom::value, it.seq, last);
+  return true;
+}
+
+std::optional<wal_entry> subscription::next() {
+  if (ended_) return std::nullopt;
+  while (next_ >= batch_.size()) {
+    if (!fill()) {
+      ended_ = true;
+      return std::nullopt;
+    }
+  }
+  position_ = batch_[next_].lsn;
+  return std::move(batch_[next_++]);
+}
+
+subscription::iterator& subscription::iterator::operator++() {
+  auto e = s_->next();
+  if (!e)
+    s_ = nullptr;
+  else
+    cur_ = std::move(*e);
+  return *this;
+}
+
+namespace {
+
+// The LSN after which a subscription starting at `from_time` begins: just before the BEGIN of
+// the first transaction committed at or after it.
+result<uint64_t> lsn_for_time(const std::string& wal_dir, int64_t t) {
+  auto r = wal::reader::open(wal_dir);
+  if (!r) return r.err();
+  entry_view v;
+  uint64_t begin = 0, last = 0;
+  while ((*r)->next(v) == wal::reader::status::entry) {
+    last = v.lsn;
+    if (v.op == op_type::begin) begin = v.lsn;
+    if (v.op == op_type::commit && v.timestamp >= t) return begin ? begin - 1 : v.lsn - 1;
+  }
+  if ((*r)->last_error()) return (*r)->last_error();
+  return last;
+}
+
+}  // namespace
+
+result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options opts) {
+  if (opts.max_buffer_size == 0 || opts.batch_size == 0)
+    return error(ec::invalid_argument, "max_buffer_size and batch_size must be at least 1");
+  auto& sys = db_->owner().system();
+  auto cfg = std::make_shared<actors::reader_config>();
+  cfg->wal_dir = db_->wal_dir();
+  cfg->writer = db_->wal_writer();
+  uint64_t from = opts.from_lsn;
+  if (opts.from_time) {
+    auto l = lsn_for_time(cfg->wal_dir, *opts.from_time);
+    if (!l) return l.err();
+    from = *l;
+  }
+  // LSN_NOT_FOUND up front, with the oldest available LSN.
+  {
+    auto r = wal::reader::open(cfg->wal_dir);
+    if (!r) return r.err();
+    auto oldest = (*r)->oldest_lsn();
+    if (!oldest) return oldest.err();
+    if (from + 1 < *oldest) {
+      error e(ec::lsn_not_found, "cannot subscribe from lsn " + std::to_string(from) +
+                                     ": the oldest lsn still in the WAL is " + std::to_string(*oldest));
+      e.oldest_lsn = *oldest;
+      return e;
+    }
+  }
+  cfg->start_lsn = from + 1;
+  cfg->opts = std::move(opts);
+  auto p = std::make_unique<subscription::impl>();
+  p->sys = &sys;
+  p->q = std::make_shared<shared_queue>();
+  p->bridge = sys.spawn(bridge, p->q);
+  cfg->consumer = p->bridge;
+  p->reader = actors::spawn_subscription_reader(sys, cfg);
+  std::unique_ptr<subscription> s(new subscription(std::move(p)));
+  s->position_ = from;
+  return s;
+}
+
+// ---- events ---------------------------------------------------------------------------------
+
+std::string_view to_string(change_type t) noexcept {
+  switch (t) {
+    case change_type::insert: return "insert";
+    case change_type::update: return "update";
+    case change_type::del: return "delete";
+  }
+  return "unknown";
+}
+
+result<event<row>> to_event(const wal_entry& e) {
+  auto image = [&](const std::optional<bytes>& b) -> result<std::optional<row>> {
+    if (!b) return std::optional<row>{};
+    auto r = codec::decode_row(std::string_view(reinterpret_cast<const char*>(b->data()), b->size()));
+    if (!r) {
+      error err(ec::decode_error, "lsn " + std::to_string(e.lsn) + ": " + r.err().message());
+      return err;
+    }
+    return std::optional<row>(std::move(*r));
+  };
+  switch (e.op) {
+    case op_type::begin:
+    case op_type::commit:
+    case op_type::rollback: {
+      transaction_event t;
+      t.type = e.op == op_type::begin    ? transaction_event::kind::begin
+               : e.op == op_type::commit ? transaction_event::kind::commit
+                                         : transaction_event::kind::rollback;
+      t.txn_id = e.txn_id;
+      t.timestamp = e.timestamp;
+      t.lsn = e.lsn;
+      return event<row>(std::move(t));
+    }
+    case op_type::schema: {
+      auto img = image(e.after);
+      if (!img) return img.err();
+      schema_change_event s;
+      s.table = e.table;
+      s.timestamp = e.timestamp;
+      s.lsn = e.lsn;
+      if (*img) {
+        auto str = [&](const char* k) -> std::optional<std::string> {
+          auto* v = (*img)->find(k);
+          if (v && std::holds_alternative<std::string>(*v)) return std::get<std::string>(*v);
+          return std::nullopt;
+        };
+        s.change_type = str("change_type").value_or("");
+        s.column = str("column");
+        s.old_column = str("old_column");
+        s.old_type = str("old_type");
+        s.new_type = str("new_type");
+        s.sql = str("sql").value_or("");
+        if (auto* v = (*img)->find("schema_version"); v && std::holds_alternative<int64_t>(*v))
+          s.schema_version = std::get<int64_t>(*v);
+      }
+      return event<row>(std::move(s));
+    }
+    default: {
+      change_event<row> c;
+      c.id = std::to_string(e.lsn);
+      c.type = e.op == op_type::insert ? change_type::insert : e.op == op_type::update ? change_type::update : change_type::del;
+      c.table = e.table;
+      c.txn_id = e.txn_id;
+      c.timestamp = e.timestamp;
+      c.lsn = e.lsn;
+      c.key = e.key;
+      auto after = image(e.after);
+      if (!after) return after.err();
+      auto before = image(e.before);
+      if (!before) return before.err();
+      c.data = std::move(*after);
+      c.old_data = std::move(*before);
+      return event<row>(std::move(c));
+    }
+  }
+}
+
+std::string to_json(const change_event<row>& e) {
+  char ts[40];
+  std::time_t secs = static_cast<std::time_t>(e.timestamp / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  size_t n = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(ts + n, sizeof ts - n, ".%03dZ", static_cast<int>(e.timestamp % 1000));
+  std::string s = "{\"id\":\"" + e.id + "\",\"type\":\"" + std::string(to_string(e.type)) + "\",\"table\":" +
+                  dosql::to_json(value(e.table)) + ",\"txnId\":" + dosql::to_json(value(e.txn_id)) +
+                  ",\"timestamp\":\"" + ts + "\",\"lsn\":" + std::to_string(e.lsn);
+  if (e.data) s += ",\"data\":" + dosql::to_json(*e.data);
+  if (e.old_data) s += ",\"oldData\":" + dosql::to_json(*e.old_data);
+  return s + "}";
+}
+
+}  // namespace dosql::cdc
