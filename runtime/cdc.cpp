@@ -166,6 +166,67 @@ std::optional<wal_entry> subscription::next() {
   return std::move(batch_[next_++]);
 }
 
+std::vector<wal_entry> subscription::next_batch() {
+  std::vector<wal_entry> out;
+  if (ended_) return out;
+  while (next_ >= batch_.size()) {
+    if (!fill()) {
+      ended_ = true;
+      return out;
+    }
+  }
+  out.assign(std::make_move_iterator(batch_.begin() + static_cast<std::ptrdiff_t>(next_)),
+             std::make_move_iterator(batch_.end()));
+  next_ = batch_.size();
+  position_ = out.back().lsn;
+  return out;
+}
+
+std::optional<capture_batch> wal_capturer::capture_next() {
+  if (restart_) {
+    restart_ = false;
+    subscribe_options o;
+    o.from_lsn = position_ ? position_ : opts_.from_lsn;
+    position_ = o.from_lsn;
+    o.filter = opts_.filter;
+    o.include_transaction_control = opts_.include_transaction_control;
+    o.batch_size = opts_.max_batch_size;
+    o.max_buffer_size = std::max<uint32_t>(opts_.max_batch_size * 2, 64);
+    o.stop_at_tail = opts_.stop_at_tail;
+    auto s = cdc_handle(db_).subscribe(std::move(o));
+    if (!s) {
+      err_ = s.err();
+      return std::nullopt;
+    }
+    sub_ = std::move(*s);
+  }
+  auto entries = sub_->next_batch();
+  if (entries.empty()) {
+    err_ = sub_->err();
+    return std::nullopt;
+  }
+  capture_batch b;
+  b.batch_id = ++next_id_;
+  b.start_lsn = entries.front().lsn;
+  b.end_lsn = entries.back().lsn;
+  b.entries = std::move(entries);
+  return b;
+}
+
+void wal_capturer::set_position(uint64_t lsn) {
+  if (lsn == position_) return;
+  position_ = lsn;
+  // A position other than where the stream is continues from there.
+  if (sub_ && sub_->position() != lsn) {
+    sub_->stop();
+    restart_ = true;
+  }
+}
+
+void wal_capturer::stop() {
+  if (sub_) sub_->stop();
+}
+
 subscription::iterator& subscription::iterator::operator++() {
   auto e = s_->next();
   if (!e)
@@ -195,13 +256,12 @@ result<uint64_t> lsn_for_time(const std::string& wal_dir, int64_t t) {
 
 }  // namespace
 
-result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options opts) {
+result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts) {
   if (opts.max_buffer_size == 0 || opts.batch_size == 0)
     return error(ec::invalid_argument, "max_buffer_size and batch_size must be at least 1");
-  auto& sys = db_->owner().system();
   auto cfg = std::make_shared<actors::reader_config>();
-  cfg->wal_dir = db_->wal_dir();
-  cfg->writer = db_->wal_writer();
+  cfg->wal_dir = cdc.db().wal_dir();
+  cfg->writer = cdc.db().wal_writer();
   uint64_t from = opts.from_lsn;
   if (opts.from_time) {
     auto l = lsn_for_time(cfg->wal_dir, *opts.from_time);
@@ -223,6 +283,16 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   }
   cfg->start_lsn = from + 1;
   cfg->opts = std::move(opts);
+  return cfg;
+}
+
+result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options opts) {
+  auto& sys = db_->owner().system();
+  uint64_t from = opts.from_lsn;
+  auto made = make_reader_config(*this, std::move(opts));
+  if (!made) return made.err();
+  auto cfg = *made;
+  from = cfg->start_lsn - 1;
   auto p = std::make_unique<subscription::impl>();
   p->sys = &sys;
   p->q = std::make_shared<shared_queue>();

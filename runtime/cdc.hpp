@@ -94,6 +94,8 @@ class subscription {
 
   /// The next entry (blocking); nullopt when the range has ended (stop, error, tail).
   std::optional<wal_entry> next();
+  /// The rest of the current batch, or the next whole batch (blocking; empty: ended).
+  std::vector<wal_entry> next_batch();
   /// Ends the iteration promptly; callable from any thread.
   void stop();
   /// Why the range ended, if not by stop(): LSN_NOT_FOUND, DECODE_ERROR, CORRUPTION, ...
@@ -166,17 +168,179 @@ std::string to_json(const change_event<row>& e);
 /// Turns a raw entry into an event (DECODE_ERROR naming the LSN if an image is malformed).
 result<event<row>> to_event(const wal_entry& e);
 
+/// What a typed subscription does with an entry its decoder rejects (or whose image is
+/// malformed): end with DECODE_ERROR carrying the LSN, or report it and skip the entry.
+enum class decode_error_policy : uint8_t { stop, skip };
+
+/// Typed change events over a raw subscription (the guide's subscribeChanges<T>).
+template <class T>
+class change_subscription {
+ public:
+  change_subscription(std::unique_ptr<subscription> sub, decoder<T> dec, decode_error_policy policy)
+      : sub_(std::move(sub)), dec_(std::move(dec)), policy_(policy) {}
+
+  /// The next event (blocking); nullopt when the range ended (see err()).
+  std::optional<event<T>> next() {
+    for (;;) {
+      auto raw = sub_->next();
+      if (!raw) {
+        if (!err_) err_ = sub_->err();
+        return std::nullopt;
+      }
+      auto ev = to_event(*raw);
+      error e;
+      if (ev) {
+        if (auto* c = std::get_if<change_event<row>>(&*ev)) {
+          auto typed = convert(*c, e);
+          if (!e) return event<T>(std::move(typed));
+        } else if (auto* t = std::get_if<transaction_event>(&*ev)) {
+          return event<T>(std::move(*t));
+        } else {
+          return event<T>(std::get<schema_change_event>(std::move(*ev)));
+        }
+      } else {
+        e = ev.err();
+      }
+      skipped_errors_.push_back(e);
+      if (policy_ == decode_error_policy::stop) {
+        err_ = e;
+        sub_->stop();
+        return std::nullopt;
+      }
+    }
+  }
+  class iterator {
+   public:
+    using value_type = event<T>;
+    using difference_type = std::ptrdiff_t;
+    using iterator_category = std::input_iterator_tag;
+    iterator() = default;
+    explicit iterator(change_subscription* s) : s_(s) { ++*this; }
+    const event<T>& operator*() const { return *cur_; }
+    const event<T>* operator->() const { return &*cur_; }
+    iterator& operator++() {
+      cur_ = s_->next();
+      if (!cur_) s_ = nullptr;
+      return *this;
+    }
+    bool operator==(const iterator& o) const { return s_ == o.s_; }
+
+   private:
+    change_subscription* s_ = nullptr;
+    std::optional<event<T>> cur_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+  void stop() { sub_->stop(); }
+  const error& err() const noexcept { return err_; }
+  /// Decode errors met so far (with decode_error_policy::skip, the skipped entries' errors).
+  const std::vector<error>& decode_errors() const noexcept { return skipped_errors_; }
+  uint64_t position() const noexcept { return sub_->position(); }
+  subscription& raw() { return *sub_; }
+
+ private:
+  change_event<T> convert(change_event<row>& c, error& e) {
+    change_event<T> out;
+    out.id = std::move(c.id);
+    out.type = c.type;
+    out.table = std::move(c.table);
+    out.txn_id = std::move(c.txn_id);
+    out.timestamp = c.timestamp;
+    out.lsn = c.lsn;
+    out.key = std::move(c.key);
+    try {
+      if (c.data) out.data = dec_(*c.data);
+      if (c.old_data) out.old_data = dec_(*c.old_data);
+    } catch (const std::exception& ex) {
+      e = error(ec::decode_error, "lsn " + std::to_string(out.lsn) + " (" + out.table + "): decoder failed: " + ex.what());
+    }
+    return out;
+  }
+  std::unique_ptr<subscription> sub_;
+  decoder<T> dec_;
+  decode_error_policy policy_;
+  error err_;
+  std::vector<error> skipped_errors_;
+};
+
+/// One batch of the WAL capturer (the guide's CaptureBatch).
+struct capture_batch {
+  uint64_t batch_id = 0;  ///< 1, 2, ... per capturer
+  std::vector<wal_entry> entries;
+  uint64_t start_lsn = 0, end_lsn = 0;
+};
+
+struct capturer_options {
+  uint64_t from_lsn = 0;              ///< exclusive
+  uint32_t max_batch_size = 1000;
+  cdc::filter filter;
+  bool include_transaction_control = false;
+  bool stop_at_tail = false;
+};
+
+/// Batches of raw entries for bulk consumers (the guide's createWALCapturer).
+class wal_capturer {
+ public:
+  wal_capturer(std::shared_ptr<database> db, capturer_options opts) : db_(std::move(db)), opts_(std::move(opts)) {}
+  /// The next batch (blocking); nullopt when the range ended (error() says why, if not stop()).
+  std::optional<capture_batch> capture_next();
+  /// Where capturing resumes (exclusive) the next time a stream starts; also restarts a
+  /// running stream from there.
+  void set_position(uint64_t lsn);
+  uint64_t position() const noexcept { return position_; }
+  void stop();
+  const error& err() const noexcept { return err_; }
+
+ private:
+  std::shared_ptr<database> db_;
+  capturer_options opts_;
+  std::unique_ptr<subscription> sub_;
+  uint64_t position_ = 0, next_id_ = 0;
+  bool restart_ = true;
+  error err_;
+  friend class cdc_handle;
+};
+
 /// Entry point, the guide's createCDC(): subscriptions over one database.
 class cdc_handle {
  public:
   explicit cdc_handle(std::shared_ptr<database> db) : db_(std::move(db)) {}
   /// A raw-entry subscription.
   result<std::unique_ptr<subscription>> subscribe(subscribe_options opts = {});
+  /// Typed change events (the guide's subscribeChanges<T>); the default decoder gives rows.
+  template <class T = row>
+  result<change_subscription<T>> subscribe_changes(subscribe_options opts, decoder<T> dec = {},
+                                                   decode_error_policy policy = decode_error_policy::stop) {
+    if (!dec) {
+      if constexpr (std::is_same_v<T, row>)
+        dec = [](const row& r) { return r; };
+      else
+        return error(ec::invalid_argument, "subscribe_changes<T> needs a decoder for this T");
+    }
+    auto sub = subscribe(std::move(opts));
+    if (!sub) return sub.err();
+    return change_subscription<T>(std::move(*sub), std::move(dec), policy);
+  }
+  /// The guide's subscribeBatched: raw entries a batch at a time (use subscription::next_batch()).
+  result<std::unique_ptr<subscription>> subscribe_batched(subscribe_options opts) { return subscribe(std::move(opts)); }
+  wal_capturer create_wal_capturer(capturer_options opts) { return wal_capturer(db_, std::move(opts)); }
   database& db() { return *db_; }
+  const std::shared_ptr<database>& db_ptr() const { return db_; }
 
  private:
   std::shared_ptr<database> db_;
 };
+
+/// The guide's subscribeTable<T>(reader, "orders", fromLSN, decoder).
+template <class T = row>
+result<change_subscription<T>> subscribe_table(std::shared_ptr<database> db, const std::string& table,
+                                               uint64_t from_lsn = 0, decoder<T> dec = {}) {
+  subscribe_options o;
+  o.from_lsn = from_lsn;
+  o.filter.tables = {table};
+  o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+  return cdc_handle(std::move(db)).subscribe_changes<T>(std::move(o), std::move(dec));
+}
 
 inline cdc_handle create_cdc(std::shared_ptr<database> db) { return cdc_handle(std::move(db)); }
 

@@ -1,0 +1,304 @@
+#include "runtime/stream.hpp"
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+
+#include "actors/subscription_reader.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::cdc {
+namespace {
+
+using pause_atom = caf::atom_constant<caf::atom("d_pause")>;
+using resume_atom = caf::atom_constant<caf::atom("d_resume")>;
+using ack_atom = caf::atom_constant<caf::atom("d_sack")>;
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+error decode_batch(const std::string& msg, std::vector<entry_view>& out) { return actors::decode_batch(msg, out); }
+
+actor_subscription::actor_subscription(caf::actor reader, caf::actor consumer)
+    : reader_(std::move(reader)), consumer_(std::move(consumer)) {}
+actor_subscription::~actor_subscription() { stop(); }
+void actor_subscription::stop() {
+  if (reader_) caf::anon_send_exit(reader_, caf::exit_reason::user_shutdown);
+  reader_ = nullptr;
+}
+
+// Shared with cdc_handle::subscribe: the start position and LSN_NOT_FOUND check.
+result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
+
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts) {
+  auto cfg = make_reader_config(cdc, std::move(opts));
+  if (!cfg) return cfg.err();
+  (*cfg)->consumer = consumer;
+  auto reader = actors::spawn_subscription_reader(cdc.db().owner().system(), *cfg);
+  return actor_subscription(reader, consumer);
+}
+
+namespace {
+
+struct consumer_state {
+  std::shared_ptr<consumer> c;
+  std::vector<entry_view> views;
+  static inline const char* name = "dosql.consumer";
+};
+
+caf::behavior consumer_actor(caf::stateful_actor<consumer_state>* self, std::shared_ptr<consumer> c) {
+  self->state.c = std::move(c);
+  return {
+    [=](actors::batch_atom, const std::string& msg) -> caf::result<uint64_t> {
+      auto& st = self->state;
+      if (auto e = decode_batch(msg, st.views)) {
+        st.c->on_end(e);
+        self->quit();
+        return caf::make_error(caf::sec::runtime_error, e.to_string());
+      }
+      return st.c->on_batch(st.views);
+    },
+    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest) {
+      error e = code ? error(static_cast<ec>(code), msg) : error{};
+      e.oldest_lsn = oldest;
+      self->state.c->on_end(e);
+      self->quit();
+    },
+  };
+}
+
+}  // namespace
+
+result<actor_subscription> spawn_consumer(cdc_handle& cdc, std::shared_ptr<consumer> c, subscribe_options opts) {
+  auto actor = cdc.db().owner().system().spawn<caf::detached>(consumer_actor, std::move(c));
+  auto sub = subscribe_actor(cdc, actor, std::move(opts));
+  if (!sub) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  return sub;
+}
+
+// ---- cdc_stream -------------------------------------------------------------------------------
+
+struct cdc_stream::state {
+  cdc_handle cdc;
+  stream_options opts;
+  mutable std::mutex mu;
+  stream_status st;  // guarded by mu
+  bool ended = false;
+  actor_subscription sub;
+  caf::actor actor;
+  state(cdc_handle c, stream_options o) : cdc(std::move(c)), opts(std::move(o)) {}
+};
+
+namespace {
+
+struct stream_actor_state {
+  std::shared_ptr<cdc_stream::state> s;
+  struct pending {
+    caf::response_promise rp;
+    std::string msg;
+    uint64_t last = 0;
+    uint32_t count = 0;
+  };
+  std::deque<pending> waiting;  // received while paused
+  std::deque<pending> unacked;  // processed, awaiting ack() (auto_ack off)
+  bool paused = false;
+  std::vector<entry_view> views;
+  static inline const char* name = "dosql.cdc_stream";
+};
+using stream_actor = caf::stateful_actor<stream_actor_state>;
+
+void end_stream(std::shared_ptr<cdc_stream::state> s, const error& e) {
+  {
+    std::lock_guard<std::mutex> g(s->mu);
+    if (s->ended) return;
+    s->ended = true;
+    s->st.active = false;
+  }
+  if (e && s->opts.handler.on_error) s->opts.handler.on_error(e);
+  if (s->opts.handler.on_end) s->opts.handler.on_end();
+}
+
+// Runs the handlers over one batch; false if the stream must stop.
+bool process(stream_actor* self, stream_actor_state::pending& p) {
+  auto& st = self->state;
+  auto& h = st.s->opts.handler;
+  if (auto e = decode_batch(p.msg, st.views)) {
+    end_stream(st.s, e);
+    return false;
+  }
+  for (auto& v : st.views) {
+    error err;
+    try {
+      auto ev = to_event(v.to_entry());
+      if (!ev) {
+        err = ev.err();
+      } else if (auto* c = std::get_if<change_event<row>>(&*ev)) {
+        if (h.on_change) h.on_change(*c);
+      } else if (auto* t = std::get_if<transaction_event>(&*ev)) {
+        if (h.on_transaction) h.on_transaction(*t);
+      } else if (h.on_schema_change) {
+        h.on_schema_change(std::get<schema_change_event>(*ev));
+      }
+    } catch (const std::exception& ex) {
+      err = error(ec::decode_error, "lsn " + std::to_string(v.lsn) + ": handler failed: " + ex.what());
+    }
+    if (err) {
+      if (st.s->opts.on_decode_error == decode_error_policy::stop) {
+        end_stream(st.s, err);
+        return false;
+      }
+      if (h.on_error) h.on_error(err);
+    }
+    std::lock_guard<std::mutex> g(st.s->mu);
+    ++st.s->st.entries_processed;
+    st.s->st.current_lsn = v.lsn;
+    st.s->st.last_entry_at = now_ms();
+    st.s->st.lag_ms = st.s->st.last_entry_at - v.timestamp;
+  }
+  return true;
+}
+
+void refresh_buffered(stream_actor* self) {
+  uint64_t n = 0;
+  for (auto& p : self->state.waiting) n += p.count;
+  for (auto& p : self->state.unacked) n += p.count;
+  std::lock_guard<std::mutex> g(self->state.s->mu);
+  self->state.s->st.buffered_entries = n;
+}
+
+// Processes waiting batches unless paused; acknowledges as the options say.
+void drain(stream_actor* self) {
+  auto& st = self->state;
+  while (!st.paused && !st.waiting.empty()) {
+    auto p = std::move(st.waiting.front());
+    st.waiting.pop_front();
+    if (!process(self, p)) {
+      self->quit();
+      return;
+    }
+    if (st.s->opts.auto_ack)
+      p.rp.deliver(p.last);
+    else
+      st.unacked.push_back(std::move(p));
+  }
+  refresh_buffered(self);
+}
+
+caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::state> s) {
+  self->state.s = std::move(s);
+  return {
+    [=](actors::batch_atom, std::string& msg) -> caf::result<uint64_t> {
+      auto& st = self->state;
+      stream_actor_state::pending p;
+      p.rp = self->make_response_promise<uint64_t>();
+      std::vector<entry_view> peek;
+      if (!decode_batch(msg, peek) && !peek.empty()) {
+        p.last = peek.back().lsn;
+        p.count = static_cast<uint32_t>(peek.size());
+      }
+      p.msg = std::move(msg);
+      auto rp = p.rp;
+      st.waiting.push_back(std::move(p));
+      drain(self);
+      return rp;
+    },
+    [=](pause_atom) {
+      self->state.paused = true;
+      std::lock_guard<std::mutex> g(self->state.s->mu);
+      self->state.s->st.paused = true;
+    },
+    [=](resume_atom) {
+      self->state.paused = false;
+      {
+        std::lock_guard<std::mutex> g(self->state.s->mu);
+        self->state.s->st.paused = false;
+      }
+      drain(self);
+    },
+    [=](ack_atom, uint64_t lsn) {
+      auto& un = self->state.unacked;
+      while (!un.empty() && un.front().last <= lsn) {
+        un.front().rp.deliver(un.front().last);
+        un.pop_front();
+      }
+      refresh_buffered(self);
+    },
+    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest) {
+      error e = code ? error(static_cast<ec>(code), msg) : error{};
+      e.oldest_lsn = oldest;
+      end_stream(self->state.s, e);
+      self->quit();
+    },
+  };
+}
+
+}  // namespace
+
+cdc_stream::cdc_stream(cdc_handle cdc, stream_options opts)
+    : s_(std::make_shared<state>(std::move(cdc), std::move(opts))) {}
+cdc_stream::cdc_stream(cdc_stream&&) noexcept = default;
+cdc_stream::~cdc_stream() {
+  if (s_) stop();
+}
+
+error cdc_stream::start() {
+  if (s_->actor) return error(ec::invalid_argument, "the stream was started already");
+  auto& sys = s_->cdc.db().owner().system();
+  // Handlers may block (network, disk): the stream actor gets its own thread.
+  s_->actor = sys.spawn<caf::detached>(stream_behavior, s_);
+  subscribe_options o;
+  o.from_lsn = s_->opts.from_lsn;
+  o.filter = s_->opts.filter;
+  o.include_transaction_control = static_cast<bool>(s_->opts.handler.on_transaction);
+  o.max_buffer_size = s_->opts.max_buffer_size;
+  o.batch_size = s_->opts.batch_size;
+  auto sub = subscribe_actor(s_->cdc, s_->actor, std::move(o));
+  if (!sub) {
+    caf::anon_send_exit(s_->actor, caf::exit_reason::user_shutdown);
+    return sub.err();
+  }
+  s_->sub = std::move(*sub);
+  std::lock_guard<std::mutex> g(s_->mu);
+  s_->st.active = true;
+  s_->st.current_lsn = s_->opts.from_lsn;
+  return {};
+}
+
+void cdc_stream::pause() {
+  if (s_->actor) caf::anon_send(s_->actor, pause_atom::value);
+}
+void cdc_stream::resume() {
+  if (s_->actor) caf::anon_send(s_->actor, resume_atom::value);
+}
+void cdc_stream::ack(uint64_t lsn) {
+  if (s_->actor) caf::anon_send(s_->actor, ack_atom::value, lsn);
+}
+
+void cdc_stream::stop() {
+  s_->sub.stop();
+  if (s_->actor) {
+    caf::scoped_actor self{s_->cdc.db().owner().system()};
+    self->monitor(s_->actor);
+    caf::anon_send_exit(s_->actor, caf::exit_reason::user_shutdown);
+    self->receive([](caf::down_msg&) {});
+    s_->actor = nullptr;
+  }
+  end_stream(s_, error{});
+}
+
+stream_status cdc_stream::status() const {
+  std::lock_guard<std::mutex> g(s_->mu);
+  auto st = s_->st;
+  uint64_t durable = s_->cdc.db().durable_lsn();
+  st.lag_entries = durable > st.current_lsn ? durable - st.current_lsn : 0;
+  if (st.lag_entries == 0) st.lag_ms = 0;
+  return st;
+}
+
+}  // namespace dosql::cdc

@@ -1,0 +1,116 @@
+// Consumer actors and the callback stream (the guide's createCDCStream).
+//
+// A consumer is an actor that receives batches from a subscription's reader actor and answers
+// each with the LSN it processed (the ack that returns credit). Users either write such an
+// actor themselves (handle `(batch_atom, std::string)` -> uint64_t and
+// `(end_atom, uint8_t code, std::string message, uint64_t oldest_lsn)`, decoding with
+// decode_batch), or fill the small `consumer` interface, or use the callback stream.
+// Invariant: a consumer holds at most max_buffer_size unacknowledged entries; pausing a stream
+// stops acknowledging, so its reader stops reading (backpressure down to the WAL on disk).
+#pragma once
+
+#include <caf/actor.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "runtime/cdc.hpp"
+
+namespace dosql::cdc {
+
+/// Decodes a batch message into views pointing into `msg` (valid while `msg` lives).
+error decode_batch(const std::string& msg, std::vector<entry_view>& out);
+
+/// A running subscription that feeds an actor; stops when destroyed unless detach()ed.
+class actor_subscription {
+ public:
+  actor_subscription() = default;
+  actor_subscription(caf::actor reader, caf::actor consumer);
+  actor_subscription(actor_subscription&&) noexcept = default;
+  actor_subscription& operator=(actor_subscription&&) noexcept = default;
+  ~actor_subscription();
+  /// Ends the subscription: the reader stops (the consumer actor is left to its owner).
+  void stop();
+  /// Lets the subscription run after this handle is gone.
+  void detach() { reader_ = nullptr; }
+  const caf::actor& reader() const noexcept { return reader_; }
+  const caf::actor& consumer() const noexcept { return consumer_; }
+
+ private:
+  caf::actor reader_, consumer_;
+};
+
+/// Feeds `consumer` (an actor speaking the batch protocol above).
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts);
+
+/// The small consumer interface, run by an actor on its own thread.
+struct consumer {
+  virtual ~consumer() = default;
+  /// Processes entries (views valid during the call); returns the LSN processed, which
+  /// acknowledges the batch.
+  virtual uint64_t on_batch(std::span<const entry_view> entries) = 0;
+  /// The range ended: error{} when stop_at_tail reached the tail, else why.
+  virtual void on_end(const error&) {}
+};
+result<actor_subscription> spawn_consumer(cdc_handle& cdc, std::shared_ptr<consumer> c, subscribe_options opts);
+
+// ---- the callback stream ------------------------------------------------------------------
+
+struct stream_handler {
+  std::function<void(const change_event<row>&)> on_change;
+  std::function<void(const transaction_event&)> on_transaction;
+  std::function<void(const schema_change_event&)> on_schema_change;
+  std::function<void(const error&)> on_error;
+  std::function<void()> on_end;
+};
+
+struct stream_options {
+  uint64_t from_lsn = 0;  ///< exclusive
+  cdc::filter filter;
+  stream_handler handler;
+  /// Acknowledge each batch once its handlers returned; otherwise call cdc_stream::ack().
+  bool auto_ack = true;
+  uint32_t max_buffer_size = 4096;
+  uint32_t batch_size = 512;
+  /// A decode failure (or a handler throwing) goes to on_error; then skip it, or stop.
+  decode_error_policy on_decode_error = decode_error_policy::skip;
+};
+
+/// The guide's getStatus().
+struct stream_status {
+  bool active = false;
+  bool paused = false;
+  uint64_t current_lsn = 0;        ///< last LSN processed by the handlers
+  uint64_t entries_processed = 0;
+  uint64_t buffered_entries = 0;   ///< received, waiting (paused) or unacknowledged
+  int64_t last_entry_at = 0;       ///< Unix ms when the last entry was processed
+  uint64_t lag_entries = 0;        ///< durable tail - current_lsn
+  int64_t lag_ms = 0;              ///< how old the last processed entry was, if behind
+};
+
+class cdc_stream {
+ public:
+  cdc_stream(cdc_handle cdc, stream_options opts);
+  cdc_stream(cdc_stream&&) noexcept;
+  ~cdc_stream();
+  error start();
+  void pause();
+  void resume();
+  void stop();
+  /// With auto_ack off: acknowledges everything up to `lsn`.
+  void ack(uint64_t lsn);
+  stream_status status() const;
+
+  struct state;
+
+ private:
+  std::shared_ptr<state> s_;
+};
+
+inline cdc_stream create_cdc_stream(cdc_handle cdc, stream_options opts) {
+  return cdc_stream(std::move(cdc), std::move(opts));
+}
+
+}  // namespace dosql::cdc
