@@ -2,8 +2,10 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <deque>
 
+#include "runtime/value.hpp"
 #include "wal/format.hpp"
 #include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"
@@ -31,6 +33,7 @@ struct reader_state {
   uint32_t batch_count = 0;
   uint64_t batch_first = 0, last_lsn = 0;
   bool ended = false, pump_scheduled = false;
+  std::string scratch[2];  // images rewritten by a column mask or row filter
   bool first = true;      // no entry at or after the start seen yet
   bool resumed_mid = false;  // inside the transaction the start fell into (its BEGIN unseen)
   static inline const char* name = "dosql.subscription_reader";
@@ -49,6 +52,78 @@ void emit(reader_state& st, const entry_view& e) {
   wal::append_record(st.batch, e.lsn, e);
   ++st.batch_count;
   st.last_lsn = e.lsn;
+}
+
+// Applies the table's row filter (enter/leave) and column mask to a row change; returns false
+// if the entry is not delivered. `scratch` owns any rewritten images that `v` points to.
+bool shape(const cdc::subscribe_options& o, entry_view& v, std::string (&scratch)[2], error& err) {
+  std::string table(v.table);
+  auto rf = o.row_filters.find(table);
+  auto cm = o.columns.find(table);
+  if (rf == o.row_filters.end() && cm == o.columns.end()) return true;
+  auto decode = [&](bool has, std::string_view img, std::optional<row>& out) {
+    if (!has) return true;
+    auto r = codec::decode_row(img);
+    if (!r) {
+      err = error(ec::decode_error, "lsn " + std::to_string(v.lsn) + ": " + r.err().message());
+      return false;
+    }
+    out = std::move(*r);
+    return true;
+  };
+  std::optional<row> before, after;
+  if (!decode(v.has_before, v.before, before) || !decode(v.has_after, v.after, after)) return false;
+  if (rf != o.row_filters.end()) {
+    bool b = before && rf->second(*before), a = after && rf->second(*after);
+    if (v.op == op_type::insert && !a) return false;
+    if (v.op == op_type::del && !b) return false;
+    if (v.op == op_type::update) {
+      if (!a && !b) return false;
+      if (a && !b) {  // entered the filtered set
+        v.op = op_type::insert;
+        v.origin = entry_origin::entered;
+        v.has_before = false;
+        before.reset();
+      } else if (b && !a) {  // left it
+        v.op = op_type::del;
+        v.origin = entry_origin::left;
+        v.has_after = false;
+        after.reset();
+      }
+    }
+  }
+  if (cm != o.columns.end()) {
+    auto visible = [&](const std::string& c) {
+      const auto& m = cm->second;
+      if (!m.include.empty() && std::find(m.include.begin(), m.include.end(), c) == m.include.end()) return false;
+      return std::find(m.exclude.begin(), m.exclude.end(), c) == m.exclude.end();
+    };
+    bool removed = false;
+    for (auto* r : {&before, &after}) {
+      if (!*r) continue;
+      row kept;
+      for (size_t i = 0; i < (*r)->size(); ++i) {
+        if (visible((*r)->columns[i])) {
+          kept.columns.push_back((*r)->columns[i]);
+          kept.values.push_back((*r)->values[i]);
+        } else {
+          removed = true;
+        }
+      }
+      **r = std::move(kept);
+    }
+    if (removed) {
+      v.has_key = false;
+      v.key = {};
+    }
+  }
+  scratch[0].clear();
+  scratch[1].clear();
+  if (before) codec::encode_row(*before, scratch[0]);
+  if (after) codec::encode_row(*after, scratch[1]);
+  v.before = v.has_before ? std::string_view(scratch[0]) : std::string_view{};
+  v.after = v.has_after ? std::string_view(scratch[1]) : std::string_view{};
+  return true;
 }
 
 // Moves the look-ahead cursor to the durable tail, recording each transaction's outcome.
@@ -124,6 +199,13 @@ error fill(reader_state& st, uint32_t room) {
             !st.decisions.front().committed)
           break;
         if (!o.filter.matches(v)) break;
+        if (is_row_change(v.op)) {
+          error err;
+          if (!shape(o, v, st.scratch, err)) {
+            if (err) return err;
+            break;
+          }
+        }
         if (o.include_transaction_control && st.in_txn && !st.begin_sent) {
           emit(st, view_of(st.pending_begin));
           st.begin_sent = true;
@@ -162,6 +244,14 @@ void pump(reader_actor* self) {
               pump(self);
             },
             [=](caf::error&) { self->quit(); });  // the consumer is gone
+  }
+  // A consumer that chose "fail instead of waiting": entries are waiting but its window is full.
+  if (!st.ended && o.on_overflow == cdc::overflow_policy::fail && st.inflight >= o.max_buffer_size &&
+      st.main->next_lsn() <= std::min(st.durable, st.stop_at)) {
+    error e(ec::buffer_overflow, "subscription buffer full (" + std::to_string(o.max_buffer_size) +
+                                     " entries unacknowledged) with entries waiting from lsn " +
+                                     std::to_string(st.main->next_lsn()));
+    return finish(self, e);
   }
   // stop_at_tail: done once everything up to the starting tail went out and was acked.
   if (!st.ended && st.stop_at != UINT64_MAX && st.inflight == 0 && st.main->next_lsn() > st.stop_at)

@@ -371,6 +371,7 @@ result<event<row>> to_event(const wal_entry& e) {
       c.timestamp = e.timestamp;
       c.lsn = e.lsn;
       c.key = e.key;
+      c.origin = e.origin;
       auto after = image(e.after);
       if (!after) return after.err();
       auto before = image(e.before);
@@ -394,6 +395,8 @@ std::string to_json(const change_event<row>& e) {
                   ",\"timestamp\":\"" + ts + "\",\"lsn\":" + std::to_string(e.lsn);
   if (e.data) s += ",\"data\":" + dosql::to_json(*e.data);
   if (e.old_data) s += ",\"oldData\":" + dosql::to_json(*e.old_data);
+  if (e.origin == entry_origin::entered) s += ",\"origin\":\"entered\"";
+  if (e.origin == entry_origin::left) s += ",\"origin\":\"left\"";
   return s + "}";
 }
 

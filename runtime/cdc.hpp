@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +48,20 @@ struct filter {
   bool matches(const entry_view& e) const;
 };
 
+/// Which columns of a table a subscription may see: only `include` (if not empty), never
+/// `exclude`. Masked columns never leave the reader actor; when a mask removes any column,
+/// the entry's key is withheld too (it may hold a masked primary-key column).
+struct column_mask {
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+};
+
+/// What a subscription does when its consumer's window is full and entries are waiting.
+enum class overflow_policy : uint8_t {
+  wait,  ///< backpressure: the reader waits (entries stay on disk)
+  fail,  ///< drop nothing, end the subscription with BUFFER_OVERFLOW instead of waiting
+};
+
 struct subscribe_options {
   uint64_t from_lsn = 0;                 ///< exclusive
   std::optional<int64_t> from_time;      ///< Unix ms: start at the first transaction committed at or after it
@@ -57,6 +72,13 @@ struct subscribe_options {
   uint32_t batch_size = 512;             ///< entries per batch at most
   /// Stop at the tail present when the subscription started instead of following it.
   bool stop_at_tail = false;
+  /// Per table: the columns this subscription may see.
+  std::map<std::string, column_mask> columns;
+  /// Per table: only rows matching the predicate. An UPDATE that makes a row match is
+  /// delivered as an INSERT (origin entered), one that makes it stop matching as a DELETE
+  /// (origin left), so the consumer's copy of the filtered set stays exact.
+  std::map<std::string, std::function<bool(const row&)>> row_filters;
+  overflow_policy on_overflow = overflow_policy::wait;
 };
 
 class subscription;
@@ -136,6 +158,8 @@ struct change_event {
   std::optional<T> data;      ///< insert, update
   std::optional<T> old_data;  ///< update, delete
   std::optional<bytes> key;
+  /// entered / left: an UPDATE delivered as insert / delete by a row filter.
+  entry_origin origin = entry_origin::wal;
 };
 
 struct transaction_event {
@@ -248,6 +272,7 @@ class change_subscription {
     out.timestamp = c.timestamp;
     out.lsn = c.lsn;
     out.key = std::move(c.key);
+    out.origin = c.origin;
     try {
       if (c.data) out.data = dec_(*c.data);
       if (c.old_data) out.old_data = dec_(*c.old_data);

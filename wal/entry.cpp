@@ -43,6 +43,7 @@ wal_entry entry_view::to_entry() const {
   if (has_key) e.key = to_bytes(key);
   if (has_before) e.before = to_bytes(before);
   if (has_after) e.after = to_bytes(after);
+  e.origin = origin;
   return e;
 }
 
@@ -62,6 +63,7 @@ entry_view view_of(const wal_entry& e) noexcept {
   v.key = sv(e.key);
   v.before = sv(e.before);
   v.after = sv(e.after);
+  v.origin = e.origin;
   return v;
 }
 
@@ -83,7 +85,7 @@ void encode(const entry_view& e, std::string& out) {
   p[0] = static_cast<char>(entry_version);
   p[1] = static_cast<char>(e.op);
   p[2] = static_cast<char>(flags);
-  p[3] = 0;
+  p[3] = static_cast<char>(e.origin);
   put_u64(p + 4, static_cast<uint64_t>(e.timestamp));
   put_u32(p + 12, static_cast<uint32_t>(e.txn_id.size()));
   put_u32(p + 16, static_cast<uint32_t>(e.table.size()));
@@ -119,7 +121,8 @@ error decode(std::string_view payload, uint64_t lsn, entry_view& out) {
   uint8_t op = static_cast<uint8_t>(p[1]);
   uint8_t flags = static_cast<uint8_t>(p[2]);
   if (op < 1 || op > 7) return bad("unknown op code");
-  if ((flags & ~7u) != 0 || p[3] != 0) return bad("unknown flags");
+  if ((flags & ~7u) != 0 || static_cast<uint8_t>(p[3]) > 2) return bad("unknown flags");
+  out.origin = static_cast<entry_origin>(p[3]);
   out.lsn = lsn;
   out.op = static_cast<op_type>(op);
   out.timestamp = static_cast<int64_t>(get_u64(p + 4));

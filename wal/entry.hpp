@@ -42,6 +42,13 @@ constexpr bool is_row_change(op_type op) noexcept {
   return op == op_type::insert || op == op_type::update || op == op_type::del;
 }
 
+/// Why a delivered entry differs from the one in the WAL (always `wal` on disk).
+enum class entry_origin : uint8_t {
+  wal = 0,
+  entered = 1,  ///< an UPDATE delivered as INSERT: the row started to match a row filter
+  left = 2,     ///< an UPDATE delivered as DELETE: the row stopped matching a row filter
+};
+
 /// One WAL entry. `lsn` is assigned by the WAL on append.
 struct wal_entry {
   uint64_t lsn = 0;
@@ -52,6 +59,7 @@ struct wal_entry {
   std::optional<bytes> key;     ///< primary key (msgpack), for row changes
   std::optional<bytes> before;  ///< row image before (UPDATE, DELETE)
   std::optional<bytes> after;   ///< row image after (INSERT, UPDATE)
+  entry_origin origin = entry_origin::wal;
 
   bool operator==(const wal_entry&) const = default;
 };
@@ -65,6 +73,7 @@ struct entry_view {
   std::string_view table;
   bool has_key = false, has_before = false, has_after = false;
   std::string_view key, before, after;
+  entry_origin origin = entry_origin::wal;
 
   wal_entry to_entry() const;
 };

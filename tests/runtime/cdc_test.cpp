@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <caf/all.hpp>
 
+#include <set>
 #include <thread>
 
 #include "actors/messages.hpp"
@@ -235,4 +236,99 @@ TEST_CASE("a stalled consumer holds at most max_buffer_size entries while anothe
     ++got;
   }
   CHECK(slow->position() == f.db->last_lsn() - 1);  // the last insert; COMMIT is not delivered without control
+}
+
+TEST_CASE("column masks keep masked columns (and the key) inside the reader", "[cdc]") {
+  fixture f;
+  must(f.db->exec("CREATE TABLE acct(id INTEGER PRIMARY KEY, email TEXT, ssn TEXT, balance REAL)"));
+  must(f.db->exec("INSERT INTO acct VALUES(1, 'a@x', '123-45', 10)"));
+  must(f.db->exec("UPDATE acct SET balance = 20 WHERE id = 1"));
+  cdc::subscribe_options o;
+  o.filter.tables = {"acct"};
+  o.filter.operations = {op_type::insert, op_type::update};
+  o.columns["acct"].exclude = {"ssn"};
+  auto es = f.drain(o);
+  REQUIRE(es.size() == 2);
+  for (auto& e : es) {
+    auto after = codec::decode_row(std::string_view(reinterpret_cast<const char*>(e.after->data()), e.after->size()));
+    REQUIRE(after);
+    CHECK(after->find("ssn") == nullptr);
+    CHECK(after->find("email") != nullptr);
+    CHECK_FALSE(e.key.has_value());
+    std::string raw(e.after->begin(), e.after->end());
+    CHECK(raw.find("123-45") == std::string::npos);
+  }
+  cdc::subscribe_options inc = o;
+  inc.columns["acct"] = {{"id", "balance"}, {}};
+  auto only = f.drain(inc);
+  auto img = codec::decode_row(std::string_view(reinterpret_cast<const char*>(only[1].before->data()), only[1].before->size()));
+  CHECK(img->columns == std::vector<std::string>{"id", "balance"});
+}
+
+TEST_CASE("a row filter delivers rows entering and leaving the set as insert and delete", "[cdc]") {
+  fixture f;
+  must(f.db->exec("INSERT INTO orders VALUES(1, 50)"));     // outside: not delivered
+  must(f.db->exec("UPDATE orders SET total = 150 WHERE id = 1"));  // enters
+  must(f.db->exec("UPDATE orders SET total = 180 WHERE id = 1"));  // stays: update
+  must(f.db->exec("UPDATE orders SET total = 20 WHERE id = 1"));   // leaves
+  must(f.db->exec("UPDATE orders SET total = 30 WHERE id = 1"));   // stays outside
+  must(f.db->exec("INSERT INTO orders VALUES(2, 500)"));    // inside
+  must(f.db->exec("DELETE FROM orders WHERE id = 2"));      // inside: delete
+  cdc::subscribe_options o;
+  o.filter.tables = {"orders"};
+  o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+  o.row_filters["orders"] = [](const row& r) { return std::get<double>(*r.find("total")) > 100; };
+  auto es = f.drain(o);
+  REQUIRE(f.names(es) == std::vector<std::string>{"INSERT orders", "UPDATE orders", "DELETE orders", "INSERT orders",
+                                                  "DELETE orders"});
+  CHECK(es[0].origin == entry_origin::entered);
+  CHECK_FALSE(es[0].before.has_value());
+  CHECK(es[1].origin == entry_origin::wal);
+  CHECK(es[2].origin == entry_origin::left);
+  CHECK_FALSE(es[2].after.has_value());
+  CHECK(es[3].origin == entry_origin::wal);
+  auto json = cdc::to_json(std::get<cdc::change_event<row>>(must(cdc::to_event(es[0]))));
+  CHECK(json.find(R"("origin":"entered")") != std::string::npos);
+  // A consumer's copy of the filtered set is exact: replaying the events leaves it empty.
+  std::set<int64_t> ids;
+  for (auto& e : es) {
+    auto ev = std::get<cdc::change_event<row>>(must(cdc::to_event(e)));
+    const row& r = ev.data ? *ev.data : *ev.old_data;
+    auto id = std::get<int64_t>(*r.find("id"));
+    if (ev.type == cdc::change_type::del) ids.erase(id); else ids.insert(id);
+  }
+  CHECK(ids.empty());
+}
+
+TEST_CASE("BUFFER_OVERFLOW only for a consumer that chose to fail instead of waiting", "[cdc]") {
+  fixture f;
+  cdc::subscribe_options o;
+  o.max_buffer_size = 16;
+  o.batch_size = 8;
+  o.on_overflow = cdc::overflow_policy::fail;
+  auto sub = must(cdc::create_cdc(f.db).subscribe(o));
+  auto tx = must(f.db->begin());
+  for (int i = 0; i < 100; ++i) must(tx.exec("INSERT INTO orders(total) VALUES(1)"));
+  must(tx.commit());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the consumer does not read
+  size_t n = 0;
+  while (sub->next()) ++n;
+  CHECK(n <= 16 + 8);
+  REQUIRE(sub->err().code() == ec::buffer_overflow);
+  CHECK(sub->err().message().find("16 entries") != std::string::npos);
+}
+
+TEST_CASE("from_time starts at the first transaction committed at or after it", "[cdc]") {
+  fixture f;
+  must(f.db->exec("INSERT INTO users VALUES(1, 'old')"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto t = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  must(f.db->exec("INSERT INTO users VALUES(2, 'new')"));
+  cdc::subscribe_options o;
+  o.from_time = t;
+  o.include_transaction_control = true;
+  auto es = f.drain(o);
+  REQUIRE(f.names(es) == std::vector<std::string>{"BEGIN", "INSERT users", "COMMIT"});
+  CHECK(es[0].timestamp >= t);
 }

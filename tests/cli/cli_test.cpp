@@ -1,0 +1,509 @@
+// The dosql CLI, run as a real process: exit codes, stdout and stderr of every sub-command.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "runtime/database.hpp"
+#include "runtime/value.hpp"
+#include "test_util.hpp"
+#include "wal/file.hpp"
+#include "wal/format.hpp"
+#include "wal/log.hpp"
+
+using namespace dosql;
+
+namespace {
+
+struct run_result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string q(const std::string& s) {  // a shell word
+  std::string r = "'";
+  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return r + "'";
+}
+
+// Runs `dosql ARGS` through sh (stdin from `input`), capturing stdout, stderr and the exit code.
+run_result dosql_run(const std::string& args, const std::string& input = "") {
+  static test::temp_dir scratch;
+  static int n = 0;
+  std::string base = scratch / std::to_string(++n);
+  test::write_file(base + ".in", input);
+  std::string cmd = q(DOSQL_CLI) + " " + args + " <" + q(base + ".in") + " >" + q(base + ".out") + " 2>" + q(base + ".err");
+  int st = std::system(cmd.c_str());
+  run_result r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = test::read_file(base + ".out");
+  r.err = test::read_file(base + ".err");
+  return r;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> v;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) v.push_back(l);
+  return v;
+}
+
+bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+#define CHECK_OK(r)                                                   \
+  do {                                                                \
+    INFO("stdout: " << (r).out << "\nstderr: " << (r).err);           \
+    REQUIRE((r).code == 0);                                           \
+  } while (0)
+
+// The one WAL segment of a fresh directory (or the newest).
+std::string newest_segment(const std::string& wal_dir) {
+  auto names = test::list_files(wal_dir);
+  std::string last;
+  for (auto& n : names)
+    if (wal::parse_segment_file_name(n)) last = n;
+  return last;
+}
+
+bytes image(const row& r) {
+  std::string s;
+  codec::encode_row(r, s);
+  return bytes(s.begin(), s.end());
+}
+
+bytes key(std::vector<value> k) {
+  std::string s;
+  codec::encode_key(k, s);
+  return bytes(s.begin(), s.end());
+}
+
+constexpr int64_t T0 = 1737542400123;  // 2025-01-22T10:40:00.123Z
+
+// A WAL written directly: a committed txn, a rolled-back one, a committed one with an update,
+// a delete, an insert into another table and a schema change, then an unfinished one.
+void write_crafted_wal(const std::string& dir) {
+  REQUIRE_FALSE(wal::make_dirs(dir));
+  auto log = test::open_log(dir + "/wal");
+  std::vector<wal_entry> es;
+  auto add = [&](op_type op, const char* txn, const char* table, std::optional<bytes> k, std::optional<bytes> b,
+                 std::optional<bytes> a) {
+    wal_entry e;
+    e.timestamp = T0;
+    e.txn_id = txn;
+    e.op = op;
+    e.table = table;
+    e.key = std::move(k);
+    e.before = std::move(b);
+    e.after = std::move(a);
+    es.push_back(std::move(e));
+  };
+  row ann{{"id", "name"}, {int64_t{1}, std::string("Ann")}};
+  row anna{{"id", "name"}, {int64_t{1}, std::string("Anna")}};
+  row bob{{"id", "name"}, {int64_t{2}, std::string("Bob")}};
+  row order{{"id", "total", "note", "data"}, {int64_t{10}, 2.5, nullptr, bytes{0xff, 0x00}}};
+  row schema{{"change_type", "table", "column", "new_type", "schema_version", "sql"},
+             {std::string("add_column"), std::string("users"), std::string("email"), std::string("TEXT"), int64_t{3},
+              std::string("ALTER TABLE users ADD COLUMN email TEXT")}};
+  add(op_type::begin, "txn_1", "", {}, {}, {});                                        // 1
+  add(op_type::insert, "txn_1", "users", key({int64_t{1}}), {}, image(ann));           // 2
+  add(op_type::commit, "txn_1", "", {}, {}, {});                                       // 3
+  add(op_type::begin, "txn_4", "", {}, {}, {});                                        // 4
+  add(op_type::insert, "txn_4", "users", key({int64_t{2}}), {}, image(bob));           // 5
+  add(op_type::rollback, "txn_4", "", {}, {}, {});                                     // 6
+  add(op_type::begin, "txn_7", "", {}, {}, {});                                        // 7
+  add(op_type::update, "txn_7", "users", key({int64_t{1}}), image(ann), image(anna));  // 8
+  add(op_type::del, "txn_7", "users", key({int64_t{1}}), image(anna), {});             // 9
+  add(op_type::insert, "txn_7", "orders", key({int64_t{10}}), {}, image(order));       // 10
+  add(op_type::schema, "txn_7", "users", {}, {}, image(schema));                       // 11
+  add(op_type::commit, "txn_7", "", {}, {}, {});                                       // 12
+  add(op_type::begin, "txn_13", "", {}, {}, {});                                       // 13
+  add(op_type::insert, "txn_13", "users", key({int64_t{2}}), {}, image(bob));          // 14
+  REQUIRE(log->append(es));
+  REQUIRE_FALSE(log->sync());
+}
+
+void flip_byte(const std::string& path, uint64_t off) {
+  auto data = test::read_file(path);
+  REQUIRE(off < data.size());
+  data[off] = static_cast<char>(data[off] ^ 0x5a);
+  test::write_file(path, data);
+}
+
+}  // namespace
+
+TEST_CASE("help on every sub-command, usage errors are one line with exit 2", "[cli]") {
+  for (auto* sub : {"--help", "sql --help", "wal --help", "wal info --help", "wal verify --help",
+                    "wal compact --help", "tail --help"}) {
+    auto r = dosql_run(sub);
+    INFO(sub);
+    CHECK(r.code == 0);
+    CHECK(has(r.out, "Usage"));
+  }
+  auto r = dosql_run("tail");
+  CHECK(r.code == 2);
+  CHECK(lines(r.err).size() == 1);
+  CHECK(r.err.rfind("dosql: ", 0) == 0);
+  r = dosql_run("tail /nonexistent --format xml");
+  CHECK(r.code == 2);
+  CHECK(lines(r.err).size() == 1);
+}
+
+TEST_CASE("sql creates tables and prints an aligned table, JSON lines, and reads stdin", "[cli]") {
+  test::temp_dir d;
+  std::string dir = d / "db";  // created when missing
+  auto r = dosql_run("sql " + q(dir) + " -e " +
+                     q("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT, score REAL, pic BLOB);"
+                       "INSERT INTO users VALUES(1, 'Alice', 1.5, x'0102'), (20, 'Bob', NULL, NULL), (3, 'Zoë', 2, NULL)"));
+  CHECK_OK(r);
+  CHECK(r.out.empty());
+  r = dosql_run("sql " + q(dir) + " -e " + q("SELECT * FROM users ORDER BY id"));
+  CHECK_OK(r);
+  CHECK(r.out ==
+        "id | name  | score | pic\n"
+        "---+-------+-------+--------\n"
+        " 1 | Alice |   1.5 | x'0102'\n"
+        " 3 | Zoë   |   2.0 | NULL\n"
+        "20 | Bob   |  NULL | NULL\n");
+  r = dosql_run("sql --json " + q(dir) + " -e " + q("SELECT id, name, score, pic FROM users ORDER BY id"));
+  CHECK_OK(r);
+  CHECK(r.out ==
+        "{\"id\":1,\"name\":\"Alice\",\"score\":1.5,\"pic\":{\"$base64\":\"AQI=\"}}\n"
+        "{\"id\":3,\"name\":\"Zoë\",\"score\":2.0,\"pic\":null}\n"
+        "{\"id\":20,\"name\":\"Bob\",\"score\":null,\"pic\":null}\n");
+  // From stdin, several statements in an explicit transaction, the last one returning rows.
+  r = dosql_run("sql " + q(dir),
+                "BEGIN;\nUPDATE users SET score = score + 1 WHERE id = 1;\nDELETE FROM users WHERE id = 20;\nCOMMIT;\n"
+                "SELECT count(*) AS n FROM users;\n");
+  CHECK_OK(r);
+  CHECK(r.out == "n\n-\n2\n");
+  // -v: the row changes and the commit LSN.
+  r = dosql_run("sql -v " + q(dir) + " -e " + q("INSERT INTO users(id, name) VALUES(4, 'Dan'), (5, 'Eve')"));
+  CHECK_OK(r);
+  CHECK(std::regex_match(r.out, std::regex("changes: 2, commit lsn: [0-9]+\n")));
+  // A query with no rows still shows its header.
+  r = dosql_run("sql " + q(dir) + " -e " + q("SELECT id FROM users WHERE id > 100"));
+  CHECK_OK(r);
+  CHECK(r.out == "id\n--\n");
+}
+
+TEST_CASE("a bad statement exits non-zero with one line naming the statement", "[cli]") {
+  test::temp_dir d;
+  auto r = dosql_run("sql " + q(d.path()) + " -e " + q("SELECT * FROM x"));
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err == "dosql: SQL_ERROR: no such table: x (SQLite error 1) in statement: SELECT * FROM x\n");
+  // A multi-line statement is still reported on one line.
+  r = dosql_run("sql " + q(d.path()), "CREATE TABLE t(a);\nINSERT INTO t\n  VALUES(1, 2);\n");
+  CHECK(r.code == 1);
+  CHECK(lines(r.err).size() == 1);
+  CHECK(has(r.err, "SQL_ERROR"));
+  CHECK(has(r.err, "INSERT INTO t VALUES(1, 2)"));
+}
+
+TEST_CASE("wal info and wal verify on a directory written by sql", "[cli]") {
+  test::temp_dir d;
+  auto r = dosql_run("sql " + q(d.path()) + " -e " +
+                     q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES(1, 'a'), (2, 'b');"));
+  CHECK_OK(r);
+  r = dosql_run("wal " + q(d.path()) + " info");
+  CHECK_OK(r);
+  auto seg = newest_segment(d / "wal");
+  CHECK(has(r.out, seg));
+  CHECK(has(r.out, "active"));
+  CHECK(has(r.out, "oldest lsn:  1\n"));
+  // CREATE TABLE is BEGIN, SCHEMA, COMMIT; the insert BEGIN, 2 x INSERT, COMMIT.
+  CHECK(has(r.out, "last lsn:    7\n"));
+  r = dosql_run("wal info " + q(d.path()) + " --json");  // DIR after the sub-command works too
+  CHECK_OK(r);
+  CHECK(std::regex_search(r.out, std::regex("^\\{\"dir\":.*\"oldest_lsn\":1,\"last_lsn\":7,\"total_bytes\":[0-9]+,"
+                                            "\"segments\":\\[\\{\"name\":\"" + seg + "\",\"first_lsn\":1,\"last_lsn\":7,"
+                                            "\"entries\":7,.*\"active\":true\\}\\]\\}\n$")));
+  r = dosql_run("wal " + q(d.path()) + " verify");
+  CHECK_OK(r);
+  CHECK(r.out == "ok: 7 entries verified, lsn 1 to 7, 1 segment(s)\n");
+  CHECK(r.err.empty());  // no progress bar when not on a terminal
+  r = dosql_run("wal " + q(d.path()) + " verify --json");
+  CHECK_OK(r);
+  CHECK(r.out == "{\"ok\":true,\"entries\":7,\"first_lsn\":1,\"last_lsn\":7,\"segments\":1}\n");
+  // Not a data directory.
+  r = dosql_run("wal " + q(d / "nope") + " info");
+  CHECK(r.code == 1);
+  CHECK(lines(r.err).size() == 1);
+}
+
+TEST_CASE("verify detects a flipped byte in the active segment and names it", "[cli]") {
+  test::temp_dir d;
+  auto r = dosql_run("sql " + q(d.path()) + " -e " +
+                     q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES(1, 'a'); "
+                       "INSERT INTO t VALUES(2, 'b'); INSERT INTO t VALUES(3, 'c');"));
+  CHECK_OK(r);
+  auto seg = newest_segment(d / "wal");
+  // Inside the payload of the first record (records follow it): corruption, not a torn tail.
+  flip_byte(d / "wal" + "/" + seg, wal::segment_header_size + wal::record_header_size + 2);
+  r = dosql_run("wal " + q(d.path()) + " verify");
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(lines(r.err).size() == 1);
+  CHECK(has(r.err, "dosql: CORRUPTION"));
+  CHECK(has(r.err, seg));
+  CHECK(has(r.err, "offset 40"));
+  CHECK(has(r.err, "lsn 1"));
+}
+
+TEST_CASE("sealed segments: info lists them, verify names a damaged one, compact removes them", "[cli]") {
+  test::temp_dir d;
+  {
+    runtime rt;
+    database_options opts;
+    opts.wal.target_segment_size = 4096;
+    opts.wal.max_entries_per_segment = 20;
+    auto db = rt.open(d.path(), opts);
+    REQUIRE(db);
+    REQUIRE((*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+    for (int i = 0; i < 30; ++i) REQUIRE((*db)->exec("INSERT INTO t(v) VALUES(?)", {std::string(50, 'x')}));
+    REQUIRE_FALSE((*db)->close());
+  }
+  auto r = dosql_run("wal " + q(d.path()) + " info --json");
+  CHECK_OK(r);
+  CHECK(has(r.out, "\"active\":false"));
+  r = dosql_run("wal " + q(d.path()) + " verify");
+  CHECK_OK(r);
+  CHECK(has(r.out, "ok: 93 entries verified, lsn 1 to 93"));  // 3 + 30 x 3
+
+  // compact (no owner): removes the sealed segments below 41 (entries 1..20 and 21..40).
+  r = dosql_run("wal " + q(d.path()) + " compact --below 41");
+  CHECK_OK(r);
+  CHECK(has(r.out, "oldest lsn: 41\n"));
+  CHECK(has(r.out, "removed 2 segment(s)"));
+  r = dosql_run("wal " + q(d.path()) + " info");
+  CHECK_OK(r);
+  CHECK(has(r.out, "oldest lsn:  41\n"));
+  r = dosql_run("tail " + q(d.path()) + " --from 5");  // compacted away
+  CHECK(r.code == 1);
+  CHECK(has(r.err, "LSN_NOT_FOUND"));
+  CHECK(has(r.err, "41"));
+
+  // Damage in the oldest remaining (sealed) segment.
+  auto names = test::list_files(d / "wal");
+  std::string first;
+  for (auto& n : names)
+    if (wal::parse_segment_file_name(n)) { first = n; break; }
+  REQUIRE(first == wal::segment_file_name(41));
+  flip_byte(d / "wal" + "/" + first, test::file_size(d / "wal" + "/" + first) - 3);  // its last record
+  r = dosql_run("wal " + q(d.path()) + " verify");
+  CHECK(r.code == 1);
+  CHECK(lines(r.err).size() == 1);
+  CHECK(has(r.err, first));
+  CHECK(has(r.err, "sealed segment"));
+}
+
+TEST_CASE("tail prints exactly the committed changes in each format", "[cli]") {
+  test::temp_dir d;
+  write_crafted_wal(d.path());
+  const std::string ts = "\"timestamp\":\"2025-01-22T10:40:00.123Z\"";
+  auto r = dosql_run("tail " + q(d.path()));
+  CHECK_OK(r);
+  CHECK(r.out ==
+        "{\"id\":\"2\",\"type\":\"insert\",\"table\":\"users\",\"txnId\":\"txn_1\"," + ts +
+            ",\"lsn\":2,\"data\":{\"id\":1,\"name\":\"Ann\"}}\n"
+            "{\"id\":\"8\",\"type\":\"update\",\"table\":\"users\",\"txnId\":\"txn_7\"," + ts +
+            ",\"lsn\":8,\"data\":{\"id\":1,\"name\":\"Anna\"},\"oldData\":{\"id\":1,\"name\":\"Ann\"}}\n"
+            "{\"id\":\"9\",\"type\":\"delete\",\"table\":\"users\",\"txnId\":\"txn_7\"," + ts +
+            ",\"lsn\":9,\"oldData\":{\"id\":1,\"name\":\"Anna\"}}\n"
+            "{\"id\":\"10\",\"type\":\"insert\",\"table\":\"orders\",\"txnId\":\"txn_7\"," + ts +
+            ",\"lsn\":10,\"data\":{\"id\":10,\"total\":2.5,\"note\":null,\"data\":{\"$base64\":\"/wA=\"}}}\n"
+            "{\"id\":\"11\",\"type\":\"schema_change\",\"txnId\":\"txn_7\"," + ts +
+            ",\"lsn\":11,\"change_type\":\"add_column\",\"table\":\"users\",\"column\":\"email\",\"new_type\":\"TEXT\","
+            "\"schema_version\":3,\"sql\":\"ALTER TABLE users ADD COLUMN email TEXT\"}\n");
+
+  // A transaction too large to hold is read again from the WAL at its COMMIT: same output.
+  auto all = r.out;
+  r = dosql_run("tail " + q(d.path()) + " --max-buffer-bytes 1");
+  CHECK_OK(r);
+  CHECK(r.out == all);
+
+  r = dosql_run("tail " + q(d.path()) + " --tx");
+  CHECK_OK(r);
+  auto ls = lines(r.out);
+  REQUIRE(ls.size() == 9);
+  CHECK(ls[0] == "{\"id\":\"1\",\"type\":\"begin\",\"txnId\":\"txn_1\"," + ts + ",\"lsn\":1}");
+  CHECK(ls[2] == "{\"id\":\"3\",\"type\":\"commit\",\"txnId\":\"txn_1\"," + ts + ",\"lsn\":3}");
+  CHECK(ls[3] == "{\"id\":\"7\",\"type\":\"begin\",\"txnId\":\"txn_7\"," + ts + ",\"lsn\":7}");
+  CHECK(ls[8] == "{\"id\":\"12\",\"type\":\"commit\",\"txnId\":\"txn_7\"," + ts + ",\"lsn\":12}");
+
+  r = dosql_run("tail " + q(d.path()) + " --format wal2json --tx");
+  CHECK_OK(r);
+  CHECK(r.out ==
+        "{\"action\":\"B\",\"xid\":1}\n"
+        "{\"action\":\"I\",\"schema\":\"public\",\"table\":\"users\",\"columns\":[{\"name\":\"id\",\"type\":\"bigint\",\"value\":1},"
+        "{\"name\":\"name\",\"type\":\"text\",\"value\":\"Ann\"}]}\n"
+        "{\"action\":\"C\",\"xid\":1}\n"
+        "{\"action\":\"B\",\"xid\":7}\n"
+        "{\"action\":\"U\",\"schema\":\"public\",\"table\":\"users\",\"columns\":[{\"name\":\"id\",\"type\":\"bigint\",\"value\":1},"
+        "{\"name\":\"name\",\"type\":\"text\",\"value\":\"Anna\"}],\"identity\":[{\"name\":\"id\",\"type\":\"bigint\",\"value\":1},"
+        "{\"name\":\"name\",\"type\":\"text\",\"value\":\"Ann\"}]}\n"
+        "{\"action\":\"D\",\"schema\":\"public\",\"table\":\"users\",\"identity\":[{\"name\":\"id\",\"type\":\"bigint\",\"value\":1},"
+        "{\"name\":\"name\",\"type\":\"text\",\"value\":\"Anna\"}]}\n"
+        "{\"action\":\"I\",\"schema\":\"public\",\"table\":\"orders\",\"columns\":[{\"name\":\"id\",\"type\":\"bigint\",\"value\":10},"
+        "{\"name\":\"total\",\"type\":\"double precision\",\"value\":2.5},{\"name\":\"note\",\"type\":\"unknown\",\"value\":null},"
+        "{\"name\":\"data\",\"type\":\"bytea\",\"value\":\"\\\\xff00\"}]}\n"
+        "{\"action\":\"C\",\"xid\":7}\n");
+
+  r = dosql_run("tail " + q(d.path()) + " --format debezium");
+  CHECK_OK(r);
+  ls = lines(r.out);
+  REQUIRE(ls.size() == 4);
+  auto dbz = [](const std::string& before, const std::string& after, const std::string& table, int lsn,
+                const std::string& txn, const char* op) {
+    return std::regex(std::regex_replace(
+        "{\"before\":" + before + ",\"after\":" + after + ",\"source\":{\"connector\":\"dosql\",\"table\":\"" + table +
+            "\",\"lsn\":" + std::to_string(lsn) + ",\"txId\":\"" + txn + "\",\"ts_ms\":" + std::to_string(T0) +
+            "},\"op\":\"" + op + "\",\"ts_ms\":",
+        std::regex(R"([\{\}\[\]\$\.\+\*\?\(\)\|\^\\])"), "\\$&") + "[0-9]+\\}");
+  };
+  CHECK(std::regex_match(ls[0], dbz("null", "{\"id\":1,\"name\":\"Ann\"}", "users", 2, "txn_1", "c")));
+  CHECK(std::regex_match(ls[1], dbz("{\"id\":1,\"name\":\"Ann\"}", "{\"id\":1,\"name\":\"Anna\"}", "users", 8, "txn_7", "u")));
+  CHECK(std::regex_match(ls[2], dbz("{\"id\":1,\"name\":\"Anna\"}", "null", "users", 9, "txn_7", "d")));
+  CHECK(has(ls[3], "\"op\":\"c\""));
+  CHECK(has(ls[3], "\"table\":\"orders\""));
+
+  r = dosql_run("tail " + q(d.path()) + " --format wal2json --tx --max-buffer-bytes 1");
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() == 8);
+
+  r = dosql_run("tail " + q(d.path()) + " --format debezium --tx --table users");
+  CHECK_OK(r);
+  ls = lines(r.out);
+  REQUIRE(ls.size() == 7);
+  CHECK(ls[0] == "{\"status\":\"BEGIN\",\"id\":\"txn_1\",\"event_count\":null,\"data_collections\":null,\"ts_ms\":" +
+                     std::to_string(T0) + "}");
+  CHECK(has(ls[1], ",\"transaction\":{\"id\":\"txn_1\",\"total_order\":1,\"data_collection_order\":1}}"));
+  CHECK(ls[6] == "{\"status\":\"END\",\"id\":\"txn_7\",\"event_count\":2,\"data_collections\":[{\"data_collection\":"
+                 "\"users\",\"event_count\":2}],\"ts_ms\":" + std::to_string(T0) + "}");
+}
+
+TEST_CASE("tail --from is exclusive, --table and --op filter", "[cli]") {
+  test::temp_dir d;
+  write_crafted_wal(d.path());
+  auto lsns = [](const std::string& out) {
+    std::vector<int> v;
+    std::regex re("\"lsn\":([0-9]+)");
+    for (auto& l : lines(out)) {
+      std::smatch m;
+      if (std::regex_search(l, m, re)) v.push_back(std::stoi(m[1]));
+    }
+    return v;
+  };
+  auto r = dosql_run("tail " + q(d.path()) + " --from 8");
+  CHECK_OK(r);
+  CHECK(lsns(r.out) == std::vector<int>{9, 10, 11});
+  r = dosql_run("tail " + q(d.path()) + " --from 2");
+  CHECK_OK(r);
+  CHECK(lsns(r.out) == std::vector<int>{8, 9, 10, 11});
+  r = dosql_run("tail " + q(d.path()) + " --from 12");
+  CHECK_OK(r);
+  CHECK(r.out.empty());
+  r = dosql_run("tail " + q(d.path()) + " --table orders");
+  CHECK_OK(r);
+  CHECK(lsns(r.out) == std::vector<int>{10});
+  r = dosql_run("tail " + q(d.path()) + " --op update --op delete");
+  CHECK_OK(r);
+  CHECK(lsns(r.out) == std::vector<int>{8, 9});
+  r = dosql_run("tail " + q(d.path()) + " --table users --op insert --tx");
+  CHECK_OK(r);
+  CHECK(lsns(r.out) == std::vector<int>{1, 2, 3});  // txn_7 has no users insert: no begin/commit
+  r = dosql_run("tail " + q(d.path()) + " --op upsert");
+  CHECK(r.code == 2);
+}
+
+TEST_CASE("tail on a directory written by sql", "[cli]") {
+  test::temp_dir d;
+  auto r = dosql_run("sql " + q(d.path()) + " -e " +
+                     q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES(1, 'a');"
+                       "BEGIN; INSERT INTO t VALUES(2, 'b'); ROLLBACK;"
+                       "UPDATE t SET v = 'z' WHERE id = 1;"));
+  CHECK_OK(r);
+  r = dosql_run("tail " + q(d.path()) + " --format wal2json");
+  CHECK_OK(r);
+  auto ls = lines(r.out);
+  REQUIRE(ls.size() == 2);
+  CHECK(has(ls[0], "\"action\":\"I\""));
+  CHECK(has(ls[1], "\"action\":\"U\""));
+  CHECK_FALSE(has(r.out, "\"b\""));
+}
+
+TEST_CASE("beside an owner, compact fails with the owner pid while info, verify, tail and tail --follow work", "[cli]") {
+  test::temp_dir d;
+  runtime rt;
+  auto db = rt.open(d.path());
+  REQUIRE(db);
+  REQUIRE((*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+  REQUIRE((*db)->exec("INSERT INTO t VALUES(1, 'held')"));
+  auto segs_before = test::list_files(d / "wal");
+
+  auto r = dosql_run("wal " + q(d.path()) + " compact --below 1");
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err == "dosql: BUSY: " + d.path() + " is open by pid " + std::to_string(::getpid()) + "\n");
+  CHECK(test::list_files(d / "wal") == segs_before);
+
+  r = dosql_run("wal " + q(d.path()) + " info");
+  CHECK_OK(r);
+  CHECK(has(r.out, "last lsn:    " + std::to_string((*db)->last_lsn()) + "\n"));
+  r = dosql_run("wal " + q(d.path()) + " verify");
+  CHECK_OK(r);
+  r = dosql_run("tail " + q(d.path()));
+  CHECK_OK(r);
+  CHECK(has(r.out, "\"held\""));
+  // sql, which writes, is refused too.
+  r = dosql_run("sql " + q(d.path()) + " -e " + q("SELECT 1"));
+  CHECK(r.code == 1);
+  CHECK(has(r.err, "open by pid"));
+
+  // tail --follow sees new commits as they become durable, and stops on SIGINT with status 0.
+  std::string cmd = "exec " + q(DOSQL_CLI) + " tail " + q(d.path()) + " --follow --from " +
+                    std::to_string((*db)->last_lsn());
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  REQUIRE((*db)->exec("INSERT INTO t VALUES(2, 'live')"));
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!has(got, "\n") && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {
+      char buf[4096];
+      auto n = ::read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::kill(pid, SIGINT);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ::close(out[0]);
+  CHECK(has(got, "\"live\""));
+  CHECK(lines(got).size() == 1);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  REQUIRE_FALSE((*db)->close());
+}

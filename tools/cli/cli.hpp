@@ -1,0 +1,111 @@
+// The dosql command-line tool: the sub-commands' options and entry points, and the helpers
+// they share (error reporting, JSON text, read-only WAL inspection, change-event formats).
+//
+// Conventions: every command returns the process exit code (0 success, 1 failure) and
+// reports a failure as ONE line on stderr: "dosql: CODE: sentence".
+// Read-only commands (wal info, wal verify, tail) never take the data directory's lock:
+// they read the segment files beside a running owner.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/value.hpp"
+#include "wal/entry.hpp"
+#include "wal/error.hpp"
+
+namespace dosql::cli {
+
+// ---- options -------------------------------------------------------------------------------
+
+struct sql_options {
+  std::string dir;
+  std::optional<std::string> sql;  ///< -e; else stdin
+  bool json = false;
+  bool verbose = false;
+};
+
+struct wal_options {
+  std::string dir;
+  bool json = false;
+  uint64_t below = 0;  ///< compact --below
+};
+
+enum class tail_format : uint8_t { json, wal2json, debezium };
+
+struct tail_options {
+  std::string dir;
+  std::optional<uint64_t> from;   ///< exclusive: entries with lsn > from
+  std::vector<std::string> tables;
+  std::vector<op_type> ops;       ///< insert, update, del
+  bool tx = false;
+  tail_format format = tail_format::json;
+  bool follow = false;
+  uint32_t poll_ms = 50;
+  size_t max_buffer_bytes = 64 << 20;  ///< beyond this a transaction is re-read at COMMIT
+};
+
+int run_sql(const sql_options& o);
+int run_wal_info(const wal_options& o);
+int run_wal_verify(const wal_options& o);
+int run_wal_compact(const wal_options& o);
+int run_tail(const tail_options& o);
+
+// ---- helpers -------------------------------------------------------------------------------
+
+/// Prints "dosql: <text>" on one line (newlines folded) to stderr; returns 1.
+int fail(const error& e);
+int fail(std::string_view text);
+/// `s` with every run of whitespace containing a newline folded into one space.
+std::string one_line(std::string_view s);
+
+/// A JSON string literal.
+std::string json_string(std::string_view s);
+/// "2025-01-22T10:00:00.123Z"
+std::string iso_utc(int64_t unix_ms);
+/// A value for humans in a table: NULL, 42, 1.5, text, x'0102'.
+std::string display(const value& v);
+/// An aligned text table: header, separator, rows (numbers right-aligned).
+std::string render_table(const std::vector<std::string>& columns, const std::vector<std::vector<value>>& rows);
+
+/// DIR/wal, after checking that it exists (IO_ERROR otherwise).
+result<std::string> wal_dir_of(const std::string& dir);
+
+// ---- read-only WAL inspection (no lock) ---------------------------------------------------
+
+struct segment_stat {
+  std::string name;
+  uint64_t first_lsn = 0;
+  uint64_t last_lsn = 0;  ///< 0: no entry yet
+  uint64_t bytes = 0;     ///< bytes in use (header + records), not the zero fill
+  uint64_t file_bytes = 0;
+  bool active = false;    ///< the newest segment (appends go there)
+  std::string note;       ///< what stopped the scan of the active segment, when not a clean end
+};
+
+struct wal_stat {
+  std::vector<segment_stat> segments;  ///< oldest first
+  uint64_t oldest_lsn = 0;             ///< 0: no segment
+  uint64_t last_lsn = 0;               ///< 0: no entry
+  uint64_t total_bytes = 0;
+};
+
+/// Lists the segments of the WAL directory `wal_dir`. Sealed segments are sized from the
+/// file system; the active one is scanned record by record (CRC checked) to its end.
+result<wal_stat> scan_wal(const std::string& wal_dir);
+
+// ---- change events -------------------------------------------------------------------------
+
+/// Renders one entry (row change or SCHEMA) as a line in `f` (no newline). Returns an
+/// empty string for entries the format skips (SCHEMA outside json). `tx_order` /
+/// `tx_table_order` are Debezium's total_order / data_collection_order (0: no transaction block).
+result<std::string> render_change(tail_format f, const entry_view& e, uint64_t tx_order = 0,
+                                  uint64_t tx_table_order = 0);
+/// A BEGIN or COMMIT event line; `tables` (name, count) for Debezium's END event.
+std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
+                      const std::vector<std::pair<std::string, uint64_t>>& tables);
+
+}  // namespace dosql::cli

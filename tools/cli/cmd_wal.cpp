@@ -1,0 +1,188 @@
+// `dosql wal DIR info|verify|compact`. info and verify read the segment files without the
+// lock (beside a running owner); compact opens the database (taking the lock) and asks its
+// WAL-writer actor to compact.
+#include <unistd.h>
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <cstdio>
+
+#include "actors/messages.hpp"
+#include "runtime/database.hpp"
+#include "tools/cli/cli.hpp"
+#include "wal/file.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::cli {
+namespace {
+
+void write_out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+std::string human_bytes(uint64_t b) {
+  char buf[32];
+  if (b < 1024) return std::to_string(b) + " B";
+  if (b < (1 << 20)) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else if (b < (1ull << 30)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / 1048576.0);
+  else std::snprintf(buf, sizeof buf, "%.2f GiB", b / 1073741824.0);
+  return buf;
+}
+
+// A progress bar on stderr, redrawn at most every 100 ms (only on a terminal).
+class progress {
+ public:
+  progress(bool on, uint64_t from, uint64_t to, size_t segments)
+      : on_(on && to >= from), from_(from), to_(to), segments_(segments) {}
+  ~progress() { clear(); }
+  void update(uint64_t lsn, size_t segment) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    double f = to_ > from_ ? double(std::min(lsn, to_) - from_) / double(to_ - from_) : 1.0;
+    int filled = static_cast<int>(f * 30);
+    std::fprintf(stderr, "\rverifying [%s%s] %3d%%  segment %zu/%zu  lsn %llu", std::string(filled, '#').c_str(),
+                 std::string(30 - filled, ' ').c_str(), static_cast<int>(f * 100), segment, segments_,
+                 static_cast<unsigned long long>(lsn));
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void clear() {
+    if (drawn_) std::fputs("\r\033[K", stderr), std::fflush(stderr);
+    drawn_ = false;
+  }
+
+ private:
+  bool on_;
+  uint64_t from_, to_;
+  size_t segments_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace
+
+int run_wal_info(const wal_options& o) {
+  auto wd = wal_dir_of(o.dir);
+  if (!wd) return fail(wd.err());
+  auto st = scan_wal(*wd);
+  if (!st) return fail(st.err());
+  std::string out;
+  if (o.json) {
+    out = "{\"dir\":" + json_string(o.dir) + ",\"oldest_lsn\":" + std::to_string(st->oldest_lsn) +
+          ",\"last_lsn\":" + std::to_string(st->last_lsn) + ",\"total_bytes\":" + std::to_string(st->total_bytes) +
+          ",\"segments\":[";
+    for (size_t i = 0; i < st->segments.size(); ++i) {
+      auto& s = st->segments[i];
+      out += std::string(i ? "," : "") + "{\"name\":" + json_string(s.name) +
+             ",\"first_lsn\":" + std::to_string(s.first_lsn) +
+             ",\"last_lsn\":" + (s.last_lsn ? std::to_string(s.last_lsn) : std::string("null")) +
+             ",\"entries\":" + std::to_string(s.last_lsn ? s.last_lsn - s.first_lsn + 1 : 0) +
+             ",\"bytes\":" + std::to_string(s.bytes) + ",\"file_bytes\":" + std::to_string(s.file_bytes) +
+             ",\"active\":" + (s.active ? "true" : "false");
+      if (!s.note.empty()) out += ",\"note\":" + json_string(s.note);
+      out += "}";
+    }
+    out += "]}\n";
+  } else {
+    std::vector<std::vector<value>> rows;
+    for (auto& s : st->segments)
+      rows.push_back({s.name, static_cast<int64_t>(s.first_lsn),
+                      s.last_lsn ? value(static_cast<int64_t>(s.last_lsn)) : value(std::string("-")),
+                      static_cast<int64_t>(s.last_lsn ? s.last_lsn - s.first_lsn + 1 : 0),
+                      static_cast<int64_t>(s.bytes), std::string(s.active ? "active" : "sealed")});
+    out = render_table({"segment", "first_lsn", "last_lsn", "entries", "bytes", "state"}, rows);
+    out += "\nsegments:    " + std::to_string(st->segments.size()) + "\n";
+    out += "oldest lsn:  " + std::to_string(st->oldest_lsn) + "\n";
+    out += "last lsn:    " + std::to_string(st->last_lsn) + "\n";
+    out += "total size:  " + std::to_string(st->total_bytes) + " bytes (" + human_bytes(st->total_bytes) + ")\n";
+    for (auto& s : st->segments)
+      if (!s.note.empty()) out += "note:        " + s.name + " ends in " + s.note + " (a torn or in-progress write)\n";
+  }
+  write_out(out);
+  return 0;
+}
+
+int run_wal_verify(const wal_options& o) {
+  auto wd = wal_dir_of(o.dir);
+  if (!wd) return fail(wd.err());
+  auto st = scan_wal(*wd);  // for the progress bar and the tail note; the reader judges
+  auto r = wal::reader::open(*wd, wal::reader_options{.verify_checksums = true});
+  if (!r) return fail(r.err());
+  auto& rd = **r;
+  std::vector<uint64_t> firsts;
+  if (st)
+    for (auto& s : st->segments) firsts.push_back(s.first_lsn);
+  progress bar(st && ::isatty(1) && ::isatty(2), st ? st->oldest_lsn : 0, st ? st->last_lsn : 0, firsts.size());
+  uint64_t n = 0, first = 0, last = 0;
+  size_t seg = firsts.empty() ? 0 : 1;
+  entry_view e;
+  for (;;) {
+    auto s = rd.next(e);
+    if (s == wal::reader::status::error) {
+      bar.clear();
+      return fail(rd.last_error());
+    }
+    if (s == wal::reader::status::tail) break;
+    if (!first) first = e.lsn;
+    last = e.lsn;
+    ++n;
+    while (seg < firsts.size() && e.lsn >= firsts[seg]) ++seg;
+    if ((n & 1023) == 0) bar.update(e.lsn, seg);
+  }
+  bar.clear();
+  std::string note;
+  if (st && !st->segments.empty() && !st->segments.back().note.empty() && last <= st->last_lsn)
+    note = st->segments.back().name + " ends in " + st->segments.back().note + " (a torn or in-progress write)";
+  std::string out;
+  if (o.json) {
+    out = "{\"ok\":true,\"entries\":" + std::to_string(n) + ",\"first_lsn\":" + std::to_string(first) +
+          ",\"last_lsn\":" + std::to_string(last) + ",\"segments\":" + std::to_string(firsts.size());
+    if (!note.empty()) out += ",\"note\":" + json_string(note);
+    out += "}\n";
+  } else {
+    out = "ok: " + std::to_string(n) + " entries verified";
+    if (n) out += ", lsn " + std::to_string(first) + " to " + std::to_string(last);
+    out += ", " + std::to_string(firsts.size()) + " segment(s)\n";
+    if (!note.empty()) out += "note: " + note + "\n";
+  }
+  write_out(out);
+  return 0;
+}
+
+int run_wal_compact(const wal_options& o) {
+  if (!wal::path_exists(o.dir)) return fail(error(ec::invalid_argument, o.dir + " does not exist"));
+  if (!wal::path_exists(wal::join(o.dir, "DOSQL")))
+    return fail(error(ec::invalid_argument, o.dir + " is not a dosql data directory"));
+  if (o.below == 0) return fail(error(ec::invalid_argument, "--below must be an lsn >= 1"));
+  runtime rt;
+  database_options opts;
+  opts.create = false;
+  auto db = rt.open(o.dir, opts);  // takes the lock: BUSY "DIR is open by pid N" if someone has it
+  if (!db) return fail(db.err());
+  auto before = scan_wal((*db)->wal_dir());
+  std::string err;
+  uint64_t oldest = 0;
+  {
+    caf::scoped_actor self{rt.system()};
+    self->request((*db)->wal_writer(), std::chrono::seconds(30), actors::compact_atom::value, o.below)
+        .receive([&](uint64_t x) { oldest = x; },
+                 [&](caf::error& x) { err = rt.system().render(x); });
+  }
+  if (!err.empty()) {
+    (void)(*db)->close();
+    return fail("compaction failed: " + err);
+  }
+  auto after = scan_wal((*db)->wal_dir());
+  if (auto e = (*db)->close()) return fail(e);
+  std::string out = "oldest lsn: " + std::to_string(oldest) + "\n";
+  if (before && after) {
+    size_t removed = before->segments.size() - std::min(before->segments.size(), after->segments.size());
+    uint64_t bytes = before->total_bytes > after->total_bytes ? before->total_bytes - after->total_bytes : 0;
+    out += "removed " + std::to_string(removed) + " segment(s), " + std::to_string(bytes) + " bytes\n";
+  }
+  write_out(out);
+  return 0;
+}
+
+}  // namespace dosql::cli

@@ -1,0 +1,147 @@
+// Change-event lines of `dosql tail`: the guide's structured change event (json), PostgreSQL
+// wal2json format-version 2, and the Debezium envelope.
+#include <chrono>
+#include <cstdio>
+
+#include "runtime/json.hpp"
+#include "tools/cli/cli.hpp"
+
+namespace dosql::cli {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+result<std::optional<row>> image(bool present, std::string_view bytes, const entry_view& e, const char* which) {
+  if (!present) return std::optional<row>{};
+  auto r = codec::decode_row(bytes);
+  if (!r)
+    return error(r.err().code(), "lsn " + std::to_string(e.lsn) + " (" + which + " image): " + r.err().message());
+  return std::optional<row>(std::move(*r));
+}
+
+const char* pg_type(const value& v) {
+  switch (v.index()) {
+    case 1: return "bigint";
+    case 2: return "double precision";
+    case 3: return "text";
+    case 4: return "bytea";
+    default: return "unknown";
+  }
+}
+
+// wal2json renders bytea as "\\x0102..."; everything else as JSON.
+std::string pg_value(const value& v) {
+  if (auto* b = std::get_if<bytes>(&v)) {
+    static const char* hex = "0123456789abcdef";
+    std::string s = "\\x";
+    for (auto c : *b) {
+      s += hex[c >> 4];
+      s += hex[c & 15];
+    }
+    return json_string(s);
+  }
+  return to_json(v);
+}
+
+std::string pg_columns(const row& r) {
+  std::string s = "[";
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (i) s += ',';
+    s += "{\"name\":" + json_string(r.columns[i]) + ",\"type\":" + json_string(pg_type(r.values[i])) +
+         ",\"value\":" + pg_value(r.values[i]) + "}";
+  }
+  return s + "]";
+}
+
+// wal2json's xid is a number: txn_<n> gives n; another id stays a string.
+std::string xid(std::string_view txn) {
+  if (txn.starts_with("txn_") && txn.size() > 4 && txn.substr(4).find_first_not_of("0123456789") == std::string_view::npos)
+    return std::string(txn.substr(4));
+  return json_string(txn);
+}
+
+}  // namespace
+
+result<std::string> render_change(tail_format f, const entry_view& e, uint64_t tx_order, uint64_t tx_table_order) {
+  auto before = image(e.has_before, e.before, e, "before");
+  if (!before) return before.err();
+  auto after = image(e.has_after, e.after, e, "after");
+  if (!after) return after.err();
+  const std::string lsn = std::to_string(e.lsn);
+  if (e.op == op_type::schema) {
+    if (f != tail_format::json) return std::string();
+    std::string s = "{\"id\":\"" + lsn + "\",\"type\":\"schema_change\",\"txnId\":" + json_string(e.txn_id) +
+                    ",\"timestamp\":\"" + iso_utc(e.timestamp) + "\",\"lsn\":" + lsn;
+    if (*after && after->value().size()) {
+      std::string img = to_json(**after);  // {"change_type":...,"table":...}: splice its fields in
+      s += "," + img.substr(1, img.size() - 2);
+    }
+    if (!*after || !after->value().find("table")) s += ",\"table\":" + json_string(e.table);
+    return s + "}";
+  }
+  if (!is_row_change(e.op)) return std::string();
+  switch (f) {
+    case tail_format::json: {
+      const char* type = e.op == op_type::insert ? "insert" : e.op == op_type::update ? "update" : "delete";
+      std::string s = "{\"id\":\"" + lsn + "\",\"type\":\"" + type + "\",\"table\":" + json_string(e.table) +
+                      ",\"txnId\":" + json_string(e.txn_id) + ",\"timestamp\":\"" + iso_utc(e.timestamp) +
+                      "\",\"lsn\":" + lsn;
+      if (*after && e.op != op_type::del) s += ",\"data\":" + to_json(**after);
+      if (*before && e.op != op_type::insert) s += ",\"oldData\":" + to_json(**before);
+      return s + "}";
+    }
+    case tail_format::wal2json: {
+      const char* action = e.op == op_type::insert ? "I" : e.op == op_type::update ? "U" : "D";
+      std::string s = std::string("{\"action\":\"") + action + "\",\"schema\":\"public\",\"table\":" + json_string(e.table);
+      if (*after && e.op != op_type::del) s += ",\"columns\":" + pg_columns(**after);
+      // The old row image, whole (REPLICA IDENTITY FULL): the WAL key has no column names.
+      if (*before && e.op != op_type::insert) s += ",\"identity\":" + pg_columns(**before);
+      return s + "}";
+    }
+    case tail_format::debezium: {
+      const char* op = e.op == op_type::insert ? "c" : e.op == op_type::update ? "u" : "d";
+      std::string s = "{\"before\":" + ((*before && e.op != op_type::insert) ? to_json(**before) : std::string("null")) +
+                      ",\"after\":" + ((*after && e.op != op_type::del) ? to_json(**after) : std::string("null")) +
+                      ",\"source\":{\"connector\":\"dosql\",\"table\":" + json_string(e.table) + ",\"lsn\":" + lsn +
+                      ",\"txId\":" + json_string(e.txn_id) + ",\"ts_ms\":" + std::to_string(e.timestamp) +
+                      "},\"op\":\"" + op + "\",\"ts_ms\":" + std::to_string(now_ms());
+      if (tx_order)
+        s += ",\"transaction\":{\"id\":" + json_string(e.txn_id) + ",\"total_order\":" + std::to_string(tx_order) +
+             ",\"data_collection_order\":" + std::to_string(tx_table_order) + "}";
+      return s + "}";
+    }
+  }
+  return std::string();
+}
+
+std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
+                      const std::vector<std::pair<std::string, uint64_t>>& tables) {
+  const bool begin = e.op == op_type::begin;
+  switch (f) {
+    case tail_format::json:
+      return "{\"id\":\"" + std::to_string(e.lsn) + "\",\"type\":\"" + (begin ? "begin" : "commit") +
+             "\",\"txnId\":" + json_string(e.txn_id) + ",\"timestamp\":\"" + iso_utc(e.timestamp) +
+             "\",\"lsn\":" + std::to_string(e.lsn) + "}";
+    case tail_format::wal2json:
+      return std::string("{\"action\":\"") + (begin ? "B" : "C") + "\",\"xid\":" + xid(e.txn_id) + "}";
+    case tail_format::debezium: {
+      std::string s = std::string("{\"status\":\"") + (begin ? "BEGIN" : "END") + "\",\"id\":" + json_string(e.txn_id);
+      if (begin) {
+        s += ",\"event_count\":null,\"data_collections\":null";
+      } else {
+        s += ",\"event_count\":" + std::to_string(event_count) + ",\"data_collections\":[";
+        for (size_t i = 0; i < tables.size(); ++i)
+          s += std::string(i ? "," : "") + "{\"data_collection\":" + json_string(tables[i].first) +
+               ",\"event_count\":" + std::to_string(tables[i].second) + "}";
+        s += "]";
+      }
+      return s + ",\"ts_ms\":" + std::to_string(e.timestamp) + "}";
+    }
+  }
+  return std::string();
+}
+
+}  // namespace dosql::cli

@@ -1,0 +1,163 @@
+// Shared helpers of the dosql CLI: one-line errors, JSON strings, timestamps, text tables.
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+
+#include "tools/cli/cli.hpp"
+#include "wal/file.hpp"
+
+namespace dosql::cli {
+
+std::string one_line(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+      size_t j = i;
+      bool newline = false;
+      while (j < s.size() && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r')) newline |= s[j] == '\n' || s[j] == '\r', ++j;
+      if (newline) {
+        if (!out.empty() && j < s.size()) out += ' ';
+      } else {
+        out.append(s.substr(i, j - i));
+      }
+      i = j;
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
+int fail(std::string_view text) {
+  std::string line = "dosql: " + one_line(text) + "\n";
+  std::fflush(stdout);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  return 1;
+}
+
+int fail(const error& e) { return fail(e.to_string()); }
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string iso_utc(int64_t unix_ms) {
+  int64_t secs = unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000;
+  int ms = static_cast<int>(unix_ms - secs * 1000);
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+std::string display(const value& v) {
+  if (auto* d = std::get_if<double>(&v)) {
+    char buf[64];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, *d);
+    std::string s(buf, ec == std::errc{} ? end : buf);
+    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // 2 -> 2.0 (n: inf, nan)
+    return s;
+  }
+  if (auto* s = std::get_if<std::string>(&v)) {
+    std::string out;  // keep one row per line
+    for (char c : *s) {
+      if (c == '\n') out += "\\n";
+      else if (c == '\r') out += "\\r";
+      else if (c == '\t') out += "\\t";
+      else out += c;
+    }
+    return out;
+  }
+  return to_string(v);
+}
+
+namespace {
+
+size_t width(std::string_view s) {  // display width, counting UTF-8 code points
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+void pad(std::string& out, std::string_view s, size_t w, bool right, bool last) {
+  size_t n = width(s);
+  if (right) out.append(w > n ? w - n : 0, ' ');
+  out.append(s);
+  if (!right && !last) out.append(w > n ? w - n : 0, ' ');
+}
+
+}  // namespace
+
+std::string render_table(const std::vector<std::string>& columns, const std::vector<std::vector<value>>& rows) {
+  const size_t n = columns.size();
+  std::vector<size_t> w(n);
+  std::vector<bool> numeric(n, true);
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size());
+  for (size_t c = 0; c < n; ++c) w[c] = width(columns[c]);
+  for (auto& r : rows) {
+    auto& out = cells.emplace_back();
+    for (size_t c = 0; c < n; ++c) {
+      const value& v = c < r.size() ? r[c] : value{nullptr};
+      out.push_back(display(v));
+      w[c] = std::max(w[c], width(out.back()));
+      if (!std::holds_alternative<int64_t>(v) && !std::holds_alternative<double>(v) && !is_null(v))
+        numeric[c] = false;
+    }
+  }
+  for (size_t c = 0; c < n; ++c)
+    if (rows.empty()) numeric[c] = false;
+  std::string s;
+  for (size_t c = 0; c < n; ++c) {
+    if (c) s += " | ";
+    pad(s, columns[c], w[c], false, c + 1 == n);
+  }
+  s += '\n';
+  for (size_t c = 0; c < n; ++c) {
+    if (c) s += "-+-";
+    s.append(w[c], '-');
+  }
+  s += '\n';
+  for (auto& r : cells) {
+    for (size_t c = 0; c < n; ++c) {
+      if (c) s += " | ";
+      pad(s, r[c], w[c], numeric[c], c + 1 == n);
+    }
+    s += '\n';
+  }
+  return s;
+}
+
+result<std::string> wal_dir_of(const std::string& dir) {
+  if (!wal::path_exists(dir)) return error(ec::io_error, dir + " does not exist");
+  auto w = wal::join(dir, "wal");
+  if (!wal::path_exists(w))
+    return error(ec::io_error, dir + " is not a dosql data directory (it has no wal/ directory)");
+  return w;
+}
+
+}  // namespace dosql::cli
