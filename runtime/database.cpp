@@ -448,8 +448,10 @@ error database::impl::commit(sqlite3_stmt* st, std::string_view text, uint64_t& 
     msg.reserve(cap.entries().size() + 64);
     actors::begin_txn_message(msg, txn_id, lsn, ts, opens | actors::txn_closes, cap.in_memory_count());
     msg += cap.entries();
-    if (committer) committer->release();
     caf::anon_send(writer, actors::append_atom::value, std::move(msg));
+    // Released after the send: once the writer sees no committers, every handed-over
+    // transaction is already in its mailbox, ahead of its re-sent flush.
+    if (committer) committer->release();
     next_lsn = commit_lsn + 1;
     handed.store(commit_lsn, std::memory_order_release);
     wait_lsn = commit_lsn;
@@ -603,10 +605,14 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
         stmt_cache.emplace(std::string(remaining), cached_stmt{std::move(st), info, text.size()});
       }
     }
-    // A cached statement must not keep a read transaction open after this call.
+    // A cached statement must not keep a read transaction open after this call, nor point
+    // at the caller's parameters (bound without a copy below).
     struct resetter {
       sqlite3_stmt* s;
-      ~resetter() { sqlite3_reset(s); }
+      ~resetter() {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+      }
     } reset_after{raw};
     int n = sqlite3_bind_parameter_count(raw);
     bool last = std::all_of(p, end, [](char c) { return std::isspace(static_cast<unsigned char>(c)) || c == ';'; });
@@ -617,7 +623,7 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
                                              (last ? "" : " so far") + "; statement: " + trim_sql(text));
     }
     for (int i = 1; i <= n; ++i)
-      if (auto e = detail::bind_value(raw, i, params[next_param++])) return e;
+      if (auto e = detail::bind_value(raw, i, params[next_param++], false)) return e;
     if (auto e = run_statement(raw, info, text, object_txn, wait_lsn, out)) return e;
     res.changes = sqlite3_changes64(db);
     res.last_insert_rowid = sqlite3_last_insert_rowid(db);

@@ -36,20 +36,21 @@ error exec_simple(sqlite3* db, const char* sql) {
   return {};
 }
 
-error bind_value(sqlite3_stmt* s, int i, const value& v) {
+error bind_value(sqlite3_stmt* s, int i, const value& v, bool copy) {
   int rc = SQLITE_OK;
+  auto del = copy ? SQLITE_TRANSIENT : SQLITE_STATIC;
   switch (v.index()) {
     case 0: rc = sqlite3_bind_null(s, i); break;
     case 1: rc = sqlite3_bind_int64(s, i, std::get<int64_t>(v)); break;
     case 2: rc = sqlite3_bind_double(s, i, std::get<double>(v)); break;
     case 3: {
       auto& t = std::get<std::string>(v);
-      rc = sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+      rc = sqlite3_bind_text64(s, i, t.data(), t.size(), del, SQLITE_UTF8);
       break;
     }
     case 4: {
       auto& b = std::get<bytes>(v);
-      rc = sqlite3_bind_blob64(s, i, b.data(), b.size(), SQLITE_TRANSIENT);
+      rc = sqlite3_bind_blob64(s, i, b.data(), b.size(), del);
       break;
     }
   }

@@ -24,7 +24,9 @@ error sql_error(sqlite3* db, std::string_view sql, int rc);
 result<stmt_ptr> prepare(sqlite3* db, std::string_view sql);
 /// Runs SQL with no parameters and no result rows (may hold several statements).
 error exec_simple(sqlite3* db, const char* sql);
-error bind_value(sqlite3_stmt* s, int index, const value& v);
+/// Binds `v` to parameter `index`. With `copy` false SQLite keeps pointing at v's bytes
+/// (SQLITE_STATIC): the caller must rebind or clear the parameter before `v` goes away.
+error bind_value(sqlite3_stmt* s, int index, const value& v, bool copy = true);
 value column_value(sqlite3_stmt* s, int col);
 value to_value(sqlite3_value* v);
 
