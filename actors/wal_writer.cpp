@@ -93,10 +93,12 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       if (self->state.failed) return caf::make_error(caf::sec::runtime_error, "WAL failed");
       return self->state.log->durable_lsn();
     },
-    [=](compact_atom, uint64_t below) -> caf::result<uint64_t> {
+    [=](compact_atom, uint64_t below) -> caf::result<std::vector<uint64_t>> {
       auto r = self->state.log->compact(below);
       if (!r) return caf::make_error(caf::sec::runtime_error, r.err().to_string());
-      return r->oldest_lsn;
+      std::vector<uint64_t> out{r->oldest_lsn, r->bytes, r->archived ? 1u : 0u};
+      out.insert(out.end(), r->removed.begin(), r->removed.end());
+      return out;
     },
     [=](info_atom) -> std::vector<uint64_t> {
       auto& l = *self->state.log;

@@ -773,6 +773,26 @@ result<transaction> database::begin() {
   return t;
 }
 
+result<wal::compact_report> database::compact(uint64_t below_lsn) {
+  if (p_->closed || !p_->writer) return error(ec::closed, "database " + p_->dir + " is closed");
+  caf::scoped_actor self{p_->rt->system()};
+  result<wal::compact_report> out = error(ec::io_error, "no reply from the WAL writer");
+  self->request(p_->writer, std::chrono::minutes(5), actors::compact_atom::value, below_lsn)
+      .receive(
+          [&](const std::vector<uint64_t>& r) {
+            wal::compact_report rep;
+            rep.oldest_lsn = r.at(0);
+            rep.bytes = r.at(1);
+            rep.archived = r.at(2) != 0;
+            rep.removed.assign(r.begin() + 3, r.end());
+            out = rep;
+          },
+          [&](caf::error& e) {
+            out = error(ec::io_error, "compaction of " + wal_dir() + " failed: " + p_->rt->system().render(e));
+          });
+  return out;
+}
+
 error database::close() {
   auto& p = *p_;
   std::unique_lock<std::mutex> g(p.mu);
@@ -916,6 +936,54 @@ error check_marker(const std::string& dir, bool& created) {
 
 }  // namespace
 
+namespace {
+constexpr const char* conf_name = "dosql.conf";
+
+error save_options(const std::string& dir, const database_options& o) {
+  std::string text = "# written by dosql at every open: the settings its owner uses\n"
+                     "target_segment_size=" + std::to_string(o.wal.target_segment_size) + "\n" +
+                     "max_entries_per_segment=" + std::to_string(o.wal.max_entries_per_segment) + "\n" +
+                     "verify_checksums=" + std::to_string(o.wal.verify_checksums) + "\n" +
+                     "auto_archive=" + std::to_string(o.wal.auto_archive) + "\n" +
+                     "sync=" + (o.wal.sync == wal_config::sync_policy::none ? "none" : "every_batch") + "\n";
+  auto path = wal::join(dir, conf_name), tmp = path + ".tmp";
+  auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+  if (!fd) return fd.err();
+  if (auto e = wal::pwrite_full(fd->get(), text.data(), text.size(), 0, tmp)) return e;
+  if (auto e = wal::sync_data(fd->get(), tmp)) return e;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return wal::io_error("cannot rename", tmp, errno);
+  return {};
+}
+}  // namespace
+
+result<database_options> load_database_options(const std::string& dir) {
+  database_options o;
+  auto path = wal::join(dir, conf_name);
+  if (!wal::path_exists(path)) return o;
+  auto fd = wal::open_file(path, O_RDONLY);
+  if (!fd) return fd.err();
+  std::string text(4096, '\0');
+  auto n = wal::pread_full(fd->get(), text.data(), text.size(), 0, path);
+  if (!n) return n.err();
+  text.resize(*n);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    std::string line = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    pos = end == std::string::npos ? text.size() : end + 1;
+    auto eq = line.find('=');
+    if (line.empty() || line[0] == '#' || eq == std::string::npos) continue;
+    auto key = line.substr(0, eq), val = line.substr(eq + 1);
+    auto num = [&] { return std::strtoull(val.c_str(), nullptr, 10); };
+    if (key == "target_segment_size") o.wal.target_segment_size = num();
+    else if (key == "max_entries_per_segment") o.wal.max_entries_per_segment = static_cast<uint32_t>(num());
+    else if (key == "verify_checksums") o.wal.verify_checksums = num() != 0;
+    else if (key == "auto_archive") o.wal.auto_archive = num() != 0;
+    else if (key == "sync") o.wal.sync = val == "none" ? wal_config::sync_policy::none : wal_config::sync_policy::every_batch;
+  }
+  return o;
+}
+
 result<std::shared_ptr<database>> runtime::open(const std::string& dir, const database_options& opts) {
   auto p = std::make_unique<database::impl>();
   p->rt = this;
@@ -939,6 +1007,7 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   if (::ftruncate(lfd->get(), 0) != 0 || wal::pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path))
     return wal::io_error("cannot write", lock_path, errno);
   p->dir_lock = std::move(*lfd);
+  if (auto e = save_options(dir, opts)) return e;
 
   auto log = wal::log::open(wal::join(dir, "wal"), opts.wal);
   if (!log) return log.err();

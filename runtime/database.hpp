@@ -119,6 +119,10 @@ class database : public std::enable_shared_from_this<database> {
   caf::actor wal_writer() const;
   runtime& owner() noexcept;
 
+  /// Removes (with wal.auto_archive: moves to wal/archive/) every sealed WAL segment whose
+  /// entries are all below `below_lsn`. The active segment always stays.
+  result<wal::compact_report> compact(uint64_t below_lsn);
+
   /// Makes everything durable, checkpoints SQLite, stops the writer. Idempotent.
   error close();
 
@@ -130,6 +134,10 @@ class database : public std::enable_shared_from_this<database> {
   explicit database(std::unique_ptr<impl> p);
   std::unique_ptr<impl> p_;
 };
+
+/// The options the data directory was last opened with (WAL settings are recorded in
+/// DIR/dosql.conf at every open), so that tools act on it as its owner would; defaults if none.
+result<database_options> load_database_options(const std::string& dir);
 
 /// Owns the actor system. Destroy (or close) every database before the runtime.
 class runtime {

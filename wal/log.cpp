@@ -279,12 +279,10 @@ error log::roll() {
   // Seal: the old segment's records are durable and its zero fill is cut off before any
   // record of the new segment exists, so only the last segment can ever be torn.
   if (auto e = flush_buffer()) return e;
+  // Cut the zero fill first: one fdatasync then persists the records and the new size.
+  if (active_alloc_ > active_.bytes && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_.bytes)) != 0)
+    return failed_ = true, io_error("cannot truncate", active_path_, errno);
   if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
-  if (active_alloc_ > active_.bytes) {
-    if (::ftruncate(active_fd_.get(), static_cast<off_t>(active_.bytes)) != 0)
-      return failed_ = true, io_error("cannot truncate", active_path_, errno);
-    if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
-  }
   durable_lsn_ = next_lsn_ - 1;
   trace_sync();
   sealed_.push_back(active_);

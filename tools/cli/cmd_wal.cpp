@@ -1,14 +1,12 @@
 // `dosql wal DIR info|verify|compact`. info and verify read the segment files without the
-// lock (beside a running owner); compact opens the database (taking the lock) and asks its
-// WAL-writer actor to compact.
+// lock (beside a running owner); compact opens the database (taking the lock) with the
+// settings its owner recorded in DIR/dosql.conf, and calls database::compact.
 #include <unistd.h>
 
-#include <caf/all.hpp>
 
 #include <chrono>
 #include <cstdio>
 
-#include "actors/messages.hpp"
 #include "runtime/database.hpp"
 #include "tools/cli/cli.hpp"
 #include "wal/file.hpp"
@@ -156,31 +154,19 @@ int run_wal_compact(const wal_options& o) {
     return fail(error(ec::invalid_argument, o.dir + " is not a dosql data directory"));
   if (o.below == 0) return fail(error(ec::invalid_argument, "--below must be an lsn >= 1"));
   runtime rt;
-  database_options opts;
-  opts.create = false;
-  auto db = rt.open(o.dir, opts);  // takes the lock: BUSY "DIR is open by pid N" if someone has it
+  // As its owner would: with the WAL settings it last used (auto_archive above all).
+  auto opts = load_database_options(o.dir);
+  if (!opts) return fail(opts.err());
+  opts->create = false;
+  auto db = rt.open(o.dir, *opts);  // takes the lock: BUSY "DIR is open by pid N" if someone has it
   if (!db) return fail(db.err());
-  auto before = scan_wal((*db)->wal_dir());
-  std::string err;
-  uint64_t oldest = 0;
-  {
-    caf::scoped_actor self{rt.system()};
-    self->request((*db)->wal_writer(), std::chrono::seconds(30), actors::compact_atom::value, o.below)
-        .receive([&](uint64_t x) { oldest = x; },
-                 [&](caf::error& x) { err = rt.system().render(x); });
-  }
-  if (!err.empty()) {
-    (void)(*db)->close();
-    return fail("compaction failed: " + err);
-  }
-  auto after = scan_wal((*db)->wal_dir());
-  if (auto e = (*db)->close()) return fail(e);
-  std::string out = "oldest lsn: " + std::to_string(oldest) + "\n";
-  if (before && after) {
-    size_t removed = before->segments.size() - std::min(before->segments.size(), after->segments.size());
-    uint64_t bytes = before->total_bytes > after->total_bytes ? before->total_bytes - after->total_bytes : 0;
-    out += "removed " + std::to_string(removed) + " segment(s), " + std::to_string(bytes) + " bytes\n";
-  }
+  auto rep = (*db)->compact(o.below);
+  auto closed = (*db)->close();
+  if (!rep) return fail(rep.err());
+  if (closed) return fail(closed);
+  std::string out = "oldest lsn: " + std::to_string(rep->oldest_lsn) + "\n";
+  out += std::string(rep->archived ? "archived " : "removed ") + std::to_string(rep->removed.size()) +
+         " segment(s), " + std::to_string(rep->bytes) + " bytes\n";
   write_out(out);
   return 0;
 }
