@@ -5,28 +5,17 @@
 #include "replica.hpp"
 #include "runtime/json.hpp"
 #include "runtime/database.hpp"
+#include "runtime/support.hpp"
 #include "test_util.hpp"
 
 using namespace dosql;
+using test::must;
 
 namespace {
 
-template <class T>
-T must(result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
 
-struct fixture {
-  test::temp_dir d;
-  runtime rt;
-  std::shared_ptr<database> db;
+struct fixture : test::db_fixture {
   uint64_t mark = 0;
-  fixture() {
-    auto r = rt.open(d.path());
-    if (!r) FAIL(r.err().to_string());
-    db = *r;
-  }
   // Entries appended since the last call.
   std::vector<wal_entry> since() {
     auto all = test::read_from(db->wal_dir(), mark + 1);

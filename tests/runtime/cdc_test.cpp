@@ -8,25 +8,18 @@
 
 #include "actors/messages.hpp"
 #include "runtime/cdc.hpp"
+#include "runtime/support.hpp"
 #include "test_util.hpp"
 #include "wal/log.hpp"
 
 using namespace dosql;
+using test::must;
 
 namespace {
 
-template <class T>
-T must(result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
 
-struct fixture {
-  test::temp_dir d;
-  runtime rt;
-  std::shared_ptr<database> db;
+struct fixture : test::db_fixture {
   fixture() {
-    db = must(rt.open(d.path()));
     must(db->exec("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); "
                   "CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL)"));
   }

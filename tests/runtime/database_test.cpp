@@ -4,9 +4,11 @@
 
 #include "runtime/database.hpp"
 #include "runtime/value.hpp"
+#include "runtime/support.hpp"
 #include "test_util.hpp"
 
 using namespace dosql;
+using test::must;
 
 namespace {
 
@@ -16,11 +18,6 @@ std::shared_ptr<database> open_db(runtime& rt, const std::string& dir, database_
   return *db;
 }
 
-template <class T>
-T must(result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
 
 }  // namespace
 

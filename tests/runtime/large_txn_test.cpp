@@ -7,16 +7,13 @@
 
 #include "replica.hpp"
 #include "runtime/database.hpp"
+#include "runtime/support.hpp"
 #include "test_util.hpp"
 
 using namespace dosql;
+using test::must;
 
 namespace {
-template <class T>
-T must(result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
 }  // namespace
 
 TEST_CASE("a spilled transaction streams whole into the WAL, ROLLBACK TO reaching into the spill",

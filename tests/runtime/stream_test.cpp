@@ -8,18 +8,15 @@
 #include <thread>
 
 #include "runtime/stream.hpp"
+#include "runtime/support.hpp"
 #include "test_util.hpp"
 
 using namespace dosql;
+using test::must;
 using namespace std::chrono_literals;
 
 namespace {
 
-template <class T>
-T must(result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
 
 struct user {
   int64_t id;
@@ -32,12 +29,8 @@ user to_user(const row& r) {
   return {std::get<int64_t>(*r.find("id")), std::get<std::string>(*name)};
 }
 
-struct fixture {
-  test::temp_dir d;
-  runtime rt;
-  std::shared_ptr<database> db;
+struct fixture : test::db_fixture {
   fixture() {
-    db = must(rt.open(d.path()));
     must(db->exec("CREATE TABLE users(id INTEGER PRIMARY KEY, name); CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL)"));
   }
 };

@@ -1,0 +1,27 @@
+// Shared by the runtime test suites: unwrap a result or fail the test with its error, and a
+// fixture owning a scratch directory, a runtime and an open database.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <memory>
+
+#include "runtime/database.hpp"
+#include "test_util.hpp"
+
+namespace dosql::test {
+
+template <class T>
+T must(result<T> r) {
+  if (!r) FAIL(r.err().to_string());
+  return std::move(r).value();
+}
+
+struct db_fixture {
+  temp_dir d;
+  runtime rt;
+  std::shared_ptr<database> db;
+  explicit db_fixture(const database_options& opts = {}) { db = must(rt.open(d.path(), opts)); }
+};
+
+}  // namespace dosql::test
