@@ -263,7 +263,13 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
   st.cfg = cfg;
   auto init = [&]() -> error {
     wal::reader_options ro;
-    auto m = wal::reader::open(cfg->wal_dir, ro);
+    // With the look-ahead running (committed-only mode), every record the delivering cursor
+    // reads has been read and checksummed by the look-ahead already: verify once. The
+    // look-ahead itself always verifies: a damaged COMMIT misread as ROLLBACK would make the
+    // delivering cursor skip a committed transaction.
+    wal::reader_options main_ro = ro;
+    main_ro.verify_checksums = cfg->opts.include_uncommitted;
+    auto m = wal::reader::open(cfg->wal_dir, main_ro);
     if (!m) return m.err();
     st.main = std::move(*m);
     if (auto e = st.main->seek(cfg->start_lsn)) return e;
@@ -295,6 +301,25 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
 
 caf::actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg) {
   return sys.spawn(subscription_reader, std::move(cfg));
+}
+
+uint32_t batch_count(std::string_view msg) noexcept {
+  // [first_lsn, count, records]: fixarray(3), then two msgpack unsigned integers.
+  auto p = reinterpret_cast<const uint8_t*>(msg.data());
+  size_t n = msg.size(), i = 1;
+  if (n < 3 || p[0] != 0x93) return 0;
+  auto read_uint = [&](uint64_t& v) {
+    if (i >= n) return false;
+    uint8_t t = p[i++];
+    size_t len = t < 0x80 ? 0 : t == 0xcc ? 1 : t == 0xcd ? 2 : t == 0xce ? 4 : t == 0xcf ? 8 : 99;
+    if (len == 99 || i + len > n) return false;
+    v = len == 0 ? t : 0;
+    for (size_t k = 0; k < len; ++k) v = v << 8 | p[i++];
+    return true;
+  };
+  uint64_t first = 0, count = 0;
+  if (!read_uint(first) || !read_uint(count)) return 0;
+  return static_cast<uint32_t>(count);
 }
 
 error decode_batch(const std::string& msg, std::vector<entry_view>& out) {

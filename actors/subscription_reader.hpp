@@ -40,6 +40,9 @@ struct reader_config {
 
 caf::actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg);
 
+/// The entry count of a batch message, from its header alone (0 if malformed).
+uint32_t batch_count(std::string_view msg) noexcept;
+
 /// Decodes a batch message into views pointing into `msg`.
 error decode_batch(const std::string& msg, std::vector<entry_view>& out);
 

@@ -59,14 +59,7 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
       auto rp = self->make_response_promise<uint64_t>();
       uint64_t seq = ++st.seq;
       st.promises.emplace(seq, rp);
-      uint32_t count = 0;
-      try {  // [first_lsn, count, records]
-        size_t off = 0;
-        auto oh = msgpack::unpack(batch.data(), batch.size(), off, detail::reference_all);
-        if (oh.get().type == msgpack::type::ARRAY && oh.get().via.array.size == 3)
-          count = oh.get().via.array.ptr[1].as<uint32_t>();
-      } catch (const std::exception&) {
-      }
+      uint32_t count = actors::batch_count(batch);
       {
         std::lock_guard<std::mutex> g(st.q->mu);
         st.q->items.push_back({std::move(batch), seq, count});
@@ -113,7 +106,7 @@ subscription::subscription(std::unique_ptr<impl> p) : p_(std::move(p)) {}
 subscription::~subscription() = default;
 
 size_t subscription::buffered() const {
-  size_t n = batch_.size() - next_;
+  size_t n = views_.size() - next_;
   std::lock_guard<std::mutex> g(p_->q->mu);
   for (auto& it : p_->q->items) n += it.count;
   return n;
@@ -141,43 +134,69 @@ bool subscription::fill() {
     it = std::move(p_->q->items.front());
     p_->q->items.pop_front();
   }
-  if (auto e = actors::decode_batch(it.batch, p_->views)) {
+  batch_msg_ = std::move(it.batch);
+  if (auto e = actors::decode_batch(batch_msg_, views_)) {
     err_ = e;
     return false;
   }
-  batch_.clear();
-  batch_.reserve(p_->views.size());
-  for (auto& v : p_->views) batch_.push_back(v.to_entry());
   next_ = 0;
-  uint64_t last = batch_.empty() ? position_ : batch_.back().lsn;
+  uint64_t last = views_.empty() ? position_ : views_.back().lsn;
   caf::anon_send(p_->bridge, ack_atom::value, it.seq, last);
   return true;
 }
 
-std::optional<wal_entry> subscription::next() {
-  if (ended_) return std::nullopt;
-  while (next_ >= batch_.size()) {
+namespace {
+// Copies a view into an entry, reusing the entry's buffers.
+void assign(wal_entry& dst, const entry_view& v) {
+  auto copy = [](std::optional<bytes>& d, bool has, std::string_view s) {
+    if (!has) {
+      d.reset();
+      return;
+    }
+    if (!d) d.emplace();
+    d->assign(s.begin(), s.end());
+  };
+  dst.lsn = v.lsn;
+  dst.timestamp = v.timestamp;
+  dst.txn_id.assign(v.txn_id);
+  dst.op = v.op;
+  dst.table.assign(v.table);
+  copy(dst.key, v.has_key, v.key);
+  copy(dst.before, v.has_before, v.before);
+  copy(dst.after, v.has_after, v.after);
+  dst.origin = v.origin;
+}
+}  // namespace
+
+bool subscription::advance() {
+  if (ended_) return false;
+  while (next_ >= views_.size()) {
     if (!fill()) {
       ended_ = true;
-      return std::nullopt;
+      return false;
     }
   }
-  position_ = batch_[next_].lsn;
-  return std::move(batch_[next_++]);
+  assign(current_, views_[next_++]);
+  position_ = current_.lsn;
+  return true;
+}
+
+std::optional<wal_entry> subscription::next() {
+  if (!advance()) return std::nullopt;
+  return current_;
 }
 
 std::vector<wal_entry> subscription::next_batch() {
   std::vector<wal_entry> out;
   if (ended_) return out;
-  while (next_ >= batch_.size()) {
+  while (next_ >= views_.size()) {
     if (!fill()) {
       ended_ = true;
       return out;
     }
   }
-  out.assign(std::make_move_iterator(batch_.begin() + static_cast<std::ptrdiff_t>(next_)),
-             std::make_move_iterator(batch_.end()));
-  next_ = batch_.size();
+  out.reserve(views_.size() - next_);
+  for (; next_ < views_.size(); ++next_) out.push_back(views_[next_].to_entry());
   position_ = out.back().lsn;
   return out;
 }
@@ -227,14 +246,6 @@ void wal_capturer::stop() {
   if (sub_) sub_->stop();
 }
 
-subscription::iterator& subscription::iterator::operator++() {
-  auto e = s_->next();
-  if (!e)
-    s_ = nullptr;
-  else
-    cur_ = std::move(*e);
-  return *this;
-}
 
 namespace {
 

@@ -82,6 +82,8 @@ struct subscribe_options {
 };
 
 class subscription;
+template <class T>
+class change_subscription;
 
 /// A blocking input range of raw entries: `for (const wal_entry& e : sub) { ... }`.
 /// It follows the live tail until stop() or the database closes; errors end the range and
@@ -101,15 +103,18 @@ class subscription {
     using iterator_category = std::input_iterator_tag;
     iterator() = default;
     explicit iterator(subscription* s) : s_(s) { ++*this; }
-    reference operator*() const { return cur_; }
-    pointer operator->() const { return &cur_; }
-    iterator& operator++();
+    /// Valid until the iterator moves on (one entry object is reused: no allocation per entry).
+    reference operator*() const { return s_->current_; }
+    pointer operator->() const { return &s_->current_; }
+    iterator& operator++() {
+      if (!s_->advance()) s_ = nullptr;
+      return *this;
+    }
     void operator++(int) { ++*this; }
     bool operator==(const iterator& o) const { return s_ == o.s_; }
 
    private:
     subscription* s_ = nullptr;
-    wal_entry cur_;
   };
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(); }
@@ -132,11 +137,17 @@ class subscription {
 
  private:
   friend class cdc_handle;
+  template <class T>
+  friend class change_subscription;
   explicit subscription(std::unique_ptr<impl> p);
   bool fill();
+  /// Moves to the next entry, decoding it into current_ (capacity reused).
+  bool advance();
   std::unique_ptr<impl> p_;
-  std::vector<wal_entry> batch_;
+  std::string batch_msg_;          // the current batch; views_ point into it
+  std::vector<entry_view> views_;
   size_t next_ = 0;
+  wal_entry current_;
   uint64_t position_ = 0;
   error err_;
   bool ended_ = false;
@@ -206,12 +217,11 @@ class change_subscription {
   /// The next event (blocking); nullopt when the range ended (see err()).
   std::optional<event<T>> next() {
     for (;;) {
-      auto raw = sub_->next();
-      if (!raw) {
+      if (!sub_->advance()) {
         if (!err_) err_ = sub_->err();
         return std::nullopt;
       }
-      auto ev = to_event(*raw);
+      auto ev = to_event(sub_->current_);
       error e;
       if (ev) {
         if (auto* c = std::get_if<change_event<row>>(&*ev)) {

@@ -892,6 +892,10 @@ struct runtime::state {
 
 runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
   if (opts.scheduler_threads) s_->cfg.set("scheduler.max-threads", opts.scheduler_threads);
+  if (const char* p = std::getenv("DOSQL_SCHEDULER"); p && std::string_view(p) == "stealing")
+    opts.policy = runtime_options::scheduler_policy::stealing;
+  s_->cfg.set("scheduler.policy", opts.policy == runtime_options::scheduler_policy::sharing ? caf::atom("sharing")
+                                                                                            : caf::atom("stealing"));
   s_->sys = std::make_unique<caf::actor_system>(s_->cfg);
 }
 

@@ -35,6 +35,9 @@ namespace dosql {
 
 struct runtime_options {
   size_t scheduler_threads = 0;  ///< CAF worker threads (0: one per core)
+  /// CAF's scheduler: work sharing wakes an idle worker faster (live-tail latency); work
+  /// stealing (CAF's default) spreads many busy actors better.
+  enum class scheduler_policy : uint8_t { sharing, stealing } policy = scheduler_policy::sharing;
 };
 
 struct database_options {

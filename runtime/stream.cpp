@@ -132,6 +132,7 @@ bool process(stream_actor* self, stream_actor_state::pending& p) {
     end_stream(st.s, e);
     return false;
   }
+  if (!st.views.empty()) p.last = st.views.back().lsn;
   for (auto& v : st.views) {
     error err;
     try {
@@ -197,11 +198,7 @@ caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::st
       auto& st = self->state;
       stream_actor_state::pending p;
       p.rp = self->make_response_promise<uint64_t>();
-      std::vector<entry_view> peek;
-      if (!decode_batch(msg, peek) && !peek.empty()) {
-        p.last = peek.back().lsn;
-        p.count = static_cast<uint32_t>(peek.size());
-      }
+      p.count = actors::batch_count(msg);
       p.msg = std::move(msg);
       auto rp = p.rp;
       st.waiting.push_back(std::move(p));

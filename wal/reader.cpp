@@ -79,10 +79,13 @@ error reader::seek(uint64_t lsn) {
 error reader::reload() {
   buf_file_off_ += pos_;
   pos_ = len_ = 0;
-  auto n = pread_full(fd_.get(), buf_.data(), buf_.size(), buf_file_off_, path_);
+  read_size_ = std::min(read_size_, buf_.size());
+  auto n = pread_full(fd_.get(), buf_.data(), read_size_, buf_file_off_, path_);
   if (!n) return n.err();
   len_ = *n;
   fresh_ = true;
+  last_read_ = read_size_;
+  read_size_ = buf_.size();  // a small read after the tail; whole buffers while streaming
   return {};
 }
 
@@ -141,8 +144,8 @@ reader::status reader::next(entry_view& out) {
         if (auto e = reload()) return fail(e);
         continue;
       }
-      if (r.status == parse_status::incomplete && len_ == buf_.size()) {
-        buf_.resize(buf_.size() * 2);  // a record larger than the buffer
+      if (r.status == parse_status::incomplete && len_ == last_read_) {
+        if (last_read_ == buf_.size()) buf_.resize(buf_.size() * 2);  // a record larger than the buffer
         if (auto e = reload()) return fail(e);
         continue;
       }
@@ -151,6 +154,8 @@ reader::status reader::next(entry_view& out) {
       if (s == stop::switched) continue;
       if (s == stop::error) return status::error;
       fresh_ = false;  // the next call re-reads: the writer may have appended
+      // Only a few new records are expected at the tail: don't copy a megabyte of zero fill.
+      read_size_ = tail_read_size;
       return status::tail;
     }
     if (r.lsn != next_lsn_) {

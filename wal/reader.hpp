@@ -76,6 +76,9 @@ class reader {
   std::string buf_;
   size_t pos_ = 0, len_ = 0;    // parse position and valid bytes in buf_
   bool fresh_ = false;          // buf_[pos_..len_) was read since the last record was consumed
+  static constexpr size_t tail_read_size = 16 * 1024;
+  size_t read_size_ = SIZE_MAX;  // bytes the next reload() reads (capped by the buffer)
+  size_t last_read_ = 0;         // bytes the last reload() asked for
 };
 
 }  // namespace dosql::wal
