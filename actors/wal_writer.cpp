@@ -42,8 +42,9 @@ void flush(writer_actor* self) {
   } else {
     durable = st.log->last_lsn();  // sync_policy::none: written is as durable as it gets
   }
-  st.tail->publish(durable);
+  // Readers first: the delivery path is the latency consumers see.
   for (auto& l : st.listeners) self->send(l, tail_atom::value, durable);
+  st.tail->publish(durable);
 }
 
 caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,

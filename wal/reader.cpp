@@ -137,7 +137,10 @@ reader::stop reader::on_stop(const char* why, bool bad) {
 reader::status reader::next(entry_view& out) {
   if (err_) return status::error;
   for (;;) {
-    if (next_lsn_ > limit_) return status::tail;
+    if (next_lsn_ > limit_) {
+      read_size_ = tail_read_size;  // held back at the durable tail: only a few records will follow
+      return status::tail;
+    }
     auto r = parse_record(buf_.data() + pos_, len_ - pos_, opts_.verify_checksums);
     if (r.status != parse_status::ok) {
       if (!fresh_) {  // judge only bytes read just now
