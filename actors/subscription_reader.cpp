@@ -26,6 +26,7 @@ struct reader_state {
   uint64_t inflight = 0;
   std::deque<decision> decisions;  // outcomes of transactions ahead of `main`
   uint64_t ahead_txn = 0;          // BEGIN lsn of the transaction the look-ahead is inside
+  bool ahead_more = false;         // the look-ahead stopped short of the durable tail
   // The transaction `main` is inside: its BEGIN (held until a change of it is delivered).
   bool in_txn = false, begin_sent = false;
   wal_entry pending_begin;
@@ -126,13 +127,19 @@ bool shape(const cdc::subscribe_options& o, entry_view& v, std::string (&scratch
   return true;
 }
 
-// Moves the look-ahead cursor to the durable tail, recording each transaction's outcome.
+// Moves the look-ahead cursor toward the durable tail, recording each transaction's outcome;
+// at most a bounded number of entries per call (the actor stays responsive): `st.ahead_more`
+// says it stopped before the tail.
 error look_ahead(reader_state& st) {
   st.ahead->set_limit(std::min(st.durable, st.stop_at));
+  st.ahead_more = true;
   entry_view v;
   for (int i = 0; i < 65536; ++i) {
     auto s = st.ahead->next(v);
-    if (s == wal::reader::status::tail) return {};
+    if (s == wal::reader::status::tail) {
+      st.ahead_more = false;
+      return {};
+    }
     if (s == wal::reader::status::error) return st.ahead->last_error();
     if (v.op == op_type::begin) st.ahead_txn = v.lsn;
     if (v.op == op_type::commit || v.op == op_type::rollback) {
@@ -223,7 +230,15 @@ void pump(reader_actor* self) {
   while (!st.ended && st.inflight < o.max_buffer_size) {
     uint32_t room = static_cast<uint32_t>(std::min<uint64_t>(o.batch_size, o.max_buffer_size - st.inflight));
     if (auto e = fill(st, room)) return finish(self, e);
-    if (st.batch_count == 0) break;
+    if (st.batch_count == 0) {
+      // Nothing decided yet, but the look-ahead has more to read (a long transaction):
+      // continue in a later turn.
+      if (st.ahead_more && !st.pump_scheduled) {
+        st.pump_scheduled = true;
+        self->send(self, pump_atom::value);
+      }
+      break;
+    }
     std::string msg;
     msg.reserve(st.batch.size() + 24);
     detail::string_sink sink{msg};
@@ -293,7 +308,10 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
       if (durable > s.durable) s.durable = durable;
       pump(self);
     },
-    [=](pump_atom) { pump(self); },
+    [=](pump_atom) {
+      self->state.pump_scheduled = false;
+      pump(self);
+    },
   };
 }
 
