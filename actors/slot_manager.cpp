@@ -1,0 +1,283 @@
+#include "actors/slot_manager.hpp"
+
+#include <caf/all.hpp>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+
+#include "wal/file.hpp"
+#include "wal/format.hpp"
+#include "wal/msgpack_sink.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::actors {
+namespace {
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+using detail::string_packer;
+using detail::string_sink;
+
+void pack_slot(string_packer& pk, const cdc::slot_info& s) {
+  pk.pack_array(12);
+  pk.pack(s.name);
+  pk.pack_uint64(s.acked_lsn);
+  pk.pack_int64(s.created_at);
+  pk.pack_int64(s.last_ack_at);
+  pk.pack(s.filter.tables);
+  pk.pack_array(static_cast<uint32_t>(s.filter.operations.size()));
+  for (auto op : s.filter.operations) pk.pack_uint8(static_cast<uint8_t>(op));
+  pk.pack(s.invalidated);
+  pk.pack(s.invalid_reason);
+  pk.pack(s.stalled);
+  pk.pack_uint64(s.lag_entries);
+  pk.pack_uint64(s.lag_bytes);
+  pk.pack_int64(s.lag_ms);
+}
+
+std::string reply(ec code, const std::string& msg, const cdc::slot_info* one = nullptr,
+                  const std::vector<cdc::slot_info>* many = nullptr) {
+  std::string out;
+  string_sink sink{out};
+  string_packer pk(sink);
+  pk.pack_array(3);
+  pk.pack_uint8(static_cast<uint8_t>(code));
+  pk.pack(msg);
+  if (one) {
+    pack_slot(pk, *one);
+  } else if (many) {
+    pk.pack_array(static_cast<uint32_t>(many->size()));
+    for (auto& s : *many) pack_slot(pk, s);
+  } else {
+    pk.pack_nil();
+  }
+  return out;
+}
+
+struct slot_manager_state {
+  std::shared_ptr<database> db;
+  cdc::slot_config cfg;
+  std::string dir;  // DIR/slots
+  std::map<std::string, cdc::slot_info> slots;
+  static inline const char* name = "dosql.slot_manager";
+};
+using manager_actor = caf::stateful_actor<slot_manager_state>;
+
+// Atomic, durable replacement of a slot's file.
+error persist(const std::string& dir, const cdc::slot_info& s) {
+  std::string data = encode_slot(s);
+  auto path = wal::join(dir, s.name + ".slot"), tmp = path + ".tmp";
+  auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+  if (!fd) return fd.err();
+  if (auto e = wal::pwrite_full(fd->get(), data.data(), data.size(), 0, tmp)) return e;
+  if (auto e = wal::sync_data(fd->get(), tmp)) return e;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return wal::io_error("cannot rename", tmp, errno);
+  return wal::sync_dir(dir);
+}
+
+// WAL bytes a slot at `acked` holds back: every segment holding an LSN above it.
+uint64_t retained_bytes(const std::string& wal_dir, uint64_t acked) {
+  auto r = wal::reader::open(wal_dir);
+  if (!r) return 0;
+  auto firsts = (*r)->segment_firsts();
+  if (!firsts) return 0;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < firsts->size(); ++i) {
+    bool last = i + 1 == firsts->size();
+    if (!last && (*firsts)[i + 1] <= acked + 1) continue;  // wholly at or below acked
+    struct stat st;
+    if (::stat(wal::join(wal_dir, wal::segment_file_name((*firsts)[i])).c_str(), &st) == 0)
+      bytes += static_cast<uint64_t>(st.st_size);
+  }
+  return bytes;
+}
+
+void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
+  uint64_t tail = st.db->durable_lsn();
+  s.lag_entries = tail > s.acked_lsn ? tail - s.acked_lsn : 0;
+  s.lag_bytes = s.lag_entries ? retained_bytes(st.db->wal_dir(), s.acked_lsn) : 0;
+  s.lag_ms = s.lag_entries ? now_ms() - s.last_ack_at : 0;
+  s.stalled = st.cfg.idle_timeout.count() > 0 && s.lag_entries > 0 && s.lag_ms > st.cfg.idle_timeout.count();
+}
+
+void invalidate(slot_manager_state& st, cdc::slot_info& s, std::string reason) {
+  spdlog::warn("dosql {}: replication slot '{}' invalidated: {}", st.db->dir(), s.name, reason);
+  s.invalidated = true;
+  s.invalid_reason = std::move(reason);
+  if (auto e = persist(st.dir, s)) spdlog::error("dosql: slot '{}': {}", s.name, e.to_string());
+}
+
+// Idle and retention checks, then compaction below the oldest position a valid slot needs.
+void check(slot_manager_state& st) {
+  uint64_t keep_from = UINT64_MAX;
+  for (auto& [name, s] : st.slots) {
+    if (s.invalidated) continue;
+    refresh_lag(st, s);
+    if (s.stalled && st.cfg.invalidate_idle) {
+      invalidate(st, s, "no acknowledgement for " + std::to_string(s.lag_ms) + " ms (slot_idle_timeout " +
+                            std::to_string(st.cfg.idle_timeout.count()) + " ms)");
+      continue;
+    }
+    if (st.cfg.max_slot_retention_bytes && s.lag_bytes > st.cfg.max_slot_retention_bytes) {
+      invalidate(st, s, "it would retain " + std::to_string(s.lag_bytes) + " bytes of WAL, more than " +
+                            "max_slot_retention_bytes (" + std::to_string(st.cfg.max_slot_retention_bytes) + ")");
+      continue;
+    }
+    keep_from = std::min(keep_from, s.acked_lsn + 1);
+  }
+  if (keep_from != UINT64_MAX && keep_from > 1) {
+    auto r = st.db->compact(keep_from);
+    if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir(), r.err().to_string());
+  }
+}
+
+bool valid_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
+}
+
+caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cdc::slot_config cfg) {
+  auto& st = self->state;
+  st.db = std::move(db);
+  st.cfg = cfg;
+  st.dir = wal::join(st.db->dir(), "slots");
+  if (auto e = wal::make_dirs(st.dir)) spdlog::error("dosql: {}", e.to_string());
+  if (auto names = wal::list_dir(st.dir))
+    for (auto& n : *names) {
+      if (n.size() < 6 || n.compare(n.size() - 5, 5, ".slot") != 0) continue;
+      auto fd = wal::open_file(wal::join(st.dir, n), O_RDONLY);
+      if (!fd) continue;
+      std::string data(4096, '\0');
+      auto got = wal::pread_full(fd->get(), data.data(), data.size(), 0, n);
+      if (!got) continue;
+      data.resize(*got);
+      try {
+        auto oh = msgpack::unpack(data.data(), data.size());
+        cdc::slot_info s;
+        if (decode_slot(oh.get(), s)) st.slots[s.name] = s;
+      } catch (const std::exception&) {
+        spdlog::error("dosql: slot file {} is damaged", n);
+      }
+    }
+  if (cfg.check_interval.count() > 0) self->delayed_send(self, cfg.check_interval, slot_check_atom::value);
+  auto not_found = [](const std::string& name) {
+    return reply(ec::slot_not_found, "replication slot '" + name + "' does not exist");
+  };
+  return {
+    [=](slot_create_atom, const std::string& name, uint64_t start, const std::vector<std::string>& tables,
+        const std::vector<uint8_t>& ops) -> std::string {
+      auto& st = self->state;
+      if (!valid_name(name))
+        return reply(ec::invalid_argument, "bad slot name '" + name + "': use letters, digits, _ and - (at most 64)");
+      if (st.slots.count(name)) return reply(ec::slot_exists, "replication slot '" + name + "' already exists");
+      cdc::slot_info s;
+      s.name = name;
+      s.acked_lsn = start;
+      s.created_at = s.last_ack_at = now_ms();
+      s.filter.tables = tables;
+      for (auto o : ops) s.filter.operations.push_back(static_cast<op_type>(o));
+      if (auto e = persist(st.dir, s)) return reply(e.code(), e.message());
+      refresh_lag(st, s);
+      st.slots[name] = s;
+      return reply(ec::none, "", &s);
+    },
+    [=](caf::get_atom, const std::string& name) -> std::string {
+      auto& st = self->state;
+      auto it = st.slots.find(name);
+      if (it == st.slots.end()) return not_found(name);
+      if (!it->second.invalidated) refresh_lag(st, it->second);
+      return reply(ec::none, "", &it->second);
+    },
+    [=](slot_list_atom) -> std::string {
+      auto& st = self->state;
+      std::vector<cdc::slot_info> all;
+      for (auto& [n, s] : st.slots) {
+        if (!s.invalidated) refresh_lag(st, s);
+        all.push_back(s);
+      }
+      return reply(ec::none, "", nullptr, &all);
+    },
+    [=](slot_ack_atom, const std::string& name, uint64_t lsn) -> std::string {
+      auto& st = self->state;
+      auto it = st.slots.find(name);
+      if (it == st.slots.end()) return not_found(name);
+      auto& s = it->second;
+      if (lsn < s.acked_lsn)
+        return reply(ec::invalid_argument, "slot '" + name + "' is at lsn " + std::to_string(s.acked_lsn) +
+                                               "; an acknowledgement never moves it back (got " + std::to_string(lsn) + ")");
+      if (s.invalidated) return reply(ec::lsn_not_found, "slot '" + name + "' was invalidated: " + s.invalid_reason);
+      auto updated = s;
+      updated.acked_lsn = lsn;
+      updated.last_ack_at = now_ms();
+      if (auto e = persist(st.dir, updated)) return reply(e.code(), e.message());
+      s = updated;
+      s.stalled = false;
+      return reply(ec::none, "", &s);
+    },
+    [=](slot_drop_atom, const std::string& name) -> std::string {
+      auto& st = self->state;
+      if (!st.slots.count(name)) return not_found(name);
+      auto path = wal::join(st.dir, name + ".slot");
+      if (::unlink(path.c_str()) != 0) return reply(ec::io_error, "cannot remove " + path);
+      if (auto e = wal::sync_dir(st.dir)) return reply(e.code(), e.message());
+      st.slots.erase(name);
+      return reply(ec::none, "");
+    },
+    [=](slot_check_atom) -> std::string {
+      check(self->state);
+      if (self->state.cfg.check_interval.count() > 0 && !self->current_mailbox_element()->mid.is_request())
+        self->delayed_send(self, self->state.cfg.check_interval, slot_check_atom::value);
+      return reply(ec::none, "");
+    },
+  };
+}
+
+}  // namespace
+
+std::string encode_slot(const cdc::slot_info& s) {
+  std::string out;
+  string_sink sink{out};
+  string_packer pk(sink);
+  pack_slot(pk, s);
+  return out;
+}
+
+bool decode_slot(const msgpack::object& o, cdc::slot_info& s) {
+  try {
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 12) return false;
+    auto* f = o.via.array.ptr;
+    s.name = f[0].as<std::string>();
+    s.acked_lsn = f[1].as<uint64_t>();
+    s.created_at = f[2].as<int64_t>();
+    s.last_ack_at = f[3].as<int64_t>();
+    s.filter.tables = f[4].as<std::vector<std::string>>();
+    s.filter.operations.clear();
+    // (msgpack-c reads a vector<uint8_t> as BIN: take the array element by element)
+    if (f[5].type != msgpack::type::ARRAY) return false;
+    for (uint32_t i = 0; i < f[5].via.array.size; ++i)
+      s.filter.operations.push_back(static_cast<op_type>(f[5].via.array.ptr[i].as<unsigned>()));
+    s.invalidated = f[6].as<bool>();
+    s.invalid_reason = f[7].as<std::string>();
+    s.stalled = f[8].as<bool>();
+    s.lag_entries = f[9].as<uint64_t>();
+    s.lag_bytes = f[10].as<uint64_t>();
+    s.lag_ms = f[11].as<int64_t>();
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+caf::actor spawn_slot_manager(std::shared_ptr<database> db, cdc::slot_config cfg) {
+  auto& sys = db->owner().system();
+  return sys.spawn<caf::detached>(slot_manager, std::move(db), cfg);
+}
+
+}  // namespace dosql::actors

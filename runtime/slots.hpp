@@ -1,0 +1,99 @@
+// Replication slots (the guide's "Replication Slots" and "Resuming from LSN"): a named,
+// durable position of one consumer in the change stream.
+//
+// A slot-manager actor owns the slots. Each slot's state is a small file DIR/slots/NAME.slot,
+// replaced atomically (write, fdatasync, rename, fsync of the directory) on every change, so
+// an acknowledgement that returned survives kill -9 and power loss.
+// Invariants:
+//  - A slot's acknowledged LSN only moves forward (an older LSN is INVALID_ARGUMENT).
+//  - WAL compaction never removes entries a valid slot still needs (above its acknowledged LSN).
+//  - A slot that would retain more than max_slot_retention_bytes of WAL, or (when configured)
+//    has not acknowledged for slot_idle_timeout, is invalidated with a logged reason; it then
+//    holds nothing back, and subscribing from it fails with LSN_NOT_FOUND once the entries it
+//    needs are gone. Re-create it (optionally with a snapshot) to recover.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/cdc.hpp"
+
+namespace dosql::cdc {
+
+/// The serialisable part of a filter that a slot remembers.
+struct slot_filter {
+  std::vector<std::string> tables;
+  std::vector<op_type> operations;
+};
+
+struct slot_info {
+  std::string name;
+  uint64_t acked_lsn = 0;      ///< everything up to here was processed
+  slot_filter filter;
+  int64_t created_at = 0;      ///< Unix ms
+  int64_t last_ack_at = 0;     ///< Unix ms of the last acknowledgement (or creation)
+  bool invalidated = false;
+  std::string invalid_reason;
+  bool stalled = false;        ///< no acknowledgement for slot_idle_timeout
+  uint64_t lag_entries = 0;    ///< durable tail - acked_lsn
+  uint64_t lag_bytes = 0;      ///< WAL bytes the slot holds back
+  int64_t lag_ms = 0;          ///< now - last_ack_at while behind, else 0
+};
+
+struct slot_config {
+  std::chrono::milliseconds idle_timeout{0};  ///< 0: never stalled
+  bool invalidate_idle = false;               ///< invalidate stalled slots
+  uint64_t max_slot_retention_bytes = 0;      ///< 0: unlimited
+  std::chrono::milliseconds check_interval{1000};
+};
+
+struct create_slot_options {
+  /// The slot's starting position (exclusive). UINT64_MAX (default): the current tail.
+  uint64_t start_lsn = UINT64_MAX;
+  slot_filter filter;
+  /// Take a consistent copy of the current rows of `filter.tables` (all tables if empty) as of
+  /// the slot's start LSN: the stream from the slot then continues exactly after it.
+  bool snapshot = false;
+};
+
+/// Rows of the slot's tables as of `lsn` (create_slot with snapshot = true).
+struct slot_snapshot {
+  uint64_t lsn = 0;
+  std::map<std::string, query_result> tables;
+};
+
+class slot_manager {
+ public:
+  slot_manager(std::shared_ptr<database> db, slot_config cfg = {});
+  ~slot_manager();
+  slot_manager(const slot_manager&) = delete;
+  slot_manager& operator=(const slot_manager&) = delete;
+
+  /// SLOT_EXISTS if the name is taken; INVALID_ARGUMENT for a bad name (letters, digits, _ and -).
+  result<slot_info> create_slot(const std::string& name, create_slot_options opts = {},
+                                slot_snapshot* snapshot = nullptr);
+  result<slot_info> get_slot(const std::string& name);
+  std::vector<slot_info> list_slots();
+  /// Acknowledges everything up to `lsn` (durable when it returns). SLOT_NOT_FOUND; an LSN
+  /// below the acknowledged one is INVALID_ARGUMENT.
+  error update_slot(const std::string& name, uint64_t lsn);
+  error delete_slot(const std::string& name);
+  /// A subscription resuming after the slot's acknowledged LSN, with the slot's filter.
+  result<std::unique_ptr<subscription>> subscribe_from_slot(const std::string& name, subscribe_options extra = {});
+  /// Runs the idle and retention checks now, then compacts the WAL below what slots need.
+  error check();
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> p_;
+};
+
+inline std::unique_ptr<slot_manager> create_slot_manager(std::shared_ptr<database> db, slot_config cfg = {}) {
+  return std::make_unique<slot_manager>(std::move(db), cfg);
+}
+
+}  // namespace dosql::cdc

@@ -1,0 +1,224 @@
+// Replication slots: the API and its errors, durability (kill -9 right after an ack),
+// resuming with the slot's filter, compaction bounded by the slowest slot, the retention
+// guard, idle detection, lag, and snapshot-then-stream with no gap and no duplicate.
+#include <catch2/catch.hpp>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "runtime/slots.hpp"
+#include "runtime/support.hpp"
+#include "wal/reader.hpp"
+
+#include <atomic>
+#include <map>
+
+using namespace dosql;
+using test::must;
+
+namespace {
+
+struct fixture : test::db_fixture {
+  explicit fixture(const database_options& o = {}) : test::db_fixture(o) {
+    must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE u(id INTEGER PRIMARY KEY)"));
+  }
+  void insert(int n) {
+    for (int i = 0; i < n; ++i) must(db->exec("INSERT INTO t(v) VALUES('x')"));
+  }
+};
+
+cdc::slot_config manual() {
+  cdc::slot_config c;
+  c.check_interval = std::chrono::milliseconds(0);  // checks only when the test asks
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("slots: create, get, list, acknowledge forward only, delete, and the error codes", "[slots]") {
+  fixture f;
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  auto s = must(slots->create_slot("orders_sync"));
+  CHECK(s.acked_lsn == f.db->durable_lsn());
+  CHECK(slots->create_slot("orders_sync").err().code() == ec::slot_exists);
+  CHECK(slots->create_slot("../etc").err().code() == ec::invalid_argument);
+  CHECK(slots->create_slot("").err().code() == ec::invalid_argument);
+  CHECK(slots->get_slot("nope").err().code() == ec::slot_not_found);
+  CHECK(slots->update_slot("nope", 1).code() == ec::slot_not_found);
+  f.insert(3);
+  auto lag = must(slots->get_slot("orders_sync"));
+  CHECK(lag.lag_entries == 9);
+  CHECK(lag.lag_bytes > 0);
+  REQUIRE_FALSE(slots->update_slot("orders_sync", s.acked_lsn + 6));
+  auto back = slots->update_slot("orders_sync", s.acked_lsn + 1);
+  CHECK(back.code() == ec::invalid_argument);
+  CHECK(back.message().find("never moves it back") != std::string::npos);
+  CHECK(must(slots->get_slot("orders_sync")).acked_lsn == s.acked_lsn + 6);
+  must(slots->create_slot("b"));
+  CHECK(slots->list_slots().size() == 2);
+  REQUIRE_FALSE(slots->delete_slot("b"));
+  CHECK(slots->delete_slot("b").code() == ec::slot_not_found);
+  CHECK(slots->list_slots().size() == 1);
+}
+
+TEST_CASE("slots survive kill -9 right after an acknowledgement returned", "[slots]") {
+  test::temp_dir d;
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    runtime rt;
+    auto db = rt.open(d.path());
+    if (!db) _exit(2);
+    if (!(*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY)")) _exit(3);
+    auto slots = cdc::create_slot_manager(*db, manual());
+    if (!slots->create_slot("s")) _exit(4);
+    for (uint64_t i = 1;; ++i) {
+      if (!(*db)->exec("INSERT INTO t VALUES(?)", {int64_t(i)})) _exit(5);
+      uint64_t lsn = (*db)->last_lsn();
+      if (slots->update_slot("s", lsn)) _exit(6);
+      if (::write(p[1], &lsn, sizeof lsn) != sizeof lsn) _exit(7);
+    }
+  }
+  ::close(p[1]);
+  uint64_t acked = 0, v;
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  pollfd pfd{p[0], POLLIN, 0};
+  while (std::chrono::steady_clock::now() < until && ::poll(&pfd, 1, 100) > 0 && ::read(p[0], &v, sizeof v) == sizeof v)
+    acked = v;
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  while (::read(p[0], &v, sizeof v) == sizeof v) acked = v;
+  ::close(p[0]);
+  REQUIRE(acked > 0);
+  runtime rt;
+  auto db = must(rt.open(d.path()));
+  auto slots = cdc::create_slot_manager(db, manual());
+  CHECK(must(slots->get_slot("s")).acked_lsn >= acked);
+}
+
+TEST_CASE("subscribe_from_slot resumes after the acknowledged LSN with the slot's filter", "[slots]") {
+  fixture f;
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options o;
+  o.filter.tables = {"t"};
+  must(slots->create_slot("s", o));
+  f.insert(5);
+  must(f.db->exec("INSERT INTO u VALUES(1)"));
+  cdc::subscribe_options so;
+  so.stop_at_tail = true;
+  std::vector<uint64_t> first;
+  {
+    auto sub = must(slots->subscribe_from_slot("s", so));
+    for (auto& e : *sub) {
+      CHECK(e.table == "t");
+      first.push_back(e.lsn);
+      if (first.size() == 2) break;
+    }
+  }
+  REQUIRE_FALSE(slots->update_slot("s", first.back()));  // processed two
+  auto sub = must(slots->subscribe_from_slot("s", so));
+  std::vector<uint64_t> rest;
+  for (auto& e : *sub) rest.push_back(e.lsn);
+  CHECK(rest.size() == 3);
+  CHECK(rest.front() > first.back());
+}
+
+TEST_CASE("compaction keeps exactly what the slowest slot needs; the retention guard invalidates", "[slots]") {
+  database_options o;
+  o.wal.max_entries_per_segment = 30;
+  fixture f(o);
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  must(slots->create_slot("fast"));
+  auto slow = must(slots->create_slot("slow"));
+  f.insert(100);
+  REQUIRE_FALSE(slots->update_slot("fast", f.db->last_lsn()));
+  REQUIRE_FALSE(slots->update_slot("slow", slow.acked_lsn + 60));
+  REQUIRE_FALSE(slots->check());
+  auto r = wal::reader::open(f.db->wal_dir());
+  uint64_t oldest = *(*r)->oldest_lsn();
+  CHECK(oldest <= slow.acked_lsn + 61);       // everything the slow slot still needs is there
+  CHECK(oldest > slow.acked_lsn + 61 - 30);   // and no segment it does not need
+  cdc::subscribe_options so;
+  so.stop_at_tail = true;
+  auto sub = must(slots->subscribe_from_slot("slow", so));
+  CHECK(sub->next().has_value());
+  // The guard: a slot holding more than max_slot_retention_bytes is invalidated.
+  auto guarded_cfg = manual();
+  guarded_cfg.max_slot_retention_bytes = 1;
+  auto guarded = cdc::create_slot_manager(f.db, guarded_cfg);  // the same slot files
+  REQUIRE_FALSE(guarded->check());
+  auto s = must(guarded->get_slot("slow"));
+  CHECK(s.invalidated);
+  CHECK(s.invalid_reason.find("max_slot_retention_bytes") != std::string::npos);
+  auto gone = guarded->subscribe_from_slot("slow", so);
+  REQUIRE_FALSE(gone);
+  CHECK(gone.err().code() == ec::lsn_not_found);
+}
+
+TEST_CASE("an idle slot is reported stalled and, when configured, invalidated", "[slots]") {
+  fixture f;
+  auto cfg = manual();
+  cfg.idle_timeout = std::chrono::milliseconds(50);
+  auto slots = cdc::create_slot_manager(f.db, cfg);
+  must(slots->create_slot("idle"));
+  f.insert(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  auto s = must(slots->get_slot("idle"));
+  CHECK(s.stalled);
+  CHECK(s.lag_ms >= 100);
+  cfg.invalidate_idle = true;
+  slots.reset();
+  auto strict = cdc::create_slot_manager(f.db, cfg);
+  REQUIRE_FALSE(strict->check());
+  CHECK(must(strict->get_slot("idle")).invalidated);
+}
+
+TEST_CASE("snapshot then stream: no gap and no duplicate at the hand-off, under concurrent writes", "[slots]") {
+  fixture f;
+  f.insert(200);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    int i = 0;
+    while (!stop) {
+      must(f.db->exec("INSERT INTO t(v) VALUES('w')"));
+      if (++i % 3 == 0) must(f.db->exec("UPDATE t SET v = 'u' WHERE id = (SELECT max(id) FROM t)"));
+      if (i % 5 == 0) must(f.db->exec("DELETE FROM t WHERE id = (SELECT min(id) FROM t)"));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options o;
+  o.filter.tables = {"t"};
+  o.snapshot = true;
+  cdc::slot_snapshot snap;
+  auto s = must(slots->create_slot("snap", o, &snap));
+  CHECK(snap.lsn == s.acked_lsn);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  stop = true;
+  writer.join();
+  // Rebuild t from the snapshot plus the stream; it must equal the table.
+  std::map<int64_t, std::string> copy;
+  for (auto& r : snap.tables["t"].rows) copy[std::get<int64_t>(r[0])] = std::get<std::string>(r[1]);
+  cdc::subscribe_options so;
+  so.stop_at_tail = true;
+  auto sub = must(slots->subscribe_from_slot("snap", so));
+  for (auto& e : *sub) {
+    auto ev = std::get<cdc::change_event<row>>(must(cdc::to_event(e)));
+    if (ev.type == cdc::change_type::del) {
+      REQUIRE(copy.erase(std::get<int64_t>(*ev.old_data->find("id"))) == 1);  // no gap
+    } else {
+      auto id = std::get<int64_t>(*ev.data->find("id"));
+      if (ev.type == cdc::change_type::insert) REQUIRE(copy.count(id) == 0);  // no duplicate
+      copy[id] = std::get<std::string>(*ev.data->find("v"));
+    }
+  }
+  auto now = must(f.db->query("SELECT id, v FROM t"));
+  std::map<int64_t, std::string> table;
+  for (auto& r : now.rows) table[std::get<int64_t>(r[0])] = std::get<std::string>(r[1]);
+  CHECK(copy == table);
+}
