@@ -114,6 +114,28 @@ void invalidate(slot_manager_state& st, cdc::slot_info& s, std::string reason) {
   if (auto e = persist(st.dir, s)) spdlog::error("dosql: slot '{}': {}", s.name, e.to_string());
 }
 
+// Without slots: the first LSN to keep under the byte and age limits (newest segments kept).
+uint64_t retention_point(slot_manager_state& st) {
+  auto r = wal::reader::open(st.db->wal_dir());
+  if (!r) return UINT64_MAX;
+  auto firsts = (*r)->segment_firsts();
+  if (!firsts || firsts->size() < 2) return UINT64_MAX;
+  uint64_t kept_bytes = 0, keep_from = firsts->back();
+  int64_t now = now_ms();
+  // Walk from the newest sealed segment back; stop at the first one over a limit.
+  for (size_t i = firsts->size() - 1; i-- > 0;) {
+    auto path = wal::join(st.db->wal_dir(), wal::segment_file_name((*firsts)[i]));
+    struct stat s;
+    if (::stat(path.c_str(), &s) != 0) break;
+    kept_bytes += static_cast<uint64_t>(s.st_size);
+    int64_t age = now - static_cast<int64_t>(s.st_mtime) * 1000;  // sealed: last written when sealed
+    if (st.cfg.retain_bytes && kept_bytes > st.cfg.retain_bytes) break;
+    if (st.cfg.retain_age.count() && age > st.cfg.retain_age.count()) break;
+    keep_from = (*firsts)[i];
+  }
+  return keep_from;
+}
+
 // Idle and retention checks, then compaction below the oldest position a valid slot needs.
 void check(slot_manager_state& st) {
   uint64_t keep_from = UINT64_MAX;
@@ -132,6 +154,8 @@ void check(slot_manager_state& st) {
     }
     keep_from = std::min(keep_from, s.acked_lsn + 1);
   }
+  bool any_valid = std::any_of(st.slots.begin(), st.slots.end(), [](auto& kv) { return !kv.second.invalidated; });
+  if (!any_valid && (st.cfg.retain_bytes || st.cfg.retain_age.count())) keep_from = retention_point(st);
   if (keep_from != UINT64_MAX && keep_from > 1) {
     auto r = st.db->compact(keep_from);
     if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir(), r.err().to_string());

@@ -48,6 +48,11 @@ struct slot_config {
   bool invalidate_idle = false;               ///< invalidate stalled slots
   uint64_t max_slot_retention_bytes = 0;      ///< 0: unlimited
   std::chrono::milliseconds check_interval{1000};
+  /// Without any valid slot, WAL retention: keep at most this many bytes of sealed segments
+  /// (0: no limit) and no sealed segment older than this (0: no limit). With slots, the
+  /// slowest valid slot decides. wal_config::auto_archive moves instead of deleting.
+  uint64_t retain_bytes = 0;
+  std::chrono::milliseconds retain_age{0};
 };
 
 struct create_slot_options {

@@ -222,3 +222,27 @@ TEST_CASE("snapshot then stream: no gap and no duplicate at the hand-off, under 
   for (auto& r : now.rows) table[std::get<int64_t>(r[0])] = std::get<std::string>(r[1]);
   CHECK(copy == table);
 }
+
+TEST_CASE("without slots, WAL retention by bytes and by age (archived with auto_archive)", "[slots]") {
+  database_options o;
+  o.wal.max_entries_per_segment = 30;
+  o.wal.auto_archive = true;
+  fixture f(o);
+  f.insert(100);  // ~10 segments
+  auto r = std::move(*wal::reader::open(f.db->wal_dir()));
+  auto before = r->segment_firsts()->size();
+  auto cfg = manual();
+  cfg.retain_bytes = 3 * 30 * 150;  // about three segments' worth
+  auto slots = cdc::create_slot_manager(f.db, cfg);
+  REQUIRE_FALSE(slots->check());
+  auto after = r->segment_firsts()->size();
+  CHECK(after < before);
+  CHECK(after >= 2);
+  CHECK(test::list_files(f.d / "wal/archive").size() == before - after);
+  cfg.retain_bytes = 0;
+  cfg.retain_age = std::chrono::milliseconds(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // mtime has 1 s resolution here
+  auto aged = cdc::create_slot_manager(f.db, cfg);
+  REQUIRE_FALSE(aged->check());
+  CHECK(r->segment_firsts()->size() == 1);  // only the active segment is left
+}
