@@ -62,7 +62,7 @@ TEST_CASE("a subscription delivers every committed entry once, in LSN order, and
   }
 }
 
-TEST_CASE("filters by table, operation, txn id and predicate; BEGIN/COMMIT never split", "[cdc]") {
+TEST_CASE("filters by table, operation, txn id and predicate, and BEGIN/COMMIT never split", "[cdc]") {
   fixture f;
   must(f.db->exec("BEGIN; INSERT INTO users VALUES(1, 'a'); INSERT INTO orders VALUES(1, 9.5); COMMIT"));
   must(f.db->exec("UPDATE users SET name = 'b' WHERE id = 1"));
@@ -108,7 +108,7 @@ TEST_CASE("filters by table, operation, txn id and predicate; BEGIN/COMMIT never
   CHECK(s.schema_version == 2);
 }
 
-TEST_CASE("the live tail wakes a waiting subscriber; stop() from another thread ends it", "[cdc]") {
+TEST_CASE("the live tail wakes a waiting subscriber, and stop() from another thread ends it", "[cdc]") {
   fixture f;
   cdc::subscribe_options o;
   o.from_lsn = f.db->last_lsn();

@@ -125,7 +125,7 @@ TEST_CASE("transactions: RAII object, SQL BEGIN/COMMIT, rollback", "[database]")
   CHECK(q.rows[2][0] == value(int64_t{5}));
 }
 
-TEST_CASE("several threads write at once; every commit is durable and distinct", "[database]") {
+TEST_CASE("several threads write at once, and every commit is durable and distinct", "[database]") {
   test::temp_dir d;
   runtime rt;
   auto db = open_db(rt, d.path());

@@ -128,7 +128,7 @@ TEST_CASE("subscribe_from_slot resumes after the acknowledged LSN with the slot'
   CHECK(rest.front() > first.back());
 }
 
-TEST_CASE("compaction keeps exactly what the slowest slot needs; the retention guard invalidates", "[slots]") {
+TEST_CASE("compaction keeps exactly what the slowest slot needs, and the retention guard invalidates", "[slots]") {
   database_options o;
   o.wal.max_entries_per_segment = 30;
   fixture f(o);

@@ -145,7 +145,7 @@ TEST_CASE("a reader sees entries written but not yet synced, and waits at zero f
   CHECK(log->durable_lsn() == 2);
 }
 
-TEST_CASE("compaction removes whole sealed segments; below them is LSN_NOT_FOUND", "[log][compact]") {
+TEST_CASE("compaction removes whole sealed segments, and below them is LSN_NOT_FOUND", "[log][compact]") {
   test::temp_dir d;
   wal_config cfg;
   cfg.max_entries_per_segment = 100;

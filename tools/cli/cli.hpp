@@ -54,6 +54,17 @@ int run_wal_verify(const wal_options& o);
 int run_wal_compact(const wal_options& o);
 int run_tail(const tail_options& o);
 
+struct slots_options {
+  std::string dir;
+  std::string action;  ///< list, create, ack, drop
+  std::string name;
+  std::optional<uint64_t> from;  ///< create --from (default: the current tail)
+  std::vector<std::string> tables;
+  uint64_t lsn = 0;    ///< ack
+  bool json = false;
+};
+int run_slots(const slots_options& o);
+
 // ---- helpers -------------------------------------------------------------------------------
 
 /// Prints "dosql: <text>" on one line (newlines folded) to stderr; returns 1.
@@ -61,6 +72,9 @@ int fail(const error& e);
 int fail(std::string_view text);
 /// `s` with every run of whitespace containing a newline folded into one space.
 std::string one_line(std::string_view s);
+
+/// Writes `s` to stdout as is.
+void write_out(const std::string& s);
 
 /// A JSON string literal.
 std::string json_string(std::string_view s);

@@ -15,7 +15,6 @@
 namespace dosql::cli {
 namespace {
 
-void write_out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
 
 std::string human_bytes(uint64_t b) {
   char buf[32];

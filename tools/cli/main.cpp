@@ -75,6 +75,25 @@ int main(int argc, char** argv) {
   // Hidden (testing): a transaction larger than this is re-read from the WAL at its COMMIT.
   tail->add_option("--max-buffer-bytes", to.max_buffer_bytes)->group("");
 
+  // ---- slots ----
+  slots_options lo;
+  uint64_t slot_from = 0;
+  auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
+                                            "(needs the directory's lock)");
+  slots->add_option("DIR", lo.dir, "Data directory")->required();
+  slots->require_subcommand(1);
+  auto* s_list = slots->add_subcommand("list", "List the slots with their acknowledged LSN, lag and state");
+  s_list->add_flag("--json", lo.json, "One JSON object per slot");
+  auto* s_create = slots->add_subcommand("create", "Create a slot at the current tail (or --from LSN)");
+  s_create->add_option("NAME", lo.name, "Slot name (letters, digits, _ and -)")->required();
+  auto* s_from = s_create->add_option("--from", slot_from, "Start after this LSN");
+  s_create->add_option("--table", lo.tables, "Only changes to this table (repeatable)");
+  auto* s_ack = slots->add_subcommand("ack", "Acknowledge everything up to LSN (never moves back)");
+  s_ack->add_option("NAME", lo.name, "Slot name")->required();
+  s_ack->add_option("LSN", lo.lsn, "Last LSN processed")->required();
+  auto* s_drop = slots->add_subcommand("drop", "Delete a slot");
+  s_drop->add_option("NAME", lo.name, "Slot name")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -105,6 +124,11 @@ int main(int argc, char** argv) {
     if (info->parsed()) return run_wal_info(wo);
     if (verify->parsed()) return run_wal_verify(wo);
     if (compact->parsed()) return run_wal_compact(wo);
+  }
+  if (slots->parsed()) {
+    lo.action = s_list->parsed() ? "list" : s_create->parsed() ? "create" : s_ack->parsed() ? "ack" : "drop";
+    if (*s_from) lo.from = slot_from;
+    return run_slots(lo);
   }
   if (tail->parsed()) {
     if (*from_opt) to.from = from;

@@ -160,4 +160,6 @@ result<std::string> wal_dir_of(const std::string& dir) {
   return w;
 }
 
+void write_out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
 }  // namespace dosql::cli
