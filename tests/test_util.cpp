@@ -80,6 +80,20 @@ std::vector<std::string> list_files(const std::string& dir) {
 
 namespace dosql::test {
 
+child_process fork_child(const std::function<void(int)>& body) {
+  int p[2];
+  if (::pipe(p) != 0) throw std::runtime_error("pipe failed");
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    ::close(p[0]);
+    body(p[1]);
+    _exit(111);  // the body must not return
+  }
+  ::close(p[1]);
+  return {pid, p[0]};
+}
+
 std::unique_ptr<wal::log> open_log(const std::string& dir, const wal_config& cfg) {
   auto l = wal::log::open(dir, cfg);
   if (!l) throw std::runtime_error("open_log: " + l.err().to_string());

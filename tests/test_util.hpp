@@ -35,12 +35,21 @@ std::vector<std::string> list_files(const std::string& dir);  // sorted names
 
 }  // namespace dosql::test
 
+#include <functional>
 #include <memory>
 #include "wal/config.hpp"
 #include "wal/log.hpp"
 #include "wal/reader.hpp"
 
 namespace dosql::test {
+
+/// A forked child writing to a pipe: `body(write_fd)` runs in the child and must not return
+/// (it loops until killed, or calls _exit). The parent gets the pid and the read end.
+struct child_process {
+  int pid = -1;
+  int fd = -1;
+};
+child_process fork_child(const std::function<void(int)>& body);
 
 /// Opens a log or fails the test with the error's text.
 std::unique_ptr<wal::log> open_log(const std::string& dir, const wal_config& cfg = {});

@@ -38,6 +38,22 @@ struct fixture : test::db_fixture {
   }
 };
 
+// What a crash in the middle of an append leaves: BEGIN (lsn 4) and an INSERT into t, no COMMIT.
+void append_torn_insert(const std::string& wal_dir, const row& r) {
+  auto log = test::open_log(wal_dir);
+  std::vector<wal_entry> torn(2);
+  torn[0].op = op_type::begin;
+  torn[0].txn_id = torn[1].txn_id = "txn_4";
+  torn[1].op = op_type::insert;
+  torn[1].table = "t";
+  std::string img, key;
+  codec::encode_row(r, img);
+  codec::encode_key({r.values[0]}, key);
+  torn[1].after = bytes(img.begin(), img.end());
+  torn[1].key = bytes(key.begin(), key.end());
+  REQUIRE(log->append_batch(torn));
+}
+
 }  // namespace
 
 TEST_CASE("a subscription delivers every committed entry once, in LSN order, and resumes exactly",
@@ -166,21 +182,7 @@ TEST_CASE("a transaction cut by a crash is closed by recovery and never delivere
     auto db = must(rt.open(d.path()));
     must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
   }
-  {  // what a crash mid-append leaves: BEGIN and a change, no COMMIT
-    auto log = test::open_log(d / "wal");
-    std::vector<wal_entry> torn(2);
-    torn[0].op = op_type::begin;
-    torn[0].txn_id = "txn_4";
-    torn[1].op = op_type::insert;
-    torn[1].txn_id = "txn_4";
-    torn[1].table = "t";
-    std::string img, key;
-    codec::encode_row(row{{"id", "v"}, {int64_t{1}, std::string("ghost")}}, img);
-    codec::encode_key({int64_t{1}}, key);
-    torn[1].after = bytes(img.begin(), img.end());
-    torn[1].key = bytes(key.begin(), key.end());
-    REQUIRE(log->append_batch(torn));
-  }
+  append_torn_insert(d / "wal", row{{"id", "v"}, {int64_t{1}, std::string("ghost")}});
   runtime rt;
   auto db = must(rt.open(d.path()));
   CHECK(db->recovery().closed_orphan_lsn == 6);
@@ -331,20 +333,7 @@ TEST_CASE("include_uncommitted delivers entries as they become durable, ending w
     auto db = must(rt.open(d.path()));
     must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY)"));
   }
-  {  // a transaction cut by a crash: recovery will close it with ROLLBACK
-    auto log = test::open_log(d / "wal");
-    std::vector<wal_entry> torn(2);
-    torn[0].op = op_type::begin;
-    torn[0].txn_id = torn[1].txn_id = "txn_4";
-    torn[1].op = op_type::insert;
-    torn[1].table = "t";
-    std::string img, key;
-    codec::encode_row(row{{"id"}, {int64_t{7}}}, img);
-    codec::encode_key({int64_t{7}}, key);
-    torn[1].after = bytes(img.begin(), img.end());
-    torn[1].key = bytes(key.begin(), key.end());
-    REQUIRE(log->append_batch(torn));
-  }
+  append_torn_insert(d / "wal", row{{"id"}, {int64_t{7}}});
   runtime rt;
   auto db = must(rt.open(d.path()));
   cdc::subscribe_options o;

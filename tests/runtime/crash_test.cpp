@@ -228,17 +228,12 @@ struct checker {
 };
 
 int64_t run_round(const std::string& dir, std::mt19937_64& rng, const std::string& trace, const std::string& errfile) {
-  int p[2];
-  REQUIRE(::pipe(p) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(p[0]);
+  uint64_t seed = rng();
+  auto [pid, rfd] = test::fork_child([&](int out) {
     int fd = ::open(errfile.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) ::dup2(fd, 2);
-    child(dir, p[1], rng(), trace);
-  }
-  ::close(p[1]);
+    child(dir, out, seed, trace);
+  });
   int64_t acked = 0;
   bool ready = false;
   // One round in four kills at a random moment after fork (often during recovery); the
@@ -246,11 +241,11 @@ int64_t run_round(const std::string& dir, std::mt19937_64& rng, const std::strin
   bool from_fork = rng() % 4 == 0;
   auto delay = std::chrono::microseconds(from_fork ? 1000 + rng() % 80000 : 1000 + rng() % 50000);
   auto deadline = std::chrono::steady_clock::now() + (from_fork ? delay : std::chrono::seconds(30));
-  pollfd pfd{p[0], POLLIN, 0};
+  pollfd pfd{rfd, POLLIN, 0};
   auto drain = [&](int timeout) {
     while (::poll(&pfd, 1, timeout) > 0) {
       int64_t v;
-      if (::read(p[0], &v, sizeof v) != sizeof v) return;
+      if (::read(rfd, &v, sizeof v) != sizeof v) return;
       if (v < 0 && !ready) {
         ready = true;
         if (!from_fork) deadline = std::chrono::steady_clock::now() + delay;
@@ -264,7 +259,7 @@ int64_t run_round(const std::string& dir, std::mt19937_64& rng, const std::strin
   int status = 0;
   ::waitpid(pid, &status, 0);
   drain(0);
-  ::close(p[0]);
+  ::close(rfd);
   if (!WIFSIGNALED(status)) FAIL("the child exited by itself: " << test::read_file(errfile));
   return acked;
 }

@@ -58,25 +58,19 @@ error insert_row(sqlite3* db, uint64_t lsn) {
 /// child. Returns the largest value read. The child must never exit by itself.
 template <class Body, class Kill>
 int64_t run_and_kill(Body body, Kill should_kill) {
-  int p[2];
-  REQUIRE(::pipe(p) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(p[0]);
-    body(p[1]);
+  auto [pid, rfd] = test::fork_child([&](int out) {
+    body(out);
     for (;;) ::pause();
-  }
-  ::close(p[1]);
+  });
   int64_t last = -1;
   bool started = false;
   auto first = std::chrono::steady_clock::now();
   auto give_up = first + 20s;
-  pollfd pfd{p[0], POLLIN, 0};
+  pollfd pfd{rfd, POLLIN, 0};
   while (std::chrono::steady_clock::now() < give_up) {
     if (::poll(&pfd, 1, 1) > 0) {
       int64_t v;
-      if (::read(p[0], &v, sizeof v) != sizeof v) break;  // the child died
+      if (::read(rfd, &v, sizeof v) != sizeof v) break;  // the child died
       if (!started) started = true, first = std::chrono::steady_clock::now();
       last = std::max(last, v);
     }
@@ -88,10 +82,10 @@ int64_t run_and_kill(Body body, Kill should_kill) {
   // Values written before the kill are acknowledged too.
   while (::poll(&pfd, 1, 0) > 0) {
     int64_t v;
-    if (::read(p[0], &v, sizeof v) != sizeof v) break;
+    if (::read(rfd, &v, sizeof v) != sizeof v) break;
     last = std::max(last, v);
   }
-  ::close(p[0]);
+  ::close(rfd);
   INFO("child status " << status);
   REQUIRE(WIFSIGNALED(status));
   REQUIRE(WTERMSIG(status) == SIGKILL);

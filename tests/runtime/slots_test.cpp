@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -316,46 +317,26 @@ TEST_CASE("a consumer killed mid-batch resumes from its slot: nothing missing, d
   std::mt19937_64 rng(5);
   int64_t dups = 0, kills = 0;
   bool finished = false;
-  for (int round = 0; round < 40 && !finished; ++round) {
-    int p[2];
-    REQUIRE(::pipe(p) == 0);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(p[0]);
-      consumer_child(dir, out, p[1]);
+  // One consumer process; killed after `kill_after` unless null (then it runs to the tail).
+  auto round = [&](std::optional<std::chrono::microseconds> kill_after) {
+    auto [pid, fd] = test::fork_child([&](int w) { consumer_child(dir, out, w); });
+    if (kill_after) {
+      std::this_thread::sleep_for(*kill_after);
+      ::kill(pid, SIGKILL);
     }
-    ::close(p[1]);
-    std::this_thread::sleep_for(std::chrono::microseconds(5000 + rng() % 40000));
-    ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
     int64_t v;
-    while (::read(p[0], &v, sizeof v) == sizeof v) dups += v < 0;
-    ::close(p[0]);
-    if (WIFEXITED(status)) {
-      REQUIRE(WEXITSTATUS(status) == 0);  // 9 would mean an acknowledged entry came back
-      finished = true;
-    } else {
-      ++kills;
-    }
+    while (::read(fd, &v, sizeof v) == sizeof v) dups += v < 0;
+    ::close(fd);
+    if (WIFEXITED(status)) REQUIRE(WEXITSTATUS(status) == 0);  // 9: an acknowledged entry came back
+    return WIFEXITED(status);
+  };
+  for (int i = 0; i < 40 && !finished; ++i) {
+    finished = round(std::chrono::microseconds(5000 + rng() % 40000));
+    kills += !finished;
   }
-  if (!finished) {  // let the last consumer run to the tail
-    int p[2];
-    REQUIRE(::pipe(p) == 0);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(p[0]);
-      consumer_child(dir, out, p[1]);
-    }
-    ::close(p[1]);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    int64_t v;
-    while (::read(p[0], &v, sizeof v) == sizeof v) dups += v < 0;
-    ::close(p[0]);
-    REQUIRE(WIFEXITED(status));
-    REQUIRE(WEXITSTATUS(status) == 0);
-  }
+  if (!finished) REQUIRE(round(std::nullopt));  // the last consumer runs to the tail
   auto sink = must(reliability::exactly_once_sink::open(out));
   sqlite3_stmt* s = nullptr;
   REQUIRE(sqlite3_prepare_v2(sink->db(), "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM out", -1, &s, nullptr) == SQLITE_OK);

@@ -50,22 +50,15 @@ struct round_result {
 };
 
 round_result run_and_kill(const std::string& dir, std::mt19937_64& rng, const std::string& trace) {
-  int p[2];
-  REQUIRE(::pipe(p) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(p[0]);
-    writer_child(dir, p[1], rng(), trace);
-  }
-  ::close(p[1]);
+  uint64_t seed = rng();
+  auto [pid, fd] = test::fork_child([&](int out) { writer_child(dir, out, seed, trace); });
   round_result res;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(2000 + rng() % 40000);
   auto drain = [&](int timeout_ms) {
-    pollfd pfd{p[0], POLLIN, 0};
+    pollfd pfd{fd, POLLIN, 0};
     while (::poll(&pfd, 1, timeout_ms) > 0) {
       uint64_t v;
-      ssize_t n = ::read(p[0], &v, sizeof v);
+      ssize_t n = ::read(fd, &v, sizeof v);
       if (n != sizeof v) return false;
       res.acked = std::max(res.acked, v);
       if (std::chrono::steady_clock::now() >= deadline && timeout_ms != 0) return true;
@@ -77,7 +70,7 @@ round_result run_and_kill(const std::string& dir, std::mt19937_64& rng, const st
   int status = 0;
   ::waitpid(pid, &status, 0);
   drain(0);  // acknowledgements written before the kill
-  ::close(p[0]);
+  ::close(fd);
   CHECK(WIFSIGNALED(status));
   return res;
 }
