@@ -39,6 +39,66 @@ log::~log() {
     prep_cv_.notify_all();
     prep_thread_.join();
   }
+  if (sync_thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> g(sync_mu_);
+      sync_stop_ = true;
+    }
+    sync_cv_.notify_all();
+    sync_thread_.join();
+  }
+}
+
+// Invariant: durable_lsn() never goes back (the owner and the syncer both raise it).
+void log::raise_durable(uint64_t lsn) noexcept {
+  uint64_t cur = durable_lsn_.load(std::memory_order_relaxed);
+  while (cur < lsn && !durable_lsn_.compare_exchange_weak(cur, lsn, std::memory_order_release)) {
+  }
+}
+
+void log::sync_async() {
+  if (failed_) return;
+  (void)flush_buffer();
+  {
+    std::lock_guard<std::mutex> g(sync_mu_);
+    sync_target_ = next_lsn_ - 1;
+    sync_bytes_ = active_.bytes;
+  }
+  if (!sync_thread_.joinable()) sync_thread_ = std::thread([this] { sync_loop(); });
+  sync_cv_.notify_all();
+}
+
+void log::sync_loop() {
+  std::unique_lock<std::mutex> g(sync_mu_);
+  for (;;) {
+    sync_cv_.wait(g, [&] { return sync_stop_ || sync_target_ > durable_lsn(); });
+    if (sync_stop_) return;
+    uint64_t target = sync_target_, bytes = sync_bytes_;
+    int fd = active_fd_.get();  // stable while sync_running_: roll() waits for us
+    std::string path = active_path_;
+    std::string name = segment_file_name(active_.first_lsn);
+    sync_running_ = true;
+    g.unlock();
+    auto e = sync_data(fd, path);
+    g.lock();
+    sync_running_ = false;
+    if (e) {
+      sync_err_ = e;
+      failed_ = true;
+    } else {
+      syncs_.fetch_add(1, std::memory_order_relaxed);
+      raise_durable(target);
+      if (trace_fd_) {  // what a power loss would keep (test hook)
+        auto line = name + " " + std::to_string(bytes) + "\n";
+        (void)!::write(trace_fd_.get(), line.data(), line.size());
+      }
+    }
+    sync_cv_.notify_all();
+  }
+}
+
+void log::wait_sync_idle(std::unique_lock<std::mutex>& g) {
+  sync_cv_.wait(g, [&] { return !sync_running_; });
 }
 
 namespace {
@@ -212,7 +272,7 @@ error log::recover_last(segment& seg) {
   next_lsn_ = expect;
   // What a crashed process left in the page cache is made durable before we build on it.
   if (auto e = sync_data(active_fd_.get(), active_path_)) return e;
-  durable_lsn_ = next_lsn_ - 1;
+  raise_durable(next_lsn_ - 1);
   trace_sync();
   return {};
 }
@@ -278,12 +338,15 @@ error log::flush_buffer() {
 error log::roll() {
   // Seal: the old segment's records are durable and its zero fill is cut off before any
   // record of the new segment exists, so only the last segment can ever be torn.
+  // Held for the whole roll: no background sync may run on the old descriptor meanwhile.
+  std::unique_lock<std::mutex> g(sync_mu_);
+  wait_sync_idle(g);
   if (auto e = flush_buffer()) return e;
   // Cut the zero fill first: one fdatasync then persists the records and the new size.
   if (active_alloc_ > active_.bytes && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_.bytes)) != 0)
     return failed_ = true, io_error("cannot truncate", active_path_, errno);
   if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
-  durable_lsn_ = next_lsn_ - 1;
+  raise_durable(next_lsn_ - 1);
   trace_sync();
   sealed_.push_back(active_);
   if (auto e = create_segment(next_lsn_)) return failed_ = true, e;
@@ -329,14 +392,20 @@ result<uint64_t> log::append_views(std::span<const entry_view> entries) {
 }
 
 error log::sync() {
+  {
+    std::unique_lock<std::mutex> g(sync_mu_);
+    wait_sync_idle(g);
+    if (sync_err_) return sync_err_;
+  }
   if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
-  if (durable_lsn_ == next_lsn_ - 1) return {};
+  if (durable_lsn() == next_lsn_ - 1) return {};
   if (auto e = flush_buffer()) return e;
   if (auto e = sync_data(active_fd_.get(), active_path_)) {
     failed_ = true;  // after a failed fsync the page cache state is unknown (fsyncgate)
     return e;
   }
-  durable_lsn_ = next_lsn_ - 1;
+  syncs_.fetch_add(1, std::memory_order_relaxed);
+  raise_durable(next_lsn_ - 1);
   trace_sync();
   return {};
 }

@@ -11,6 +11,7 @@
 // Thread safety: none. One owner (the WAL-writer actor) calls everything.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -67,7 +68,7 @@ class log {
 
   uint64_t next_lsn() const noexcept { return next_lsn_; }     ///< LSN the next entry gets
   uint64_t last_lsn() const noexcept { return next_lsn_ - 1; }  ///< 0 for an empty log
-  uint64_t durable_lsn() const noexcept { return durable_lsn_; }
+  uint64_t durable_lsn() const noexcept { return durable_lsn_.load(std::memory_order_acquire); }
   uint64_t oldest_lsn() const noexcept;  ///< first LSN still readable
   uint64_t total_bytes() const noexcept;  ///< bytes in use over all segments
 
@@ -80,6 +81,13 @@ class log {
   result<uint64_t> append_views(std::span<const entry_view> entries);
   /// fdatasync the active segment: everything appended so far becomes durable.
   error sync();
+  /// Pipelined durability: asks a background thread to fdatasync everything appended so far
+  /// and returns at once, so the next batch is encoded and written while the disk syncs.
+  /// durable_lsn() advances when that sync completes; sync() waits for it. A sync requested
+  /// while one runs is merged into the next (so at most one fdatasync per request).
+  void sync_async();
+  /// Number of fdatasync calls on active segments so far (for benchmarks and tests).
+  uint64_t syncs() const noexcept { return syncs_.load(std::memory_order_relaxed); }
   /// append() then, under sync_policy::every_batch, sync().
   result<uint64_t> append_batch(std::span<wal_entry> entries);
 
@@ -119,9 +127,22 @@ class log {
   uint64_t active_alloc_ = 0;    // bytes allocated (zero-filled) in the active file
   uint64_t active_entries_ = 0;  // entries in the active segment (written or buffered)
   uint64_t next_lsn_ = 1;
-  uint64_t durable_lsn_ = 0;
+  std::atomic<uint64_t> durable_lsn_{0};
+  std::atomic<uint64_t> syncs_{0};
+  // The background syncer (sync_async): guarded by sync_mu_. roll() and sync() wait for an
+  // in-flight sync before touching the active file descriptor.
+  void sync_loop();
+  void raise_durable(uint64_t lsn) noexcept;
+  void wait_sync_idle(std::unique_lock<std::mutex>& g);
+  std::thread sync_thread_;
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t sync_target_ = 0;  // last LSN a requested sync must cover
+  uint64_t sync_bytes_ = 0;   // bytes written to the active segment at that request (trace)
+  bool sync_running_ = false, sync_stop_ = false;
+  error sync_err_;
   std::string buf_;  // framed records not yet written
-  bool failed_ = false;
+  std::atomic<bool> failed_{false};
   unique_fd trace_fd_;  // DOSQL_WAL_SYNC_TRACE: test hook for power-loss simulation
   std::thread prep_thread_;
   std::mutex prep_mu_;

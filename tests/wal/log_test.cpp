@@ -211,3 +211,25 @@ TEST_CASE("large entries that exceed the reader's buffer read back", "[reader]")
   log.reset();
   CHECK(test::open_log(d.path())->next_lsn() == 4);
 }
+
+TEST_CASE("pipelined syncs: durable_lsn catches up, across segment rolls", "[log]") {
+  test::temp_dir d;
+  wal_config cfg;
+  cfg.max_entries_per_segment = 64;
+  auto log = test::open_log(d.path(), cfg);
+  for (uint64_t i = 0; i < 2000; i += 50) {
+    std::vector<wal_entry> b;
+    for (uint64_t k = 0; k < 50; ++k) b.push_back(make_entry(i + k));
+    REQUIRE(log->append(b));
+    log->sync_async();
+    CHECK(log->durable_lsn() <= log->last_lsn());
+  }
+  REQUIRE_FALSE(log->sync());
+  CHECK(log->durable_lsn() == 2000);
+  CHECK(log->syncs() >= 1);
+  CHECK(log->segments().size() > 20);
+  log.reset();
+  auto got = test::read_from(d.path(), 0);
+  REQUIRE(got.size() == 2000);
+  for (uint64_t i = 0; i < got.size(); ++i) REQUIRE(got[i].lsn == i + 1);
+}
