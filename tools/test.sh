@@ -14,6 +14,17 @@ echo "=== release build + tests"
 configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 (cd build && ctest --output-on-failure -j "$JOBS" | tee "$ROOT/build/ctest.log")
 
+echo "=== install package + an outside project built against it"
+rm -rf build/install build/package-test
+cmake --install build --prefix "$ROOT/build/install" >/dev/null
+cmake -S tests/package -B build/package-test -G Ninja -DCMAKE_PREFIX_PATH="$ROOT/build/install" >/dev/null
+cmake --build build/package-test >/dev/null
+rm -rf build/package-data && ./build/package-test/app build/package-data
+# ... and through pkg-config
+PKG_CONFIG_PATH="$ROOT/build/install/lib/pkgconfig" c++ -std=c++20 tests/package/app.cpp \
+  $(PKG_CONFIG_PATH="$ROOT/build/install/lib/pkgconfig" pkg-config --cflags --libs dosql) -o build/package-test/app-pc
+rm -rf build/package-data && ./build/package-test/app-pc build/package-data
+
 if [ "${DOSQL_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "=== ASan+UBSan build + tests"
   configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DDOSQL_SANITIZE=ON -DDOSQL_BENCH=OFF
@@ -31,7 +42,7 @@ cp tests/fuzz/corpus/* "$corpus_work"/
 rm -rf "$corpus_work"
 
 # One closing line for the whole run: every ctest test of both builds, plus the fuzz run.
-total=1
+total=3  # the fuzz run and the two package tests
 for f in build/ctest.log build-asan/ctest.log; do
   [ -f "$f" ] || continue
   n=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$f" | tail -n 1)
