@@ -25,7 +25,6 @@ using append_atom = caf::atom_constant<caf::atom("d_append")>;
 using flush_atom = caf::atom_constant<caf::atom("d_flush")>;
 using sync_atom = caf::atom_constant<caf::atom("d_sync")>;
 using compact_atom = caf::atom_constant<caf::atom("d_compact")>;
-using info_atom = caf::atom_constant<caf::atom("d_info")>;
 using listen_atom = caf::atom_constant<caf::atom("d_listen")>;
 using tail_atom = caf::atom_constant<caf::atom("d_tail")>;
 

@@ -32,7 +32,7 @@ struct reader_state {
   wal_entry pending_begin;
   std::string batch;
   uint32_t batch_count = 0;
-  uint64_t batch_first = 0, last_lsn = 0;
+  uint64_t batch_first = 0;
   bool ended = false, pump_scheduled = false;
   std::string scratch[2];  // images rewritten by a column mask or row filter
   bool first = true;      // no entry at or after the start seen yet
@@ -52,7 +52,6 @@ void emit(reader_state& st, const entry_view& e) {
   if (st.batch_count == 0) st.batch_first = e.lsn;
   wal::append_record(st.batch, e.lsn, e);
   ++st.batch_count;
-  st.last_lsn = e.lsn;
 }
 
 // Applies the table's row filter (enter/leave) and column mask to a row change; returns false

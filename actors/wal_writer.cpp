@@ -101,10 +101,6 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       out.insert(out.end(), r->removed.begin(), r->removed.end());
       return out;
     },
-    [=](info_atom) -> std::vector<uint64_t> {
-      auto& l = *self->state.log;
-      return {l.next_lsn(), l.durable_lsn(), l.oldest_lsn(), l.total_bytes()};
-    },
     [=](listen_atom, caf::actor who) {
       self->monitor(who);
       self->state.listeners.push_back(who);

@@ -13,7 +13,6 @@
 //   (sync_atom)                                     -> uint64_t durable lsn
 //   (compact_atom, uint64_t below_lsn)              -> std::vector<uint64_t>{oldest lsn after,
 //                                                      bytes removed, archived 0|1, first lsn of each removed segment...}
-//   (info_atom)                                     -> std::vector<uint64_t>{next, durable, oldest, bytes}
 //   (listen_atom, caf::actor)                       -> nothing; the actor gets (tail_atom, uint64_t)
 #pragma once
 

@@ -92,7 +92,6 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
 }  // namespace
 
 struct subscription::impl {
-  caf::actor_system* sys = nullptr;
   std::shared_ptr<shared_queue> q;
   caf::actor bridge, reader;
   std::vector<entry_view> views;
@@ -305,7 +304,6 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   auto cfg = *made;
   from = cfg->start_lsn - 1;
   auto p = std::make_unique<subscription::impl>();
-  p->sys = &sys;
   p->q = std::make_shared<shared_queue>();
   p->bridge = sys.spawn(bridge, p->q);
   cfg->consumer = p->bridge;

@@ -33,9 +33,6 @@ void actor_subscription::stop() {
   reader_ = nullptr;
 }
 
-// Shared with cdc_handle::subscribe: the start position and LSN_NOT_FOUND check.
-result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
-
 result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts) {
   auto cfg = make_reader_config(cdc, std::move(opts));
   if (!cfg) return cfg.err();

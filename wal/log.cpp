@@ -320,6 +320,7 @@ error log::create_segment(uint64_t first_lsn) {
   active_path_ = path;
   active_ = {first_lsn, segment_header_size};
   active_entries_ = 0;
+  prep_asked_ = false;
   trace_sync();
   return {};
 }
@@ -367,9 +368,11 @@ error log::append_one(const entry_view& e, uint64_t& lsn) {
   lsn = next_lsn_++;
   append_record(buf_, lsn, e);
   ++active_entries_;
-  if (cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch &&
-      active_.bytes + buf_.size() > cfg_.target_segment_size / 2)
+  if (!prep_asked_ && cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch &&
+      active_.bytes + buf_.size() > cfg_.target_segment_size / 2) {
+    prep_asked_ = true;
     want_next_segment();
+  }
   if (buf_.size() >= write_chunk) return flush_buffer();
   return {};
 }

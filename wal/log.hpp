@@ -148,6 +148,7 @@ class log {
   std::mutex prep_mu_;
   std::condition_variable prep_cv_;
   bool prep_wanted_ = false, prep_ready_ = false, prep_stop_ = false;  // guarded by prep_mu_
+  bool prep_asked_ = false;  // owner thread only: the next segment was asked for already
 };
 
 }  // namespace dosql::wal
