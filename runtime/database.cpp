@@ -925,10 +925,15 @@ error check_marker(const std::string& dir, bool& created) {
   }
   auto names = wal::list_dir(dir);
   if (!names) return names.err();
+  // A creation cut short by a crash leaves only the unfinished marker: still a new directory.
+  auto tmp = marker + ".tmp";
+  if (names->size() == 1 && names->front() == std::string(marker_name) + ".tmp") {
+    ::unlink(tmp.c_str());
+    names->clear();
+  }
   if (!names->empty())
     return error(ec::invalid_argument, dir + " is not a dosql data directory (no DOSQL marker, and not empty); nothing was changed");
   std::string text = "dosql data directory\nformat " + std::to_string(data_format_version) + "\n";
-  auto tmp = marker + ".tmp";
   auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
   if (!fd) return fd.err();
   if (auto e = wal::pwrite_full(fd->get(), text.data(), text.size(), 0, tmp)) return e;

@@ -81,6 +81,10 @@ TEST_CASE("a directory that is not dosql's, or in use, is refused untouched", "[
   REQUIRE_FALSE(r);
   CHECK(r.err().message().find("not a dosql data directory") != std::string::npos);
   CHECK(test::list_files(d.path()) == std::vector<std::string>{"precious.txt"});
+  // A first open killed while writing the marker leaves only DOSQL.tmp: that is still new.
+  test::temp_dir d3;
+  test::write_file(d3 / "DOSQL.tmp", "dosql da");
+  CHECK(open_db(rt, d3.path())->recovery().created);
   test::temp_dir d2;
   auto db = open_db(rt, d2.path());
   auto again = rt.open(d2.path());
