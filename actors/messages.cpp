@@ -102,7 +102,9 @@ error decode_txn_message(std::string_view msg, txn_message& out) {
     }
     out.entries.push_back(v);
   }
+  if ((out.flags & txn_closes) && (out.flags & txn_aborts)) return bad("flags (both COMMIT and ROLLBACK)");
   if (out.flags & txn_closes) control(op_type::commit);
+  if (out.flags & txn_aborts) control(op_type::rollback);
   return {};
 }
 

@@ -6,7 +6,10 @@
 //     entries: [ [op: uint, table: str, key: bin|nil, before: bin|nil, after: bin|nil], ... ] ]
 //   flags bit0: the chunk opens the transaction (the writer adds BEGIN before the entries)
 //   flags bit1: the chunk closes it (the writer adds COMMIT after the entries)
-//   A small transaction is one chunk with both bits; a spilled large one is several chunks.
+//   flags bit2: the chunk aborts it (the writer adds ROLLBACK after the entries)
+//   A small transaction is one chunk with bits 0 and 1. A large one is several chunks: its
+//   settled entries are streamed while it runs (and a spilled part at commit); one that
+//   rolls back after streaming ends with a ROLLBACK chunk.
 #pragma once
 
 #include <caf/atom.hpp>
@@ -31,6 +34,7 @@ using tail_atom = caf::atom_constant<caf::atom("d_tail")>;
 constexpr uint8_t txn_message_version = 1;
 constexpr uint32_t txn_opens = 1;
 constexpr uint32_t txn_closes = 2;
+constexpr uint32_t txn_aborts = 4;
 
 /// Writes a transaction message header; the caller appends `count` packed entries after it.
 void begin_txn_message(std::string& out, std::string_view txn_id, uint64_t first_lsn,
@@ -46,7 +50,7 @@ struct txn_message {
   uint64_t first_lsn = 0;
   int64_t timestamp = 0;
   uint32_t flags = 0;
-  std::vector<entry_view> entries;  // BEGIN/COMMIT included as the flags say; LSNs assigned
+  std::vector<entry_view> entries;  // BEGIN/COMMIT/ROLLBACK included as the flags say; LSNs assigned
 };
 
 /// Decodes `msg`, filling `out` (BEGIN/COMMIT added per flags, LSNs from first_lsn on).

@@ -69,6 +69,12 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       auto r = st.log->append_views(st.scratch.entries);
       if (!r) return fail(self, r.err());
       if (st.scratch.flags != (txn_opens | txn_closes)) st.tail->publish_written(*r);  // a chunk of a large one
+      if (!(st.scratch.flags & (txn_closes | txn_aborts))) {
+        // A chunk of a transaction still running (or of a large one at commit): nobody waits
+        // for it yet. Start its writeback so that the COMMIT's fdatasync finds it on disk.
+        st.log->write_behind();
+        return;
+      }
       // Group commit: the flush message queues behind every append already waiting, so one
       // fdatasync covers them all.
       if (!st.flush_scheduled) {

@@ -11,7 +11,9 @@
 //   BM_txn_1000rows/{dosql,sqlite_full}/real_time
 //       BEGIN; 1,000 parameterised INSERTs; COMMIT. items_per_second = rows/s, Time = one
 //       transaction.
-// Diagnostics (prefixed diag_; plain SQLite only, they say where dosql's time goes):
+// Diagnostics (prefixed diag_; they say where dosql's time goes):
+//   diag_dosql_nostream        dosql with stream_threshold_bytes = 0: the whole transaction
+//                              goes to the WAL writer at COMMIT
 //   diag_sqlite_normal         synchronous=NORMAL: NOT durable against power loss; what dosql
 //                              runs SQLite at underneath (its own WAL carries durability)
 //   diag_sqlite_full_reprepare synchronous=FULL, preparing the INSERT for every row as
@@ -49,6 +51,7 @@ constexpr int rows_per_txn = 1000;
 
 enum class backend {
   dosql,             // durable: SQLite NORMAL + dosql WAL fdatasync per (group) commit
+  dosql_nostream,    // diag: dosql without streaming a transaction's changes before COMMIT
   sqlite_full,       // durable: plain SQLite, WAL mode, synchronous=FULL
   sqlite_normal,     // diag: plain SQLite, WAL mode, synchronous=NORMAL
 };
@@ -75,7 +78,7 @@ std::string fresh_dir() {
   return d;
 }
 
-constexpr bool is_dosql(backend b) { return b == backend::dosql; }
+constexpr bool is_dosql(backend b) { return b == backend::dosql || b == backend::dosql_nostream; }
 
 // Executes SQL on a plain connection; aborts the program on failure (set-up only).
 void must(sqlite3* db, const char* sql) {
@@ -92,7 +95,9 @@ void setup(const benchmark::State&) {
   g_next_id = 1;
   g_busy_retries = 0;
   if constexpr (is_dosql(B)) {
-    auto db = g_rt->open(g_dir + "/db");  // default options: every commit durable
+    database_options o;  // default options: every commit durable
+    if (B == backend::dosql_nostream) o.stream_threshold_bytes = 0;
+    auto db = g_rt->open(g_dir + "/db", o);
     if (!db) {
       std::fprintf(stderr, "db_bench: open %s: %s\n", g_dir.c_str(), db.err().to_string().c_str());
       std::abort();
@@ -336,7 +341,9 @@ void register_all() {
   reg<backend::dosql>("BM_txn_1000rows/dosql", &BM_txn_1000rows<backend::dosql>)->Unit(benchmark::kMillisecond);
   reg<backend::sqlite_full>("BM_txn_1000rows/sqlite_full", &BM_txn_1000rows<backend::sqlite_full>)
       ->Unit(benchmark::kMillisecond);
-  // Diagnostics: where dosql's time goes (plain SQLite; see the header comment).
+  // Diagnostics: where dosql's time goes (see the header comment).
+  reg<backend::dosql_nostream>("BM_txn_1000rows/diag_dosql_nostream", &BM_txn_1000rows<backend::dosql_nostream>)
+      ->Unit(benchmark::kMillisecond);
   reg<backend::sqlite_normal>("BM_commit_1row/diag_sqlite_normal", &BM_commit_1row<backend::sqlite_normal>)
       ->Threads(1)->Unit(benchmark::kMicrosecond);
   reg<backend::sqlite_normal>("BM_txn_1000rows/diag_sqlite_normal", &BM_txn_1000rows<backend::sqlite_normal>)

@@ -60,22 +60,36 @@ capture::~capture() {
 }
 
 void capture::truncate(mark m) noexcept {
-  if (m.bytes >= spilled_bytes_) {
-    entries_.resize(m.bytes - spilled_bytes_);
+  // Relative to the end of the streamed prefix, which no undo reaches.
+  uint64_t bytes = m.bytes - streamed_bytes_;
+  uint32_t count = m.count - streamed_count_;
+  if (bytes >= spilled_bytes_) {
+    entries_.resize(bytes - spilled_bytes_);
   } else {  // the mark lies in the spilled part: cut the file's chunks back to it
     entries_.clear();
-    while (!chunks_.empty() && chunks_.back().offset >= m.bytes) chunks_.pop_back();
+    while (!chunks_.empty() && chunks_.back().offset >= bytes) chunks_.pop_back();
     if (!chunks_.empty()) {
       uint32_t start_count = 0;  // entries in the chunks before the last one
       for (size_t i = 0; i + 1 < chunks_.size(); ++i) start_count += chunks_[i].count;
       auto& c = chunks_.back();
-      c.bytes = m.bytes - c.offset;
-      c.count = m.count - start_count;
+      c.bytes = bytes - c.offset;
+      c.count = count - start_count;
     }
-    spilled_bytes_ = m.bytes;
-    spilled_count_ = m.count;
+    spilled_bytes_ = bytes;
+    spilled_count_ = count;
   }
   count_ = m.count;
+}
+
+void capture::drop_prefix(mark m) {
+  uint32_t n = 0;
+  auto mem = memory_part(m, n);
+  entries_.erase(0, mem.size());
+  chunks_.clear();
+  spilled_bytes_ = 0;
+  spilled_count_ = 0;
+  streamed_bytes_ = m.bytes;
+  streamed_count_ = m.count;
 }
 
 void capture::maybe_spill() {
@@ -96,9 +110,9 @@ void capture::maybe_spill() {
     if (!hook_error_) hook_error_ = e;
     return;
   }
-  chunks_.push_back({spilled_bytes_, entries_.size(), count_ - spilled_count_});
+  chunks_.push_back({spilled_bytes_, entries_.size(), count_ - streamed_count_ - spilled_count_});
   spilled_bytes_ += entries_.size();
-  spilled_count_ = count_;
+  spilled_count_ = count_ - streamed_count_;
   entries_.clear();
 }
 
@@ -113,6 +127,8 @@ error capture::read_chunk(const spill_chunk& c, std::string& out) const {
 void capture::clear() noexcept {
   entries_.clear();
   count_ = 0;
+  streamed_bytes_ = 0;
+  streamed_count_ = 0;
   spilled_bytes_ = 0;
   spilled_count_ = 0;
   chunks_.clear();

@@ -63,14 +63,25 @@ class capture {
   error take_hook_error() { return std::exchange(hook_error_, error{}); }
 
   // -- the open transaction's buffer --
-  // Marks are absolute (spilled part included), always at entry boundaries.
-  mark current() const noexcept { return {spilled_bytes_ + entries_.size(), count_}; }
+  // The buffer is [streamed prefix][spill file][memory]. The streamed prefix was handed to
+  // the WAL writer before COMMIT (settled entries: below every savepoint's and the current
+  // statement's marks, so no undo can reach them). Marks are absolute (all three parts
+  // included), always at entry boundaries, and never below the streamed prefix.
+  mark current() const noexcept { return {streamed_bytes_ + spilled_bytes_ + entries_.size(), count_}; }
+  mark streamed() const noexcept { return {streamed_bytes_, streamed_count_}; }
   void truncate(mark m) noexcept;
   void clear() noexcept;
   uint32_t count() const noexcept { return count_; }
-  /// The entries still in memory (all of them unless the transaction spilled).
-  const std::string& entries() const noexcept { return entries_; }
-  uint32_t in_memory_count() const noexcept { return count_ - spilled_count_; }
+  /// The in-memory entries below `m` (which must cover the spill file) and their count.
+  std::string_view memory_part(mark m, uint32_t& count) const noexcept {
+    count = m.count - streamed_count_ - spilled_count_;
+    return std::string_view(entries_).substr(0, m.bytes - streamed_bytes_ - spilled_bytes_);
+  }
+  /// True when `m` lies at or beyond the spill file's end (so memory_part(m) is defined).
+  bool covers_spill(mark m) const noexcept { return m.bytes >= streamed_bytes_ + spilled_bytes_; }
+  /// The entries below `m` (spilled ones included) were handed to the WAL writer: they
+  /// leave the buffer. REQUIRES: covers_spill(m).
+  void drop_prefix(mark m);
 
   /// A large transaction's buffer moves to an unlinked file in `dir` once it holds more
   /// than `threshold` bytes, so that its row images are never all in memory.
@@ -83,7 +94,7 @@ class capture {
     uint32_t count = 0;
   };
   const std::vector<spill_chunk>& spilled() const noexcept { return chunks_; }
-  /// Reads a spilled chunk back (for streaming it to the WAL writer at commit).
+  /// Reads a spilled chunk back (for handing it to the WAL writer).
   error read_chunk(const spill_chunk& c, std::string& out) const;
   /// Appends a SCHEMA entry (after image = msgpack map of the change).
   void add_schema_entry(const std::string& table, const std::string& image);
@@ -117,11 +128,13 @@ class capture {
   error hook_error_;
   void maybe_spill();
   std::string entries_;  // packed entries of the open transaction (the part in memory)
-  uint32_t count_ = 0;   // entries in the transaction, spilled ones included
+  uint32_t count_ = 0;   // entries in the transaction, streamed and spilled ones included
+  uint64_t streamed_bytes_ = 0;  // the prefix already handed to the WAL writer
+  uint32_t streamed_count_ = 0;
   std::string spill_dir_;
   size_t spill_threshold_ = SIZE_MAX;
   int spill_fd_ = -1;
-  uint64_t spilled_bytes_ = 0;
+  uint64_t spilled_bytes_ = 0;   // in the spill file (which starts after the streamed prefix)
   uint32_t spilled_count_ = 0;
   std::vector<spill_chunk> chunks_;
   std::string key_, before_, after_;  // scratch

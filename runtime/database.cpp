@@ -83,7 +83,9 @@ struct database::impl {
   std::shared_ptr<actors::durable_tail> tail;
   std::weak_ptr<wal::log> log_ref;
   caf::actor writer;
-  uint64_t next_lsn = 1;         // guarded by mu: LSN of the next BEGIN
+  uint64_t next_lsn = 1;         // guarded by mu: the LSN the next entry handed over gets
+  uint64_t txn_first = 0;        // guarded by mu: LSN of the open transaction's BEGIN, once streamed
+  uint64_t last_chunk = 0;       // guarded by mu: last LSN of its last chunk handed over
   std::atomic<uint64_t> handed{0};  // last LSN handed to the writer
   int64_t schema_version = 0;    // guarded by mu
   int64_t pending_schema = 0;    // schema version inside the open transaction
@@ -126,6 +128,8 @@ struct database::impl {
   error step_write(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
                    query_result* out);
   error commit(sqlite3_stmt* st, std::string_view text, uint64_t& wait_lsn);
+  error hand_over(detail::capture::mark upto, uint32_t close_flags);
+  void maybe_stream();
   error rollback_all();
   void start_txn();
   error step_rows(sqlite3_stmt* st, std::string_view text, query_result* out);
@@ -263,6 +267,15 @@ error database::impl::recover(wal::log& log) {
 }
 
 void database::impl::start_txn() {
+  if (txn_first) {
+    // The transaction ended without COMMIT after part of it was streamed: close it in the
+    // WAL with a ROLLBACK (readers never deliver it).
+    cap.clear();
+    if (auto e = hand_over(cap.current(), actors::txn_aborts))
+      spdlog::error("dosql {}: writing the ROLLBACK of txn_{}: {}", dir, txn_first, e.to_string());
+    handed.store(next_lsn - 1, std::memory_order_release);
+    txn_first = last_chunk = 0;
+  }
   cap.clear();
   cap.txn_rolled_back = false;
   cap.txn_has_ddl = false;
@@ -395,7 +408,8 @@ error database::impl::commit(sqlite3_stmt* st, std::string_view text, uint64_t& 
     return error(ec::sql_error, "the transaction failed earlier and was rolled back instead of committed");
   }
   uint32_t count = cap.count();
-  uint64_t first = next_lsn, commit_lsn = first + count + 1;
+  // BEGIN (unless streamed already), the entries not streamed yet, COMMIT.
+  uint64_t commit_lsn = next_lsn + (txn_first ? 0 : 1) + (count - cap.streamed().count);
   if (count > 0) {
     // The LSN the COMMIT will get goes into SQLite in the same transaction: recovery replays
     // exactly the WAL transactions SQLite does not have.
@@ -421,44 +435,75 @@ error database::impl::commit(sqlite3_stmt* st, std::string_view text, uint64_t& 
     return e;
   }
   if (count > 0) {
-    // SQLite has committed (visible, not yet durable). Hand the transaction to the WAL writer
-    // while still holding the writer lock, so that messages arrive in commit (= LSN) order.
-    auto txn_id = "txn_" + std::to_string(first);
-    int64_t ts = now_ms();
-    uint64_t lsn = first;
-    uint32_t opens = actors::txn_opens;
-    std::string chunk;
-    for (auto& c : cap.spilled()) {
-      // A large transaction streams from its spill file, one chunk in flight at a time, so
-      // that its row images are never all in memory (here or in the writer's mailbox).
-      if (lsn > first)  // our previous chunk is in the writer's hands
-        if (auto e = tail->wait_written(lsn - 1)) return e;
-      if (auto e = cap.read_chunk(c, chunk)) {
-        tail->fail(e);  // SQLite committed but the WAL cannot have it: reopen recovers
-        return e;
-      }
-      std::string msg;
-      actors::begin_txn_message(msg, txn_id, lsn, ts, opens, c.count);
-      msg += chunk;
-      caf::anon_send(writer, actors::append_atom::value, std::move(msg));
-      lsn += c.count + (opens ? 1 : 0);
-      opens = 0;
-    }
-    std::string msg;
-    msg.reserve(cap.entries().size() + 64);
-    actors::begin_txn_message(msg, txn_id, lsn, ts, opens | actors::txn_closes, cap.in_memory_count());
-    msg += cap.entries();
-    caf::anon_send(writer, actors::append_atom::value, std::move(msg));
+    // SQLite has committed (visible, not yet durable). Hand the rest of the transaction to
+    // the WAL writer while still holding the writer lock, so that messages arrive in commit
+    // (= LSN) order.
+    if (auto e = hand_over(cap.current(), actors::txn_closes)) return e;
     // Released after the send: once the writer sees no committers, every handed-over
     // transaction is already in its mailbox, ahead of its re-sent flush.
     if (committer) committer->release();
-    next_lsn = commit_lsn + 1;
     handed.store(commit_lsn, std::memory_order_release);
     wait_lsn = commit_lsn;
   }
   schema_version = pending_schema;
   start_txn();
   return {};
+}
+
+// Hands the buffered entries below `upto` to the WAL writer (BEGIN first if none was
+// handed yet); `close_flags` (txn_closes, txn_aborts) ends the transaction after them.
+// REQUIRES: mu held; cap.covers_spill(upto).
+error database::impl::hand_over(detail::capture::mark upto, uint32_t close_flags) {
+  uint32_t opens = 0;
+  if (!txn_first) {
+    txn_first = next_lsn;
+    opens = actors::txn_opens;
+  }
+  auto txn_id = "txn_" + std::to_string(txn_first);
+  int64_t ts = now_ms();
+  // One chunk in flight at a time: the row images of a large transaction are never all in
+  // memory (here or in the writer's mailbox). The writer is usually done long before.
+  auto wait_last = [&]() -> error { return last_chunk ? tail->wait_written(std::exchange(last_chunk, 0)) : error{}; };
+  std::string chunk;
+  for (auto& c : cap.spilled()) {
+    if (auto e = wait_last()) return e;
+    if (auto e = cap.read_chunk(c, chunk)) {
+      tail->fail(e);  // the WAL cannot have the transaction: reopen recovers
+      return e;
+    }
+    std::string msg;
+    actors::begin_txn_message(msg, txn_id, next_lsn, ts, opens, c.count);
+    msg += chunk;
+    caf::anon_send(writer, actors::append_atom::value, std::move(msg));
+    next_lsn += c.count + (opens ? 1 : 0);
+    last_chunk = next_lsn - 1;
+    opens = 0;
+  }
+  uint32_t n = 0;
+  auto mem = cap.memory_part(upto, n);
+  if (n > 0 || opens || close_flags) {
+    if (!close_flags)
+      if (auto e = wait_last()) return e;
+    std::string msg;
+    msg.reserve(mem.size() + 64);
+    actors::begin_txn_message(msg, txn_id, next_lsn, ts, opens | close_flags, n);
+    msg += mem;
+    caf::anon_send(writer, actors::append_atom::value, std::move(msg));
+    next_lsn += n + (opens ? 1 : 0) + (close_flags ? 1 : 0);
+    last_chunk = close_flags ? 0 : next_lsn - 1;
+  }
+  cap.drop_prefix(upto);
+  if (close_flags) txn_first = 0;
+  return {};
+}
+
+// After a statement of an explicit transaction succeeded: streams the settled entries to
+// the WAL writer once enough of them are buffered (see stream_threshold_bytes).
+void database::impl::maybe_stream() {
+  if (!opts.stream_threshold_bytes || aborted) return;
+  auto upto = cap.savepoints.empty() ? cap.current() : cap.savepoints.front().at;
+  if (upto.bytes - cap.streamed().bytes < opts.stream_threshold_bytes || !cap.covers_spill(upto)) return;
+  if (auto e = hand_over(upto, 0)) spdlog::error("dosql {}: streaming a transaction to the WAL: {}", dir, e.to_string());
 }
 
 error database::impl::run_statement(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
@@ -537,7 +582,10 @@ error database::impl::run_statement(sqlite3_stmt* st, const detail::statement_in
   auto schema_mark = pending_schema;
   cap.txn_rolled_back = false;
   auto e = step_write(st, info, text, out);
-  if (!e) return e;
+  if (!e) {
+    maybe_stream();
+    return e;
+  }
   if (cap.txn_rolled_back || sqlite3_get_autocommit(db)) {  // OR ROLLBACK, or SQLite gave up
     (void)rollback_all();
     return error(e.code(), e.message() + " (the transaction was rolled back)");

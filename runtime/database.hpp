@@ -48,6 +48,13 @@ struct database_options {
   /// A transaction whose captured changes exceed this many bytes spills them to a file in
   /// the data directory and streams them to the WAL at commit (memory stays bounded).
   size_t spill_threshold_bytes = 8 << 20;
+  /// Inside an explicit transaction, once this many bytes of settled changes (below every
+  /// savepoint and the current statement) are buffered, they are handed to the WAL writer
+  /// before COMMIT, which writes them and starts their writeback: the COMMIT then only adds
+  /// the rest, and its fdatasync finds most of the transaction on disk already. Streamed
+  /// entries stay invisible to subscribers until the COMMIT; a ROLLBACK after streaming
+  /// is written as a ROLLBACK entry. 0 turns streaming off.
+  size_t stream_threshold_bytes = 64 << 10;
   /// Group commit: while other threads are committing, the WAL writer waits up to this long
   /// for their transactions before it syncs, so that one fdatasync covers them all
   /// (PostgreSQL's commit_delay with commit_siblings = 1). A lone writer never waits.

@@ -320,6 +320,7 @@ error log::create_segment(uint64_t first_lsn) {
   active_path_ = path;
   active_ = {first_lsn, segment_header_size};
   active_entries_ = 0;
+  behind_ = 0;
   prep_asked_ = false;
   trace_sync();
   return {};
@@ -411,6 +412,16 @@ error log::sync() {
   raise_durable(next_lsn_ - 1);
   trace_sync();
   return {};
+}
+
+void log::write_behind() {
+  if (failed_ || cfg_.sync == wal_config::sync_policy::none) return;
+  if (flush_buffer()) return;  // failed_ is set: the next append or sync reports it
+  if (active_.bytes <= behind_) return;
+  // A hint: an error here changes nothing that sync() will not see and report.
+  (void)::sync_file_range(active_fd_.get(), static_cast<off_t>(behind_), static_cast<off_t>(active_.bytes - behind_),
+                          SYNC_FILE_RANGE_WRITE);
+  behind_ = active_.bytes;
 }
 
 void log::trace_sync() {

@@ -86,6 +86,10 @@ class log {
   /// durable_lsn() advances when that sync completes; sync() waits for it. A sync requested
   /// while one runs is merged into the next (so at most one fdatasync per request).
   void sync_async();
+  /// Starts the writeback of what was written since the last call (sync_file_range
+  /// WRITE, no waiting), so that a later sync() has less left to do. Durability still
+  /// comes from sync() only. No-op under sync_policy::none.
+  void write_behind();
   /// Number of fdatasync calls on active segments so far (for benchmarks and tests).
   uint64_t syncs() const noexcept { return syncs_.load(std::memory_order_relaxed); }
   /// append() then, under sync_policy::every_batch, sync().
@@ -126,6 +130,7 @@ class log {
   std::string active_path_;
   uint64_t active_alloc_ = 0;    // bytes allocated (zero-filled) in the active file
   uint64_t active_entries_ = 0;  // entries in the active segment (written or buffered)
+  uint64_t behind_ = 0;          // active-segment offset up to which writeback was started
   uint64_t next_lsn_ = 1;
   std::atomic<uint64_t> durable_lsn_{0};
   std::atomic<uint64_t> syncs_{0};

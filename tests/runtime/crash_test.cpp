@@ -149,7 +149,11 @@ bool one_txn(database& db, std::mt19937_64& rng, int64_t seq) {
   if (!trace.empty()) ::setenv("DOSQL_WAL_SYNC_TRACE", trace.c_str(), 1);
   try {
     runtime rt;
-    auto db = rt.open(dir);
+    // Odd seeds stream every statement's changes to the WAL before COMMIT (threshold 1
+    // byte): kills then land inside half-written transactions and their ROLLBACKs too.
+    database_options o;
+    if (seed % 2) o.stream_threshold_bytes = 1;
+    auto db = rt.open(dir, o);
     if (!db) throw std::runtime_error(db.err().to_string());
     if (auto s = (*db)->exec(schema); !s) throw std::runtime_error(s.err().to_string());
     auto q = (*db)->query("SELECT coalesce(max(seq), 0) FROM ledger");
