@@ -83,7 +83,11 @@ error persist(const std::string& dir, const cdc::slot_info& s) {
 }
 
 // WAL bytes a slot at `acked` holds back: every segment holding an LSN above it.
-uint64_t retained_bytes(const std::string& wal_dir, uint64_t acked) {
+// WAL bytes from the segment holding acked + 1 on: sealed segments by their file size (their
+// zero fill is cut off when sealed), the active one by its bytes in use.
+uint64_t retained_bytes(const database& db, uint64_t acked) {
+  auto wal_dir = db.wal_dir();
+  auto active = db.wal_active_segment();
   auto r = wal::reader::open(wal_dir);
   if (!r) return 0;
   auto firsts = (*r)->segment_firsts();
@@ -92,6 +96,10 @@ uint64_t retained_bytes(const std::string& wal_dir, uint64_t acked) {
   for (size_t i = 0; i < firsts->size(); ++i) {
     bool last = i + 1 == firsts->size();
     if (!last && (*firsts)[i + 1] <= acked + 1) continue;  // wholly at or below acked
+    if (last && (*firsts)[i] == active.first_lsn) {
+      bytes += active.bytes;
+      continue;
+    }
     struct stat st;
     if (::stat(wal::join(wal_dir, wal::segment_file_name((*firsts)[i])).c_str(), &st) == 0)
       bytes += static_cast<uint64_t>(st.st_size);
@@ -102,7 +110,7 @@ uint64_t retained_bytes(const std::string& wal_dir, uint64_t acked) {
 void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
   uint64_t tail = st.db->durable_lsn();
   s.lag_entries = tail > s.acked_lsn ? tail - s.acked_lsn : 0;
-  s.lag_bytes = s.lag_entries ? retained_bytes(st.db->wal_dir(), s.acked_lsn) : 0;
+  s.lag_bytes = s.lag_entries ? retained_bytes(*st.db, s.acked_lsn) : 0;
   s.lag_ms = s.lag_entries ? now_ms() - s.last_ack_at : 0;
   s.stalled = st.cfg.idle_timeout.count() > 0 && s.lag_entries > 0 && s.lag_ms > st.cfg.idle_timeout.count();
 }

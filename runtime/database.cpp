@@ -743,6 +743,10 @@ const std::string& database::dir() const noexcept { return p_->dir; }
 std::string database::wal_dir() const { return wal::join(p_->dir, "wal"); }
 uint64_t database::last_lsn() const { return p_->handed.load(std::memory_order_acquire); }
 uint64_t database::durable_lsn() const { return p_->tail->value(); }
+wal::log::active_usage database::wal_active_segment() const {
+  auto l = p_->log_ref.lock();
+  return l ? l->active_segment_usage() : wal::log::active_usage{};
+}
 const recovery_info& database::recovery() const noexcept { return p_->rec; }
 caf::actor database::wal_writer() const { return p_->writer; }
 runtime& database::owner() noexcept { return *p_->rt; }

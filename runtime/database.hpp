@@ -122,8 +122,11 @@ class database : public std::enable_shared_from_this<database> {
 
   const std::string& dir() const noexcept;
   std::string wal_dir() const;
-  uint64_t last_lsn() const;    ///< last LSN handed to the WAL writer
+  uint64_t last_lsn() const;    ///< last COMMIT (or ROLLBACK) handed to the WAL writer
   uint64_t durable_lsn() const;  ///< last LSN known durable
+  /// The WAL's active segment: first LSN and bytes in use (not its preallocated zero fill).
+  /// All zero once the database is closed.
+  wal::log::active_usage wal_active_segment() const;
   const recovery_info& recovery() const noexcept;
   /// The WAL-writer actor (for subscriptions and tools).
   caf::actor wal_writer() const;

@@ -173,6 +173,7 @@ result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config&
     l->trace_fd_ = std::move(*t);
   }
   if (auto e = l->recover()) return e;
+  l->publish_usage();
   return l;
 }
 
@@ -321,6 +322,7 @@ error log::create_segment(uint64_t first_lsn) {
   active_ = {first_lsn, segment_header_size};
   active_entries_ = 0;
   behind_ = 0;
+  publish_usage();
   prep_asked_ = false;
   trace_sync();
   return {};
@@ -334,6 +336,7 @@ error log::flush_buffer() {
   }
   active_.bytes += buf_.size();
   buf_.clear();
+  publish_usage();
   return {};
 }
 
@@ -412,6 +415,16 @@ error log::sync() {
   raise_durable(next_lsn_ - 1);
   trace_sync();
   return {};
+}
+
+void log::publish_usage() noexcept {
+  std::lock_guard<std::mutex> g(usage_mu_);
+  usage_ = {active_.first_lsn, active_.bytes};
+}
+
+log::active_usage log::active_segment_usage() const {
+  std::lock_guard<std::mutex> g(usage_mu_);
+  return usage_;
 }
 
 void log::write_behind() {

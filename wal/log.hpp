@@ -86,6 +86,12 @@ class log {
   /// durable_lsn() advances when that sync completes; sync() waits for it. A sync requested
   /// while one runs is merged into the next (so at most one fdatasync per request).
   void sync_async();
+  /// The active segment's first LSN and the bytes written to it (header and records, not
+  /// its zero fill). Safe from any thread (a snapshot, for lag and retention figures).
+  struct active_usage {
+    uint64_t first_lsn = 0, bytes = 0;
+  };
+  active_usage active_segment_usage() const;
   /// Starts the writeback of what was written since the last call (sync_file_range
   /// WRITE, no waiting), so that a later sync() has less left to do. Durability still
   /// comes from sync() only. No-op under sync_policy::none.
@@ -131,6 +137,9 @@ class log {
   uint64_t active_alloc_ = 0;    // bytes allocated (zero-filled) in the active file
   uint64_t active_entries_ = 0;  // entries in the active segment (written or buffered)
   uint64_t behind_ = 0;          // active-segment offset up to which writeback was started
+  void publish_usage() noexcept;
+  mutable std::mutex usage_mu_;
+  active_usage usage_;           // guarded by usage_mu_: what active_segment_usage() returns
   uint64_t next_lsn_ = 1;
   std::atomic<uint64_t> durable_lsn_{0};
   std::atomic<uint64_t> syncs_{0};

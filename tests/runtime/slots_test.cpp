@@ -56,6 +56,9 @@ TEST_CASE("slots: create, get, list, acknowledge forward only, delete, and the e
   auto lag = must(slots->get_slot("orders_sync"));
   CHECK(lag.lag_entries == 9);
   CHECK(lag.lag_bytes > 0);
+  // The bytes in use, not the active segment's preallocated zero fill.
+  CHECK(lag.lag_bytes < 64 * 1024);
+  CHECK(lag.lag_bytes <= f.db->wal_active_segment().bytes);
   REQUIRE_FALSE(slots->update_slot("orders_sync", s.acked_lsn + 6));
   auto back = slots->update_slot("orders_sync", s.acked_lsn + 1);
   CHECK(back.code() == ec::invalid_argument);
