@@ -31,6 +31,8 @@
 #include "wal/error.hpp"
 #include "wal/log.hpp"
 
+struct sqlite3;  // sqlite3.h
+
 namespace dosql {
 
 struct runtime_options {
@@ -106,6 +108,29 @@ class transaction {
   bool done_ = false;
 };
 
+/// A consistent read-only view of the database as of one commit: its queries see every
+/// transaction up to lsn() and none after, while writers go on (a SQLite read transaction
+/// on a connection of its own). Snapshot-then-stream: read the tables here, then subscribe
+/// from lsn(): no gap and no overlap. Everything it shows is durable. Used by one thread at
+/// a time; keep it short-lived (it holds back SQLite checkpoints); it must not outlive
+/// its database.
+class read_snapshot {
+ public:
+  read_snapshot(read_snapshot&& o) noexcept;
+  read_snapshot& operator=(read_snapshot&&) = delete;
+  ~read_snapshot();
+  uint64_t lsn() const noexcept { return lsn_; }
+  /// One read-only statement.
+  result<query_result> query(std::string_view sql, const std::vector<value>& params = {});
+
+ private:
+  friend class database;
+  read_snapshot(database* db, ::sqlite3* conn, uint64_t lsn) : db_(db), conn_(conn), lsn_(lsn) {}
+  database* db_;
+  ::sqlite3* conn_;
+  uint64_t lsn_;
+};
+
 class database : public std::enable_shared_from_this<database> {
  public:
   ~database();
@@ -119,6 +144,9 @@ class database : public std::enable_shared_from_this<database> {
   /// Runs statements and returns the rows of the last one.
   result<query_result> query(std::string_view sql, const std::vector<value>& params = {});
   result<transaction> begin();
+  /// A consistent read-only view as of the last commit (see read_snapshot). Waits only for
+  /// a transaction in progress to end and for the last commit's fdatasync.
+  result<read_snapshot> snapshot();
 
   const std::string& dir() const noexcept;
   std::string wal_dir() const;
@@ -144,6 +172,7 @@ class database : public std::enable_shared_from_this<database> {
  private:
   friend class runtime;
   friend class transaction;
+  friend class read_snapshot;
   explicit database(std::unique_ptr<impl> p);
   std::unique_ptr<impl> p_;
 };

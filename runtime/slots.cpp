@@ -63,31 +63,27 @@ result<slot_info> slot_manager::create_slot(const std::string& name, create_slot
     uint64_t start = opts.start_lsn == UINT64_MAX ? p_->db->durable_lsn() : opts.start_lsn;
     return p_->call_slot(actors::slot_create_atom::value, name, start, opts.filter.tables, ops);
   }
-  // Snapshot then stream: while a transaction holds the writer lock no commit can happen, so
-  // the rows read inside it are exactly the state as of the last LSN handed to the WAL; the
-  // slot starts there, and its stream continues with the next transaction: no gap, no overlap.
-  auto tx = p_->db->begin();
-  if (!tx) return tx.err();
-  // Commits handed over before we took the lock may still await their fdatasync: the snapshot
-  // must not hold data a crash could take back.
-  uint64_t lsn = p_->db->last_lsn();
-  while (p_->db->durable_lsn() < lsn) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  // Snapshot then stream: a read snapshot shows exactly the transactions up to its LSN
+  // (all durable); the slot starts there, and its stream continues with the next
+  // transaction: no gap, no overlap. Writers are not blocked while the tables are read.
+  auto view = p_->db->snapshot();
+  if (!view) return view.err();
+  uint64_t lsn = view->lsn();
   slot_snapshot snap;
   snap.lsn = lsn;
   std::vector<std::string> tables = opts.filter.tables;
   if (tables.empty()) {
-    auto names = tx->query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-                           "AND name NOT LIKE '\\_dosql\\_%' ESCAPE '\\' ORDER BY name");
+    auto names = view->query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                             "AND name NOT LIKE '\\_dosql\\_%' ESCAPE '\\' ORDER BY name");
     if (!names) return names.err();
     for (auto& r : names->rows) tables.push_back(std::get<std::string>(r[0]));
   }
   for (auto& t : tables) {
-    auto rows = tx->query("SELECT * FROM " + detail::quote_ident(t));
+    auto rows = view->query("SELECT * FROM " + detail::quote_ident(t));
     if (!rows) return rows.err();
     snap.tables[t] = std::move(*rows);
   }
   auto slot = p_->call_slot(actors::slot_create_atom::value, name, lsn, opts.filter.tables, ops);
-  (void)tx->rollback();
   if (!slot) return slot;
   if (snapshot) *snapshot = std::move(snap);
   return slot;

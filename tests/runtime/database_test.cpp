@@ -165,3 +165,31 @@ TEST_CASE("reopen continues LSNs and keeps the data", "[database]") {
   auto r = must(db->exec("INSERT INTO t VALUES(2, 'y')"));
   CHECK(r.commit_lsn == last + 3);
 }
+
+TEST_CASE("a read snapshot shows exactly the commits up to its LSN and does not block writers", "[database]") {
+  test::db_fixture f;
+  must(f.db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+  must(f.db->exec("INSERT INTO t VALUES(1, 'before')"));
+  uint64_t at = f.db->last_lsn();
+  auto snap = must(f.db->snapshot());
+  CHECK(snap.lsn() == at);
+  CHECK(f.db->durable_lsn() >= at);
+  // Another thread commits while the snapshot is open: it is not blocked...
+  std::thread writer([&] { must(f.db->exec("INSERT INTO t VALUES(2, 'after')")); });
+  writer.join();
+  CHECK(f.db->last_lsn() > at);
+  // ...and the snapshot does not see it, while a fresh query does.
+  CHECK(must(snap.query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{1}));
+  CHECK(must(snap.query("SELECT v FROM t WHERE id = ?", {int64_t{1}})).rows[0][0] == value(std::string("before")));
+  CHECK(must(f.db->query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{2}));
+  // Writes and several statements are refused, naming the statement.
+  auto w = snap.query("DELETE FROM t");
+  REQUIRE_FALSE(w);
+  CHECK(w.err().message().find("DELETE FROM t") != std::string::npos);
+  REQUIRE_FALSE(snap.query("SELECT nope FROM t"));
+  // Its connection goes back to the pool and later snapshots move on.
+  { auto moved = std::move(snap); }
+  auto later = must(f.db->snapshot());
+  CHECK(later.lsn() == f.db->last_lsn());
+  CHECK(must(later.query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{2}));
+}
