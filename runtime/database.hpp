@@ -10,8 +10,9 @@
 //     discards to make it so).
 //  3. LSNs never change once durable.
 // Each transaction appears in the WAL as BEGIN, its changes, COMMIT with consecutive LSNs
-// and one txn id; rolled-back transactions leave nothing (except an orphan cut by a crash,
-// closed by a ROLLBACK entry on recovery).
+// and one txn id. A rolled-back transaction leaves nothing, or BEGIN, changes, ROLLBACK if
+// part of it was streamed to the WAL before (large transactions) or it was cut by a crash
+// (recovery writes the ROLLBACK); subscribers deliver committed transactions only.
 // Thread safety: every member function may be called from any thread. Writes are serialised
 // on one SQLite connection; SELECTs outside a transaction run on a pool of read-only
 // connections. A transaction object belongs to the thread that began it.
