@@ -89,6 +89,7 @@ struct database::impl {
   std::atomic<uint64_t> handed{0};  // last LSN handed to the writer
   int64_t schema_version = 0;    // guarded by mu
   int64_t pending_schema = 0;    // schema version inside the open transaction
+  int64_t last_changes = 0;      // guarded by mu: rows changed by the last statement stepped
   bool aborted = false;          // PostgreSQL-style: the open transaction failed midway
   bool fail_possible = false;    // the schema mentions FAIL (ON CONFLICT FAIL, RAISE(FAIL))
   stmt_ptr meta_update, begin_stmt, commit_stmt, rollback_stmt;
@@ -313,6 +314,7 @@ error database::impl::step_rows(sqlite3_stmt* st, std::string_view text, query_r
     out->rows.push_back(std::move(row));
   }
   if (rc != SQLITE_DONE) return detail::sql_error(db, text, rc);
+  last_changes = sqlite3_changes64(db);  // before the wrapper's own meta UPDATE changes it
   return {};
 }
 
@@ -673,7 +675,7 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
     for (int i = 1; i <= n; ++i)
       if (auto e = detail::bind_value(raw, i, params[next_param++], false)) return e;
     if (auto e = run_statement(raw, info, text, object_txn, wait_lsn, out)) return e;
-    res.changes = sqlite3_changes64(db);
+    res.changes = sqlite3_stmt_readonly(raw) || info.ddl_code ? 0 : last_changes;
     res.last_insert_rowid = sqlite3_last_insert_rowid(db);
   }
   if (next_param != params.size())
@@ -821,6 +823,8 @@ result<query_result> database::query(std::string_view sql, const std::vector<val
   g.unlock();
   if (auto e = p_->wait_durable(wait_lsn)) return e;
   if (!r) return r.err();
+  out.changes = r->changes;
+  out.commit_lsn = r->commit_lsn;
   return out;
 }
 
@@ -969,6 +973,7 @@ result<query_result> transaction::query(std::string_view sql, const std::vector<
   query_result out;
   auto r = db_->p_->run(sql, params, true, wait_lsn, &out);
   if (!r) return r.err();
+  out.changes = r->changes;
   return out;
 }
 

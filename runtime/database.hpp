@@ -65,7 +65,7 @@ struct database_options {
 };
 
 struct exec_result {
-  int64_t changes = 0;            ///< rows changed by the last statement
+  int64_t changes = 0;            ///< rows changed by the last statement (0 unless it is DML)
   int64_t last_insert_rowid = 0;
   uint64_t commit_lsn = 0;        ///< LSN of the last COMMIT written (0: nothing captured)
 };
@@ -73,6 +73,8 @@ struct exec_result {
 struct query_result {
   std::vector<std::string> columns;
   std::vector<std::vector<value>> rows;
+  int64_t changes = 0;      ///< rows changed by the last statement (0 unless it is DML)
+  uint64_t commit_lsn = 0;  ///< as exec_result::commit_lsn (0 inside a transaction object)
 };
 
 /// What opening the directory found and repaired.

@@ -193,3 +193,20 @@ TEST_CASE("a read snapshot shows exactly the commits up to its LSN and does not 
   CHECK(later.lsn() == f.db->last_lsn());
   CHECK(must(later.query("SELECT count(*) FROM t")).rows[0][0] == value(int64_t{2}));
 }
+
+TEST_CASE("changes and commit_lsn count the last statement only, in exec and query", "[database]") {
+  test::db_fixture f;
+  must(f.db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+  auto ins = must(f.db->exec("INSERT INTO t VALUES(1, 'a'), (2, 'b'), (3, 'c')"));
+  CHECK(ins.changes == 3);
+  CHECK(ins.commit_lsn == f.db->last_lsn());
+  CHECK(must(f.db->exec("SELECT * FROM t")).changes == 0);  // not the INSERT's count again
+  CHECK(must(f.db->exec("CREATE TABLE u(x)")).changes == 0);
+  auto upd = must(f.db->query("UPDATE t SET v = 'z' WHERE id > 1 RETURNING id"));
+  CHECK(upd.rows.size() == 2);
+  CHECK(upd.changes == 2);
+  CHECK(upd.commit_lsn == f.db->last_lsn());
+  auto sel = must(f.db->query("SELECT count(*) FROM t"));
+  CHECK(sel.changes == 0);
+  CHECK(sel.commit_lsn == 0);
+}
