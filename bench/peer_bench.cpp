@@ -16,7 +16,9 @@
 //          (cdc::to_json; BEGIN/COMMIT as small JSON objects, as wal2json writes B/C lines)
 //          and writes one line per event to --events (default DIR.events.jsonl). Timed from
 //          subscribe to the file closed: decode_changes_per_s (row changes / s, as the peer
-//          counts), decode_events_per_s (all lines).
+//          counts), decode_events_per_s (all lines). decode_stages (not timed with the
+//          above): the same stream read again stopping after each stage (subscription alone,
+//          + to_event, + to_json), to show where the delivery time goes.
 //       3. verification (not timed): the events file read back, its (op, table, before,
 //          after) sequence compared line by line with the oracle's; values compared as JSON
 //          numbers/strings (an integral double equals the integer wal2json prints).
@@ -389,6 +391,33 @@ int cmd_run(const std::string& sqlfile, const std::string& dir, const std::strin
   double ds = secs(clk::now() - t1);
   auto c1 = cpu_now();
 
+  // Where the delivery time goes (not part of the figures above): the same stream again,
+  // stopping after each stage: 0 = subscription only, 1 = + to_event, 2 = + to_json (no file).
+  json stages = json::object();
+  for (int stage = 0; stage < 3; ++stage) {
+    auto cdc = cdc::create_cdc(db);
+    cdc::subscribe_options o;
+    o.stop_at_tail = true;
+    o.include_transaction_control = true;
+    o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+    auto sub = must(cdc.subscribe(o), "subscribe");
+    uint64_t n = 0, bytes = 0;
+    auto s0 = clk::now();
+    for (const wal_entry& e : *sub) {
+      ++n;
+      if (stage == 0) continue;
+      auto ev = cdc::to_event(e);
+      if (!ev) die("to_event: " + ev.err().to_string());
+      if (stage == 1) continue;
+      if (auto* c = std::get_if<cdc::change_event<row>>(&*ev)) bytes += cdc::to_json(*c).size();
+      else if (auto* t = std::get_if<cdc::transaction_event>(&*ev)) bytes += txn_json(*t).size();
+    }
+    double st = secs(clk::now() - s0);
+    if (n != lines) die("stage pass saw " + std::to_string(n) + " entries, the timed pass " + std::to_string(lines));
+    stages[stage == 0 ? "subscribe_only_s" : stage == 1 ? "plus_to_event_s" : "plus_to_json_s"] = round_to(st, 4);
+  }
+  stages["plus_write_s (the timed pass)"] = round_to(ds, 4);
+
   if (auto e = db->close()) die("close: " + e.to_string());
   db.reset();
 
@@ -401,6 +430,7 @@ int cmd_run(const std::string& sqlfile, const std::string& dir, const std::strin
   r["decode_changes_per_s"] = round_to(static_cast<double>(changes) / ds, 1);
   r["decode_events_per_s"] = round_to(static_cast<double>(lines) / ds, 1);
   r["e2e_changes_per_s"] = round_to(static_cast<double>(changes) / (ws + ds), 1);
+  r["decode_stages"] = stages;
   add_cpu(r, c0, c1);
 
   // 3. verification against the peer's oracle (not timed)
