@@ -15,55 +15,21 @@
 
 #include "runtime/database.hpp"
 #include "runtime/value.hpp"
+#include "cli/support.hpp"
 #include "test_util.hpp"
 #include "wal/file.hpp"
 #include "wal/format.hpp"
 #include "wal/log.hpp"
 
 using namespace dosql;
+using test::dosql_run;
+using test::has;
+using test::lines;
+using test::q;
+using test::write_crafted_wal;
+constexpr int64_t T0 = test::crafted_t0;
 
 namespace {
-
-struct run_result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string q(const std::string& s) {  // a shell word
-  std::string r = "'";
-  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return r + "'";
-}
-
-// Runs `dosql ARGS` through sh (stdin from `input`), capturing stdout, stderr and the exit code.
-run_result dosql_run(const std::string& args, const std::string& input = "") {
-  static test::temp_dir scratch;
-  static int n = 0;
-  std::string base = scratch / std::to_string(++n);
-  test::write_file(base + ".in", input);
-  std::string cmd = q(DOSQL_CLI) + " " + args + " <" + q(base + ".in") + " >" + q(base + ".out") + " 2>" + q(base + ".err");
-  int st = std::system(cmd.c_str());
-  run_result r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = test::read_file(base + ".out");
-  r.err = test::read_file(base + ".err");
-  return r;
-}
-
-std::vector<std::string> lines(const std::string& s) {
-  std::vector<std::string> v;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) v.push_back(l);
-  return v;
-}
-
-bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
-
-#define CHECK_OK(r)                                                   \
-  do {                                                                \
-    INFO("stdout: " << (r).out << "\nstderr: " << (r).err);           \
-    REQUIRE((r).code == 0);                                           \
-  } while (0)
 
 // The one WAL segment of a fresh directory (or the newest).
 std::string newest_segment(const std::string& wal_dir) {
@@ -74,61 +40,15 @@ std::string newest_segment(const std::string& wal_dir) {
   return last;
 }
 
-bytes image(const row& r) {
-  std::string s;
-  codec::encode_row(r, s);
-  return bytes(s.begin(), s.end());
-}
-
-bytes key(std::vector<value> k) {
-  std::string s;
-  codec::encode_key(k, s);
-  return bytes(s.begin(), s.end());
-}
-
-constexpr int64_t T0 = 1737542400123;  // 2025-01-22T10:40:00.123Z
-
-// A WAL written directly: a committed txn, a rolled-back one, a committed one with an update,
-// a delete, an insert into another table and a schema change, then an unfinished one.
-void write_crafted_wal(const std::string& dir) {
-  REQUIRE_FALSE(wal::make_dirs(dir));
-  auto log = test::open_log(dir + "/wal");
-  std::vector<wal_entry> es;
-  auto add = [&](op_type op, const char* txn, const char* table, std::optional<bytes> k, std::optional<bytes> b,
-                 std::optional<bytes> a) {
-    wal_entry e;
-    e.timestamp = T0;
-    e.txn_id = txn;
-    e.op = op;
-    e.table = table;
-    e.key = std::move(k);
-    e.before = std::move(b);
-    e.after = std::move(a);
-    es.push_back(std::move(e));
-  };
-  row ann{{"id", "name"}, {int64_t{1}, std::string("Ann")}};
-  row anna{{"id", "name"}, {int64_t{1}, std::string("Anna")}};
-  row bob{{"id", "name"}, {int64_t{2}, std::string("Bob")}};
-  row order{{"id", "total", "note", "data"}, {int64_t{10}, 2.5, nullptr, bytes{0xff, 0x00}}};
-  row schema{{"change_type", "table", "column", "new_type", "schema_version", "sql"},
-             {std::string("add_column"), std::string("users"), std::string("email"), std::string("TEXT"), int64_t{3},
-              std::string("ALTER TABLE users ADD COLUMN email TEXT")}};
-  add(op_type::begin, "txn_1", "", {}, {}, {});                                        // 1
-  add(op_type::insert, "txn_1", "users", key({int64_t{1}}), {}, image(ann));           // 2
-  add(op_type::commit, "txn_1", "", {}, {}, {});                                       // 3
-  add(op_type::begin, "txn_4", "", {}, {}, {});                                        // 4
-  add(op_type::insert, "txn_4", "users", key({int64_t{2}}), {}, image(bob));           // 5
-  add(op_type::rollback, "txn_4", "", {}, {}, {});                                     // 6
-  add(op_type::begin, "txn_7", "", {}, {}, {});                                        // 7
-  add(op_type::update, "txn_7", "users", key({int64_t{1}}), image(ann), image(anna));  // 8
-  add(op_type::del, "txn_7", "users", key({int64_t{1}}), image(anna), {});             // 9
-  add(op_type::insert, "txn_7", "orders", key({int64_t{10}}), {}, image(order));       // 10
-  add(op_type::schema, "txn_7", "users", {}, {}, image(schema));                       // 11
-  add(op_type::commit, "txn_7", "", {}, {}, {});                                       // 12
-  add(op_type::begin, "txn_13", "", {}, {}, {});                                       // 13
-  add(op_type::insert, "txn_13", "users", key({int64_t{2}}), {}, image(bob));          // 14
-  REQUIRE(log->append(es));
-  REQUIRE_FALSE(log->sync());
+// The LSN of each event line ("lsn":N).
+std::vector<uint64_t> event_lsns(const std::string& out) {
+  std::vector<uint64_t> v;
+  std::regex re("\"lsn\":([0-9]+)");
+  for (auto& l : lines(out)) {
+    std::smatch m;
+    if (std::regex_search(l, m, re)) v.push_back(std::stoull(m[1]));
+  }
+  return v;
 }
 
 void flip_byte(const std::string& path, uint64_t off) {
@@ -394,33 +314,26 @@ TEST_CASE("tail prints exactly the committed changes in each format", "[cli]") {
 TEST_CASE("tail --from is exclusive, --table and --op filter", "[cli]") {
   test::temp_dir d;
   write_crafted_wal(d.path());
-  auto lsns = [](const std::string& out) {
-    std::vector<int> v;
-    std::regex re("\"lsn\":([0-9]+)");
-    for (auto& l : lines(out)) {
-      std::smatch m;
-      if (std::regex_search(l, m, re)) v.push_back(std::stoi(m[1]));
-    }
-    return v;
-  };
+  auto lsns = event_lsns;
+  using v = std::vector<uint64_t>;
   auto r = dosql_run("tail " + q(d.path()) + " --from 8");
   CHECK_OK(r);
-  CHECK(lsns(r.out) == std::vector<int>{9, 10, 11});
+  CHECK(lsns(r.out) == v{9, 10, 11});
   r = dosql_run("tail " + q(d.path()) + " --from 2");
   CHECK_OK(r);
-  CHECK(lsns(r.out) == std::vector<int>{8, 9, 10, 11});
+  CHECK(lsns(r.out) == v{8, 9, 10, 11});
   r = dosql_run("tail " + q(d.path()) + " --from 12");
   CHECK_OK(r);
   CHECK(r.out.empty());
   r = dosql_run("tail " + q(d.path()) + " --table orders");
   CHECK_OK(r);
-  CHECK(lsns(r.out) == std::vector<int>{10});
+  CHECK(lsns(r.out) == v{10});
   r = dosql_run("tail " + q(d.path()) + " --op update --op delete");
   CHECK_OK(r);
-  CHECK(lsns(r.out) == std::vector<int>{8, 9});
+  CHECK(lsns(r.out) == v{8, 9});
   r = dosql_run("tail " + q(d.path()) + " --table users --op insert --tx");
   CHECK_OK(r);
-  CHECK(lsns(r.out) == std::vector<int>{1, 2, 3});  // txn_7 has no users insert: no begin/commit
+  CHECK(lsns(r.out) == v{1, 2, 3});  // txn_7 has no users insert: no begin/commit
   r = dosql_run("tail " + q(d.path()) + " --op upsert");
   CHECK(r.code == 2);
 }
@@ -470,40 +383,16 @@ TEST_CASE("beside an owner, compact fails with the owner pid while info, verify,
   CHECK(has(r.err, "open by pid"));
 
   // tail --follow sees new commits as they become durable, and stops on SIGINT with status 0.
-  std::string cmd = "exec " + q(DOSQL_CLI) + " tail " + q(d.path()) + " --follow --from " +
-                    std::to_string((*db)->last_lsn());
-  int out[2];
-  REQUIRE(::pipe(out) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::dup2(out[1], 1);
-    ::close(out[0]);
-    ::close(out[1]);
-    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(out[1]);
+  auto c = test::spawn_dosql({"tail", d.path(), "--follow", "--from", std::to_string((*db)->last_lsn())});
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   REQUIRE((*db)->exec("INSERT INTO t VALUES(2, 'live')"));
   std::string got;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!has(got, "\n") && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{out[0], POLLIN, 0};
-    if (::poll(&p, 1, 100) > 0) {
-      char buf[4096];
-      auto n = ::read(out[0], buf, sizeof buf);
-      if (n <= 0) break;
-      got.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::kill(pid, SIGINT);
-  int st = 0;
-  ::waitpid(pid, &st, 0);
-  ::close(out[0]);
+  test::read_until(c.out, got, [](const std::string& s) { return has(s, "\n"); }, std::chrono::seconds(10));
+  ::kill(c.pid, SIGINT);
+  int code = test::wait_exit(c.pid);
+  ::close(c.out);
   CHECK(has(got, "\"live\""));
   CHECK(lines(got).size() == 1);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
+  CHECK(code == 0);
   REQUIRE_FALSE((*db)->close());
 }
