@@ -4,7 +4,8 @@
 // Conventions: every command returns the process exit code (0 success, 1 failure) and
 // reports a failure as ONE line on stderr: "dosql: CODE: sentence".
 // Read-only commands (wal info, wal verify, tail) never take the data directory's lock:
-// they read the segment files beside a running owner.
+// they read the segment files beside a running owner. `tail --slot` is a slot's consumer and
+// takes the lock.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,7 @@ struct tail_options {
   bool follow = false;
   uint32_t poll_ms = 50;
   size_t max_buffer_bytes = 64 << 20;  ///< beyond this a transaction is re-read at COMMIT
+  std::optional<std::string> slot;     ///< consume this slot: start after its ack, ack what was printed
 };
 
 int run_sql(const sql_options& o);

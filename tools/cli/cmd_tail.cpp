@@ -1,10 +1,18 @@
 // `dosql tail DIR`: committed change events, one per line (the tailer in tailer.hpp decides what
-// is committed and renders it), read from the WAL files without the lock, beside a running owner.
+// is committed and renders it).
+//
+// Without --slot it reads the WAL files without the lock, beside a running owner. With --slot it
+// is that slot's consumer: it opens the database (taking the lock), starts after the slot's
+// acknowledged LSN, and acknowledges (forward only) the tailer's settled LSN after each flush of
+// stdout and at exit (also on SIGINT/SIGTERM). Delivery is at-least-once: a tail killed between a
+// flush and its acknowledgement prints those events again on the next run.
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <thread>
 
+#include "runtime/database.hpp"
+#include "runtime/slots.hpp"
 #include "tools/cli/cli.hpp"
 #include "tools/cli/tailer.hpp"
 #include "wal/reader.hpp"
@@ -41,11 +49,13 @@ tailer_options tailer_options_of(const tail_options& o) {
   return t;
 }
 
-// Feeds `rd` to `t` until the tail (then polls with --follow) or a stop signal.
-error pump(const tail_options& o, wal::reader& rd, tailer& t, std::string& out) {
+// Feeds `rd` to `t` until the tail (then polls with --follow, calling `refresh` to move the
+// reader's limit) or a stop signal. `flushed` runs after each successful flush of stdout.
+error pump(const tail_options& o, wal::reader& rd, tailer& t, std::string& out, const std::function<void()>& refresh,
+           const std::function<error()>& flushed) {
   auto flush_now = [&]() -> error {
     if (!flush(out)) return error(ec::io_error, "cannot write to stdout");
-    return {};
+    return flushed();
   };
   entry_view e;
   while (!g_stop.load()) {
@@ -58,6 +68,7 @@ error pump(const tail_options& o, wal::reader& rd, tailer& t, std::string& out) 
       if (auto err = flush_now()) return err;
       if (!o.follow) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(o.poll_ms));
+      refresh();
       continue;
     }
     error err = t.on_entry(e);
@@ -82,9 +93,56 @@ auto line_sink(std::string& out) {
   };
 }
 
+// `tail --slot NAME`: the slot's consumer, holding the directory's lock.
+int run_tail_slot(const tail_options& o) {
+  runtime rt;
+  auto opts = load_database_options(o.dir);
+  if (!opts) return fail(opts.err());
+  opts->create = false;
+  auto db = rt.open(o.dir, *opts);  // BUSY "DIR is open by pid N" beside an owner
+  if (!db) return fail(db.err());
+  int rc = 0;
+  {
+    cdc::slot_config cfg;
+    cfg.check_interval = std::chrono::milliseconds(0);  // no compaction behind the owner's back
+    auto slots = cdc::create_slot_manager(*db, cfg);
+    auto slot = slots->get_slot(*o.slot);
+    if (!slot) {
+      rc = fail(slot.err());
+    } else if (slot->invalidated) {
+      rc = fail(error(ec::lsn_not_found, "replication slot '" + slot->name + "' is invalidated: " + slot->invalid_reason));
+    } else {
+      catch_stop_signals();
+      uint64_t acked = slot->acked_lsn;
+      auto t_opts = tailer_options_of(o);
+      t_opts.filters.push_back(event_filter{slot->filter.tables, slot->filter.operations});
+      std::string out;
+      tailer t(std::move(t_opts), (*db)->wal_dir(), line_sink(out), acked);
+      auto r = wal::reader::open((*db)->wal_dir());
+      error err = r ? (*r)->seek(acked + 1) : r.err();
+      if (!err) {
+        auto& rd = **r;
+        rd.set_limit((*db)->durable_lsn());  // the tail present now (we hold the lock)
+        err = pump(o, rd, t, out, [&] { rd.set_limit((*db)->durable_lsn()); },
+                   [&]() -> error {
+                     uint64_t lsn = t.settled_lsn();
+                     if (lsn <= acked) return {};
+                     if (auto e = slots->update_slot(*o.slot, lsn)) return e;
+                     acked = lsn;
+                     return {};
+                   });
+      }
+      if (err) rc = fail(err);
+    }
+  }
+  if (auto e = (*db)->close(); e && rc == 0) rc = fail(e);
+  return rc;
+}
+
 }  // namespace
 
 int run_tail(const tail_options& o) {
+  if (o.slot) return run_tail_slot(o);
   auto wd = wal_dir_of(o.dir);
   if (!wd) return fail(wd.err());
   uint64_t stop_at = UINT64_MAX;
@@ -102,7 +160,7 @@ int run_tail(const tail_options& o) {
   if (o.follow) catch_stop_signals();
   std::string out;
   tailer t(tailer_options_of(o), *wd, line_sink(out), o.from.value_or(0));
-  if (auto err = pump(o, rd, t, out)) return fail(err);
+  if (auto err = pump(o, rd, t, out, [] {}, [] { return error{}; })) return fail(err);
   return 0;
 }
 

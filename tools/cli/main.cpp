@@ -4,8 +4,10 @@
 //   dosql wal DIR info [--json]                    segments, LSN range, size (read-only)
 //   dosql wal DIR verify [--json]                  check every record's checksum (read-only)
 //   dosql wal DIR compact --below LSN              drop sealed segments below LSN (takes the lock)
-//   dosql tail DIR [--from LSN] [--table T]... [--op OP]... [--tx]
+//   dosql tail DIR [--from LSN | --slot NAME] [--table T]... [--op OP]... [--tx]
 //                  [--format json|wal2json|debezium] [--follow]   committed change events
+//                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
+//   dosql slots DIR list|create NAME|ack NAME LSN|drop NAME        replication slots (takes the lock)
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
@@ -55,7 +57,8 @@ int main(int argc, char** argv) {
   tail_options to;
   uint64_t from = 0;
   std::vector<std::string> ops;
-  auto* tail = app.add_subcommand("tail", "Print committed change events, one per line (read-only)");
+  auto* tail = app.add_subcommand("tail", "Print committed change events, one per line (read-only; with --slot, the slot's consumer, "
+                                       "which takes the directory's lock)");
   tail->add_option("DIR", to.dir, "Data directory")->required();
   auto* from_opt = tail->add_option("--from", from, "Print entries with an LSN greater than this one (exclusive)");
   tail->add_option("--table", to.tables, "Only changes to this table (repeatable)");
@@ -69,6 +72,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"json", "wal2json", "debezium"}, CLI::ignore_case));
   tail->add_flag("-f,--follow", to.follow, "Keep polling for new entries until SIGINT/SIGTERM");
+  std::string slot_name;
+  auto* slot_opt = tail->add_option("--slot", slot_name,
+                                    "Consume this replication slot: start after its acknowledged LSN and acknowledge "
+                                    "what was printed, after each flush and at exit (takes the directory's lock; "
+                                    "at-least-once: a killed tail may print its last unacknowledged events again)");
+  slot_opt->excludes(from_opt);
   tail->add_option("--poll-ms", to.poll_ms, "Polling interval with --follow, in milliseconds")
       ->capture_default_str()
       ->check(CLI::Range(1, 60000));
@@ -132,6 +141,7 @@ int main(int argc, char** argv) {
   }
   if (tail->parsed()) {
     if (*from_opt) to.from = from;
+    if (*slot_opt) to.slot = slot_name;
     to.format = format == "wal2json" ? tail_format::wal2json : format == "debezium" ? tail_format::debezium : tail_format::json;
     for (auto& op : ops) {
       auto t = dosql::parse_op(op);
