@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libcaf-dev libmsgpack-cxx-dev libspdlog-dev catch2 libbenchmark-dev
-  libsqlite3-dev sqlite3 libboost-dev libcli11-dev nlohmann-json3-dev
+  libsqlite3-dev sqlite3 libboost-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl
   clang libfuzzer-14-dev libclang-rt-14-dev
 )
 [ $# -gt 0 ] && packages+=("$@")

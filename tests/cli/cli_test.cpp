@@ -64,7 +64,7 @@ void flip_byte(const std::string& path, uint64_t off) {
 
 TEST_CASE("help on every sub-command, usage errors are one line with exit 2", "[cli]") {
   for (auto* sub : {"--help", "sql --help", "wal --help", "wal info --help", "wal verify --help",
-                    "wal compact --help", "tail --help", "slots --help", "slots list --help"}) {
+                    "wal compact --help", "tail --help", "slots --help", "slots list --help", "serve --help"}) {
     auto r = dosql_run(sub);
     INFO(sub);
     CHECK(r.code == 0);

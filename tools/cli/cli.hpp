@@ -3,9 +3,9 @@
 //
 // Conventions: every command returns the process exit code (0 success, 1 failure) and
 // reports a failure as ONE line on stderr: "dosql: CODE: sentence".
-// Read-only commands (wal info, wal verify, tail) never take the data directory's lock:
-// they read the segment files beside a running owner. `tail --slot` is a slot's consumer and
-// takes the lock.
+// Read-only commands (wal info, wal verify, tail, serve) never take the data directory's
+// lock: they read the segment files beside a running owner. `tail --slot` is a slot's
+// consumer and takes the lock.
 #pragma once
 
 #include <cstdint>
@@ -66,6 +66,21 @@ struct slots_options {
   bool json = false;
 };
 int run_slots(const slots_options& o);
+
+struct serve_options {
+  std::string dir;
+  std::string bind = "127.0.0.1";
+  uint16_t port = 0;                       ///< 0: any free port (printed)
+  std::optional<std::string> token;        ///< --token (else --token-file, else $DOSQL_SERVE_TOKEN)
+  std::optional<std::string> token_file;
+  bool no_auth = false;                    ///< explicitly serve without a token
+  std::optional<std::string> cert, key;    ///< TLS (both or neither)
+  size_t max_message_bytes = 64 << 10;     ///< largest client message (WebSocket or HTTP request)
+  size_t max_queue_bytes = 4 << 20;        ///< per connection: WAL reading pauses above this
+  uint32_t poll_ms = 20;                   ///< WAL polling interval at the tail
+  unsigned threads = 2;                    ///< I/O threads
+};
+int run_serve(const serve_options& o);
 
 // ---- helpers -------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@
 //                  [--format json|wal2json|debezium] [--follow]   committed change events
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
 //   dosql slots DIR list|create NAME|ack NAME LSN|drop NAME        replication slots (takes the lock)
+//   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
+//                  [--cert FILE --key FILE]   the CDC stream over WebSocket, /metrics, /healthz (read-only)
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
@@ -84,6 +86,48 @@ int main(int argc, char** argv) {
   // Hidden (testing): a transaction larger than this is re-read from the WAL at its COMMIT.
   tail->add_option("--max-buffer-bytes", to.max_buffer_bytes)->group("");
 
+  // ---- serve ----
+  serve_options vo;
+  std::string token, token_file, cert, key;
+  auto* serve = app.add_subcommand("serve", "Serve the committed change stream over WebSocket (GET /v1/stream), "
+                                            "Prometheus metrics (GET /metrics) and GET /healthz; read-only, works "
+                                            "beside a running owner; SIGINT/SIGTERM stop it");
+  serve->add_option("DIR", vo.dir, "Data directory")->required();
+  serve->footer(
+      "Token: --token, --token-file or the environment variable DOSQL_SERVE_TOKEN; clients send "
+      "\"Authorization: Bearer TOKEN\" (401 otherwise). /healthz needs none.\n"
+      "Stream: connect a WebSocket to /v1/stream, send {\"type\":\"subscribe\",\"from_lsn\":N,\"tables\":[...],"
+      "\"operations\":[\"insert\",\"update\",\"delete\"],\"include_transactions\":true,\"format\":\"json\","
+      "\"window\":N}; the server answers {\"type\":\"subscribed\",...}, then sends one committed event per text "
+      "frame (as dosql tail prints them); with a window, send {\"type\":\"ack\",\"lsn\":N}. Malformed or "
+      "unexpected messages close with 1002, oversized ones with 1009.");
+  serve->add_option("-p,--port", vo.port, "TCP port (0: any free one); the first line printed is "
+                                          "\"listening on http(s)://ADDR:PORT\"")
+      ->required();
+  serve->add_option("--bind", vo.bind, "Address to listen on")->capture_default_str();
+  auto* tok = serve->add_option("--token", token, "Bearer token that /v1/stream and /metrics require (visible to ps: "
+                                                  "prefer --token-file or DOSQL_SERVE_TOKEN)");
+  auto* tok_file = serve->add_option("--token-file", token_file, "Read the bearer token from this file");
+  auto* no_auth = serve->add_flag("--no-auth", vo.no_auth, "Serve without a token: whoever can connect reads every change");
+  tok->excludes(tok_file);
+  no_auth->excludes(tok)->excludes(tok_file);
+  auto* cert_opt = serve->add_option("--cert", cert, "TLS certificate chain (PEM): serve https:// and wss://");
+  auto* key_opt = serve->add_option("--key", key, "TLS private key (PEM)");
+  cert_opt->needs(key_opt);
+  key_opt->needs(cert_opt);
+  serve->add_option("--max-message-bytes", vo.max_message_bytes,
+                    "Largest client message (WebSocket message or HTTP request body); larger closes the connection")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{256}, size_t{64} << 20));
+  serve->add_option("--max-queue-bytes", vo.max_queue_bytes,
+                    "Per connection: events buffered for a slow client before its WAL reading pauses")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4} << 10, size_t{1} << 30));
+  serve->add_option("--poll-ms", vo.poll_ms, "WAL polling interval at the tail, in milliseconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 60000));
+  serve->add_option("--threads", vo.threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
+
   // ---- slots ----
   slots_options lo;
   uint64_t slot_from = 0;
@@ -138,6 +182,12 @@ int main(int argc, char** argv) {
     lo.action = s_list->parsed() ? "list" : s_create->parsed() ? "create" : s_ack->parsed() ? "ack" : "drop";
     if (*s_from) lo.from = slot_from;
     return run_slots(lo);
+  }
+  if (serve->parsed()) {
+    if (*tok) vo.token = token;
+    if (*tok_file) vo.token_file = token_file;
+    if (*cert_opt) vo.cert = cert, vo.key = key;
+    return run_serve(vo);
   }
   if (tail->parsed()) {
     if (*from_opt) to.from = from;

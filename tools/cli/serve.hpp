@@ -1,0 +1,107 @@
+// `dosql serve`: the parts without Boost.Beast (the server itself is serve.cpp, the only
+// translation unit that includes Beast): the client protocol, the bearer token, the registry of
+// live subscriptions and the Prometheus text of GET /metrics.
+//
+// The protocol (WebSocket text frames, JSON):
+//   client -> {"type":"subscribe","from_lsn":N,"tables":[..],"operations":["insert","update","delete"],
+//              "include_transactions":bool,"format":"json"|"wal2json"|"debezium","window":N}
+//             (every field but "type" optional; once per connection)
+//   server -> {"type":"subscribed","subscription":"ID","from_lsn":N,"last_lsn":N,"format":"..."}
+//             then one event per frame (`dosql tail`'s lines), committed transactions only
+//   client -> {"type":"ack","lsn":N}   with a window: N > 0 events may be unacknowledged
+//   server -> {"type":"error","code":"LSN_NOT_FOUND","message":"..."} before it closes on an error
+// Invariants: events of a subscription are sent in strictly increasing LSN order (a transaction's
+// BEGIN and COMMIT events share their entries' order); nothing of an uncommitted or rolled-back
+// transaction is ever sent; a malformed or unexpected message closes the connection (1002).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/slots.hpp"
+#include "tools/cli/cli.hpp"
+
+namespace dosql::cli::serve {
+
+// ---- the client protocol -------------------------------------------------------------------
+
+/// runtime/cdc.hpp's subscribe_options and filter, as far as a remote client may set them.
+struct subscribe_request {
+  uint64_t from_lsn = 0;  ///< exclusive; 0: from the oldest retained entry
+  std::vector<std::string> tables;
+  std::vector<op_type> operations;
+  bool include_transactions = false;  ///< BEGIN/COMMIT events around delivered changes
+  tail_format format = tail_format::json;
+  uint32_t window = 0;  ///< events sent and not yet acknowledged, at most (0: no acks needed)
+};
+
+struct client_message {
+  enum class kind : uint8_t { subscribe, ack } type = kind::subscribe;
+  subscribe_request subscribe;
+  uint64_t ack_lsn = 0;
+};
+
+/// Parses one text frame; INVALID_ARGUMENT with a short reason (the close reason) otherwise.
+/// Unknown fields are refused, so that a misspelt option does not silently do nothing.
+result<client_message> parse_client_message(std::string_view text);
+
+std::string subscribed_message(uint64_t id, const subscribe_request& r, uint64_t last_lsn);
+std::string error_message(const error& e);
+const char* format_name(tail_format f);
+
+// ---- authentication ------------------------------------------------------------------------
+
+/// The token every CDC endpoint requires. Only its SHA-256 digest is kept; a presented token is
+/// hashed and compared in constant time (neither its content nor its length leaks through timing).
+class bearer_token {
+ public:
+  /// From --token, else --token-file, else $DOSQL_SERVE_TOKEN; nullopt with --no-auth.
+  /// INVALID_ARGUMENT when none is given without --no-auth, or both are.
+  static result<std::optional<bearer_token>> load(const serve_options& o);
+  explicit bearer_token(std::string_view token);
+  /// True if `authorization` is "Bearer <the token>" (scheme case-insensitive).
+  bool accepts(std::string_view authorization) const;
+
+ private:
+  std::array<unsigned char, 32> digest_{};
+};
+
+// ---- live subscriptions and metrics --------------------------------------------------------
+
+/// One subscription's counters: written by its connection's strand, read by /metrics.
+struct subscription_stats {
+  uint64_t id = 0;
+  std::atomic<uint64_t> delivered{0};  ///< events written to the client
+  std::atomic<uint64_t> position{0};   ///< every event up to this LSN was written (or filtered out)
+  std::atomic<uint64_t> queued{0};     ///< events waiting in the connection's outgoing queue
+};
+
+/// The server's live subscriptions and connection count. Thread-safe.
+class registry {
+ public:
+  std::shared_ptr<subscription_stats> add_subscription();
+  void remove_subscription(uint64_t id);
+  std::vector<std::shared_ptr<subscription_stats>> subscriptions() const;
+  std::atomic<int64_t> connections{0};
+
+ private:
+  mutable std::mutex mu_;
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, std::shared_ptr<subscription_stats>> subs_;
+};
+
+/// The slots of DIR (DIR/slots/NAME.slot), read without the lock; none if the folder is missing.
+result<std::vector<cdc::slot_info>> read_slots(const std::string& dir);
+
+/// The Prometheus text exposition (format 0.0.4) of GET /metrics for the data directory `dir`.
+result<std::string> metrics_text(const std::string& dir, const registry& reg);
+
+}  // namespace dosql::cli::serve

@@ -1,0 +1,461 @@
+// `dosql serve`'s connections on Boost.Beast: the HTTP session (/healthz, /metrics, the upgrade
+// to /v1/stream) and the WebSocket session (one subscription), templates over the stream (plain
+// TCP or TLS). serve_plain.cpp and serve_tls.cpp each instantiate one (they compile in parallel:
+// Beast's composed operations cost ~35 s of -O2 each); serve.cpp accepts and starts them.
+//
+// Each connection's handlers run on its own strand, so its state needs no lock; /metrics reads
+// the subscriptions' atomics. A subscription reads the WAL files with its own wal::reader and
+// tailer (committed transactions only), without the directory's lock, polling at the tail.
+// Backpressure: a connection's outgoing queue is bounded (max_queue_bytes, exceeded by at most
+// one replay step or one held transaction's events); while it is full the connection stops
+// reading the WAL; with a window, events are written only while fewer than `window` await an ack.
+#pragma once
+
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <deque>
+#include <optional>
+
+#include "tools/cli/serve.hpp"
+#include "tools/cli/tailer.hpp"
+#include "wal/reader.hpp"
+
+namespace dosql::cli::serve {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+
+constexpr auto io_timeout = std::chrono::seconds(30);  // TLS handshake, one HTTP request or response
+constexpr uint32_t header_limit = 8 << 10;
+constexpr size_t pump_budget = 4096;  // WAL entries per turn before yielding to other connections
+
+// A connection the server closes when it stops. shutdown() may be called from any thread.
+class closable {
+ public:
+  virtual ~closable() = default;
+  virtual void shutdown() = 0;
+};
+
+// What every connection shares: options, the token, the TLS context, the registry, the io_context,
+// and the live connections (weakly: to close them at shutdown).
+struct server {
+  server(const serve_options& opts, std::string wal, std::optional<bearer_token> t)
+      : o(opts), wal_dir(std::move(wal)), token(std::move(t)) {}
+
+  const serve_options& o;
+  std::string wal_dir;
+  std::optional<bearer_token> token;
+  std::optional<ssl::context> tls;
+  registry reg;
+  net::io_context ioc;  // after what its handlers use: destroyed (with them) first
+
+  void track(const std::shared_ptr<closable>& c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase_if(live_, [](auto& w) { return w.expired(); });
+    live_.push_back(c);
+  }
+  std::vector<std::shared_ptr<closable>> live() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::shared_ptr<closable>> out;
+    for (auto& w : live_)
+      if (auto c = w.lock()) out.push_back(std::move(c));
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::weak_ptr<closable>> live_;
+};
+
+// A close reason fits a control frame (123 bytes) and stays UTF-8 when cut.
+inline std::string close_reason_text(std::string s) {
+  if (s.size() <= 123) return s;
+  size_t n = 123;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+inline response make_response(unsigned version, bool keep_alive, http::status st, std::string body,
+                       const char* type = "text/plain; charset=utf-8") {
+  response res{st, version};
+  res.set(http::field::server, "dosql");
+  res.set(http::field::content_type, type);
+  res.keep_alive(keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+/// Starts serving a connection just accepted (plain: serve_plain.cpp, TLS: serve_tls.cpp).
+void start_plain_session(server& srv, tcp::socket sock);
+void start_tls_session(server& srv, tcp::socket sock);
+
+// ---- the WebSocket session: one subscription ---------------------------------------------
+
+template <class Stream>
+class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, public closable {
+ public:
+  ws_session(server& srv, Stream&& stream)
+      : srv_(srv), ws_(std::move(stream)), ex_(ws_.get_executor()), poll_(ex_) {
+    ++srv_.reg.connections;
+  }
+  ~ws_session() override {
+    --srv_.reg.connections;
+    if (stats_) srv_.reg.remove_subscription(stats_->id);
+  }
+
+  void run(request req) {
+    srv_.track(this->shared_from_this());
+    beast::get_lowest_layer(ws_).expires_never();  // the WebSocket's own timeouts from here on
+    auto t = websocket::stream_base::timeout::suggested(beast::role_type::server);  // pings when idle
+    ws_.set_option(t);
+    ws_.read_message_max(srv_.o.max_message_bytes);  // larger: Beast closes with 1009
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::response_type& res) { res.set(http::field::server, "dosql"); }));
+    ws_.async_accept(req, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
+  }
+
+  void shutdown() override {
+    net::post(ex_, [self = this->shared_from_this()] {
+      if (!self->accepted_) return beast::get_lowest_layer(self->ws_).close();
+      self->close_now(websocket::close_code::going_away, "server shutting down");
+    });
+  }
+
+ private:
+  struct frame {
+    std::string text;
+    uint64_t lsn = 0;
+    bool event = false;  // a change or transaction event (counted, windowed), not a control message
+  };
+
+  void on_accept(beast::error_code ec) {
+    if (ec) return;
+    accepted_ = true;
+    do_read();
+  }
+
+  void do_read() {
+    ws_.async_read(in_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, size_t) {
+    if (ec) {  // closed by either side, too big (Beast sent 1009), or the connection broke
+      finished_ = true;
+      poll_.cancel();
+      return;
+    }
+    if (!closing_) on_message();
+    in_.consume(in_.size());
+    do_read();  // until the close handshake ends
+  }
+
+  void on_message() {
+    if (!ws_.got_text()) return close_now(websocket::close_code::unknown_data, "binary frames are not accepted");
+    auto m = parse_client_message(beast::buffers_to_string(in_.data()));
+    if (!m) return close_now(websocket::close_code::protocol_error, m.err().message());
+    if (m->type == client_message::kind::subscribe) {
+      if (tailer_) return close_now(websocket::close_code::protocol_error, "already subscribed");
+      return subscribe(m->subscribe);
+    }
+    if (!tailer_) return close_now(websocket::close_code::protocol_error, "ack before subscribe");
+    while (!inflight_.empty() && inflight_.front() <= m->ack_lsn) inflight_.pop_front();
+    do_write();
+  }
+
+  void subscribe(const subscribe_request& r) {
+    auto rd = wal::reader::open(srv_.wal_dir);  // at the oldest retained entry (from_lsn 0)
+    error err = !rd ? rd.err() : r.from_lsn ? (*rd)->seek(r.from_lsn + 1) : error{};
+    if (err) return close_with_error(err);
+    reader_ = std::move(*rd);
+    tailer_options t;
+    t.format = r.format;
+    t.tx = r.include_transactions;
+    t.filters.push_back(event_filter{r.tables, r.operations});
+    t.max_buffer_bytes = srv_.o.max_queue_bytes;
+    tailer_ = std::make_unique<tailer>(
+        std::move(t), srv_.wal_dir, [this](uint64_t lsn, std::string text) { enqueue({std::move(text), lsn, true}); },
+        r.from_lsn);
+    window_ = r.window;
+    stats_ = srv_.reg.add_subscription();
+    stats_->position = r.from_lsn;
+    auto st = scan_wal(srv_.wal_dir);
+    enqueue({subscribed_message(stats_->id, r, st ? st->last_lsn : 0), 0, false});
+    pump();
+  }
+
+  void enqueue(frame f) {
+    queued_bytes_ += f.text.size();
+    if (f.event) ++stats_->queued;
+    out_.push_back(std::move(f));
+  }
+
+  // Reads the WAL into the queue until the tail (then polls), a full queue (resumed by on_write)
+  // or the turn's budget (then yields).
+  void pump() {
+    // (a timer that had already fired, or a post, may still run after a close)
+    if (closing_ || finished_ || close_after_drain_ || !reader_) return;
+    entry_view e;
+    for (size_t n = 0; n < pump_budget; ++n) {
+      if (queued_bytes_ >= srv_.o.max_queue_bytes) {
+        paused_ = true;
+        return do_write();
+      }
+      error err;
+      if (tailer_->replaying()) {
+        err = tailer_->replay(256);
+      } else {
+        auto st = reader_->next(e);
+        if (st == wal::reader::status::tail) {
+          do_write();
+          settle();
+          poll_.expires_after(std::chrono::milliseconds(srv_.o.poll_ms));
+          poll_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+            if (!ec) self->pump();
+          });
+          return;
+        }
+        err = st == wal::reader::status::error ? reader_->last_error() : tailer_->on_entry(e);
+      }
+      if (err) return close_with_error(err);
+    }
+    do_write();
+    net::post(ex_, [self = this->shared_from_this()] { self->pump(); });
+  }
+
+  // With nothing left to write, the position is where the tailer has settled.
+  void settle() {
+    if (out_.empty() && !writing_ && stats_)
+      stats_->position = std::max(stats_->position.load(), tailer_->settled_lsn());
+  }
+
+  void do_write() {
+    if (writing_) return;
+    if (out_.empty()) {
+      if (close_after_drain_) close_now(close_after_drain_->first, close_after_drain_->second);
+      return;
+    }
+    if (closing_) return;
+    auto& f = out_.front();
+    if (f.event && window_ && inflight_.size() >= window_) return;  // an ack resumes
+    writing_ = true;
+    ws_.text(true);
+    ws_.async_write(net::buffer(f.text), beast::bind_front_handler(&ws_session::on_write, this->shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, size_t) {
+    writing_ = false;
+    if (ec) {
+      finished_ = true;
+      poll_.cancel();
+      return;
+    }
+    frame f = std::move(out_.front());
+    out_.pop_front();
+    queued_bytes_ -= f.text.size();
+    if (f.event) {
+      --stats_->queued;
+      ++stats_->delivered;
+      stats_->position = std::max(stats_->position.load(), f.lsn);
+      if (window_) inflight_.push_back(f.lsn);
+    }
+    settle();
+    if (paused_ && queued_bytes_ <= srv_.o.max_queue_bytes / 2) {
+      paused_ = false;
+      pump();
+    }
+    do_write();
+  }
+
+  // A server-side failure (LSN_NOT_FOUND, corruption, I/O): the error message, then close.
+  void close_with_error(const error& err) {
+    drop_unsent();
+    out_.push_back({error_message(err), 0, false});
+    auto code = err.code() == ec::lsn_not_found ? websocket::close_code::policy_error
+                                                : websocket::close_code::internal_error;
+    close_after_drain_.emplace(code, err.to_string());
+    poll_.cancel();
+    paused_ = false;
+    reader_.reset();
+    do_write();
+  }
+
+  // Closes at once (unsent events are dropped); the read loop runs until the handshake ends.
+  void close_now(websocket::close_code code, std::string reason) {
+    if (closing_ || finished_) return;
+    closing_ = true;
+    poll_.cancel();
+    drop_unsent();
+    ws_.async_close(websocket::close_reason(code, close_reason_text(std::move(reason))),
+                    [self = this->shared_from_this()](beast::error_code) { self->finished_ = true; });
+  }
+
+  void drop_unsent() {
+    size_t keep = writing_ ? 1 : 0;  // the frame being written stays until its handler runs
+    while (out_.size() > keep) {
+      if (out_.back().event) --stats_->queued;
+      queued_bytes_ -= out_.back().text.size();
+      out_.pop_back();
+    }
+  }
+
+  server& srv_;
+  websocket::stream<Stream> ws_;
+  net::any_io_executor ex_;  // the connection's strand
+  net::steady_timer poll_;
+  beast::flat_buffer in_;
+  std::deque<frame> out_;
+  size_t queued_bytes_ = 0;
+  std::deque<uint64_t> inflight_;  // LSNs of events written and not acknowledged (with a window)
+  uint32_t window_ = 0;
+  std::unique_ptr<wal::reader> reader_;
+  std::unique_ptr<tailer> tailer_;
+  std::shared_ptr<subscription_stats> stats_;
+  std::optional<std::pair<websocket::close_code, std::string>> close_after_drain_;
+  bool accepted_ = false, writing_ = false, paused_ = false, closing_ = false, finished_ = false;
+};
+
+// ---- the HTTP session: /healthz, /metrics, the upgrade to /v1/stream --------------------------
+
+template <class Stream>
+class http_session : public std::enable_shared_from_this<http_session<Stream>>, public closable {
+ public:
+  http_session(server& srv, Stream&& stream) : srv_(srv), stream_(std::move(stream)), ex_(stream_.get_executor()) {
+    ++srv_.reg.connections;
+  }
+  ~http_session() override { --srv_.reg.connections; }
+
+  void run() {
+    srv_.track(this->shared_from_this());
+    if constexpr (std::is_same_v<Stream, tls_stream>) {
+      beast::get_lowest_layer(stream_).expires_after(io_timeout);
+      stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (!ec) self->do_read();
+      });
+    } else {
+      do_read();
+    }
+  }
+
+  void shutdown() override {
+    net::post(ex_, [self = this->shared_from_this()] {
+      if (!self->upgraded_) beast::get_lowest_layer(self->stream_).close();
+    });
+  }
+
+ private:
+  void do_read() {
+    parser_.emplace();
+    parser_->header_limit(header_limit);
+    parser_->body_limit(srv_.o.max_message_bytes);
+    beast::get_lowest_layer(stream_).expires_after(io_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, size_t) {
+    if (ec == http::error::end_of_stream) return do_close();
+    if (ec == http::error::header_limit || ec == http::error::body_limit)
+      return send(make_response(11, false, http::status::payload_too_large, "request too large\n"));
+    if (ec.category() == http::make_error_code(http::error::bad_method).category())
+      return send(make_response(11, false, http::status::bad_request, "malformed request\n"));
+    if (ec) return;  // timeout, reset, shutdown
+    handle(parser_->release());
+  }
+
+  void handle(request req) {
+    const unsigned v = req.version();
+    const bool ka = req.keep_alive();
+    auto target = std::string_view(req.target().data(), req.target().size());
+    auto path = target.substr(0, target.find('?'));
+    if (path != "/healthz" && path != "/metrics" && path != "/v1/stream")
+      return send(make_response(v, ka, http::status::not_found, "not found\n"));
+    if (path != "/healthz" && srv_.token) {
+      auto auth = req[http::field::authorization];
+      if (!srv_.token->accepts(std::string_view(auth.data(), auth.size()))) {
+        auto res = make_response(v, ka, http::status::unauthorized, "unauthorized\n");
+        res.set(http::field::www_authenticate,
+                auth.empty() ? "Bearer realm=\"dosql\"" : "Bearer realm=\"dosql\", error=\"invalid_token\"");
+        return send(std::move(res));
+      }
+    }
+    if (req.method() != http::verb::get) {
+      auto res = make_response(v, ka, http::status::method_not_allowed, "method not allowed\n");
+      res.set(http::field::allow, "GET");
+      return send(std::move(res));
+    }
+    if (path == "/healthz") return send(make_response(v, ka, http::status::ok, "ok\n"));
+    if (path == "/metrics") {
+      auto text = metrics_text(srv_.o.dir, srv_.reg);
+      if (!text) return send(make_response(v, ka, http::status::internal_server_error, text.err().to_string() + "\n"));
+      return send(make_response(v, ka, http::status::ok, std::move(*text), "text/plain; version=0.0.4; charset=utf-8"));
+    }
+    if (!websocket::is_upgrade(req)) {
+      auto res = make_response(v, ka, http::status::upgrade_required, "a WebSocket upgrade is required\n");
+      res.set(http::field::upgrade, "websocket");
+      return send(std::move(res));
+    }
+    upgraded_ = true;
+    std::make_shared<ws_session<Stream>>(srv_, std::move(stream_))->run(std::move(req));
+  }
+
+  void send(response res) {
+    res_ = std::make_unique<response>(std::move(res));
+    beast::get_lowest_layer(stream_).expires_after(io_timeout);
+    http::async_write(stream_, *res_, beast::bind_front_handler(&http_session::on_write, this->shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, size_t) {
+    if (ec) return;
+    if (!res_->keep_alive()) return do_close();
+    res_.reset();
+    do_read();
+  }
+
+  void do_close() {
+    if constexpr (std::is_same_v<Stream, tls_stream>) {
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {});
+    } else {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+      drain();
+    }
+  }
+
+  // Reads (and drops) what the client still sends until it closes: closing a socket with unread
+  // bytes would reset the connection, and the client could lose the answer (a 413, say).
+  void drain() {
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+    stream_.async_read_some(net::buffer(discard_), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+      if (!ec && (self->drained_ += n) < (1 << 20)) self->drain();
+    });
+  }
+
+  server& srv_;
+  Stream stream_;
+  net::any_io_executor ex_;  // the connection's strand
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::unique_ptr<response> res_;
+  bool upgraded_ = false;  // stream_ moved to a ws_session
+  std::array<char, 4096> discard_;
+  size_t drained_ = 0;
+};
+
+}  // namespace dosql::cli::serve
