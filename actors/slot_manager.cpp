@@ -186,17 +186,25 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
       if (n.size() < 6 || n.compare(n.size() - 5, 5, ".slot") != 0) continue;
       auto fd = wal::open_file(wal::join(st.dir, n), O_RDONLY);
       if (!fd) continue;
-      std::string data(4096, '\0');
-      auto got = wal::pread_full(fd->get(), data.data(), data.size(), 0, n);
-      if (!got) continue;
+      auto size = wal::file_size(fd->get(), n);
+      std::string data(size ? *size : 0, '\0');
+      auto got = size ? wal::pread_full(fd->get(), data.data(), data.size(), 0, n) : result<size_t>(size.err());
+      if (!got) {
+        spdlog::error("dosql: cannot read slot file {}: {}", n, got.err().to_string());
+        continue;
+      }
       data.resize(*got);
+      cdc::slot_info s;
+      bool ok = false;
       try {
         auto oh = msgpack::unpack(data.data(), data.size());
-        cdc::slot_info s;
-        if (decode_slot(oh.get(), s)) st.slots[s.name] = s;
+        ok = decode_slot(oh.get(), s);
       } catch (const std::exception&) {
-        spdlog::error("dosql: slot file {} is damaged", n);
       }
+      if (ok)
+        st.slots[s.name] = s;
+      else
+        spdlog::error("dosql: slot file {} is damaged ({} bytes); the slot is not loaded", wal::join(st.dir, n), data.size());
     }
   if (cfg.check_interval.count() > 0) self->delayed_send(self, cfg.check_interval, slot_check_atom::value);
   auto not_found = [](const std::string& name) {

@@ -352,3 +352,23 @@ TEST_CASE("a consumer killed mid-batch resumes from its slot: nothing missing, d
   INFO(kills << " kills, " << dups << " redelivered entries skipped by the sink");
   CHECK(kills > 0);
 }
+
+TEST_CASE("a slot with a long table filter (a slot file over 4 KiB) survives reopening", "[slots]") {
+  test::temp_dir d;
+  std::vector<std::string> tables;
+  for (int i = 0; i < 200; ++i) tables.push_back("a_rather_long_table_name_number_" + std::to_string(i));
+  {
+    runtime rt;
+    auto db = must(rt.open(d.path()));
+    auto slots = cdc::create_slot_manager(db, manual());
+    cdc::create_slot_options o;
+    o.filter.tables = tables;
+    must(slots->create_slot("wide", o));
+  }
+  REQUIRE(test::file_size(d / "slots/wide.slot") > 4096);
+  runtime rt;
+  auto db = must(rt.open(d.path()));
+  auto slots = cdc::create_slot_manager(db, manual());
+  auto s = must(slots->get_slot("wide"));
+  CHECK(s.filter.tables == tables);
+}
