@@ -54,6 +54,7 @@ void log::raise_durable(uint64_t lsn) noexcept {
   uint64_t cur = durable_lsn_.load(std::memory_order_relaxed);
   while (cur < lsn && !durable_lsn_.compare_exchange_weak(cur, lsn, std::memory_order_release)) {
   }
+  mark_.publish(lsn);
 }
 
 void log::sync_async() {
@@ -172,6 +173,7 @@ result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config&
     if (!t) return t.err();
     l->trace_fd_ = std::move(*t);
   }
+  if (auto e = l->mark_.open(dir)) return e;
   if (auto e = l->recover()) return e;
   l->publish_usage();
   return l;
@@ -337,6 +339,7 @@ error log::flush_buffer() {
   active_.bytes += buf_.size();
   buf_.clear();
   publish_usage();
+  if (cfg_.sync == wal_config::sync_policy::none) mark_.publish(next_lsn_ - 1);  // written is all it gets
   return {};
 }
 

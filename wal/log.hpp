@@ -8,6 +8,8 @@
 //    returned for it: it then survives kill -9 and power loss.
 //  - Only one log object may own a directory at a time (an flock on wal/LOCK, released
 //    by the kernel if the process dies); a second open fails with ec::busy naming the pid.
+//  - The owner publishes its durable LSN in wal/DURABLE (see durable_mark.hpp) for
+//    readers in other processes; under sync_policy::none, what is written counts.
 // Thread safety: none. One owner (the WAL-writer actor) calls everything.
 #pragma once
 
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "wal/config.hpp"
+#include "wal/durable_mark.hpp"
 #include "wal/entry.hpp"
 #include "wal/error.hpp"
 #include "wal/file.hpp"
@@ -157,6 +160,7 @@ class log {
   error sync_err_;
   std::string buf_;  // framed records not yet written
   std::atomic<bool> failed_{false};
+  durable_mark mark_;   // the durable LSN for readers in other processes (wal/DURABLE)
   unique_fd trace_fd_;  // DOSQL_WAL_SYNC_TRACE: test hook for power-loss simulation
   std::thread prep_thread_;
   std::mutex prep_mu_;

@@ -399,6 +399,48 @@ TEST_CASE("beside an owner, compact fails with the owner pid while info, verify,
   REQUIRE_FALSE((*db)->close());
 }
 
+TEST_CASE("beside a live owner, tail shows only what the owner made durable", "[cli][durable]") {
+  // The owner here is a bare wal::log: it writes a committed transaction without fdatasync,
+  // as the WAL writer does between its append and the group's sync.
+  test::temp_dir d;
+  auto log = test::open_log(d / "wal");
+  auto txn = [](const char* id, int64_t k, const char* name) {
+    std::vector<wal_entry> es(3);
+    for (auto& e : es) e.txn_id = id;
+    es[0].op = op_type::begin;
+    es[1].op = op_type::insert;
+    es[1].table = "users";
+    std::string img, key;
+    codec::encode_row(row{{"id", "name"}, {k, std::string(name)}}, img);
+    codec::encode_key({value(k)}, key);
+    es[1].after = bytes(img.begin(), img.end());
+    es[1].key = bytes(key.begin(), key.end());
+    es[2].op = op_type::commit;
+    return es;
+  };
+  auto a = txn("txn_1", 1, "durable");
+  REQUIRE(log->append_batch(a));  // synced
+  auto b = txn("txn_4", 2, "written only");
+  REQUIRE(log->append(b));  // in the file, not synced: a power loss could take it back
+  auto r = dosql_run("tail " + q(d.path()));
+  CHECK_OK(r);
+  CHECK(has(r.out, "\"durable\""));
+  CHECK_FALSE(has(r.out, "written only"));
+  CHECK(lines(r.out).size() == 1);
+  // --follow delivers it once the owner has synced it.
+  auto c = test::spawn_dosql({"tail", d.path(), "--follow", "--poll-ms", "5"});
+  std::string got;
+  test::read_until(c.out, got, [](const std::string& s) { return has(s, "\n"); }, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE_FALSE(log->sync());
+  test::read_until(c.out, got, [](const std::string& s) { return has(s, "written only"); }, std::chrono::seconds(10));
+  ::kill(c.pid, SIGINT);
+  CHECK(test::wait_exit(c.pid) == 0);
+  ::close(c.out);
+  CHECK(lines(got).size() == 2);
+  CHECK(has(got, "written only"));
+}
+
 namespace {
 
 uint64_t slot_acked(const std::string& dir, const std::string& slot) {

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "test_util.hpp"
+#include "wal/durable_mark.hpp"
 #include "wal/format.hpp"
 
 #include <unistd.h>
@@ -232,4 +233,47 @@ TEST_CASE("pipelined syncs: durable_lsn catches up, across segment rolls", "[log
   auto got = test::read_from(d.path(), 0);
   REQUIRE(got.size() == 2000);
   for (uint64_t i = 0; i < got.size(); ++i) REQUIRE(got[i].lsn == i + 1);
+}
+
+TEST_CASE("the owner publishes its durable LSN in wal/DURABLE for readers in other processes", "[log][durable]") {
+  test::temp_dir d;
+  auto mark = [&] {
+    auto m = wal::read_durable_mark(d.path());
+    REQUIRE(m);
+    REQUIRE(m->has_value());
+    return **m;
+  };
+  CHECK_FALSE(wal::read_durable_mark(d.path())->has_value());  // no owner ever: no file
+  {
+    auto log = test::open_log(d.path());
+    CHECK(mark() == 0);
+    std::vector<wal_entry> es;
+    for (uint64_t i = 0; i < 10; ++i) es.push_back(make_entry(i));
+    REQUIRE(log->append(es));
+    CHECK(mark() == 0);  // written, readable, not durable
+    REQUIRE_FALSE(log->sync());
+    CHECK(mark() == 10);
+    std::vector<wal_entry> more;
+    for (uint64_t i = 10; i < 15; ++i) more.push_back(make_entry(i));
+    REQUIRE(log->append(more));
+    log->sync_async();
+    REQUIRE_FALSE(log->sync());  // waits for the pipelined sync
+    CHECK(mark() == 15);
+    REQUIRE(log->append(es));  // 16..25, never synced by this owner
+    CHECK(mark() == 15);
+  }
+  // A new owner publishes what its recovery made durable.
+  {
+    auto log = test::open_log(d.path());
+    CHECK(mark() == 25);
+  }
+  // Under sync_policy::none, what is written is all it gets.
+  test::temp_dir n;
+  wal_config cfg;
+  cfg.sync = wal_config::sync_policy::none;
+  auto log = test::open_log(n.path(), cfg);
+  std::vector<wal_entry> es;
+  for (uint64_t i = 0; i < 3; ++i) es.push_back(make_entry(i));
+  REQUIRE(log->append(es));
+  CHECK(**wal::read_durable_mark(n.path()) == 3);
 }

@@ -102,6 +102,10 @@ std::string display(const value& v);
 /// An aligned text table: header, separator, rows (numbers right-aligned).
 std::string render_table(const std::vector<std::string>& columns, const std::vector<std::vector<value>>& rows);
 
+/// The last LSN a reader may deliver: a live owner's published durable LSN (wal/DURABLE),
+/// so that nothing a power loss could take back is shown; UINT64_MAX when none is published.
+uint64_t readable_limit(const std::string& wal_dir);
+
 /// DIR/wal, after checking that it exists (IO_ERROR otherwise).
 result<std::string> wal_dir_of(const std::string& dir);
 

@@ -145,11 +145,12 @@ int run_tail(const tail_options& o) {
   if (o.slot) return run_tail_slot(o);
   auto wd = wal_dir_of(o.dir);
   if (!wd) return fail(wd.err());
-  uint64_t stop_at = UINT64_MAX;
+  // Only what the owner has made durable (a power loss could take back the rest).
+  uint64_t stop_at = readable_limit(*wd);
   if (!o.follow) {  // the tail present now
     auto st = scan_wal(*wd);
     if (!st) return fail(st.err());
-    stop_at = st->last_lsn;
+    stop_at = std::min(stop_at, st->last_lsn);
   }
   auto r = wal::reader::open(*wd);
   if (!r) return fail(r.err());
@@ -160,7 +161,8 @@ int run_tail(const tail_options& o) {
   if (o.follow) catch_stop_signals();
   std::string out;
   tailer t(tailer_options_of(o), *wd, line_sink(out), o.from.value_or(0));
-  if (auto err = pump(o, rd, t, out, [] {}, [] { return error{}; })) return fail(err);
+  if (auto err = pump(o, rd, t, out, [&] { rd.set_limit(readable_limit(*wd)); }, [] { return error{}; }))
+    return fail(err);
   return 0;
 }
 

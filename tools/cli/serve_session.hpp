@@ -183,6 +183,8 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     error err = !rd ? rd.err() : r.from_lsn ? (*rd)->seek(r.from_lsn + 1) : error{};
     if (err) return close_with_error(err);
     reader_ = std::move(*rd);
+    limit_ = readable_limit(srv_.wal_dir);  // only what the owner made durable
+    reader_->set_limit(limit_);
     tailer_options t;
     t.format = r.format;
     t.tx = r.include_transactions;
@@ -222,6 +224,10 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
       } else {
         auto st = reader_->next(e);
         if (st == wal::reader::status::tail) {
+          if (uint64_t lim = readable_limit(srv_.wal_dir); lim != limit_) {  // the owner synced more
+            reader_->set_limit(limit_ = lim);
+            continue;
+          }
           do_write();
           settle();
           poll_.expires_after(std::chrono::milliseconds(srv_.o.poll_ms));
@@ -324,6 +330,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   std::deque<uint64_t> inflight_;  // LSNs of events written and not acknowledged (with a window)
   uint32_t window_ = 0;
   std::unique_ptr<wal::reader> reader_;
+  uint64_t limit_ = UINT64_MAX;  // the reader's limit: the owner's published durable LSN
   std::unique_ptr<tailer> tailer_;
   std::shared_ptr<subscription_stats> stats_;
   std::optional<std::pair<websocket::close_code, std::string>> close_after_drain_;

@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "tools/cli/cli.hpp"
+#include "wal/durable_mark.hpp"
 #include "wal/file.hpp"
 
 namespace dosql::cli {
@@ -158,6 +159,12 @@ result<std::string> wal_dir_of(const std::string& dir) {
   if (!wal::path_exists(w))
     return error(ec::io_error, dir + " is not a dosql data directory (it has no wal/ directory)");
   return w;
+}
+
+uint64_t readable_limit(const std::string& wal_dir) {
+  auto m = wal::read_durable_mark(wal_dir);
+  if (!m || !*m) return UINT64_MAX;  // nothing published (or unreadable): the files are all there is
+  return **m;
 }
 
 void write_out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }

@@ -1,0 +1,80 @@
+#include "wal/durable_mark.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+
+namespace dosql::wal {
+namespace {
+
+constexpr const char* file_name = "DURABLE";
+constexpr size_t file_size_bytes = 4096;
+constexpr uint64_t magic = 0x5255444c51534f44ull;  // "DOSQLDUR" read as little-endian bytes
+
+}  // namespace
+
+durable_mark::~durable_mark() {
+  if (map_) ::munmap(map_, file_size_bytes);
+}
+
+error durable_mark::open(const std::string& wal_dir) {
+  auto path = join(wal_dir, file_name);
+  auto fd = open_file(path, O_RDWR | O_CREAT);
+  if (!fd) return fd.err();
+  if (::ftruncate(fd->get(), file_size_bytes) != 0) return io_error("cannot size", path, errno);
+  void* m = ::mmap(nullptr, file_size_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+  if (m == MAP_FAILED) return io_error("cannot map", path, errno);
+  map_ = static_cast<uint64_t*>(m);
+  fd_ = std::move(*fd);
+  // Nothing is known durable until this owner's recovery says so (a previous owner's value
+  // may be above what survived a power loss).
+  store(0);
+  std::atomic_ref<uint64_t>(map_[0]).store(magic, std::memory_order_release);
+  return {};
+}
+
+void durable_mark::store(uint64_t lsn) noexcept {
+  std::atomic_ref<uint64_t>(map_[1]).store(lsn, std::memory_order_release);
+  std::atomic_ref<uint64_t>(map_[2]).store(~lsn, std::memory_order_release);
+}
+
+void durable_mark::publish(uint64_t lsn) noexcept {
+  if (!map_) return;
+  std::lock_guard<std::mutex> g(mu_);
+  if (lsn <= published_) return;
+  published_ = lsn;
+  store(lsn);
+}
+
+void durable_mark::reset(uint64_t lsn) noexcept {
+  if (!map_) return;
+  std::lock_guard<std::mutex> g(mu_);
+  published_ = lsn;
+  store(lsn);
+}
+
+result<std::optional<uint64_t>> read_durable_mark(const std::string& wal_dir) {
+  auto path = join(wal_dir, file_name);
+  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw < 0) {
+    if (errno == ENOENT) return std::optional<uint64_t>();
+    return io_error("cannot open", path, errno);
+  }
+  unique_fd fd(raw);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    uint64_t w[3] = {0, 0, 0};
+    auto n = pread_full(fd.get(), w, sizeof w, 0, path);
+    if (!n) return n.err();
+    if (*n < sizeof w || w[0] == 0) return std::optional<uint64_t>();  // being created
+    if (w[0] != magic) return error(ec::corruption, path + " is not a dosql durable-LSN file");
+    if (w[2] == ~w[1]) return std::optional<uint64_t>(w[1]);
+    std::this_thread::yield();  // a store was halfway
+  }
+  return error(ec::busy, path + " keeps changing under the reader");
+}
+
+}  // namespace dosql::wal
