@@ -4,7 +4,8 @@
 #   bench/suite.sh [--quick] [--reps R] [--rev REV] [--build-dir DIR] [--no-build] [--no-micro]
 #
 # 1. Builds peer_bench, wal_bench, db_bench and cdc_bench (Release -O2, DOSQL_TESTS=OFF) in its
-#    own build dir (default build-suite/). --rev REV builds that git revision from a snapshot
+#    own build dir (default build-suite/: cmake/ for the working tree, cmake-rev/ for --rev).
+#    --rev REV builds that git revision from a snapshot
 #    (git archive) instead of the working tree, so edits in progress do not leak in.
 # 2. Describes the machine (nproc, CPU, RAM, kernel, disk, fdatasync latency) and starts the
 #    peer: ../shared/peer/pg_cdc_peer.sh start (PostgreSQL 15 + wal2json, 127.0.0.1:55432);
@@ -80,9 +81,14 @@ if [ -n "$REV" ]; then
   git -C "$ROOT" archive "$REV" | tar -x -C "$SRC"
   log "building revision $(git -C "$ROOT" rev-parse --short "$REV") from a snapshot in $SRC"
 fi
-BIN=$BUILD/cmake
+BIN=$BUILD/cmake                       # the working tree
+[ -n "$REV" ] && BIN=$BUILD/cmake-rev  # a snapshot (CMake ties a build dir to one source dir)
 if [ "$DO_BUILD" = 1 ]; then
   log "building (Release) in $BIN"
+  if [ -f "$BIN/CMakeCache.txt" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$SRC" "$BIN/CMakeCache.txt"; then
+    log "$BIN was configured for another source directory: starting it afresh"
+    rm -rf "$BIN"
+  fi
   # Release at -O2 (the project's documented figures are -O2; GCC 12's -O3 also trips a false
   # -Wrestrict in <string> under -Werror).
   cmake -S "$SRC" -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
