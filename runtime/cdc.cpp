@@ -393,20 +393,49 @@ result<event<row>> to_event(const wal_entry& e) {
 }
 
 std::string to_json(const change_event<row>& e) {
-  char ts[40];
-  std::time_t secs = static_cast<std::time_t>(e.timestamp / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  size_t n = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(ts + n, sizeof ts - n, ".%03dZ", static_cast<int>(e.timestamp % 1000));
-  std::string s = "{\"id\":\"" + e.id + "\",\"type\":\"" + std::string(to_string(e.type)) + "\",\"table\":" +
-                  dosql::to_json(value(e.table)) + ",\"txnId\":" + dosql::to_json(value(e.txn_id)) +
-                  ",\"timestamp\":\"" + ts + "\",\"lsn\":" + std::to_string(e.lsn);
-  if (e.data) s += ",\"data\":" + dosql::to_json(*e.data);
-  if (e.old_data) s += ",\"oldData\":" + dosql::to_json(*e.old_data);
+  // "2025-01-22T10:40:00.123Z": the seconds part is formatted once per second per thread.
+  thread_local int64_t cached_secs = INT64_MIN;
+  thread_local char ts[40];
+  thread_local size_t ts_len = 0;
+  int64_t secs = e.timestamp >= 0 ? e.timestamp / 1000 : (e.timestamp - 999) / 1000;
+  if (secs != cached_secs) {
+    std::time_t t = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    ts_len = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_secs = secs;
+  }
+  int ms = static_cast<int>(e.timestamp - secs * 1000);
+  std::string s;
+  s.reserve(160 + (e.data ? e.data->size() * 24 : 0) + (e.old_data ? e.old_data->size() * 24 : 0));
+  s += "{\"id\":";
+  append_json_string(s, e.id);
+  s += ",\"type\":\"";
+  s += to_string(e.type);
+  s += "\",\"table\":";
+  append_json_string(s, e.table);
+  s += ",\"txnId\":";
+  append_json_string(s, e.txn_id);
+  s += ",\"timestamp\":\"";
+  s.append(ts, ts_len);
+  s += '.';
+  s += static_cast<char>('0' + ms / 100);
+  s += static_cast<char>('0' + ms / 10 % 10);
+  s += static_cast<char>('0' + ms % 10);
+  s += "Z\",\"lsn\":";
+  s += std::to_string(e.lsn);
+  if (e.data) {
+    s += ",\"data\":";
+    append_json(s, *e.data);
+  }
+  if (e.old_data) {
+    s += ",\"oldData\":";
+    append_json(s, *e.old_data);
+  }
   if (e.origin == entry_origin::entered) s += ",\"origin\":\"entered\"";
   if (e.origin == entry_origin::left) s += ",\"origin\":\"left\"";
-  return s + "}";
+  s += '}';
+  return s;
 }
 
 }  // namespace dosql::cdc

@@ -1,14 +1,35 @@
 #include "runtime/json.hpp"
 
-#include <nlohmann/json.hpp>
+#include <charconv>
+#include <cmath>
 
 namespace dosql {
 namespace {
 
-std::string base64(const bytes& b) {
+// Length of the valid UTF-8 sequence at s[i] (lead byte >= 0x80), or 0 if it is invalid.
+size_t utf8_len(std::string_view s, size_t i) {
+  auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  auto cont = [&](size_t k) { return i + k < s.size() && (b(k) & 0xC0) == 0x80; };
+  unsigned char c = b(0);
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (!cont(1) || !cont(2)) return 0;
+    if (c == 0xE0 && b(1) < 0xA0) return 0;   // overlong
+    if (c == 0xED && b(1) > 0x9F) return 0;   // surrogates
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (!cont(1) || !cont(2) || !cont(3)) return 0;
+    if (c == 0xF0 && b(1) < 0x90) return 0;   // overlong
+    if (c == 0xF4 && b(1) > 0x8F) return 0;   // above U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+void append_base64(std::string& out, const bytes& b) {
   static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((b.size() + 2) / 3 * 4);
+  out.reserve(out.size() + (b.size() + 2) / 3 * 4);
   for (size_t i = 0; i < b.size(); i += 3) {
     uint32_t n = uint32_t{b[i]} << 16 | (i + 1 < b.size() ? uint32_t{b[i + 1]} << 8 : 0) |
                  (i + 2 < b.size() ? uint32_t{b[i + 2]} : 0);
@@ -17,27 +38,102 @@ std::string base64(const bytes& b) {
     out += i + 1 < b.size() ? tbl[n >> 6 & 63] : '=';
     out += i + 2 < b.size() ? tbl[n & 63] : '=';
   }
-  return out;
 }
 
-nlohmann::ordered_json json_of(const value& v) {
-  switch (v.index()) {
-    case 1: return std::get<int64_t>(v);
-    case 2: return std::get<double>(v);
-    case 3: return std::get<std::string>(v);
-    case 4: return nlohmann::ordered_json{{"$base64", base64(std::get<bytes>(v))}};
-    default: return nullptr;
+void append_double(std::string& out, double d) {
+  if (!std::isfinite(d)) {
+    out += "null";
+    return;
   }
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);  // shortest text that reads back as d
+  std::string_view t(buf, static_cast<size_t>(r.ptr - buf));
+  out += t;
+  if (t.find_first_of(".e") == std::string_view::npos) out += ".0";  // 100 -> 100.0: still a REAL
 }
 
 }  // namespace
 
-std::string to_json(const value& v) { return json_of(v).dump(); }
+void append_json_string(std::string& out, std::string_view s) {
+  static const char* hex = "0123456789abcdef";
+  out += '"';
+  size_t run = 0;  // start of the pending run of bytes copied as they are
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      if (size_t n = utf8_len(s, i)) {
+        i += n;
+        continue;
+      }
+    }
+    out.append(s.data() + run, i - run);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += "\xEF\xBF\xBD";  // U+FFFD for a byte of an invalid UTF-8 sequence
+        }
+    }
+    run = ++i;
+  }
+  out.append(s.data() + run, s.size() - run);
+  out += '"';
+}
+
+void append_json(std::string& out, const value& v) {
+  switch (v.index()) {
+    case 1: {
+      char buf[24];
+      auto r = std::to_chars(buf, buf + sizeof buf, std::get<int64_t>(v));
+      out.append(buf, static_cast<size_t>(r.ptr - buf));
+      break;
+    }
+    case 2: append_double(out, std::get<double>(v)); break;
+    case 3: append_json_string(out, std::get<std::string>(v)); break;
+    case 4:
+      out += "{\"$base64\":\"";
+      append_base64(out, std::get<bytes>(v));
+      out += "\"}";
+      break;
+    default: out += "null";
+  }
+}
+
+void append_json(std::string& out, const row& r) {
+  out += '{';
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (i) out += ',';
+    append_json_string(out, r.columns[i]);
+    out += ':';
+    append_json(out, r.values[i]);
+  }
+  out += '}';
+}
+
+std::string to_json(const value& v) {
+  std::string s;
+  append_json(s, v);
+  return s;
+}
 
 std::string to_json(const row& r) {
-  nlohmann::ordered_json o = nlohmann::ordered_json::object();
-  for (size_t i = 0; i < r.size(); ++i) o[r.columns[i]] = json_of(r.values[i]);
-  return o.dump();
+  std::string s;
+  append_json(s, r);
+  return s;
 }
 
 }  // namespace dosql

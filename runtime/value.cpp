@@ -1,5 +1,7 @@
 #include "runtime/value.hpp"
 
+#include <bit>
+
 #include "wal/msgpack_sink.hpp"
 
 namespace dosql {
@@ -37,7 +39,6 @@ namespace codec {
 namespace {
 
 using detail::string_sink;
-using detail::reference_all;
 
 // `out` is the string `pk` writes to (the packer does not buffer).
 void pack_value(msgpack::packer<string_sink>& pk, std::string& out, const value& v) {
@@ -60,35 +61,106 @@ void pack_value(msgpack::packer<string_sink>& pk, std::string& out, const value&
   }
 }
 
-bool unpack_value(const msgpack::object& o, value& out) {
-  switch (o.type) {
-    case msgpack::type::NIL: out = nullptr; return true;
-    case msgpack::type::POSITIVE_INTEGER:
-      if (o.via.u64 > static_cast<uint64_t>(INT64_MAX)) return false;
-      out = static_cast<int64_t>(o.via.u64);
-      return true;
-    case msgpack::type::NEGATIVE_INTEGER: out = o.via.i64; return true;
-    case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: out = o.via.f64; return true;
-    case msgpack::type::STR: out = std::string(o.via.str.ptr, o.via.str.size); return true;
-    case msgpack::type::BIN:
-      out = bytes(reinterpret_cast<const uint8_t*>(o.via.bin.ptr),
-                  reinterpret_cast<const uint8_t*>(o.via.bin.ptr) + o.via.bin.size);
-      return true;
-    default: return false;
-  }
-}
+// A reader of the msgpack subset SQL values use (nil, integers, floats, str, bin, maps of
+// them): row images are decoded on every delivered event, and this avoids msgpack-c's zone
+// allocation per image. Every read is bounds-checked; false = malformed.
+struct mp_reader {
+  const unsigned char* p;
+  const unsigned char* end;
 
-result<msgpack::object_handle> unpack(std::string_view data, const char* what) {
-  try {
-    size_t off = 0;
-    auto oh = msgpack::unpack(data.data(), data.size(), off, reference_all);
-    if (off != data.size()) return error(ec::decode_error, std::string(what) + ": trailing bytes");
-    return oh;
-  } catch (const std::exception& e) {
-    return error(ec::decode_error, std::string(what) + ": " + e.what());
+  explicit mp_reader(std::string_view s)
+      : p(reinterpret_cast<const unsigned char*>(s.data())), end(p + s.size()) {}
+  bool need(size_t n) const { return static_cast<size_t>(end - p) >= n; }
+  uint64_t be(size_t n) {  // REQUIRES need(n)
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i) v = v << 8 | p[i];
+    p += n;
+    return v;
   }
-}
+  bool sized(size_t width, uint64_t& n) {
+    if (!need(width)) return false;
+    n = be(width);
+    return true;
+  }
+  bool bytes_of(uint64_t n, std::string_view& out) {
+    if (!need(n)) return false;
+    out = std::string_view(reinterpret_cast<const char*>(p), n);
+    p += n;
+    return true;
+  }
+  bool str(std::string_view& out) {
+    if (!need(1)) return false;
+    unsigned c = *p++;
+    uint64_t n;
+    if ((c & 0xe0) == 0xa0) n = c & 0x1f;
+    else if (c == 0xd9) { if (!sized(1, n)) return false; }
+    else if (c == 0xda) { if (!sized(2, n)) return false; }
+    else if (c == 0xdb) { if (!sized(4, n)) return false; }
+    else return false;
+    return bytes_of(n, out);
+  }
+  bool map_header(uint64_t& n) {
+    if (!need(1)) return false;
+    unsigned c = *p++;
+    if ((c & 0xf0) == 0x80) return n = c & 0x0f, true;
+    if (c == 0xde) return sized(2, n);
+    if (c == 0xdf) return sized(4, n);
+    return false;
+  }
+  bool array_header(uint64_t& n) {
+    if (!need(1)) return false;
+    unsigned c = *p++;
+    if ((c & 0xf0) == 0x90) return n = c & 0x0f, true;
+    if (c == 0xdc) return sized(2, n);
+    if (c == 0xdd) return sized(4, n);
+    return false;
+  }
+  bool val(value& out) {
+    if (!need(1)) return false;
+    unsigned c = *p;
+    if (c <= 0x7f || c >= 0xe0) {  // fixints
+      ++p;
+      out = static_cast<int64_t>(static_cast<int8_t>(c));
+      return true;
+    }
+    if ((c & 0xe0) == 0xa0 || (c >= 0xd9 && c <= 0xdb)) {
+      std::string_view s;
+      if (!str(s)) return false;
+      out = std::string(s);
+      return true;
+    }
+    ++p;
+    uint64_t n;
+    std::string_view b;
+    switch (c) {
+      case 0xc0: out = nullptr; return true;
+      case 0xc4: case 0xc5: case 0xc6:
+        if (!sized(size_t{1} << (c - 0xc4), n) || !bytes_of(n, b)) return false;
+        out = bytes(reinterpret_cast<const uint8_t*>(b.data()), reinterpret_cast<const uint8_t*>(b.data()) + b.size());
+        return true;
+      case 0xca:
+        if (!sized(4, n)) return false;
+        out = static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(n)));
+        return true;
+      case 0xcb:
+        if (!sized(8, n)) return false;
+        out = std::bit_cast<double>(n);
+        return true;
+      case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        if (!sized(size_t{1} << (c - 0xcc), n) || n > static_cast<uint64_t>(INT64_MAX)) return false;
+        out = static_cast<int64_t>(n);
+        return true;
+      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        size_t w = size_t{1} << (c - 0xd0);
+        if (!sized(w, n)) return false;
+        int shift = static_cast<int>(64 - 8 * w);  // sign-extend
+        out = static_cast<int64_t>(n << shift) >> shift;
+        return true;
+      }
+      default: return false;
+    }
+  }
+};
 
 }  // namespace
 
@@ -104,21 +176,22 @@ void encode_row(const row& r, std::string& out) {
 }
 
 result<row> decode_row(std::string_view image) {
-  auto oh = unpack(image, "row image");
-  if (!oh) return oh.err();
-  const auto& o = oh->get();
-  if (o.type != msgpack::type::MAP) return error(ec::decode_error, "row image is not a map");
+  mp_reader rd(image);
+  uint64_t n = 0;
+  if (!rd.map_header(n)) return error(ec::decode_error, "row image is not a map");
+  if (n > image.size()) return error(ec::decode_error, "row image: truncated");
   row r;
-  r.columns.reserve(o.via.map.size);
-  r.values.reserve(o.via.map.size);
-  for (uint32_t i = 0; i < o.via.map.size; ++i) {
-    auto& kv = o.via.map.ptr[i];
-    if (kv.key.type != msgpack::type::STR) return error(ec::decode_error, "row image: column name is not a string");
-    r.columns.emplace_back(kv.key.via.str.ptr, kv.key.via.str.size);
+  r.columns.reserve(n);
+  r.values.reserve(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string_view name;
+    if (!rd.str(name)) return error(ec::decode_error, "row image: column " + std::to_string(i) + " has no string name (or is truncated)");
+    r.columns.emplace_back(name);
     r.values.emplace_back();
-    if (!unpack_value(kv.val, r.values.back()))
-      return error(ec::decode_error, "row image: column " + r.columns.back() + " has a non-SQL value");
+    if (!rd.val(r.values.back()))
+      return error(ec::decode_error, "row image: column " + r.columns.back() + " has a non-SQL value (or is truncated)");
   }
+  if (rd.p != rd.end) return error(ec::decode_error, "row image: trailing bytes");
   return r;
 }
 
@@ -130,13 +203,14 @@ void encode_key(const std::vector<value>& key, std::string& out) {
 }
 
 result<std::vector<value>> decode_key(std::string_view key) {
-  auto oh = unpack(key, "key");
-  if (!oh) return oh.err();
-  const auto& o = oh->get();
-  if (o.type != msgpack::type::ARRAY) return error(ec::decode_error, "key is not an array");
-  std::vector<value> out(o.via.array.size);
-  for (uint32_t i = 0; i < o.via.array.size; ++i)
-    if (!unpack_value(o.via.array.ptr[i], out[i])) return error(ec::decode_error, "key holds a non-SQL value");
+  mp_reader rd(key);
+  uint64_t n = 0;
+  if (!rd.array_header(n)) return error(ec::decode_error, "key is not an array");
+  if (n > key.size()) return error(ec::decode_error, "key: truncated");
+  std::vector<value> out(n);
+  for (auto& v : out)
+    if (!rd.val(v)) return error(ec::decode_error, "key holds a non-SQL value (or is truncated)");
+  if (rd.p != rd.end) return error(ec::decode_error, "key: trailing bytes");
   return out;
 }
 

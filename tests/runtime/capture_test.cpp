@@ -1,9 +1,15 @@
 // What capture writes into the WAL for the cases SQLite's hooks make tricky, and that a
 // replica built only from the WAL equals the database.
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
 
 #include "replica.hpp"
 #include "runtime/json.hpp"
+#include "wal/msgpack_sink.hpp"
 #include "runtime/database.hpp"
 #include "runtime/support.hpp"
 #include "test_util.hpp"
@@ -195,4 +201,71 @@ TEST_CASE("schema changes are SCHEMA entries with the guide's fields", "[capture
   CHECK(kinds == std::vector<std::string>{"create_table", "add_column", "alter_column", "drop_column",
                                           "create_index", "rename_table", "drop_table"});
   f.check_replica();
+}
+
+TEST_CASE("JSON text: escapes, invalid UTF-8, REALs that stay REALs, and it always parses", "[json]") {
+  CHECK(to_json(value(std::string("a\"b\\c\n\t\x01 é €"))) == "\"a\\\"b\\\\c\\n\\t\\u0001 é €\"");
+  CHECK(to_json(value(std::string("bad \xff\xfe end \xC3"))) == "\"bad \xEF\xBF\xBD\xEF\xBF\xBD end \xEF\xBF\xBD\"");
+  CHECK(to_json(value(std::string("\xED\xA0\x80"))) == "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");  // a surrogate
+  CHECK(to_json(value(0.1)) == "0.1");
+  CHECK(to_json(value(-2.5)) == "-2.5");
+  CHECK(to_json(value(1e300)) == "1e+300");
+  CHECK(to_json(value(std::nan(""))) == "null");
+  CHECK(to_json(value(INT64_MIN)) == "-9223372036854775808");
+  CHECK(to_json(value(nullptr)) == "null");
+  CHECK(to_json(row{{"a\"", "b"}, {int64_t{1}, bytes{}}}) == R"({"a\"":1,"b":{"$base64":""}})");
+  // Random bytes always make valid JSON that reads back as the same text where it was UTF-8.
+  std::mt19937 rng(5);
+  for (int i = 0; i < 2000; ++i) {
+    std::string s(rng() % 40, '\0');
+    for (auto& c : s) c = static_cast<char>(rng() % 4 == 0 ? rng() % 256 : 32 + rng() % 95);
+    auto text = to_json(value(s));
+    INFO(text);
+    auto parsed = nlohmann::json::parse(text);  // throws on invalid JSON or UTF-8
+    bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    if (ascii) CHECK(parsed.get<std::string>() == s);
+  }
+}
+
+TEST_CASE("row and key codec: every SQL value round-trips; any msgpack encoding of them reads; damage is DECODE_ERROR",
+          "[json][codec]") {
+  row r{{"n", "i", "neg", "big", "small", "d", "s", "long", "b"},
+        {nullptr, int64_t{42}, int64_t{-5}, INT64_MAX, INT64_MIN, 2.5, std::string("text"), std::string(70000, 'x'),
+         bytes(300, 7)}};
+  std::string img;
+  codec::encode_row(r, img);
+  auto back = codec::decode_row(img);
+  REQUIRE(back);
+  CHECK(*back == r);
+  std::string key;
+  codec::encode_key({value(int64_t{-1}), value(std::string("k"))}, key);
+  auto k = codec::decode_key(key);
+  REQUIRE(k);
+  CHECK(*k == std::vector<value>{int64_t{-1}, std::string("k")});
+  // Encodings dosql does not write but msgpack allows: int8 for a positive value, float32,
+  // str8, bin8, map16.
+  std::string other;
+  dosql::detail::string_sink sink{other};
+  msgpack::packer<dosql::detail::string_sink> pk(sink);
+  pk.pack_map(2);
+  pk.pack_str(1);
+  pk.pack_str_body("a", 1);
+  pk.pack_fix_int8(7);
+  pk.pack_str(1);
+  pk.pack_str_body("f", 1);
+  pk.pack_float(0.5f);
+  auto o = codec::decode_row(other);
+  REQUIRE(o);
+  CHECK(o->values == std::vector<value>{int64_t{7}, 0.5});
+  // Every truncation and a few corruptions: an error, never a crash or a wrong success.
+  for (size_t n = 0; n < img.size(); n += (n < 200 ? 1 : 997)) {
+    auto t = codec::decode_row(std::string_view(img).substr(0, n));
+    REQUIRE_FALSE(t);
+    CHECK(t.err().code() == ec::decode_error);
+  }
+  CHECK_FALSE(codec::decode_row(img + "x"));                 // trailing bytes
+  CHECK_FALSE(codec::decode_row(std::string("\x81\x01\x01", 3)));  // a column name that is not a string
+  CHECK_FALSE(codec::decode_row(std::string("\x81\xa1" "a\xc3", 4)));  // true is not an SQL value
+  CHECK_FALSE(codec::decode_row(std::string("\x81\xa1" "a\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 12)));  // > INT64_MAX
+  CHECK_FALSE(codec::decode_key(std::string("\xdd\xff\xff\xff\xff", 5)));  // a huge count, no data
 }

@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "tools/cli/cli.hpp"
+#include "runtime/json.hpp"
 #include "wal/durable_mark.hpp"
 #include "wal/file.hpp"
 
@@ -40,27 +41,9 @@ int fail(std::string_view text) {
 int fail(const error& e) { return fail(e.to_string()); }
 
 std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 std::string iso_utc(int64_t unix_ms) {
