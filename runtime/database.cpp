@@ -100,7 +100,11 @@ struct database::impl {
     detail::statement_info info;
     size_t length = 0;  // bytes of the script this statement takes
   };
-  std::unordered_map<std::string, cached_stmt> stmt_cache;
+  struct text_hash {  // lookups by the caller's string_view, without copying the SQL
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, cached_stmt, text_hash, std::equal_to<>> stmt_cache;
   // The writer-lock holder's committer count, released at the moment it hands its
   // transaction to the WAL writer (so the writer never waits for a thread that is done).
   actors::durable_tail::committer_scope* committer = nullptr;
@@ -624,7 +628,7 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
     stmt_ptr st;  // owns `raw` unless it lives in the cache
     detail::statement_info info;
     std::string_view text;
-    auto hit = remaining.size() <= stmt_cache_max_text ? stmt_cache.find(std::string(remaining)) : stmt_cache.end();
+    auto hit = remaining.size() <= stmt_cache_max_text ? stmt_cache.find(remaining) : stmt_cache.end();
     if (hit != stmt_cache.end()) {
       raw = hit->second.st.get();
       sqlite3_reset(raw);
