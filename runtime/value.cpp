@@ -1,7 +1,7 @@
 #include "runtime/value.hpp"
 
-#include <bit>
 
+#include "wal/msgpack_reader.hpp"
 #include "wal/msgpack_sink.hpp"
 
 namespace dosql {
@@ -61,106 +61,41 @@ void pack_value(msgpack::packer<string_sink>& pk, std::string& out, const value&
   }
 }
 
-// A reader of the msgpack subset SQL values use (nil, integers, floats, str, bin, maps of
-// them): row images are decoded on every delivered event, and this avoids msgpack-c's zone
-// allocation per image. Every read is bounds-checked; false = malformed.
-struct mp_reader {
-  const unsigned char* p;
-  const unsigned char* end;
+using detail::mp_reader;
 
-  explicit mp_reader(std::string_view s)
-      : p(reinterpret_cast<const unsigned char*>(s.data())), end(p + s.size()) {}
-  bool need(size_t n) const { return static_cast<size_t>(end - p) >= n; }
-  uint64_t be(size_t n) {  // REQUIRES need(n)
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; ++i) v = v << 8 | p[i];
-    p += n;
-    return v;
-  }
-  bool sized(size_t width, uint64_t& n) {
-    if (!need(width)) return false;
-    n = be(width);
+// One SQL value: nil, an integer, a float, str or bin.
+bool read_value(mp_reader& rd, value& out) {
+  if (!rd.need(1)) return false;
+  unsigned c = *rd.p;
+  if (c == 0xc0) {
+    ++rd.p;
+    out = nullptr;
     return true;
   }
-  bool bytes_of(uint64_t n, std::string_view& out) {
-    if (!need(n)) return false;
-    out = std::string_view(reinterpret_cast<const char*>(p), n);
-    p += n;
+  if (c == 0xca || c == 0xcb) {
+    double d;
+    if (!rd.float64(d)) return false;
+    out = d;
     return true;
   }
-  bool str(std::string_view& out) {
-    if (!need(1)) return false;
-    unsigned c = *p++;
-    uint64_t n;
-    if ((c & 0xe0) == 0xa0) n = c & 0x1f;
-    else if (c == 0xd9) { if (!sized(1, n)) return false; }
-    else if (c == 0xda) { if (!sized(2, n)) return false; }
-    else if (c == 0xdb) { if (!sized(4, n)) return false; }
-    else return false;
-    return bytes_of(n, out);
+  if ((c & 0xe0) == 0xa0 || (c >= 0xd9 && c <= 0xdb)) {
+    std::string_view sv;
+    if (!rd.str(sv)) return false;
+    out = std::string(sv);
+    return true;
   }
-  bool map_header(uint64_t& n) {
-    if (!need(1)) return false;
-    unsigned c = *p++;
-    if ((c & 0xf0) == 0x80) return n = c & 0x0f, true;
-    if (c == 0xde) return sized(2, n);
-    if (c == 0xdf) return sized(4, n);
-    return false;
-  }
-  bool array_header(uint64_t& n) {
-    if (!need(1)) return false;
-    unsigned c = *p++;
-    if ((c & 0xf0) == 0x90) return n = c & 0x0f, true;
-    if (c == 0xdc) return sized(2, n);
-    if (c == 0xdd) return sized(4, n);
-    return false;
-  }
-  bool val(value& out) {
-    if (!need(1)) return false;
-    unsigned c = *p;
-    if (c <= 0x7f || c >= 0xe0) {  // fixints
-      ++p;
-      out = static_cast<int64_t>(static_cast<int8_t>(c));
-      return true;
-    }
-    if ((c & 0xe0) == 0xa0 || (c >= 0xd9 && c <= 0xdb)) {
-      std::string_view s;
-      if (!str(s)) return false;
-      out = std::string(s);
-      return true;
-    }
-    ++p;
-    uint64_t n;
+  if (c >= 0xc4 && c <= 0xc6) {
+    bool has;
     std::string_view b;
-    switch (c) {
-      case 0xc0: out = nullptr; return true;
-      case 0xc4: case 0xc5: case 0xc6:
-        if (!sized(size_t{1} << (c - 0xc4), n) || !bytes_of(n, b)) return false;
-        out = bytes(reinterpret_cast<const uint8_t*>(b.data()), reinterpret_cast<const uint8_t*>(b.data()) + b.size());
-        return true;
-      case 0xca:
-        if (!sized(4, n)) return false;
-        out = static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(n)));
-        return true;
-      case 0xcb:
-        if (!sized(8, n)) return false;
-        out = std::bit_cast<double>(n);
-        return true;
-      case 0xcc: case 0xcd: case 0xce: case 0xcf:
-        if (!sized(size_t{1} << (c - 0xcc), n) || n > static_cast<uint64_t>(INT64_MAX)) return false;
-        out = static_cast<int64_t>(n);
-        return true;
-      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-        size_t w = size_t{1} << (c - 0xd0);
-        if (!sized(w, n)) return false;
-        int shift = static_cast<int>(64 - 8 * w);  // sign-extend
-        out = static_cast<int64_t>(n << shift) >> shift;
-        return true;
-      }
-      default: return false;
-    }
+    if (!rd.bin_or_nil(has, b)) return false;
+    out = bytes(reinterpret_cast<const uint8_t*>(b.data()), reinterpret_cast<const uint8_t*>(b.data()) + b.size());
+    return true;
   }
-};
+  int64_t i;
+  if (!rd.int64(i)) return false;
+  out = i;
+  return true;
+}
 
 }  // namespace
 
@@ -188,7 +123,7 @@ result<row> decode_row(std::string_view image) {
     if (!rd.str(name)) return error(ec::decode_error, "row image: column " + std::to_string(i) + " has no string name (or is truncated)");
     r.columns.emplace_back(name);
     r.values.emplace_back();
-    if (!rd.val(r.values.back()))
+    if (!read_value(rd, r.values.back()))
       return error(ec::decode_error, "row image: column " + r.columns.back() + " has a non-SQL value (or is truncated)");
   }
   if (rd.p != rd.end) return error(ec::decode_error, "row image: trailing bytes");
@@ -209,7 +144,7 @@ result<std::vector<value>> decode_key(std::string_view key) {
   if (n > key.size()) return error(ec::decode_error, "key: truncated");
   std::vector<value> out(n);
   for (auto& v : out)
-    if (!rd.val(v)) return error(ec::decode_error, "key holds a non-SQL value (or is truncated)");
+    if (!read_value(rd, v)) return error(ec::decode_error, "key holds a non-SQL value (or is truncated)");
   if (rd.p != rd.end) return error(ec::decode_error, "key: trailing bytes");
   return out;
 }

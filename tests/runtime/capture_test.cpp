@@ -8,6 +8,7 @@
 #include <random>
 
 #include "replica.hpp"
+#include "actors/messages.hpp"
 #include "runtime/json.hpp"
 #include "wal/msgpack_sink.hpp"
 #include "runtime/database.hpp"
@@ -268,4 +269,41 @@ TEST_CASE("row and key codec: every SQL value round-trips; any msgpack encoding 
   CHECK_FALSE(codec::decode_row(std::string("\x81\xa1" "a\xc3", 4)));  // true is not an SQL value
   CHECK_FALSE(codec::decode_row(std::string("\x81\xa1" "a\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 12)));  // > INT64_MAX
   CHECK_FALSE(codec::decode_key(std::string("\xdd\xff\xff\xff\xff", 5)));  // a huge count, no data
+}
+
+TEST_CASE("transaction messages to the WAL writer decode exactly; damage is DECODE_ERROR", "[codec]") {
+  std::string msg;
+  actors::begin_txn_message(msg, "txn_7", 7, -5, actors::txn_opens | actors::txn_closes, 2);
+  std::string_view k("\x91\x01", 2), a("\x81\xa1x\x02", 4);
+  actors::pack_entry(msg, op_type::insert, "t", &k, nullptr, &a);
+  actors::pack_entry(msg, op_type::del, "u", &k, &a, nullptr);
+  actors::txn_message m;
+  REQUIRE_FALSE(actors::decode_txn_message(msg, m));
+  CHECK(m.txn_id == "txn_7");
+  CHECK(m.first_lsn == 7);
+  CHECK(m.timestamp == -5);
+  REQUIRE(m.entries.size() == 4);  // BEGIN, 2 changes, COMMIT
+  CHECK(m.entries[0].op == op_type::begin);
+  CHECK(m.entries[1].op == op_type::insert);
+  CHECK(m.entries[1].table == "t");
+  CHECK(m.entries[1].key == k);
+  CHECK_FALSE(m.entries[1].has_before);
+  CHECK(m.entries[1].after == a);
+  CHECK(m.entries[2].before == a);
+  CHECK(m.entries[3].op == op_type::commit);
+  for (size_t i = 0; i < m.entries.size(); ++i) CHECK(m.entries[i].lsn == 7 + i);
+  std::string ab;
+  actors::begin_txn_message(ab, "txn_9", 9, 1, actors::txn_aborts, 0);
+  REQUIRE_FALSE(actors::decode_txn_message(ab, m));
+  REQUIRE(m.entries.size() == 1);
+  CHECK(m.entries[0].op == op_type::rollback);
+  std::string both;
+  actors::begin_txn_message(both, "txn_9", 9, 1, actors::txn_closes | actors::txn_aborts, 0);
+  CHECK(actors::decode_txn_message(both, m).code() == ec::decode_error);
+  for (size_t n = 0; n < msg.size(); ++n) {
+    auto e = actors::decode_txn_message(std::string_view(msg).substr(0, n), m);
+    REQUIRE(e);
+    CHECK(e.code() == ec::decode_error);
+  }
+  CHECK(actors::decode_txn_message(msg + "x", m).code() == ec::decode_error);
 }
