@@ -184,27 +184,11 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
   if (auto names = wal::list_dir(st.dir))
     for (auto& n : *names) {
       if (n.size() < 6 || n.compare(n.size() - 5, 5, ".slot") != 0) continue;
-      auto fd = wal::open_file(wal::join(st.dir, n), O_RDONLY);
-      if (!fd) continue;
-      auto size = wal::file_size(fd->get(), n);
-      std::string data(size ? *size : 0, '\0');
-      auto got = size ? wal::pread_full(fd->get(), data.data(), data.size(), 0, n) : result<size_t>(size.err());
-      if (!got) {
-        spdlog::error("dosql: cannot read slot file {}: {}", n, got.err().to_string());
-        continue;
-      }
-      data.resize(*got);
-      cdc::slot_info s;
-      bool ok = false;
-      try {
-        auto oh = msgpack::unpack(data.data(), data.size());
-        ok = decode_slot(oh.get(), s);
-      } catch (const std::exception&) {
-      }
-      if (ok)
-        st.slots[s.name] = s;
+      auto s = read_slot_file(wal::join(st.dir, n));
+      if (s)
+        st.slots[s->name] = *s;
       else
-        spdlog::error("dosql: slot file {} is damaged ({} bytes); the slot is not loaded", wal::join(st.dir, n), data.size());
+        spdlog::error("dosql: {}; the slot is not loaded", s.err().to_string());
     }
   if (cfg.check_interval.count() > 0) self->delayed_send(self, cfg.check_interval, slot_check_atom::value);
   auto not_found = [](const std::string& name) {
@@ -280,6 +264,24 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
 }
 
 }  // namespace
+
+result<cdc::slot_info> read_slot_file(const std::string& path) {
+  auto fd = wal::open_file(path, O_RDONLY);
+  if (!fd) return fd.err();
+  auto size = wal::file_size(fd->get(), path);
+  if (!size) return size.err();
+  std::string data(*size, '\0');
+  auto got = wal::pread_full(fd->get(), data.data(), data.size(), 0, path);
+  if (!got) return got.err();
+  data.resize(*got);
+  cdc::slot_info s;
+  try {
+    auto oh = msgpack::unpack(data.data(), data.size());
+    if (decode_slot(oh.get(), s)) return s;
+  } catch (const std::exception&) {
+  }
+  return error(ec::decode_error, "slot file " + path + " is damaged (" + std::to_string(data.size()) + " bytes)");
+}
 
 std::string encode_slot(const cdc::slot_info& s) {
   std::string out;

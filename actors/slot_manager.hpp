@@ -29,5 +29,8 @@ caf::actor spawn_slot_manager(std::shared_ptr<database> db, cdc::slot_config cfg
 /// Slot (de)serialisation shared by the actor and the facade.
 std::string encode_slot(const cdc::slot_info& s);
 bool decode_slot(const msgpack::object& o, cdc::slot_info& s);
+/// Reads a slot file (DIR/slots/NAME.slot) whole: IO_ERROR, or DECODE_ERROR naming the path.
+/// Used by the owner's slot manager and by read-only tools beside it.
+result<cdc::slot_info> read_slot_file(const std::string& path);
 
 }  // namespace dosql::actors

@@ -272,16 +272,15 @@ error database::impl::recover(wal::log& log) {
 }
 
 void database::impl::start_txn() {
+  cap.clear();
   if (txn_first) {
     // The transaction ended without COMMIT after part of it was streamed: close it in the
-    // WAL with a ROLLBACK (readers never deliver it).
-    cap.clear();
+    // WAL with a ROLLBACK (readers never deliver it). With nothing buffered any more, the
+    // hand-over is that one message, and it resets txn_first.
     if (auto e = hand_over(cap.current(), actors::txn_aborts))
       spdlog::error("dosql {}: writing the ROLLBACK of txn_{}: {}", dir, txn_first, e.to_string());
     handed.store(next_lsn - 1, std::memory_order_release);
-    txn_first = last_chunk = 0;
   }
-  cap.clear();
   cap.txn_rolled_back = false;
   cap.txn_has_ddl = false;
   pending_schema = schema_version;

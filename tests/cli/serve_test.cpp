@@ -485,6 +485,7 @@ TEST_CASE("serve: /metrics has the WAL, subscription and slot figures", "[serve]
   CHECK(m["dosql_slot_confirmed_lsn{slot=\"behind\"}"] == 4);
   CHECK(m["dosql_slot_lag_entries{slot=\"behind\"}"] == last - 4);
   CHECK(m["dosql_slot_lag_bytes{slot=\"behind\"}"] > 0);
+  CHECK(m["dosql_slot_lag_bytes{slot=\"behind\"}"] <= m["dosql_wal_bytes"]);  // in use, not the zero fill
   CHECK(m["dosql_slot_lag_entries{slot=\"current\"}"] == 0);
   CHECK(m["dosql_slot_lag_bytes{slot=\"current\"}"] == 0);
   CHECK(m["dosql_slot_invalidated{slot=\"current\"}"] == 0);

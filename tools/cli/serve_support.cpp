@@ -248,16 +248,8 @@ result<std::vector<cdc::slot_info>> read_slots(const std::string& dir) {
   if (!names) return names.err();
   for (auto& n : *names) {
     if (!n.ends_with(".slot")) continue;  // not NAME.slot.tmp, a replacement being written
-    auto data = read_small_file(wal::join(slots_dir, n), 1 << 20);
-    if (!data) continue;  // dropped meanwhile
-    cdc::slot_info s;
-    try {
-      auto oh = msgpack::unpack(data->data(), data->size());
-      if (!actors::decode_slot(oh.get(), s)) continue;
-    } catch (const std::exception&) {
-      continue;  // damaged: the owner reports it when it loads the slots
-    }
-    out.push_back(std::move(s));
+    // Dropped meanwhile, or damaged (the owner reports that when it loads the slots).
+    if (auto s = actors::read_slot_file(wal::join(slots_dir, n))) out.push_back(std::move(*s));
   }
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
   return out;
@@ -314,11 +306,11 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   for (auto& s : *slots)
     sample(out, "dosql_slot_lag_entries", last > s.acked_lsn ? last - s.acked_lsn : 0, "slot=\"" + label(s.name) + "\"");
   family(out, "dosql_slot_lag_bytes", "gauge",
-         "Bytes of the WAL segment files holding an entry after the slot's acknowledged LSN (as dosql slots list).");
+         "WAL bytes in use in the segments holding an entry after the slot's acknowledged LSN (as dosql slots list).");
   for (auto& s : *slots) {
     uint64_t bytes = 0;
-    for (auto& seg : st->segments)
-      if (last > s.acked_lsn && seg.last_lsn > s.acked_lsn) bytes += seg.file_bytes;
+    for (auto& seg : st->segments)  // bytes in use: not the active segment's preallocated zero fill
+      if (last > s.acked_lsn && seg.last_lsn > s.acked_lsn) bytes += seg.bytes;
     sample(out, "dosql_slot_lag_bytes", bytes, "slot=\"" + label(s.name) + "\"");
   }
   family(out, "dosql_slot_invalidated", "gauge", "1 if the slot was invalidated (it no longer holds the WAL back).");
