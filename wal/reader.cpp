@@ -50,6 +50,7 @@ error reader::open_segment(uint64_t first_lsn) {
   buf_file_off_ = segment_header_size;
   pos_ = len_ = 0;
   fresh_ = false;
+  trusted_lsn_ = 0;
   return {};
 }
 
@@ -79,6 +80,8 @@ error reader::seek(uint64_t lsn) {
 error reader::reload() {
   buf_file_off_ += pos_;
   pos_ = len_ = 0;
+  // Invariant: every record up to the limit was whole before this read began.
+  trusted_lsn_ = limit_;
   read_size_ = std::min(read_size_, buf_.size());
   auto n = pread_full(fd_.get(), buf_.data(), read_size_, buf_file_off_, path_);
   if (!n) return n.err();
@@ -140,6 +143,12 @@ reader::status reader::next(entry_view& out) {
     if (next_lsn_ > limit_) {
       read_size_ = tail_read_size;  // held back at the durable tail: only a few records will follow
       return status::tail;
+    }
+    if (next_lsn_ > trusted_lsn_) {
+      // The limit moved past what was whole when buf_ was read: the bytes buffered for this
+      // record may be a half-written copy (zero-filled or cut short). Read them again.
+      if (auto e = reload()) return fail(e);
+      continue;
     }
     auto r = parse_record(buf_.data() + pos_, len_ - pos_, opts_.verify_checksums);
     if (r.status != parse_status::ok) {

@@ -8,6 +8,11 @@
 //  - next() never returns a record whose checksum failed (with verify_checksums on).
 //  - At the end of what is written (or past `limit`), next() says `tail`: "no entry yet".
 //    A partly written record at the end of the newest segment is the tail, not damage.
+//  - With a limit, a record is parsed only from bytes read after the limit covered it: the
+//    limit is an LSN the writer has finished writing, so those bytes are whole. Bytes read
+//    earlier (the buffer reaches past the limit into records still being written) are read
+//    again once the limit moves. Without a limit, only the checksum tells a whole record from
+//    one being written: verify_checksums = false is safe only with a limit.
 // Thread safety: none; one reader per thread or actor.
 #pragma once
 
@@ -44,7 +49,8 @@ class reader {
   const error& last_error() const noexcept { return err_; }
 
   /// next() says `tail` rather than return an entry with an LSN above `lsn` (the durable
-  /// tail, for in-process readers). Default: no limit.
+  /// tail, for in-process readers). REQUIRES: every record up to `lsn` is completely
+  /// written. Default: no limit.
   void set_limit(uint64_t lsn) noexcept { limit_ = lsn; }
   uint64_t limit() const noexcept { return limit_; }
 
@@ -73,6 +79,9 @@ class reader {
   std::string path_;
   uint64_t seg_first_ = 0;
   uint64_t buf_file_off_ = 0;   // file offset of buf_[0]
+  // Records in buf_ up to this LSN were whole when buf_ was read (the limit at that read);
+  // a record above it may be half-written there and is read again before it is parsed.
+  uint64_t trusted_lsn_ = 0;
   std::string buf_;
   size_t pos_ = 0, len_ = 0;    // parse position and valid bytes in buf_
   bool fresh_ = false;          // buf_[pos_..len_) was read since the last record was consumed
