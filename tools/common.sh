@@ -4,7 +4,8 @@ JOBS=${JOBS:-$(nproc)}
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/dosql-ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 
-# configure_build DIR [cmake args...]: configure once (again only if the args change), then build.
+# configure_build DIR [cmake args...]: configure once (again only if the args change), then build
+# (only BUILD_TARGETS, when set).
 configure_build() {
   local dir=$1; shift
   local stamp="$dir/.dosql-args"
@@ -12,5 +13,5 @@ configure_build() {
     cmake -S "$ROOT" -B "$dir" -G Ninja "$@"
     echo "$*" > "$stamp"
   fi
-  cmake --build "$dir" -j "$JOBS"
+  cmake --build "$dir" -j "$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
 }

@@ -63,7 +63,8 @@ bool one_txn(database& db, std::mt19937_64& rng, int64_t seq) {
       return std::move(res).value();
     }
   };
-  std::string uid = "u" + std::to_string(r(40));
+  std::string uid = "u";
+  uid += std::to_string(r(40));  // (not "u" + ...: GCC 12 -O3 warns falsely on that concatenation)
   int kind = static_cast<int>(r(14));
   auto tx = ok(db.begin());
   switch (kind) {

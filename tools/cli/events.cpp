@@ -77,7 +77,8 @@ result<std::string> render_change(tail_format f, const entry_view& e, uint64_t t
                     ",\"timestamp\":\"" + iso_utc(e.timestamp) + "\",\"lsn\":" + lsn;
     if (*after && after->value().size()) {
       std::string img = to_json(**after);  // {"change_type":...,"table":...}: splice its fields in
-      s += "," + img.substr(1, img.size() - 2);
+      s += ',';
+      s.append(img, 1, img.size() - 2);
     }
     if (!*after || !after->value().find("table")) s += ",\"table\":" + json_string(e.table);
     return s + "}";
