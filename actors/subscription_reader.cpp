@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <map>
 
 #include "runtime/value.hpp"
 #include "wal/format.hpp"
@@ -37,6 +38,8 @@ struct reader_state {
   std::string scratch[2];  // images rewritten by a column mask or row filter
   bool first = true;      // no entry at or after the start seen yet
   bool resumed_mid = false;  // inside the transaction the start fell into (its BEGIN unseen)
+  std::map<uint64_t, uint64_t> inflight_first;  // batch number -> its first LSN (sent, not acked)
+  uint64_t batches_sent = 0;
   static inline const char* name = "dosql.subscription_reader";
 };
 using reader_actor = caf::stateful_actor<reader_state>;
@@ -45,7 +48,22 @@ void finish(reader_actor* self, const error& e) {
   auto& st = self->state;
   if (st.ended) return;
   st.ended = true;
-  self->send(st.cfg->consumer, end_atom::value, static_cast<uint8_t>(e.code()), e.message(), e.oldest_lsn);
+  if (st.cfg->consumer)
+    self->send(st.cfg->consumer, end_atom::value, static_cast<uint8_t>(e.code()), e.message(), e.oldest_lsn, e.lsn);
+  if (st.cfg->on_finish) st.cfg->on_finish(e);
+}
+
+// The consumer died or refused a batch: SUBSCRIPTION_FAILED at the first LSN it has not
+// acknowledged (where a resumed subscription must start again), then quit.
+void consumer_failed(reader_actor* self, const std::string& why) {
+  auto& st = self->state;
+  uint64_t lsn = 0;
+  for (auto& [n, first] : st.inflight_first) lsn = lsn ? std::min(lsn, first) : first;
+  if (!lsn && st.main) lsn = st.main->next_lsn();
+  error e(ec::subscription_failed, "subscription failed at lsn " + std::to_string(lsn) + ": " + why);
+  e.lsn = lsn;
+  finish(self, e);
+  self->quit();
 }
 
 void emit(reader_state& st, const entry_view& e) {
@@ -65,7 +83,7 @@ bool shape(const cdc::subscribe_options& o, entry_view& v, std::string (&scratch
     if (!has) return true;
     auto r = codec::decode_row(img);
     if (!r) {
-      err = error(ec::decode_error, "lsn " + std::to_string(v.lsn) + ": " + r.err().message());
+      err = error(ec::decode_error, "lsn " + std::to_string(v.lsn) + ": " + r.err().message()).at(v.lsn);
       return false;
     }
     out = std::move(*r);
@@ -228,7 +246,10 @@ void pump(reader_actor* self) {
   const auto& o = st.cfg->opts;
   while (!st.ended && st.inflight < o.max_buffer_size) {
     uint32_t room = static_cast<uint32_t>(std::min<uint64_t>(o.batch_size, o.max_buffer_size - st.inflight));
-    if (auto e = fill(st, room)) return finish(self, e);
+    if (auto e = fill(st, room)) {
+      finish(self, e);
+      break;
+    }
     if (st.batch_count == 0) {
       // Nothing decided yet, but the look-ahead has more to read (a long transaction):
       // continue in a later turn.
@@ -248,16 +269,20 @@ void pump(reader_actor* self) {
     pk.pack_bin(static_cast<uint32_t>(st.batch.size()));
     pk.pack_bin_body(st.batch.data(), static_cast<uint32_t>(st.batch.size()));
     uint32_t n = st.batch_count;
+    uint64_t id = ++st.batches_sent;
+    st.inflight_first.emplace(id, st.batch_first);
     st.inflight += n;
     st.batch.clear();
     st.batch_count = 0;
+    // No timeout: a slow consumer is backpressure; a dead one is noticed by the monitor.
     self->request(st.cfg->consumer, caf::infinite, batch_atom::value, std::move(msg))
         .then(
             [=](uint64_t) {
               self->state.inflight -= n;
+              self->state.inflight_first.erase(id);
               pump(self);
             },
-            [=](caf::error&) { self->quit(); });  // the consumer is gone
+            [=](caf::error& err) { consumer_failed(self, "the consumer failed: " + self->system().render(err)); });
   }
   // A consumer that chose "fail instead of waiting": entries are waiting but its window is full.
   if (!st.ended && o.on_overflow == cdc::overflow_policy::fail && st.inflight >= o.max_buffer_size &&
@@ -265,11 +290,12 @@ void pump(reader_actor* self) {
     error e(ec::buffer_overflow, "subscription buffer full (" + std::to_string(o.max_buffer_size) +
                                      " entries unacknowledged) with entries waiting from lsn " +
                                      std::to_string(st.main->next_lsn()));
-    return finish(self, e);
+    finish(self, e);
   }
   // stop_at_tail: done once everything up to the starting tail went out and was acked.
   if (!st.ended && st.stop_at != UINT64_MAX && st.inflight == 0 && st.main->next_lsn() > st.stop_at)
     finish(self, error{});
+  if (st.ended) self->quit();
 }
 
 caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const reader_config> cfg) {
@@ -295,10 +321,27 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
     st.durable = 0;
     return {};
   };
+  if (!cfg->writer) {
+    finish(self, error(ec::closed, "cannot subscribe: the database of " + cfg->wal_dir + " is closed"));
+    return {[=](tail_atom, uint64_t) {}};
+  }
   if (auto e = init()) {
     finish(self, e);
     return {[=](tail_atom, uint64_t) {}};
   }
+  // Never wait on a dead peer: the writer stopping means the database closed; the consumer
+  // dying means nobody acknowledges again.
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& s = self->state;
+    if (dm.source == s.cfg->writer.address()) {
+      finish(self, error(ec::closed, "the database of " + s.cfg->wal_dir + " was closed"));
+      self->quit();
+    } else if (s.cfg->consumer && dm.source == s.cfg->consumer.address()) {
+      consumer_failed(self, "the consumer actor stopped (" + self->system().render(dm.reason) + ")");
+    }
+  });
+  self->monitor(cfg->writer);
+  if (cfg->consumer) self->monitor(cfg->consumer);
   self->send(cfg->writer, listen_atom::value, caf::actor_cast<caf::actor>(self));
   return {
     [=](tail_atom, uint64_t durable) {

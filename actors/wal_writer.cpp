@@ -51,6 +51,10 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
                          std::shared_ptr<durable_tail> tail) {
   self->state.log = std::move(log);
   self->state.tail = std::move(tail);
+  // Nobody waits for ever on a writer that is gone (committers blocked in durable_tail::wait).
+  self->attach_functor([t = self->state.tail] {
+    if (!t->failed()) t->fail(error(ec::closed, "the WAL writer stopped (the database was closed)"));
+  });
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& ls = self->state.listeners;
     ls.erase(std::remove_if(ls.begin(), ls.end(), [&](const caf::actor& a) { return a.address() == dm.source; }),

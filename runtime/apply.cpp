@@ -31,11 +31,11 @@ error applier::abort() {
 error applier::apply(const entry_view& e) {
   switch (e.op) {
     case op_type::begin:
-      if (in_txn_) return error(ec::corruption, "lsn " + std::to_string(e.lsn) + ": BEGIN inside an open transaction");
+      if (in_txn_) return error(ec::corruption, "lsn " + std::to_string(e.lsn) + ": BEGIN inside an open transaction").at(e.lsn);
       in_txn_ = true;
       return exec_simple(db_, "BEGIN");
     case op_type::commit:
-      if (!in_txn_) return error(ec::corruption, "lsn " + std::to_string(e.lsn) + ": COMMIT without BEGIN");
+      if (!in_txn_) return error(ec::corruption, "lsn " + std::to_string(e.lsn) + ": COMMIT without BEGIN").at(e.lsn);
       if (on_commit_)
         if (auto err = on_commit_(e.lsn)) return err;
       in_txn_ = false;

@@ -243,6 +243,26 @@ void capture::on_rollback(void* self) {
   c->txn_rolled_back = true;
 }
 
+std::string pragma_refusal(const char* name, const char* arg) {
+  if (!name) return {};
+  // Durability and capture: the SQLite WAL must stay dosql's (journal_mode, checkpoints only
+  // behind the durable dosql WAL, synchronous), the schema must change only through captured
+  // DDL, and other connections (the read pool, tools) must be able to read.
+  static const char* locked[] = {"journal_mode", "wal_autocheckpoint", "synchronous", "writable_schema",
+                                 "locking_mode", "schema_version", "fullfsync", "checkpoint_fullfsync"};
+  if (sqlite3_stricmp(name, "wal_checkpoint") == 0)  // even without an argument it checkpoints
+    return "PRAGMA wal_checkpoint is managed by dosql: it checkpoints only what the dosql WAL made durable";
+  if (!arg) return {};
+  for (auto* p : locked)
+    if (sqlite3_stricmp(name, p) == 0) return std::string("PRAGMA ") + p + " is managed by dosql and cannot be changed";
+  // State a replica must carry but the change stream does not capture.
+  if (sqlite3_stricmp(name, "user_version") == 0 || sqlite3_stricmp(name, "application_id") == 0)
+    return std::string("PRAGMA ") + name +
+           " cannot be set: it is not captured in the change stream, so replicas would never see it "
+           "(keep such values in a table); reading it is allowed";
+  return {};
+}
+
 int capture::on_authorize(void* self, int code, const char* a1, const char* a2, const char* a3,
                           const char* a4) {
   auto* c = static_cast<capture*>(self);
@@ -279,13 +299,8 @@ int capture::on_authorize(void* self, int code, const char* a1, const char* a2, 
         return deny(std::string("table ") + a1 + " belongs to dosql and cannot be written");
       break;
     case SQLITE_PRAGMA: {
-      static const char* locked[] = {"journal_mode", "wal_autocheckpoint", "wal_checkpoint",
-                                     "synchronous", "writable_schema", "locking_mode",
-                                     "schema_version"};
-      if (a2 && !c->internal_)
-        for (auto* p : locked)
-          if (sqlite3_stricmp(a1, p) == 0)
-            return deny(std::string("PRAGMA ") + p + " is managed by dosql and cannot be changed");
+      if (c->internal_) break;
+      if (auto why = pragma_refusal(a1, a2); !why.empty()) return deny(std::move(why));
       break;
     }
     case SQLITE_CREATE_TABLE:

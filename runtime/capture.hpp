@@ -140,4 +140,8 @@ class capture {
   std::string key_, before_, after_;  // scratch
 };
 
+/// Why dosql refuses `PRAGMA name` (with `arg` = its value, null when read), on any
+/// connection; empty if allowed. Reading a PRAGMA is allowed except wal_checkpoint.
+std::string pragma_refusal(const char* name, const char* arg);
+
 }  // namespace dosql::detail

@@ -30,6 +30,7 @@ bool filter::matches(const entry_view& e) const {
 namespace {
 
 using ack_atom = caf::atom_constant<caf::atom("d_ack")>;
+using actors::watch_atom;
 
 struct shared_queue {
   std::mutex mu;
@@ -51,9 +52,28 @@ struct bridge_state {
   static inline const char* name = "dosql.subscription_bridge";
 };
 
+// Ends the queue once (the first ending wins) and wakes the iterating thread.
+void end_queue(shared_queue& q, error e) {
+  {
+    std::lock_guard<std::mutex> g(q.mu);
+    if (q.ended) return;
+    q.ended = true;
+    q.end_error = std::move(e);
+  }
+  q.cv.notify_all();
+}
+
 caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<shared_queue> q) {
   self->state.q = q;
+  // The iterating thread never waits on a dead peer: the reader stopping without ending the
+  // range, or this actor stopping (the actor system going down), ends it.
+  self->attach_functor([q] { end_queue(*q, error(ec::closed, "the subscription was shut down (its actor system stopped)")); });
+  self->set_down_handler([=](caf::down_msg& dm) {
+    end_queue(*self->state.q, error(ec::subscription_failed, "the subscription's reader stopped without ending it (" +
+                                                                  self->system().render(dm.reason) + ")"));
+  });
   return {
+    [=](watch_atom, caf::actor reader) { self->monitor(reader); },
     [=](actors::batch_atom, std::string& batch) -> caf::result<uint64_t> {
       auto& st = self->state;
       auto rp = self->make_response_promise<uint64_t>();
@@ -74,17 +94,14 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
         ps.erase(it);
       }
     },
-    [=](actors::end_atom, uint8_t code, std::string& msg, uint64_t oldest) {
-      auto& q = *self->state.q;
-      {
-        std::lock_guard<std::mutex> g(q.mu);
-        q.ended = true;
-        if (code) {
-          q.end_error = error(static_cast<ec>(code), std::move(msg));
-          q.end_error.oldest_lsn = oldest;
-        }
+    [=](actors::end_atom, uint8_t code, std::string& msg, uint64_t oldest, uint64_t lsn) {
+      error e;
+      if (code) {
+        e = error(static_cast<ec>(code), std::move(msg));
+        e.oldest_lsn = oldest;
+        e.lsn = lsn;
       }
-      q.cv.notify_all();
+      end_queue(*self->state.q, std::move(e));
     },
   };
 }
@@ -272,6 +289,8 @@ result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cd
   auto cfg = std::make_shared<actors::reader_config>();
   cfg->wal_dir = cdc.db().wal_dir();
   cfg->writer = cdc.db().wal_writer();
+  // (A close racing with this call is caught by the reader, which monitors the writer.)
+  if (!cfg->writer) return error(ec::closed, "cannot subscribe: database " + cdc.db().dir() + " is closed");
   uint64_t from = opts.from_lsn;
   if (opts.from_time) {
     auto l = lsn_for_time(cfg->wal_dir, *opts.from_time);
@@ -308,6 +327,7 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   p->bridge = sys.spawn(bridge, p->q);
   cfg->consumer = p->bridge;
   p->reader = actors::spawn_subscription_reader(sys, cfg);
+  caf::anon_send(p->bridge, watch_atom::value, p->reader);
   std::unique_ptr<subscription> s(new subscription(std::move(p)));
   s->position_ = from;
   return s;
@@ -330,6 +350,7 @@ result<event<row>> to_event(const wal_entry& e) {
     auto r = codec::decode_row(std::string_view(reinterpret_cast<const char*>(b->data()), b->size()));
     if (!r) {
       error err(ec::decode_error, "lsn " + std::to_string(e.lsn) + ": " + r.err().message());
+      err.lsn = e.lsn;
       return err;
     }
     return std::optional<row>(std::move(*r));
@@ -392,7 +413,7 @@ result<event<row>> to_event(const wal_entry& e) {
   }
 }
 
-std::string to_json(const change_event<row>& e) {
+std::string to_json(const change_event<row>& e, const json_options& o) {
   // "2025-01-22T10:40:00.123Z": the seconds part is formatted once per second per thread.
   thread_local int64_t cached_secs = INT64_MIN;
   thread_local char ts[40];
@@ -426,11 +447,11 @@ std::string to_json(const change_event<row>& e) {
   s += std::to_string(e.lsn);
   if (e.data) {
     s += ",\"data\":";
-    append_json(s, *e.data);
+    append_json(s, *e.data, o);
   }
   if (e.old_data) {
     s += ",\"oldData\":";
-    append_json(s, *e.old_data);
+    append_json(s, *e.old_data, o);
   }
   if (e.origin == entry_origin::entered) s += ",\"origin\":\"entered\"";
   if (e.origin == entry_origin::left) s += ",\"origin\":\"left\"";

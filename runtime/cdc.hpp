@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "runtime/database.hpp"
+#include "runtime/json.hpp"
 #include "runtime/value.hpp"
 #include "wal/entry.hpp"
 
@@ -198,7 +199,8 @@ template <class T>
 using decoder = std::function<T(const row&)>;
 
 /// The guide's JSON shape of an event: {"id","type","table","txnId","timestamp","lsn","data","oldData"}.
-std::string to_json(const change_event<row>& e);
+/// `o.lossless_text`: TEXT that is not valid UTF-8 as {"$text_base64": ...} (see runtime/json.hpp).
+std::string to_json(const change_event<row>& e, const json_options& o = {});
 
 /// Turns a raw entry into an event (DECODE_ERROR naming the LSN if an image is malformed).
 result<event<row>> to_event(const wal_entry& e);
@@ -287,7 +289,7 @@ class change_subscription {
       if (c.data) out.data = dec_(*c.data);
       if (c.old_data) out.old_data = dec_(*c.old_data);
     } catch (const std::exception& ex) {
-      e = error(ec::decode_error, "lsn " + std::to_string(out.lsn) + " (" + out.table + "): decoder failed: " + ex.what());
+      e = error(ec::decode_error, "lsn " + std::to_string(out.lsn) + " (" + out.table + "): decoder failed: " + ex.what()).at(out.lsn);
     }
     return out;
   }

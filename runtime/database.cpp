@@ -4,6 +4,7 @@
 
 #include <caf/all.hpp>
 #include <fcntl.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -620,6 +621,17 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
   exec_result res;
   const char* p = sql.data();
   const char* end = p + sql.size();
+  // A NUL byte ends the script, as in sqlite3_exec() (SQLite never reads past one): trailing
+  // NULs and white space are ignored; a statement after a NUL would be silently dropped, so
+  // that is refused before anything runs.
+  if (auto nul = sql.find('\0'); nul != std::string_view::npos) {
+    auto after = sql.substr(nul);
+    auto stmt = after.find_first_not_of(std::string_view(" \t\r\n\f\v;\0", 8));
+    if (stmt != std::string_view::npos)
+      return error(ec::invalid_argument, "the SQL has a NUL byte at offset " + std::to_string(nul) +
+                                             " followed by more text; SQL text cannot contain NUL bytes");
+    end = p + nul;
+  }
   size_t next_param = 0;
   while (p < end) {
     std::string_view remaining(p, static_cast<size_t>(end - p));
@@ -646,6 +658,7 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
         return detail::sql_error(db, t, rc);
       }
       text = std::string_view(p, static_cast<size_t>(rest - p));
+      if (!raw && rest <= p) break;  // SQLite consumed nothing: never loop in place
       p = rest;
       if (!raw) continue;
       st.reset(raw);
@@ -729,6 +742,15 @@ result<sqlite3*> database::impl::reader() {
   }
   sqlite3_db_config(r, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   sqlite3_busy_timeout(r, 5000);
+  // No PRAGMA is set on a pooled reader: one with a value (or one dosql refuses) is denied
+  // here, so the statement goes to the writer connection, which refuses it with the reason
+  // (detail::pragma_refusal) or runs it there.
+  sqlite3_set_authorizer(
+      r,
+      [](void*, int code, const char* a1, const char* a2, const char*, const char*) {
+        return code == SQLITE_PRAGMA && (a2 || !detail::pragma_refusal(a1, a2).empty()) ? SQLITE_DENY : SQLITE_OK;
+      },
+      nullptr);
   return r;
 }
 
@@ -1015,7 +1037,22 @@ struct runtime::state {
   std::unique_ptr<caf::actor_system> sys;
 };
 
+void default_log_to_stderr() {
+  // spdlog's own default logger writes to stdout, the application's data channel (JSON lines,
+  // query results): replace it, once, unless the application installed its own.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto cur = spdlog::default_logger();
+    if (cur && (!cur->name().empty() || cur->sinks().size() != 1 ||
+                !dynamic_cast<spdlog::sinks::ansicolor_stdout_sink_mt*>(cur->sinks()[0].get())))
+      return;
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::ansicolor_stderr_sink_mt>()));
+  });
+}
+
 runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
+  default_log_to_stderr();
   if (opts.scheduler_threads) s_->cfg.set("scheduler.max-threads", opts.scheduler_threads);
   if (const char* p = std::getenv("DOSQL_SCHEDULER"); p && std::string_view(p) == "stealing")
     opts.policy = runtime_options::scheduler_policy::stealing;

@@ -184,6 +184,11 @@ class database : public std::enable_shared_from_this<database> {
 /// DIR/dosql.conf at every open), so that tools act on it as its owner would; defaults if none.
 result<database_options> load_database_options(const std::string& dir);
 
+/// dosql logs (recovery warnings, failures) through spdlog's default logger. spdlog's initial
+/// one writes to stdout; this replaces it (once) with one on stderr, unless the application has
+/// installed its own. runtime's constructor calls it.
+void default_log_to_stderr();
+
 /// Owns the actor system. Destroy (or close) every database before the runtime.
 class runtime {
  public:

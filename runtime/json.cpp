@@ -27,12 +27,12 @@ size_t utf8_len(std::string_view s, size_t i) {
   return 0;
 }
 
-void append_base64(std::string& out, const bytes& b) {
+void append_base64(std::string& out, std::string_view b) {
   static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   out.reserve(out.size() + (b.size() + 2) / 3 * 4);
   for (size_t i = 0; i < b.size(); i += 3) {
-    uint32_t n = uint32_t{b[i]} << 16 | (i + 1 < b.size() ? uint32_t{b[i + 1]} << 8 : 0) |
-                 (i + 2 < b.size() ? uint32_t{b[i + 2]} : 0);
+    auto at = [&](size_t k) { return uint32_t{static_cast<unsigned char>(b[k])}; };
+    uint32_t n = at(i) << 16 | (i + 1 < b.size() ? at(i + 1) << 8 : 0) | (i + 2 < b.size() ? at(i + 2) : 0);
     out += tbl[n >> 18 & 63];
     out += tbl[n >> 12 & 63];
     out += i + 1 < b.size() ? tbl[n >> 6 & 63] : '=';
@@ -53,6 +53,19 @@ void append_double(std::string& out, double d) {
 }
 
 }  // namespace
+
+bool is_valid_utf8(std::string_view s) noexcept {
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+    } else if (size_t n = utf8_len(s, i)) {
+      i += n;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
 
 void append_json_string(std::string& out, std::string_view s) {
   static const char* hex = "0123456789abcdef";
@@ -94,7 +107,7 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-void append_json(std::string& out, const value& v) {
+void append_json(std::string& out, const value& v, const json_options& o) {
   switch (v.index()) {
     case 1: {
       char buf[24];
@@ -103,36 +116,48 @@ void append_json(std::string& out, const value& v) {
       break;
     }
     case 2: append_double(out, std::get<double>(v)); break;
-    case 3: append_json_string(out, std::get<std::string>(v)); break;
-    case 4:
+    case 3: {
+      const auto& s = std::get<std::string>(v);
+      if (o.lossless_text && !is_valid_utf8(s)) {
+        out += "{\"$text_base64\":\"";
+        append_base64(out, s);
+        out += "\"}";
+      } else {
+        append_json_string(out, s);
+      }
+      break;
+    }
+    case 4: {
+      const auto& b = std::get<bytes>(v);
       out += "{\"$base64\":\"";
-      append_base64(out, std::get<bytes>(v));
+      append_base64(out, std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
       out += "\"}";
       break;
+    }
     default: out += "null";
   }
 }
 
-void append_json(std::string& out, const row& r) {
+void append_json(std::string& out, const row& r, const json_options& o) {
   out += '{';
   for (size_t i = 0; i < r.size(); ++i) {
     if (i) out += ',';
     append_json_string(out, r.columns[i]);
     out += ':';
-    append_json(out, r.values[i]);
+    append_json(out, r.values[i], o);
   }
   out += '}';
 }
 
-std::string to_json(const value& v) {
+std::string to_json(const value& v, const json_options& o) {
   std::string s;
-  append_json(s, v);
+  append_json(s, v, o);
   return s;
 }
 
-std::string to_json(const row& r) {
+std::string to_json(const row& r, const json_options& o) {
   std::string s;
-  append_json(s, r);
+  append_json(s, r, o);
   return s;
 }
 

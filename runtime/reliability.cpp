@@ -46,6 +46,7 @@ error gave_up(const error& last, uint32_t attempts) {
   error e(last.code(), "gave up after " + std::to_string(attempts) + (attempts == 1 ? " attempt: " : " attempts: ") +
                            last.message());
   e.oldest_lsn = last.oldest_lsn;
+  e.lsn = last.lsn;
   return e;
 }
 
@@ -152,7 +153,8 @@ result<dead_letter> read_dead_letter(sqlite3_stmt* s, const std::string& path) {
   auto rec = wal::parse_record(p, p ? n : 0, true);
   if (rec.status != wal::parse_status::ok || rec.size != n || rec.lsn != lsn) {
     return error(ec::corruption, path + ": dead letter for lsn " + std::to_string(lsn) +
-                                     " does not decode (" + (rec.status == wal::parse_status::bad ? rec.why : "truncated or mismatched") + ")");
+                                     " does not decode (" + (rec.status == wal::parse_status::bad ? rec.why : "truncated or mismatched") + ")")
+        .at(lsn);
   }
   dead_letter d;
   d.entry = rec.entry.to_entry();
@@ -388,7 +390,8 @@ error exactly_once_sink::apply(const std::string& source, uint64_t lsn, const st
   if (auto e = work(db_)) return e;
   if (sqlite3_get_autocommit(db_)) {
     return error(ec::invalid_argument, path_ + ": the work for source '" + source + "' lsn " + std::to_string(lsn) +
-                                           " ended the transaction itself; its writes were not made atomic with the lsn");
+                                           " ended the transaction itself; its writes were not made atomic with the lsn")
+        .at(lsn);
   }
   {
     auto st = dosql::detail::prepare(db_, "INSERT INTO _dosql_applied(source, lsn) VALUES(?1, ?2)"

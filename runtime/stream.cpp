@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -25,21 +26,50 @@ int64_t now_ms() {
 
 error decode_batch(const std::string& msg, std::vector<entry_view>& out) { return actors::decode_batch(msg, out); }
 
-actor_subscription::actor_subscription(caf::actor reader, caf::actor consumer)
-    : reader_(std::move(reader)), consumer_(std::move(consumer)) {}
+actor_subscription::actor_subscription(caf::actor reader, caf::actor consumer, std::shared_ptr<end_state> end)
+    : reader_(std::move(reader)), consumer_(std::move(consumer)), end_(std::move(end)) {}
 actor_subscription::~actor_subscription() { stop(); }
 void actor_subscription::stop() {
   if (reader_) caf::anon_send_exit(reader_, caf::exit_reason::user_shutdown);
   reader_ = nullptr;
 }
 
+std::optional<error> actor_subscription::outcome() const {
+  if (!end_) return std::nullopt;
+  std::lock_guard<std::mutex> g(end_->mu);
+  if (!end_->ended) return std::nullopt;
+  return end_->err;
+}
+
 result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts) {
   auto cfg = make_reader_config(cdc, std::move(opts));
   if (!cfg) return cfg.err();
   (*cfg)->consumer = consumer;
+  auto end = std::make_shared<actor_subscription::end_state>();
+  (*cfg)->on_finish = [end](const error& e) {
+    std::lock_guard<std::mutex> g(end->mu);
+    if (end->ended) return;
+    end->ended = true;
+    end->err = e;
+  };
   auto reader = actors::spawn_subscription_reader(cdc.db().owner().system(), *cfg);
-  return actor_subscription(reader, consumer);
+  return actor_subscription(reader, consumer, std::move(end));
 }
+
+namespace {
+error end_error(uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
+  if (!code) return {};
+  error e(static_cast<ec>(code), msg);
+  e.oldest_lsn = oldest;
+  e.lsn = lsn;
+  return e;
+}
+// Why a reader that stopped without an end_atom stopped (nullopt: stop() by its owner).
+std::optional<error> reader_down(caf::actor_system& sys, const caf::down_msg& dm) {
+  if (dm.reason == caf::exit_reason::user_shutdown) return std::nullopt;
+  return error(ec::subscription_failed, "the subscription's reader stopped without ending it (" + sys.render(dm.reason) + ")");
+}
+}  // namespace
 
 namespace {
 
@@ -51,20 +81,33 @@ struct consumer_state {
 
 caf::behavior consumer_actor(caf::stateful_actor<consumer_state>* self, std::shared_ptr<consumer> c) {
   self->state.c = std::move(c);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (auto e = reader_down(self->system(), dm)) self->state.c->on_end(*e);
+    self->quit();
+  });
   return {
+    [=](actors::watch_atom, caf::actor reader) { self->monitor(reader); },
     [=](actors::batch_atom, const std::string& msg) -> caf::result<uint64_t> {
       auto& st = self->state;
-      if (auto e = decode_batch(msg, st.views)) {
-        st.c->on_end(e);
-        self->quit();
-        return caf::make_error(caf::sec::runtime_error, e.to_string());
+      error e = decode_batch(msg, st.views);
+      if (!e) {
+        try {
+          return st.c->on_batch(st.views);
+        } catch (const std::exception& ex) {
+          e = error(ec::subscription_failed, std::string("on_batch failed: ") + ex.what());
+        } catch (...) {
+          e = error(ec::subscription_failed, "on_batch failed: a non-standard exception");
+        }
+        uint64_t first = st.views.empty() ? 0 : st.views.front().lsn;
+        e = error(e.code(), "subscription failed at lsn " + std::to_string(first) + ": " + e.message()).at(first);
       }
-      return st.c->on_batch(st.views);
+      // Nothing of this batch is acknowledged: the reader ends the subscription.
+      st.c->on_end(e);
+      self->quit();
+      return caf::make_error(caf::sec::runtime_error, e.to_string());
     },
-    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest) {
-      error e = code ? error(static_cast<ec>(code), msg) : error{};
-      e.oldest_lsn = oldest;
-      self->state.c->on_end(e);
+    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
+      self->state.c->on_end(end_error(code, msg, oldest, lsn));
       self->quit();
     },
   };
@@ -75,7 +118,11 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state>* self, std::sha
 result<actor_subscription> spawn_consumer(cdc_handle& cdc, std::shared_ptr<consumer> c, subscribe_options opts) {
   auto actor = cdc.db().owner().system().spawn<caf::detached>(consumer_actor, std::move(c));
   auto sub = subscribe_actor(cdc, actor, std::move(opts));
-  if (!sub) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  if (!sub) {
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    return sub;
+  }
+  caf::anon_send(actor, actors::watch_atom::value, sub->reader());
   return sub;
 }
 
@@ -130,28 +177,55 @@ bool process(stream_actor* self, stream_actor_state::pending& p) {
     return false;
   }
   if (!st.views.empty()) p.last = st.views.back().lsn;
+  const auto& o = st.s->opts;
   for (auto& v : st.views) {
     error err;
-    try {
-      auto ev = to_event(v.to_entry());
-      if (!ev) {
-        err = ev.err();
-      } else if (auto* c = std::get_if<change_event<row>>(&*ev)) {
-        if (h.on_change) h.on_change(*c);
-      } else if (auto* t = std::get_if<transaction_event>(&*ev)) {
-        if (h.on_transaction) h.on_transaction(*t);
-      } else if (h.on_schema_change) {
-        h.on_schema_change(std::get<schema_change_event>(*ev));
+    wal_entry entry = v.to_entry();
+    auto ev = to_event(entry);
+    uint32_t attempts = 1;
+    if (!ev) {
+      err = ev.err();  // DECODE_ERROR naming the LSN: not worth retrying
+    } else {
+      // One call of the entry's handler; a throw is a SUBSCRIPTION_FAILED about this entry.
+      auto call = [&]() -> error {
+        try {
+          if (auto* c = std::get_if<change_event<row>>(&*ev)) {
+            if (h.on_change) h.on_change(*c);
+          } else if (auto* t = std::get_if<transaction_event>(&*ev)) {
+            if (h.on_transaction) h.on_transaction(*t);
+          } else if (h.on_schema_change) {
+            h.on_schema_change(std::get<schema_change_event>(*ev));
+          }
+          return {};
+        } catch (const std::exception& ex) {
+          return error(ec::subscription_failed, "lsn " + std::to_string(v.lsn) + ": handler failed: " + ex.what()).at(v.lsn);
+        } catch (...) {
+          return error(ec::subscription_failed, "lsn " + std::to_string(v.lsn) + ": handler failed: a non-standard exception")
+              .at(v.lsn);
+        }
+      };
+      if (o.on_failure == failure_policy::retry || o.on_failure == failure_policy::dead_letter) {
+        attempts = std::max<uint32_t>(o.retry.max_attempts, 1);
+        err = reliability::with_retry(call, o.retry);
+      } else {
+        err = call();
       }
-    } catch (const std::exception& ex) {
-      err = error(ec::decode_error, "lsn " + std::to_string(v.lsn) + ": handler failed: " + ex.what());
     }
     if (err) {
-      if (st.s->opts.on_decode_error == decode_error_policy::stop) {
+      if (o.on_failure == failure_policy::dead_letter) {
+        if (auto de = o.dead_letters->add(entry, err.message(), attempts)) {
+          error stop(ec::subscription_failed, "lsn " + std::to_string(v.lsn) + ": " + err.message() +
+                                                  "; storing it as a dead letter failed: " + de.to_string());
+          end_stream(st.s, stop.at(v.lsn));
+          return false;
+        }
+        if (h.on_error) h.on_error(err);
+      } else if (o.on_failure == failure_policy::skip) {
+        if (h.on_error) h.on_error(err);
+      } else {  // stop, retry: this entry and everything after it stay unacknowledged
         end_stream(st.s, err);
         return false;
       }
-      if (h.on_error) h.on_error(err);
     }
     std::lock_guard<std::mutex> g(st.s->mu);
     ++st.s->st.entries_processed;
@@ -190,7 +264,14 @@ void drain(stream_actor* self) {
 
 caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::state> s) {
   self->state.s = std::move(s);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (auto e = reader_down(self->system(), dm)) {
+      end_stream(self->state.s, *e);
+      self->quit();
+    }
+  });
   return {
+    [=](actors::watch_atom, caf::actor reader) { self->monitor(reader); },
     [=](actors::batch_atom, std::string& msg) -> caf::result<uint64_t> {
       auto& st = self->state;
       stream_actor_state::pending p;
@@ -223,10 +304,8 @@ caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::st
       }
       refresh_buffered(self);
     },
-    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest) {
-      error e = code ? error(static_cast<ec>(code), msg) : error{};
-      e.oldest_lsn = oldest;
-      end_stream(self->state.s, e);
+    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
+      end_stream(self->state.s, end_error(code, msg, oldest, lsn));
       self->quit();
     },
   };
@@ -243,6 +322,8 @@ cdc_stream::~cdc_stream() {
 
 error cdc_stream::start() {
   if (s_->actor) return error(ec::invalid_argument, "the stream was started already");
+  if (s_->opts.on_failure == failure_policy::dead_letter && !s_->opts.dead_letters)
+    return error(ec::invalid_argument, "failure_policy::dead_letter needs stream_options::dead_letters");
   auto& sys = s_->cdc.db().owner().system();
   // Handlers may block (network, disk): the stream actor gets its own thread.
   s_->actor = sys.spawn<caf::detached>(stream_behavior, s_);
@@ -258,6 +339,7 @@ error cdc_stream::start() {
     return sub.err();
   }
   s_->sub = std::move(*sub);
+  caf::anon_send(s_->actor, actors::watch_atom::value, s_->sub.reader());
   std::lock_guard<std::mutex> g(s_->mu);
   s_->st.active = true;
   s_->st.current_lsn = s_->opts.from_lsn;

@@ -3,10 +3,13 @@
 // A consumer is an actor that receives batches from a subscription's reader actor and answers
 // each with the LSN it processed (the ack that returns credit). Users either write such an
 // actor themselves (handle `(batch_atom, std::string)` -> uint64_t and
-// `(end_atom, uint8_t code, std::string message, uint64_t oldest_lsn)`, decoding with
-// decode_batch), or fill the small `consumer` interface, or use the callback stream.
+// `(end_atom, uint8_t code, std::string message, uint64_t oldest_lsn, uint64_t lsn)`, decoding
+// with decode_batch), or fill the small `consumer` interface, or use the callback stream.
 // Invariant: a consumer holds at most max_buffer_size unacknowledged entries; pausing a stream
 // stops acknowledging, so its reader stops reading (backpressure down to the WAL on disk).
+// Endings: the database closing ends every subscription with CLOSED; a consumer actor that
+// dies or answers a batch with an error (on_batch throwing) ends it with SUBSCRIPTION_FAILED
+// whose `lsn` is the first entry not acknowledged (see actor_subscription::outcome()).
 #pragma once
 
 #include <caf/actor.hpp>
@@ -14,9 +17,12 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <span>
 
 #include "runtime/cdc.hpp"
+#include "runtime/reliability.hpp"
 
 namespace dosql::cdc {
 
@@ -26,8 +32,14 @@ error decode_batch(const std::string& msg, std::vector<entry_view>& out);
 /// A running subscription that feeds an actor; stops when destroyed unless detach()ed.
 class actor_subscription {
  public:
+  /// How the subscription ended, filled by the reader.
+  struct end_state {
+    mutable std::mutex mu;
+    bool ended = false;  // guarded by mu
+    error err;           // guarded by mu
+  };
   actor_subscription() = default;
-  actor_subscription(caf::actor reader, caf::actor consumer);
+  actor_subscription(caf::actor reader, caf::actor consumer, std::shared_ptr<end_state> end = nullptr);
   actor_subscription(actor_subscription&&) noexcept = default;
   actor_subscription& operator=(actor_subscription&&) noexcept = default;
   ~actor_subscription();
@@ -37,9 +49,14 @@ class actor_subscription {
   void detach() { reader_ = nullptr; }
   const caf::actor& reader() const noexcept { return reader_; }
   const caf::actor& consumer() const noexcept { return consumer_; }
+  /// Never blocks: nullopt while the range runs (or after stop()); once it ended, why
+  /// (error{}: stop_at_tail reached the tail; CLOSED: the database closed; SUBSCRIPTION_FAILED
+  /// with error::lsn: the consumer died or failed on that entry's batch).
+  std::optional<error> outcome() const;
 
  private:
   caf::actor reader_, consumer_;
+  std::shared_ptr<end_state> end_;
 };
 
 /// Feeds `consumer` (an actor speaking the batch protocol above).
@@ -49,7 +66,8 @@ result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer,
 struct consumer {
   virtual ~consumer() = default;
   /// Processes entries (views valid during the call); returns the LSN processed, which
-  /// acknowledges the batch.
+  /// acknowledges the batch. Throwing ends the subscription: on_end gets SUBSCRIPTION_FAILED
+  /// whose lsn is the batch's first entry (nothing of the batch is acknowledged).
   virtual uint64_t on_batch(std::span<const entry_view> entries) = 0;
   /// The range ended: error{} when stop_at_tail reached the tail, else why.
   virtual void on_end(const error&) {}
@@ -66,6 +84,22 @@ struct stream_handler {
   std::function<void()> on_end;
 };
 
+/// What the callback stream does when a handler throws or an entry does not decode.
+enum class failure_policy : uint8_t {
+  /// End the stream: on_error gets SUBSCRIPTION_FAILED (a handler threw) or DECODE_ERROR, with
+  /// error::lsn the entry's LSN; that entry is not acknowledged and nothing after it is
+  /// processed (resume from status().current_lsn). Loses nothing (Debezium's default).
+  stop,
+  /// Run the handler again after `retry`'s backoff (reliability::with_retry); if it still
+  /// fails, stop as above. (A decode failure is not retried.)
+  retry,
+  /// After the `retry` attempts, add the entry to `dead_letters` (durably), report the error
+  /// to on_error and go on; a dead-letter store that fails stops the stream.
+  dead_letter,
+  /// Report the error to on_error and go on: at-most-once, the entry is lost to this stream.
+  skip,
+};
+
 struct stream_options {
   uint64_t from_lsn = 0;  ///< exclusive
   cdc::filter filter;
@@ -74,8 +108,12 @@ struct stream_options {
   bool auto_ack = true;
   uint32_t max_buffer_size = 4096;
   uint32_t batch_size = 512;
-  /// A decode failure (or a handler throwing) goes to on_error; then skip it, or stop.
-  decode_error_policy on_decode_error = decode_error_policy::skip;
+  /// A handler throwing, or an entry that does not decode.
+  failure_policy on_failure = failure_policy::stop;
+  /// Attempts and backoff for failure_policy::retry and ::dead_letter (max_attempts 1: none).
+  reliability::retry_config retry;
+  /// Where failure_policy::dead_letter stores failed entries (required for it).
+  std::shared_ptr<reliability::dead_letter_queue> dead_letters;
 };
 
 /// The guide's getStatus().

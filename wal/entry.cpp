@@ -109,14 +109,15 @@ void encode(const entry_view& e, std::string& out) {
 
 error decode(std::string_view payload, uint64_t lsn, entry_view& out) {
   auto bad = [lsn](const char* why) {
-    return error(ec::decode_error, "lsn " + std::to_string(lsn) + ": " + why);
+    return error(ec::decode_error, "lsn " + std::to_string(lsn) + ": " + why).at(lsn);
   };
   if (payload.size() < entry_fixed_size) return bad("entry shorter than its fixed header");
   const char* p = payload.data();
   if (static_cast<uint8_t>(p[0]) != entry_version) {
     return error(ec::format_version, "lsn " + std::to_string(lsn) + ": entry version " +
                                          std::to_string(static_cast<uint8_t>(p[0])) +
-                                         " is not supported (this build reads version 1)");
+                                         " is not supported (this build reads version 1)")
+        .at(lsn);
   }
   uint8_t op = static_cast<uint8_t>(p[1]);
   uint8_t flags = static_cast<uint8_t>(p[2]);

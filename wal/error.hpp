@@ -49,6 +49,17 @@ class [[nodiscard]] error {
 
   /// For an LSN_NOT_FOUND error: the oldest LSN still available (0 if unknown).
   uint64_t oldest_lsn = 0;
+  /// For an error about one entry (DECODE_ERROR, SUBSCRIPTION_FAILED, ...): its LSN (0: none).
+  uint64_t lsn = 0;
+  /// Sets the LSN the error is about; returns *this (`return error(...).at(lsn);`).
+  error& at(uint64_t entry_lsn) & noexcept {
+    lsn = entry_lsn;
+    return *this;
+  }
+  error&& at(uint64_t entry_lsn) && noexcept {
+    lsn = entry_lsn;
+    return std::move(*this);
+  }
 
  private:
   ec code_ = ec::none;

@@ -680,3 +680,124 @@ TEST_CASE("tail --follow beside a writer process prints exactly what a later tai
   CHECK(live == later);
   CHECK(later.size() > 3000);
 }
+
+// ---- bad input, logs on stderr, invalid UTF-8 (issue 11) --------------------------------------
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+// `dosql ARGS < input` under timeout(1): a hang is exit 124 instead of a test that never ends.
+test::run_result dosql_run_bounded(const std::string& args, const std::string& input, int seconds = 60) {
+  static test::temp_dir scratch;
+  static int n = 0;
+  std::string base = scratch / std::to_string(++n);
+  test::write_file(base + ".in", input);
+  std::string cmd = "timeout -s KILL " + std::to_string(seconds) + " " + q(DOSQL_CLI) + " " + args + " <" +
+                    q(base + ".in") + " >" + q(base + ".out") + " 2>" + q(base + ".err");
+  int st = std::system(cmd.c_str());
+  test::run_result r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = test::read_file(base + ".out");
+  r.err = test::read_file(base + ".err");
+  return r;
+}
+
+// Writes non-zero bytes just past the last record of the active segment: a torn tail, which
+// the next open drops with a logged warning.
+void tear_tail(const std::string& dir) {
+  auto path = dir + "/wal/" + newest_segment(dir + "/wal");
+  auto data = test::read_file(path);
+  size_t off = wal::segment_header_size;
+  for (;;) {
+    REQUIRE(off + wal::record_header_size <= data.size());
+    uint32_t len = 0;
+    std::memcpy(&len, data.data() + off + 4, 4);  // little-endian, as the format says
+    if (len == 0) break;
+    off += wal::record_header_size + len;
+  }
+  REQUIRE(off + 8 <= data.size());
+  std::memset(data.data() + off, 0x7f, 8);
+  test::write_file(path, data);
+}
+
+}  // namespace
+
+TEST_CASE("sql: a NUL in the input ends the script or is a clear error, never a hang", "[cli][nul]") {
+  test::temp_dir d;
+  auto r = dosql_run_bounded("sql " + q(d.path()), std::string("CREATE TABLE t(x); INSERT INTO t VALUES(1);\0", 45));
+  CHECK_OK(r);
+  r = dosql_run_bounded("sql " + q(d.path()), std::string("INSERT INTO t VALUES(2);\0\n\0", 27));
+  CHECK_OK(r);
+  r = dosql_run_bounded("sql " + q(d.path()), std::string("INSERT INTO t VALUES(3);\0INSERT INTO t VALUES(4);\n", 50));
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(lines(r.err).size() == 1);
+  CHECK(has(r.err, "NUL byte at offset 24"));
+  r = dosql_run_bounded("sql " + q(d.path()) + " --json -e " + q("SELECT count(*) AS n FROM t"), "");
+  CHECK_OK(r);
+  CHECK(r.out == "{\"n\":2}\n");  // the refused script ran nothing
+}
+
+TEST_CASE("after a recovery, sql --json, tail, slots list and wal compact print only their output on stdout",
+          "[cli][logs]") {
+  test::temp_dir d;
+  CHECK_OK(dosql_run("sql " + q(d.path()) + " -e " +
+                     q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES(1, 'a'); "
+                       "INSERT INTO t VALUES(2, 'b');")));
+  CHECK_OK(dosql_run("slots " + q(d.path()) + " create s"));
+  auto all_json = [](const std::string& out) {
+    for (auto& l : lines(out)) {
+      INFO(l);
+      CHECK_NOTHROW(nlohmann::json::parse(l));
+      CHECK_FALSE(has(l, "[warning]"));
+    }
+  };
+  // Each command opens a directory that needs recovery; the warning goes to stderr only.
+  tear_tail(d.path());
+  auto r = dosql_run("sql " + q(d.path()) + " --json -e " + q("SELECT * FROM t"));
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() == 2);
+  all_json(r.out);
+  CHECK(has(r.err, "torn"));
+
+  tear_tail(d.path());
+  r = dosql_run("slots " + q(d.path()) + " list --json");
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() == 1);
+  all_json(r.out);
+  CHECK(has(r.err, "torn"));
+
+  tear_tail(d.path());
+  r = dosql_run("wal " + q(d.path()) + " compact --below 2");
+  CHECK_OK(r);
+  CHECK(has(r.err, "torn"));
+  CHECK_FALSE(has(r.out, "[warning]"));
+  CHECK_FALSE(has(r.out, "torn"));
+
+  r = dosql_run("tail " + q(d.path()) + " --format json");
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() >= 2);  // the schema change and the two inserts
+  all_json(r.out);
+}
+
+TEST_CASE("tail: invalid UTF-8 TEXT is U+FFFD, or its exact bytes with --lossless-text", "[cli][utf8]") {
+  test::temp_dir d;
+  CHECK_OK(dosql_run("sql " + q(d.path()) + " -e " +
+                     q("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT); "
+                       "INSERT INTO t VALUES(1, CAST(X'6F6BFFFE' AS TEXT));")));
+  auto r = dosql_run("tail " + q(d.path()) + " --table t --format json");
+  CHECK_OK(r);
+  CHECK(has(r.out, "\"s\":\"ok\xEF\xBF\xBD\xEF\xBF\xBD\""));
+  r = dosql_run("tail " + q(d.path()) + " --table t --format json --lossless-text");
+  CHECK_OK(r);
+  CHECK(has(r.out, R"("data":{"id":1,"s":{"$text_base64":"b2v//g=="}})"));
+  CHECK_NOTHROW(nlohmann::json::parse(lines(r.out).at(0)));
+  for (auto* f : {"debezium", "wal2json"}) {
+    r = dosql_run("tail " + q(d.path()) + " --table t --lossless-text --format " + f);
+    CHECK_OK(r);
+    CHECK(has(r.out, R"({"$text_base64":"b2v//g=="})"));
+  }
+}

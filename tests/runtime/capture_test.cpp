@@ -307,3 +307,34 @@ TEST_CASE("transaction messages to the WAL writer decode exactly; damage is DECO
   }
   CHECK(actors::decode_txn_message(msg + "x", m).code() == ec::decode_error);
 }
+
+#include "runtime/cdc.hpp"
+
+TEST_CASE("invalid UTF-8 TEXT: U+FFFD by default, its exact bytes as $text_base64 with lossless_text", "[json]") {
+  const std::string bad("ok \xff\xfe \xC3", 7);
+  json_options lossless;
+  lossless.lossless_text = true;
+  CHECK(to_json(value(bad)) == "\"ok \xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD\"");
+  CHECK(to_json(value(bad), lossless) == R"({"$text_base64":"b2sg//4gww=="})");
+  CHECK(to_json(value(std::string("é €")), lossless) == "\"é €\"");  // valid TEXT unchanged
+  CHECK(to_json(value(bytes{0, 255, 16}), lossless) == R"({"$base64":"AP8Q"})");  // BLOBs as before
+  CHECK_FALSE(is_valid_utf8(bad));
+  CHECK(is_valid_utf8("plain é"));
+  row r{{"a", "b"}, {value(bad), value(int64_t{1})}};
+  CHECK(to_json(r, lossless) == R"({"a":{"$text_base64":"b2sg//4gww=="},"b":1})");
+
+  // Through the database and the change stream: the exact bytes come back.
+  test::db_fixture f;
+  must(f.db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT)"));
+  must(f.db->exec("INSERT INTO t VALUES(1, ?)", {value(bad)}));
+  cdc::subscribe_options o;
+  o.stop_at_tail = true;
+  o.filter.tables = {"t"};
+  o.filter.operations = {op_type::insert};
+  auto sub = must(cdc::create_cdc(f.db).subscribe_changes<row>(o));
+  auto ev = sub.next();
+  REQUIRE(ev);
+  auto& c = std::get<cdc::change_event<row>>(*ev);
+  CHECK(cdc::to_json(c).find("\"s\":\"ok \xEF\xBF\xBD") != std::string::npos);
+  CHECK(cdc::to_json(c, lossless).find(R"("s":{"$text_base64":"b2sg//4gww=="})") != std::string::npos);
+}

@@ -210,3 +210,57 @@ TEST_CASE("changes and commit_lsn count the last statement only, in exec and que
   CHECK(sel.changes == 0);
   CHECK(sel.commit_lsn == 0);
 }
+
+TEST_CASE("a NUL byte ends the script; text after one is refused before anything runs", "[database][nul]") {
+  test::db_fixture f;
+  must(f.db->exec("CREATE TABLE t(x)"));
+  // Trailing NULs (printf '...;\0'): the script ends there, as in sqlite3_exec.
+  must(f.db->exec(std::string("INSERT INTO t VALUES(1);\0", 25)));
+  must(f.db->exec(std::string("INSERT INTO t VALUES(2)\0\0 \n", 28)));
+  auto q = must(f.db->query(std::string("SELECT count(*) FROM t;\0", 24)));
+  CHECK(q.rows.at(0).at(0) == value(int64_t{2}));
+  // A statement after a NUL would be dropped silently: refused, and nothing of the script ran.
+  auto r = f.db->exec(std::string("INSERT INTO t VALUES(3);\0INSERT INTO t VALUES(4);", 49));
+  REQUIRE_FALSE(r);
+  CHECK(r.err().code() == ec::invalid_argument);
+  CHECK(r.err().message().find("NUL byte at offset 24") != std::string::npos);
+  CHECK(must(f.db->query("SELECT count(*) FROM t")).rows.at(0).at(0) == value(int64_t{2}));
+  auto only = f.db->exec(std::string("\0", 1));
+  CHECK(only);
+}
+
+TEST_CASE("PRAGMAs that break durability or capture are refused alone and in scripts; reading stays allowed",
+          "[database][pragma]") {
+  test::db_fixture f;
+  must(f.db->exec("CREATE TABLE t(x)"));
+  for (const char* p : {"PRAGMA synchronous=OFF", "PRAGMA locking_mode=EXCLUSIVE", "PRAGMA writable_schema=ON",
+                        "PRAGMA journal_mode=DELETE", "PRAGMA wal_autocheckpoint=1", "PRAGMA wal_checkpoint",
+                        "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA schema_version=99", "PRAGMA main.synchronous=0",
+                        "PRAGMA user_version=7", "PRAGMA application_id=42"}) {
+    INFO(p);
+    auto alone = f.db->query(p);  // a single statement: tried on the read pool first
+    REQUIRE_FALSE(alone);
+    CHECK(alone.err().code() == ec::invalid_argument);
+    CHECK(alone.err().message().find("PRAGMA") != std::string::npos);
+    auto ex = f.db->exec(p);
+    REQUIRE_FALSE(ex);
+    CHECK(ex.err().code() == ec::invalid_argument);
+    auto script = f.db->exec(std::string("INSERT INTO t VALUES(1); ") + p);
+    REQUIRE_FALSE(script);
+    auto tx = must(f.db->begin());
+    CHECK_FALSE(tx.exec(p));
+  }
+  // Reading them is fine, and nothing was changed.
+  CHECK(must(f.db->query("PRAGMA user_version")).rows.at(0).at(0) == value(int64_t{0}));
+  CHECK(must(f.db->query("PRAGMA application_id")).rows.at(0).at(0) == value(int64_t{0}));
+  CHECK(must(f.db->query("PRAGMA journal_mode")).rows.at(0).at(0) == value(std::string("wal")));
+  CHECK(must(f.db->query("PRAGMA locking_mode")).rows.at(0).at(0) == value(std::string("normal")));
+  // Harmless ones still work.
+  must(f.db->query("PRAGMA cache_size=-4000"));
+  must(f.db->exec("PRAGMA foreign_keys=ON"));
+  auto dir = f.d.path();
+  REQUIRE_FALSE(f.db->close());
+  f.db.reset();
+  auto db = must(f.rt.open(dir));
+  CHECK(must(db->query("PRAGMA user_version")).rows.at(0).at(0) == value(int64_t{0}));
+}

@@ -334,7 +334,7 @@ void run_round(kind k, uint64_t seed) {
       so.from_lsn = start;
       so.max_buffer_size = window;
       so.batch_size = batch;
-      so.on_decode_error = cdc::decode_error_policy::stop;
+      so.on_failure = cdc::failure_policy::stop;
       so.handler.on_change = [&col](const cdc::change_event<row>& c) { col.add(from_event(c)); };
       if (txn_control) so.handler.on_transaction = [&col](const cdc::transaction_event& t) { col.add(from_event(t)); };
       so.handler.on_error = [&col](const error& e) { col.finish(e); };

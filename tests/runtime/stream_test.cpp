@@ -217,3 +217,391 @@ TEST_CASE("the callback stream: handlers, pause/resume, status, manual ack", "[s
     return changes == 50;
   }));
 }
+
+// ---- subscriptions end cleanly (issue 10) ---------------------------------------------------
+
+#include <caf/all.hpp>
+
+#include <cstdio>
+
+#include "actors/subscription_reader.hpp"
+#include "runtime/slots.hpp"
+
+namespace {
+
+// Runs `f` on this thread while a watchdog aborts the whole binary (with a message) if it has
+// not returned within 30 s: a hang is the bug looked for; nothing else here depends on timing.
+template <class F>
+void within_watchdog(const char* what, F f) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread dog([&] {
+    std::unique_lock<std::mutex> g(mu);
+    if (!cv.wait_for(g, 30s, [&] { return done; })) {
+      std::fprintf(stderr, "watchdog: '%s' did not return within 30 s\n", what);
+      std::fflush(stderr);
+      std::abort();
+    }
+  });
+  f();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    done = true;
+  }
+  cv.notify_all();
+  dog.join();
+}
+
+// A flag set by another thread, with the error it came with.
+struct ending {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool ended = false;
+  std::vector<error> errors;
+  void error_seen(const error& e) {
+    std::lock_guard<std::mutex> g(mu);
+    errors.push_back(e);
+  }
+  void end() {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      ended = true;
+    }
+    cv.notify_all();
+  }
+  void wait() {  // only under within_watchdog
+    std::unique_lock<std::mutex> g(mu);
+    cv.wait(g, [&] { return ended; });
+  }
+};
+
+struct ending_consumer : cdc::consumer {
+  std::shared_ptr<ending> e = std::make_shared<ending>();
+  uint64_t on_batch(std::span<const entry_view> v) override { return v.back().lsn; }
+  void on_end(const error& err) override {
+    e->error_seen(err);
+    e->end();
+  }
+};
+
+// A user actor speaking the batch protocol: acknowledges everything, records the end.
+caf::behavior acking_actor(caf::event_based_actor*, std::shared_ptr<ending> e) {
+  return {
+    [](actors::batch_atom, const std::string& msg) -> uint64_t {
+      std::vector<entry_view> v;
+      (void)cdc::decode_batch(msg, v);  // (no Catch2 assertions off the test thread)
+      return v.empty() ? 0 : v.back().lsn;
+    },
+    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t, uint64_t) {
+      e->error_seen(error(static_cast<ec>(code), msg));
+      e->end();
+    },
+  };
+}
+
+}  // namespace
+
+TEST_CASE("closing the database ends every kind of subscription with CLOSED, and none hangs", "[stream][endings]") {
+  fixture f;
+  for (int i = 0; i < 20; ++i) must(f.db->exec("INSERT INTO users(name) VALUES('a')"));
+  auto cdc = cdc::create_cdc(f.db);
+  auto slots = cdc::create_slot_manager(f.db);
+  must(slots->create_slot("s", [] {
+    cdc::create_slot_options o;
+    o.start_lsn = 0;
+    return o;
+  }()));
+
+  // Blocking consumers, each on its own thread, reading until their range ends.
+  auto iter = must(cdc.subscribe({}));
+  auto batched = must(cdc.subscribe_batched({}));
+  auto typed = must(cdc.subscribe_changes<row>({}));
+  auto from_slot = must(slots->subscribe_from_slot("s"));
+  cdc::capturer_options co;
+  co.max_batch_size = 7;
+  auto capturer = cdc.create_wal_capturer(co);
+  error iter_err, batched_err, typed_err, slot_err, capturer_err;
+  std::atomic<size_t> iter_n{0};
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    for (const wal_entry& e : *iter) iter_n += e.lsn > 0;
+    iter_err = iter->err();
+  });
+  threads.emplace_back([&] {
+    while (!batched->next_batch().empty()) {
+    }
+    batched_err = batched->err();
+  });
+  threads.emplace_back([&] {
+    while (typed.next()) {
+    }
+    typed_err = typed.err();
+  });
+  threads.emplace_back([&] {
+    while (from_slot->next()) {
+    }
+    slot_err = from_slot->err();
+  });
+  threads.emplace_back([&] {
+    while (capturer.capture_next()) {
+    }
+    capturer_err = capturer.err();
+  });
+
+  // Callback stream, consumer interface, user actor.
+  auto streamed = std::make_shared<ending>();
+  cdc::stream_options so;
+  so.handler.on_error = [streamed](const error& e) { streamed->error_seen(e); };
+  so.handler.on_end = [streamed] { streamed->end(); };
+  auto stream = cdc::create_cdc_stream(cdc, so);
+  REQUIRE_FALSE(stream.start());
+  auto consumer = std::make_shared<ending_consumer>();
+  auto consumer_sub = must(cdc::spawn_consumer(cdc, consumer, {}));
+  auto user_end = std::make_shared<ending>();
+  auto user = f.rt.system().spawn(acking_actor, user_end);
+  auto user_sub = must(cdc::subscribe_actor(cdc, user, {}));
+
+  // Some of them are blocked by now, some maybe not yet: either way the close must end them.
+  within_watchdog("the iterator reaching the inserts", [&] {
+    while (iter_n < 20) std::this_thread::sleep_for(1ms);
+  });
+  REQUIRE_FALSE(f.db->close());
+
+  within_watchdog("blocking subscriptions after close", [&] {
+    for (auto& t : threads) t.join();
+  });
+  for (auto* e : {&iter_err, &batched_err, &typed_err, &slot_err, &capturer_err}) {
+    INFO(e->to_string());
+    CHECK(e->code() == ec::closed);
+    CHECK(e->message().find("closed") != std::string::npos);
+  }
+  within_watchdog("callback stream after close", [&] { streamed->wait(); });
+  REQUIRE(streamed->errors.size() == 1);
+  CHECK(streamed->errors[0].code() == ec::closed);
+  CHECK_FALSE(stream.status().active);
+  within_watchdog("consumer interface after close", [&] { consumer->e->wait(); });
+  REQUIRE(consumer->e->errors.size() == 1);
+  CHECK(consumer->e->errors[0].code() == ec::closed);
+  within_watchdog("user actor after close", [&] { user_end->wait(); });
+  REQUIRE(user_end->errors.size() == 1);
+  CHECK(user_end->errors[0].code() == ec::closed);
+  within_watchdog("actor_subscription::outcome after close", [&] {
+    while (!user_sub.outcome()) std::this_thread::sleep_for(1ms);
+  });
+  CHECK(user_sub.outcome()->code() == ec::closed);
+
+  // Subscribing to a closed database fails at once, by every path.
+  within_watchdog("subscribing to a closed database", [&] {
+    auto s = cdc.subscribe({});
+    REQUIRE_FALSE(s);
+    CHECK(s.err().code() == ec::closed);
+    auto t = cdc.subscribe_changes<row>({});
+    REQUIRE_FALSE(t);
+    CHECK(t.err().code() == ec::closed);
+    auto fs = slots->subscribe_from_slot("s");
+    REQUIRE_FALSE(fs);
+    CHECK(fs.err().code() == ec::closed);
+    auto cap = cdc.create_wal_capturer({});
+    CHECK_FALSE(cap.capture_next());
+    CHECK(cap.err().code() == ec::closed);
+    auto st = cdc::create_cdc_stream(cdc, {});
+    auto se = st.start();
+    CHECK(se.code() == ec::closed);
+    auto c = cdc::spawn_consumer(cdc, std::make_shared<ending_consumer>(), {});
+    REQUIRE_FALSE(c);
+    CHECK(c.err().code() == ec::closed);
+    auto a = cdc::subscribe_actor(cdc, user, {});
+    REQUIRE_FALSE(a);
+    CHECK(a.err().code() == ec::closed);
+    CHECK(f.db->exec("INSERT INTO users(name) VALUES('x')").err().code() == ec::closed);
+  });
+  caf::anon_send_exit(user, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a throwing stream handler stops with SUBSCRIPTION_FAILED at its LSN; retry, dead letter, skip are explicit",
+          "[stream][endings]") {
+  fixture f;
+  std::vector<uint64_t> lsn;  // the INSERT of 'a'..'e'
+  for (const char* n : {"a", "b", "c", "d", "e"})
+    lsn.push_back(must(f.db->exec("INSERT INTO users(name) VALUES(?)", {std::string(n)})).commit_lsn - 1);
+  const uint64_t bad = lsn[2];
+
+  struct run {
+    std::shared_ptr<ending> e = std::make_shared<ending>();
+    std::mutex mu;
+    std::vector<std::string> seen;
+    int calls_on_c = 0;
+  };
+  // Starts a stream over users whose handler fails on 'c' the first `fail_times` calls.
+  auto start = [&](run& r, cdc::stream_options o, int fail_times) {
+    o.filter.tables = {"users"};
+    o.filter.operations = {op_type::insert};
+    o.handler.on_change = [&r, fail_times](const cdc::change_event<row>& c) {
+      auto name = std::get<std::string>(*c.data->find("name"));
+      std::lock_guard<std::mutex> g(r.mu);
+      if (name == "c" && r.calls_on_c++ < fail_times) throw std::runtime_error("boom");
+      r.seen.push_back(name);
+      if (name == "e") r.e->end();
+    };
+    o.handler.on_error = [&r](const error& e) { r.e->error_seen(e); };
+    o.handler.on_end = [&r] { r.e->end(); };
+    auto s = std::make_unique<cdc::cdc_stream>(cdc::create_cdc(f.db), std::move(o));
+    REQUIRE_FALSE(s->start());
+    within_watchdog("the stream's end (or its last entry)", [&] { r.e->wait(); });
+    return s;
+  };
+
+  SECTION("default: stop, losing nothing") {
+    run r;
+    auto s = start(r, {}, 1000);
+    REQUIRE(r.e->errors.size() == 1);
+    const error& e = r.e->errors[0];
+    CHECK(e.code() == ec::subscription_failed);
+    CHECK(e.lsn == bad);
+    CHECK(e.message().find("boom") != std::string::npos);
+    CHECK(e.message().find(std::to_string(bad)) != std::string::npos);
+    CHECK(r.seen == std::vector<std::string>{"a", "b"});
+    CHECK_FALSE(s->status().active);
+    CHECK(s->status().current_lsn < bad);  // the failed entry is not processed: resume before it
+  }
+  SECTION("retry: succeeds on a later attempt") {
+    run r;
+    cdc::stream_options o;
+    o.on_failure = cdc::failure_policy::retry;
+    o.retry.max_attempts = 3;
+    o.retry.initial_delay_ms = 1;
+    o.retry.jitter = 0;
+    auto s = start(r, o, 2);
+    CHECK(r.e->errors.empty());
+    CHECK(r.seen == std::vector<std::string>{"a", "b", "c", "d", "e"});
+    CHECK(r.calls_on_c == 3);
+  }
+  SECTION("retry: gives up and stops at the LSN") {
+    run r;
+    cdc::stream_options o;
+    o.on_failure = cdc::failure_policy::retry;
+    o.retry.max_attempts = 2;
+    o.retry.initial_delay_ms = 1;
+    auto s = start(r, o, 1000);
+    REQUIRE(r.e->errors.size() == 1);
+    CHECK(r.e->errors[0].code() == ec::subscription_failed);
+    CHECK(r.e->errors[0].lsn == bad);
+    CHECK(r.e->errors[0].message().find("gave up after 2 attempts") != std::string::npos);
+    CHECK(r.seen == std::vector<std::string>{"a", "b"});
+  }
+  SECTION("dead letter: the entry is stored durably, the stream goes on") {
+    run r;
+    cdc::stream_options o;
+    o.on_failure = cdc::failure_policy::dead_letter;
+    o.retry.max_attempts = 2;
+    o.retry.initial_delay_ms = 1;
+    o.dead_letters = must(reliability::dead_letter_queue::open(f.d / "dead.sqlite"));
+    auto s = start(r, o, 1000);
+    CHECK(r.seen == std::vector<std::string>{"a", "b", "d", "e"});
+    REQUIRE(r.e->errors.size() == 1);
+    CHECK(r.e->errors[0].lsn == bad);
+    auto letters = must(o.dead_letters->list());
+    REQUIRE(letters.size() == 1);
+    CHECK(letters[0].entry.lsn == bad);
+    CHECK(letters[0].attempts == 2);
+    CHECK(letters[0].last_error.find("boom") != std::string::npos);
+  }
+  SECTION("skip: reported, then at-most-once") {
+    run r;
+    cdc::stream_options o;
+    o.on_failure = cdc::failure_policy::skip;
+    auto s = start(r, o, 1000);
+    CHECK(r.seen == std::vector<std::string>{"a", "b", "d", "e"});
+    REQUIRE(r.e->errors.size() == 1);
+    CHECK(r.e->errors[0].code() == ec::subscription_failed);
+    CHECK(r.e->errors[0].lsn == bad);
+  }
+  SECTION("dead letter without a queue is refused") {
+    cdc::stream_options o;
+    o.on_failure = cdc::failure_policy::dead_letter;
+    auto s = cdc::create_cdc_stream(cdc::create_cdc(f.db), o);
+    CHECK(s.start().code() == ec::invalid_argument);
+  }
+}
+
+namespace {
+
+// A user actor that takes batches and never answers (its owner kills it).
+struct holder {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t first = 0;
+};
+caf::behavior holding_actor(caf::event_based_actor* self, std::shared_ptr<holder> h) {
+  return {
+    [=](actors::batch_atom, const std::string& msg) -> caf::result<uint64_t> {
+      std::vector<entry_view> v;
+      (void)cdc::decode_batch(msg, v);
+      {
+        std::lock_guard<std::mutex> g(h->mu);
+        if (!h->first && !v.empty()) h->first = v.front().lsn;
+      }
+      h->cv.notify_all();
+      return self->make_response_promise<uint64_t>();
+    },
+  };
+}
+
+struct throwing_consumer : cdc::consumer {
+  std::shared_ptr<ending> e = std::make_shared<ending>();
+  std::atomic<uint64_t> first{0};
+  uint64_t on_batch(std::span<const entry_view> v) override {
+    first = v.front().lsn;
+    throw std::runtime_error("consumer broke");
+  }
+  void on_end(const error& err) override {
+    e->error_seen(err);
+    e->end();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a consumer that throws or dies ends its subscription with SUBSCRIPTION_FAILED and the LSN",
+          "[stream][endings]") {
+  fixture f;
+  for (int i = 0; i < 5; ++i) must(f.db->exec("INSERT INTO users(name) VALUES('a')"));
+  auto cdc = cdc::create_cdc(f.db);
+
+  SECTION("the consumer interface's on_batch throws") {
+    auto c = std::make_shared<throwing_consumer>();
+    auto sub = must(cdc::spawn_consumer(cdc, c, {}));
+    within_watchdog("on_end after on_batch threw", [&] { c->e->wait(); });
+    REQUIRE(c->e->errors.size() == 1);
+    CHECK(c->e->errors[0].code() == ec::subscription_failed);
+    CHECK(c->first > 0);
+    CHECK(c->e->errors[0].lsn == c->first);
+    CHECK(c->e->errors[0].message().find("consumer broke") != std::string::npos);
+    within_watchdog("outcome after on_batch threw", [&] {
+      while (!sub.outcome()) std::this_thread::sleep_for(1ms);
+    });
+    CHECK(sub.outcome()->code() == ec::subscription_failed);
+    CHECK(sub.outcome()->lsn == c->first);
+  }
+  SECTION("a user actor dies holding a batch") {
+    auto h = std::make_shared<holder>();
+    auto user = f.rt.system().spawn(holding_actor, h);
+    cdc::subscribe_options o;
+    o.from_lsn = 3;
+    auto sub = must(cdc::subscribe_actor(cdc, user, o));
+    within_watchdog("the first batch", [&] {
+      std::unique_lock<std::mutex> g(h->mu);
+      h->cv.wait(g, [&] { return h->first != 0; });
+    });
+    CHECK(h->first > 3);
+    caf::anon_send_exit(user, caf::exit_reason::kill);
+    within_watchdog("outcome after the consumer died", [&] {
+      while (!sub.outcome()) std::this_thread::sleep_for(1ms);
+    });
+    CHECK(sub.outcome()->code() == ec::subscription_failed);
+    CHECK(sub.outcome()->lsn == h->first);
+    CHECK(sub.outcome()->message().find("lsn " + std::to_string(h->first)) != std::string::npos);
+    must(f.db->exec("INSERT INTO users(name) VALUES('later')"));  // the ended reader is gone, not waiting
+  }
+}

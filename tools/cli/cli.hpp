@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/json.hpp"
 #include "runtime/value.hpp"
 #include "wal/entry.hpp"
 #include "wal/error.hpp"
@@ -48,6 +49,7 @@ struct tail_options {
   uint32_t poll_ms = 50;
   size_t max_buffer_bytes = 64 << 20;  ///< beyond this a transaction is re-read at COMMIT
   std::optional<std::string> slot;     ///< consume this slot: start after its ack, ack what was printed
+  bool lossless_text = false;          ///< TEXT that is not valid UTF-8 as {"$text_base64": ...}
 };
 
 int run_sql(const sql_options& o);
@@ -137,8 +139,9 @@ result<wal_stat> scan_wal(const std::string& wal_dir);
 /// Renders one entry (row change or SCHEMA) as a line in `f` (no newline). Returns an
 /// empty string for entries the format skips (SCHEMA outside json). `tx_order` /
 /// `tx_table_order` are Debezium's total_order / data_collection_order (0: no transaction block).
+/// `jo`: how values are rendered (json_options::lossless_text: invalid UTF-8 TEXT as base64).
 result<std::string> render_change(tail_format f, const entry_view& e, uint64_t tx_order = 0,
-                                  uint64_t tx_table_order = 0);
+                                  uint64_t tx_table_order = 0, const json_options& jo = {});
 /// A BEGIN or COMMIT event line; `tables` (name, count) for Debezium's END event.
 std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
                       const std::vector<std::pair<std::string, uint64_t>>& tables);

@@ -43,6 +43,7 @@ bool flush(std::string& out) {
 tailer_options tailer_options_of(const tail_options& o) {
   tailer_options t;
   t.format = o.format;
+  t.json.lossless_text = o.lossless_text;
   t.tx = o.tx;
   t.filters.push_back(event_filter{o.tables, o.ops});
   t.max_buffer_bytes = o.max_buffer_bytes;

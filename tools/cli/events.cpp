@@ -18,7 +18,7 @@ result<std::optional<row>> image(bool present, std::string_view bytes, const ent
   if (!present) return std::optional<row>{};
   auto r = codec::decode_row(bytes);
   if (!r)
-    return error(r.err().code(), "lsn " + std::to_string(e.lsn) + " (" + which + " image): " + r.err().message());
+    return error(r.err().code(), "lsn " + std::to_string(e.lsn) + " (" + which + " image): " + r.err().message()).at(e.lsn);
   return std::optional<row>(std::move(*r));
 }
 
@@ -33,7 +33,7 @@ const char* pg_type(const value& v) {
 }
 
 // wal2json renders bytea as "\\x0102..."; everything else as JSON.
-std::string pg_value(const value& v) {
+std::string pg_value(const value& v, const json_options& jo) {
   if (auto* b = std::get_if<bytes>(&v)) {
     static const char* hex = "0123456789abcdef";
     std::string s = "\\x";
@@ -43,15 +43,15 @@ std::string pg_value(const value& v) {
     }
     return json_string(s);
   }
-  return to_json(v);
+  return to_json(v, jo);
 }
 
-std::string pg_columns(const row& r) {
+std::string pg_columns(const row& r, const json_options& jo) {
   std::string s = "[";
   for (size_t i = 0; i < r.size(); ++i) {
     if (i) s += ',';
     s += "{\"name\":" + json_string(r.columns[i]) + ",\"type\":" + json_string(pg_type(r.values[i])) +
-         ",\"value\":" + pg_value(r.values[i]) + "}";
+         ",\"value\":" + pg_value(r.values[i], jo) + "}";
   }
   return s + "]";
 }
@@ -65,7 +65,8 @@ std::string xid(std::string_view txn) {
 
 }  // namespace
 
-result<std::string> render_change(tail_format f, const entry_view& e, uint64_t tx_order, uint64_t tx_table_order) {
+result<std::string> render_change(tail_format f, const entry_view& e, uint64_t tx_order, uint64_t tx_table_order,
+                                  const json_options& jo) {
   auto before = image(e.has_before, e.before, e, "before");
   if (!before) return before.err();
   auto after = image(e.has_after, e.after, e, "after");
@@ -90,22 +91,22 @@ result<std::string> render_change(tail_format f, const entry_view& e, uint64_t t
       std::string s = "{\"id\":\"" + lsn + "\",\"type\":\"" + type + "\",\"table\":" + json_string(e.table) +
                       ",\"txnId\":" + json_string(e.txn_id) + ",\"timestamp\":\"" + iso_utc(e.timestamp) +
                       "\",\"lsn\":" + lsn;
-      if (*after && e.op != op_type::del) s += ",\"data\":" + to_json(**after);
-      if (*before && e.op != op_type::insert) s += ",\"oldData\":" + to_json(**before);
+      if (*after && e.op != op_type::del) s += ",\"data\":" + to_json(**after, jo);
+      if (*before && e.op != op_type::insert) s += ",\"oldData\":" + to_json(**before, jo);
       return s + "}";
     }
     case tail_format::wal2json: {
       const char* action = e.op == op_type::insert ? "I" : e.op == op_type::update ? "U" : "D";
       std::string s = std::string("{\"action\":\"") + action + "\",\"schema\":\"public\",\"table\":" + json_string(e.table);
-      if (*after && e.op != op_type::del) s += ",\"columns\":" + pg_columns(**after);
+      if (*after && e.op != op_type::del) s += ",\"columns\":" + pg_columns(**after, jo);
       // The old row image, whole (REPLICA IDENTITY FULL): the WAL key has no column names.
-      if (*before && e.op != op_type::insert) s += ",\"identity\":" + pg_columns(**before);
+      if (*before && e.op != op_type::insert) s += ",\"identity\":" + pg_columns(**before, jo);
       return s + "}";
     }
     case tail_format::debezium: {
       const char* op = e.op == op_type::insert ? "c" : e.op == op_type::update ? "u" : "d";
-      std::string s = "{\"before\":" + ((*before && e.op != op_type::insert) ? to_json(**before) : std::string("null")) +
-                      ",\"after\":" + ((*after && e.op != op_type::del) ? to_json(**after) : std::string("null")) +
+      std::string s = "{\"before\":" + ((*before && e.op != op_type::insert) ? to_json(**before, jo) : std::string("null")) +
+                      ",\"after\":" + ((*after && e.op != op_type::del) ? to_json(**after, jo) : std::string("null")) +
                       ",\"source\":{\"connector\":\"dosql\",\"table\":" + json_string(e.table) + ",\"lsn\":" + lsn +
                       ",\"txId\":" + json_string(e.txn_id) + ",\"ts_ms\":" + std::to_string(e.timestamp) +
                       "},\"op\":\"" + op + "\",\"ts_ms\":" + std::to_string(now_ms());

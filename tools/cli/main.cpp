@@ -16,11 +16,13 @@
 
 #include <cstdio>
 
+#include "runtime/database.hpp"
 #include "tools/cli/cli.hpp"
 
 using namespace dosql::cli;
 
 int main(int argc, char** argv) {
+  dosql::default_log_to_stderr();  // stdout carries only what was asked for
   CLI::App app{"dosql: an embedded SQL database whose every committed change is in its own WAL", "dosql"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show the help of every sub-command");
@@ -73,6 +75,9 @@ int main(int argc, char** argv) {
                                        "debezium (envelope)")
       ->capture_default_str()
       ->check(CLI::IsMember({"json", "wal2json", "debezium"}, CLI::ignore_case));
+  tail->add_flag("--lossless-text", to.lossless_text,
+                 "Render TEXT values that are not valid UTF-8 as {\"$text_base64\": \"...\"} (their exact bytes) "
+                 "instead of replacing each invalid byte with U+FFFD");
   tail->add_flag("-f,--follow", to.follow, "Keep polling for new entries until SIGINT/SIGTERM");
   std::string slot_name;
   auto* slot_opt = tail->add_option("--slot", slot_name,

@@ -41,6 +41,7 @@ struct subscribe_request {
   bool include_transactions = false;  ///< BEGIN/COMMIT events around delivered changes
   tail_format format = tail_format::json;
   uint32_t window = 0;  ///< events sent and not yet acknowledged, at most (0: no acks needed)
+  bool lossless_text = false;  ///< TEXT that is not valid UTF-8 as {"$text_base64": ...}
 };
 
 struct client_message {

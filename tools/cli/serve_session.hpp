@@ -187,6 +187,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     reader_->set_limit(limit_);
     tailer_options t;
     t.format = r.format;
+    t.json.lossless_text = r.lossless_text;
     t.tx = r.include_transactions;
     t.filters.push_back(event_filter{r.tables, r.operations});
     t.max_buffer_bytes = srv_.o.max_queue_bytes;

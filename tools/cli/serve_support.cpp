@@ -58,6 +58,9 @@ result<subscribe_request> parse_subscribe(const json& j) {
     } else if (k == "include_transactions") {
       if (!v.is_boolean()) return bad("include_transactions must be true or false");
       r.include_transactions = v.get<bool>();
+    } else if (k == "lossless_text") {
+      if (!v.is_boolean()) return bad("lossless_text must be true or false");
+      r.lossless_text = v.get<bool>();
     } else if (k == "format") {
       std::string f = v.is_string() ? v.get<std::string>() : "";
       if (f == "json") r.format = tail_format::json;

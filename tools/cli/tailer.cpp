@@ -128,7 +128,7 @@ error tailer::print(const entry_view& e) {
     if (it == tables_.end()) it = tables_.insert(tables_.end(), {std::string(e.table), 0});
     table_order = ++it->second;
   }
-  auto line = render_change(o_.format, e, o_.tx ? printed_ + 1 : 0, table_order);
+  auto line = render_change(o_.format, e, o_.tx ? printed_ + 1 : 0, table_order, o_.json);
   if (!line) return line.err();
   if (line->empty()) return {};
   if (o_.tx && printed_ == 0 && p_.have_begin) out_(p_.begin.lsn, render_tx(o_.format, view_of(p_.begin), 0, {}));

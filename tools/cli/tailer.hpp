@@ -42,6 +42,7 @@ struct tailer_options {
   bool tx = false;                     ///< also BEGIN/COMMIT events around delivered changes
   std::vector<event_filter> filters;   ///< an entry must pass every one
   size_t max_buffer_bytes = 64 << 20;  ///< beyond this a transaction is re-read at its COMMIT
+  json_options json;                   ///< value rendering (lossless_text)
 };
 
 class tailer {
