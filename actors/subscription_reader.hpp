@@ -7,6 +7,9 @@
 //                       (the last LSN it processed: the ack; the batch's entries leave the window)
 //   reader -> consumer: (end_atom, uint8_t code, std::string message, uint64_t oldest_lsn)
 //                       once: the range ended (code 0: stop_at_tail reached the tail)
+//   reader -> consumer: (heartbeat_atom, uint64_t lsn)  only with opts.heartbeats: nothing is in
+//                       flight and every entry up to lsn was delivered or skipped by the filter
+//                       (a caught-up filtered consumer may acknowledge lsn; no reply)
 //   writer -> reader:   (tail_atom, uint64_t durable_lsn)   (registered with listen_atom)
 // A batch is msgpack [first_lsn: uint, count: uint, records: bin] whose records use the WAL's
 // own framing (wal/FORMAT.md), so a consumer decodes them zero-copy with decode_batch().
@@ -29,6 +32,7 @@ namespace dosql::actors {
 using batch_atom = caf::atom_constant<caf::atom("d_batch")>;
 using end_atom = caf::atom_constant<caf::atom("d_end")>;
 using pump_atom = caf::atom_constant<caf::atom("d_pump")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("d_hbeat")>;
 
 struct reader_config {
   std::string wal_dir;
