@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
+#include "wal/crc32c.hpp"
+#include "wal/endian.hpp"
 #include "wal/file.hpp"
 #include "wal/format.hpp"
 #include "wal/msgpack_sink.hpp"
@@ -66,13 +69,14 @@ struct slot_manager_state {
   cdc::slot_config cfg;
   std::string dir;  // DIR/slots
   std::map<std::string, cdc::slot_info> slots;
+  std::map<std::string, error> damaged;  // slot files that cannot be read: their errors
   static inline const char* name = "dosql.slot_manager";
 };
 using manager_actor = caf::stateful_actor<slot_manager_state>;
 
 // Atomic, durable replacement of a slot's file.
 error persist(const std::string& dir, const cdc::slot_info& s) {
-  std::string data = encode_slot(s);
+  std::string data = encode_slot_file(s);
   auto path = wal::join(dir, s.name + ".slot"), tmp = path + ".tmp";
   auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
   if (!fd) return fd.err();
@@ -107,12 +111,22 @@ uint64_t retained_bytes(const database& db, uint64_t acked) {
   return bytes;
 }
 
+// Lag as the slot's consumer sees it: the entries it would still receive (its filter, committed
+// transactions only, no BEGIN/COMMIT), and the age of the oldest commit among them.
 void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
   uint64_t tail = st.db->durable_lsn();
-  s.lag_entries = tail > s.acked_lsn ? tail - s.acked_lsn : 0;
-  s.lag_bytes = s.lag_entries ? retained_bytes(*st.db, s.acked_lsn) : 0;
-  s.lag_ms = s.lag_entries ? now_ms() - s.last_ack_at : 0;
+  auto p = pending_for(st.db->wal_dir(), s.acked_lsn, tail, [&](const entry_view& e) { return slot_matches(s.filter, e); });
+  if (!p) spdlog::warn("dosql {}: slot '{}': lag: {}", st.db->dir(), s.name, p.err().to_string());
+  s.lag_entries = p ? p->entries : 0;
+  s.lag_bytes = tail > s.acked_lsn ? retained_bytes(*st.db, s.acked_lsn) : 0;
+  s.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
   s.stalled = st.cfg.idle_timeout.count() > 0 && s.lag_entries > 0 && s.lag_ms > st.cfg.idle_timeout.count();
+}
+
+std::string damaged_message(const slot_manager_state& st) {
+  std::string m;
+  for (auto& [n, e] : st.damaged) m += (m.empty() ? "" : "; ") + e.message();
+  return m;
 }
 
 void invalidate(slot_manager_state& st, cdc::slot_info& s, std::string reason) {
@@ -164,14 +178,19 @@ void check(slot_manager_state& st) {
   }
   bool any_valid = std::any_of(st.slots.begin(), st.slots.end(), [](auto& kv) { return !kv.second.invalidated; });
   if (!any_valid && (st.cfg.retain_bytes || st.cfg.retain_age.count())) keep_from = retention_point(st);
+  if (!st.damaged.empty()) {  // their positions are unknown: keep everything
+    spdlog::error("dosql {}: no compaction: {}", st.db->dir(), damaged_message(st));
+    return;
+  }
   if (keep_from != UINT64_MAX && keep_from > 1) {
-    auto r = st.db->compact(keep_from);
+    auto r = st.db->compact(keep_from);  // (which also keeps what every slot file needs)
     if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir(), r.err().to_string());
   }
 }
 
+// Letters, digits, _ and -, not starting with '-' (a shell or the CLI would read it as an option).
 bool valid_name(const std::string& n) {
-  if (n.empty() || n.size() > 64) return false;
+  if (n.empty() || n.size() > 64 || n[0] == '-') return false;
   return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
 }
 
@@ -181,15 +200,35 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
   st.cfg = cfg;
   st.dir = wal::join(st.db->dir(), "slots");
   if (auto e = wal::make_dirs(st.dir)) spdlog::error("dosql: {}", e.to_string());
-  if (auto names = wal::list_dir(st.dir))
+  auto ends_with = [](const std::string& n, const char* suf) {
+    size_t k = std::strlen(suf);
+    return n.size() > k && n.compare(n.size() - k, k, suf) == 0;
+  };
+  if (auto names = wal::list_dir(st.dir)) {
+    bool removed = false;
+    uint64_t tail = st.db->durable_lsn();
     for (auto& n : *names) {
-      if (n.size() < 6 || n.compare(n.size() - 5, 5, ".slot") != 0) continue;
-      auto s = read_slot_file(wal::join(st.dir, n));
-      if (s)
+      if (ends_with(n, ".slot.tmp")) {  // left by a replacement that was killed before its rename
+        removed |= ::unlink(wal::join(st.dir, n).c_str()) == 0;
+        continue;
+      }
+      if (!ends_with(n, ".slot")) continue;
+      auto path = wal::join(st.dir, n);
+      std::string name = n.substr(0, n.size() - 5);
+      auto s = read_slot_file(path);
+      if (s && s->acked_lsn > tail)
+        s = error(ec::decode_error, "slot file " + path + " says acknowledged lsn " + std::to_string(s->acked_lsn) +
+                                        ", beyond the end of the WAL (" + std::to_string(tail) + ")");
+      if (s) {
         st.slots[s->name] = *s;
-      else
-        spdlog::error("dosql: {}; the slot is not loaded", s.err().to_string());
+      } else {
+        spdlog::error("dosql: {}", s.err().to_string());
+        st.damaged[name] = error(s.err().code(), s.err().message() + "; drop the slot and re-create it");
+      }
     }
+    if (removed)
+      if (auto e = wal::sync_dir(st.dir)) spdlog::warn("dosql: {}", e.to_string());
+  }
   if (cfg.check_interval.count() > 0) self->delayed_send(self, cfg.check_interval, slot_check_atom::value);
   auto not_found = [](const std::string& name) {
     return reply(ec::slot_not_found, "replication slot '" + name + "' does not exist");
@@ -199,8 +238,28 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
         const std::vector<uint8_t>& ops) -> std::string {
       auto& st = self->state;
       if (!valid_name(name))
-        return reply(ec::invalid_argument, "bad slot name '" + name + "': use letters, digits, _ and - (at most 64)");
+        return reply(ec::invalid_argument,
+                     "bad slot name '" + name + "': use letters, digits, _ and - (not first), at most 64");
       if (st.slots.count(name)) return reply(ec::slot_exists, "replication slot '" + name + "' already exists");
+      if (auto d = st.damaged.find(name); d != st.damaged.end()) return reply(d->second.code(), d->second.message());
+      // The position must exist: not beyond the durable end, and every entry after it retained.
+      std::lock_guard<std::mutex> hold(retention_mutex());  // no compaction until the file is written
+      uint64_t tail = st.db->durable_lsn();
+      if (start > tail)
+        return reply(ec::invalid_argument, "slot '" + name + "': start lsn " + std::to_string(start) +
+                                               " is beyond the end of the WAL (last durable lsn " + std::to_string(tail) + ")");
+      if (start < tail) {
+        auto r = wal::reader::open(st.db->wal_dir());
+        if (!r) return reply(r.err().code(), r.err().message());
+        auto oldest = (*r)->oldest_lsn();
+        if (!oldest) return reply(oldest.err().code(), oldest.err().message());
+        if (*oldest > start + 1) {
+          error e(ec::lsn_not_found, "slot '" + name + "': start lsn " + std::to_string(start) +
+                                         " is before the oldest retained entry (" + std::to_string(*oldest) +
+                                         "): the entries after it were compacted away");
+          return reply(e.code(), e.message());
+        }
+      }
       cdc::slot_info s;
       s.name = name;
       s.acked_lsn = start;
@@ -215,6 +274,7 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
     [=](caf::get_atom, const std::string& name) -> std::string {
       auto& st = self->state;
       auto it = st.slots.find(name);
+      if (auto d = st.damaged.find(name); d != st.damaged.end()) return reply(d->second.code(), d->second.message());
       if (it == st.slots.end()) return not_found(name);
       if (!it->second.invalidated) refresh_lag(st, it->second);
       return reply(ec::none, "", &it->second);
@@ -226,13 +286,18 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
         if (!s.invalidated) refresh_lag(st, s);
         all.push_back(s);
       }
+      if (!st.damaged.empty()) return reply(ec::decode_error, damaged_message(st), nullptr, &all);
       return reply(ec::none, "", nullptr, &all);
     },
     [=](slot_ack_atom, const std::string& name, uint64_t lsn) -> std::string {
       auto& st = self->state;
       auto it = st.slots.find(name);
+      if (auto d = st.damaged.find(name); d != st.damaged.end()) return reply(d->second.code(), d->second.message());
       if (it == st.slots.end()) return not_found(name);
       auto& s = it->second;
+      if (uint64_t tail = st.db->durable_lsn(); lsn > tail)
+        return reply(ec::invalid_argument, "slot '" + name + "': cannot acknowledge lsn " + std::to_string(lsn) +
+                                               ", beyond the end of the WAL (last durable lsn " + std::to_string(tail) + ")");
       if (lsn < s.acked_lsn)
         return reply(ec::invalid_argument, "slot '" + name + "' is at lsn " + std::to_string(s.acked_lsn) +
                                                "; an acknowledgement never moves it back (got " + std::to_string(lsn) + ")");
@@ -247,11 +312,12 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
     },
     [=](slot_drop_atom, const std::string& name) -> std::string {
       auto& st = self->state;
-      if (!st.slots.count(name)) return not_found(name);
+      if (!st.slots.count(name) && !st.damaged.count(name)) return not_found(name);
       auto path = wal::join(st.dir, name + ".slot");
       if (::unlink(path.c_str()) != 0) return reply(ec::io_error, "cannot remove " + path);
       if (auto e = wal::sync_dir(st.dir)) return reply(e.code(), e.message());
       st.slots.erase(name);
+      st.damaged.erase(name);
       return reply(ec::none, "");
     },
     [=](slot_check_atom) -> std::string {
@@ -265,6 +331,20 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
 
 }  // namespace
 
+namespace {
+constexpr char slot_magic[8] = {'D', 'S', 'Q', 'S', 'L', 'O', 'T', '1'};
+constexpr size_t slot_header = 16;  // magic, payload length (u32 LE), masked CRC-32C of the payload (u32 LE)
+}  // namespace
+
+std::string encode_slot_file(const cdc::slot_info& s) {
+  std::string payload = encode_slot(s);
+  std::string out(slot_header, '\0');
+  std::memcpy(out.data(), slot_magic, 8);
+  wal::put_u32(out.data() + 8, static_cast<uint32_t>(payload.size()));
+  wal::put_u32(out.data() + 12, wal::crc32c::mask(wal::crc32c::value(payload.data(), payload.size())));
+  return out + payload;
+}
+
 result<cdc::slot_info> read_slot_file(const std::string& path) {
   auto fd = wal::open_file(path, O_RDONLY);
   if (!fd) return fd.err();
@@ -274,13 +354,106 @@ result<cdc::slot_info> read_slot_file(const std::string& path) {
   auto got = wal::pread_full(fd->get(), data.data(), data.size(), 0, path);
   if (!got) return got.err();
   data.resize(*got);
+  auto damaged = [&](const std::string& why) {
+    return error(ec::decode_error, "slot file " + path + " is damaged (" + std::to_string(data.size()) + " bytes: " + why + ")");
+  };
+  std::string_view payload = data;
+  if (data.size() >= 8 && std::memcmp(data.data(), slot_magic, 8) == 0) {
+    if (data.size() < slot_header) return damaged("truncated header");
+    uint32_t len = wal::get_u32(data.data() + 8), crc = wal::crc32c::unmask(wal::get_u32(data.data() + 12));
+    if (data.size() != slot_header + len) return damaged("length " + std::to_string(len) + " does not match");
+    payload = payload.substr(slot_header);
+    if (wal::crc32c::value(payload.data(), payload.size()) != crc) return damaged("checksum mismatch");
+  } else if (data.empty() || static_cast<uint8_t>(data[0]) != 0x9c) {
+    // The old format (before checksums) is a bare msgpack array of 12 fields.
+    return damaged("neither a checksummed slot file nor an old-format one");
+  }
   cdc::slot_info s;
   try {
-    auto oh = msgpack::unpack(data.data(), data.size());
-    if (decode_slot(oh.get(), s)) return s;
+    size_t off = 0;
+    auto oh = msgpack::unpack(payload.data(), payload.size(), off);
+    if (off != payload.size()) return damaged("trailing bytes");
+    if (!decode_slot(oh.get(), s)) return damaged("bad fields");
   } catch (const std::exception&) {
+    return damaged("bad encoding");
   }
-  return error(ec::decode_error, "slot file " + path + " is damaged (" + std::to_string(data.size()) + " bytes)");
+  auto base = path.substr(path.find_last_of('/') + 1);
+  if (base != s.name + ".slot") return damaged("it names slot '" + s.name + "'");
+  return s;
+}
+
+bool slot_matches(const cdc::slot_filter& f, const entry_view& e) {
+  if (!f.tables.empty() && std::find(f.tables.begin(), f.tables.end(), e.table) == f.tables.end()) return false;
+  return f.operations.empty() || std::find(f.operations.begin(), f.operations.end(), e.op) != f.operations.end();
+}
+
+std::mutex& retention_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+result<slot_floor> read_slot_floor(const std::string& dir) {
+  slot_floor f;
+  auto sdir = wal::join(dir, "slots");
+  if (!wal::path_exists(sdir)) return f;
+  auto names = wal::list_dir(sdir);
+  if (!names) return names.err();
+  for (auto& n : *names) {
+    if (n.size() < 6 || n.compare(n.size() - 5, 5, ".slot") != 0) continue;
+    auto s = read_slot_file(wal::join(sdir, n));
+    if (!s) return s.err();
+    if (s->invalidated) continue;
+    if (s->acked_lsn + 1 < f.lsn) {
+      f.lsn = s->acked_lsn + 1;
+      f.slot = s->name;
+    }
+  }
+  return f;
+}
+
+result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit,
+                                 const std::function<bool(const entry_view&)>& match) {
+  pending_info p;
+  if (after >= limit) return p;
+  auto r = wal::reader::open(wal_dir);
+  if (!r) return r.err();
+  auto& rd = **r;
+  if (auto e = rd.seek(after + 1)) return e;
+  rd.set_limit(limit);
+  bool in_txn = false;
+  uint64_t txn_count = 0;
+  entry_view v;
+  for (bool first = true;; first = false) {
+    auto st = rd.next(v);
+    if (st == wal::reader::status::error) return rd.last_error();
+    if (st == wal::reader::status::tail) break;
+    if (first && v.op != op_type::begin) in_txn = true;  // resumed inside a transaction
+    switch (v.op) {
+      case op_type::begin:
+        in_txn = true;
+        txn_count = 0;
+        break;
+      case op_type::commit:
+        if (txn_count && !p.entries) p.oldest_commit_ms = v.timestamp;
+        p.entries += txn_count;
+        in_txn = false;
+        txn_count = 0;
+        break;
+      case op_type::rollback:
+        in_txn = false;
+        txn_count = 0;
+        break;
+      default:
+        if (!match(v)) break;
+        if (in_txn) {
+          ++txn_count;
+        } else {
+          if (!p.entries) p.oldest_commit_ms = v.timestamp;
+          ++p.entries;
+        }
+    }
+  }
+  return p;
 }
 
 std::string encode_slot(const cdc::slot_info& s) {

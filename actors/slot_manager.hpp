@@ -12,7 +12,9 @@
 #include <caf/actor.hpp>
 #include <msgpack.hpp>
 
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "runtime/slots.hpp"
 
@@ -29,8 +31,40 @@ caf::actor spawn_slot_manager(std::shared_ptr<database> db, cdc::slot_config cfg
 /// Slot (de)serialisation shared by the actor and the facade.
 std::string encode_slot(const cdc::slot_info& s);
 bool decode_slot(const msgpack::object& o, cdc::slot_info& s);
-/// Reads a slot file (DIR/slots/NAME.slot) whole: IO_ERROR, or DECODE_ERROR naming the path.
+/// Reads a slot file (DIR/slots/NAME.slot) whole: IO_ERROR, or DECODE_ERROR naming the path
+/// when it is damaged (checksum, length, a name that is not the file's). Reads the current
+/// format (magic "DSQSLOT1", length, CRC-32C, msgpack) and the old unchecksummed msgpack one.
 /// Used by the owner's slot manager and by read-only tools beside it.
 result<cdc::slot_info> read_slot_file(const std::string& path);
+/// The bytes of a slot file in the current (checksummed) format.
+std::string encode_slot_file(const cdc::slot_info& s);
+
+/// Held (process-wide) by whatever lowers what the WAL must keep (creating a slot) and by
+/// whatever removes WAL segments (compaction), so that a compaction never races a creation.
+/// Other processes are kept out by the data directory's lock.
+std::mutex& retention_mutex();
+
+/// The first LSN the slots of data directory `dir` still need: the minimum of acked + 1 over
+/// every slot file that is not invalidated (UINT64_MAX, `slot` empty: no such slot). A
+/// damaged slot file is an error naming it (its position is unknown: nothing may be removed).
+struct slot_floor {
+  uint64_t lsn = UINT64_MAX;
+  std::string slot;
+};
+result<slot_floor> read_slot_floor(const std::string& dir);
+
+/// What a consumer positioned after `after` would still receive from the WAL in `wal_dir`, up
+/// to `limit`: the row changes and SCHEMA entries of committed transactions that `match`
+/// accepts (no BEGIN/COMMIT, nothing rolled back, nothing of a transaction not yet decided),
+/// and the COMMIT timestamp (Unix ms) of the oldest such transaction (0: none).
+struct pending_info {
+  uint64_t entries = 0;
+  int64_t oldest_commit_ms = 0;
+};
+/// Whether a slot's filter (tables, operations; SCHEMA entries only without an operation
+/// list) passes the row change or SCHEMA entry `e`, as tail and subscriptions filter.
+bool slot_matches(const cdc::slot_filter& f, const entry_view& e);
+result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit,
+                                 const std::function<bool(const entry_view&)>& match);
 
 }  // namespace dosql::actors

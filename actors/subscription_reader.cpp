@@ -40,6 +40,7 @@ struct reader_state {
   bool resumed_mid = false;  // inside the transaction the start fell into (its BEGIN unseen)
   std::map<uint64_t, uint64_t> inflight_first;  // batch number -> its first LSN (sent, not acked)
   uint64_t batches_sent = 0;
+  uint64_t heartbeat = 0;    // the last position sent in a heartbeat (opts.heartbeats)
   static inline const char* name = "dosql.subscription_reader";
 };
 using reader_actor = caf::stateful_actor<reader_state>;
@@ -292,6 +293,15 @@ void pump(reader_actor* self) {
                                      std::to_string(st.main->next_lsn()));
     finish(self, e);
   }
+  // Heartbeat: caught up (nothing in flight, nothing to send) past entries the filter skipped:
+  // the consumer learns that everything up to there is settled, and may acknowledge it.
+  if (!st.ended && o.heartbeats && st.inflight == 0 && st.batch_count == 0) {
+    uint64_t at = st.main->next_lsn() - 1;
+    if (at > st.heartbeat) {
+      st.heartbeat = at;
+      self->send(st.cfg->consumer, heartbeat_atom::value, at);
+    }
+  }
   // stop_at_tail: done once everything up to the starting tail went out and was acked.
   if (!st.ended && st.stop_at != UINT64_MAX && st.inflight == 0 && st.main->next_lsn() > st.stop_at)
     finish(self, error{});
@@ -301,6 +311,7 @@ void pump(reader_actor* self) {
 caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const reader_config> cfg) {
   auto& st = self->state;
   st.cfg = cfg;
+  st.heartbeat = cfg->start_lsn - 1;
   auto init = [&]() -> error {
     wal::reader_options ro;
     // With the look-ahead running (committed-only mode), every record the delivering cursor

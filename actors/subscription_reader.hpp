@@ -9,6 +9,9 @@
 //                        uint64_t lsn)
 //                       once: the range ended (code 0: stop_at_tail reached the tail); lsn is
 //                       the entry the error is about (0: none), see dosql::error::lsn
+//   reader -> consumer: (heartbeat_atom, uint64_t lsn)  only with opts.heartbeats: nothing is in
+//                       flight and every entry up to lsn was delivered or skipped by the filter
+//                       (a caught-up filtered consumer may acknowledge lsn; no reply)
 //   writer -> reader:   (tail_atom, uint64_t durable_lsn)   (registered with listen_atom)
 // The reader monitors the writer and the consumer: the writer stopping (the database closed)
 // ends the range with CLOSED; the consumer dying, or answering a batch with an error, ends it
@@ -39,6 +42,7 @@ using pump_atom = caf::atom_constant<caf::atom("d_pump")>;
 /// (watch_atom, caf::actor reader): asks dosql's own consumers to monitor their reader, so that
 /// a reader stopping without an end_atom ends the range instead of leaving it waiting.
 using watch_atom = caf::atom_constant<caf::atom("d_watch")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("d_hbeat")>;
 
 struct reader_config {
   std::string wal_dir;

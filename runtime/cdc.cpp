@@ -43,6 +43,10 @@ struct shared_queue {
   std::deque<item> items;  // guarded by mu
   bool ended = false, stopped = false;
   error end_error;
+  // settled_lsn(): the last entry processed (set when the next one is asked for), the
+  // iterating thread waiting with nothing buffered, the reader's last heartbeat (all under mu).
+  uint64_t processed = 0, heartbeat = 0;
+  bool waiting = false;
 };
 
 struct bridge_state {
@@ -87,6 +91,10 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
       st.q->cv.notify_all();
       return rp;
     },
+    [=](actors::heartbeat_atom, uint64_t lsn) {
+      std::lock_guard<std::mutex> g(self->state.q->mu);
+      self->state.q->heartbeat = std::max(self->state.q->heartbeat, lsn);
+    },
     [=](ack_atom, uint64_t seq, uint64_t lsn) {
       auto& ps = self->state.promises;
       if (auto it = ps.find(seq); it != ps.end()) {
@@ -128,6 +136,12 @@ size_t subscription::buffered() const {
   return n;
 }
 
+uint64_t subscription::settled_lsn() const {
+  std::lock_guard<std::mutex> g(p_->q->mu);
+  auto& q = *p_->q;
+  return q.waiting && q.items.empty() ? std::max(q.processed, q.heartbeat) : q.processed;
+}
+
 void subscription::stop() {
   {
     std::lock_guard<std::mutex> g(p_->q->mu);
@@ -141,7 +155,10 @@ bool subscription::fill() {
   shared_queue::item it;
   {
     std::unique_lock<std::mutex> g(p_->q->mu);
+    p_->q->processed = position_;  // the entries handed out before were processed
+    p_->q->waiting = true;
     p_->q->cv.wait(g, [&] { return p_->q->stopped || !p_->q->items.empty() || p_->q->ended; });
+    p_->q->waiting = false;
     if (p_->q->stopped) return false;
     if (p_->q->items.empty()) {  // ended
       err_ = p_->q->end_error;
@@ -297,12 +314,15 @@ result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cd
     if (!l) return l.err();
     from = *l;
   }
-  // LSN_NOT_FOUND up front, with the oldest available LSN.
+  // An LSN that does not exist yet is an error (not a wait, not a wrap); LSN_NOT_FOUND up
+  // front, with the oldest available LSN, unless from_oldest asks to skip what was compacted.
+  if (auto e = check_lsn_not_beyond(from, cdc.db().durable_lsn(), "from_lsn")) return e;
   {
     auto r = wal::reader::open(cfg->wal_dir);
     if (!r) return r.err();
     auto oldest = (*r)->oldest_lsn();
     if (!oldest) return oldest.err();
+    if (from + 1 < *oldest && opts.from_oldest) from = *oldest - 1;
     if (from + 1 < *oldest) {
       error e(ec::lsn_not_found, "cannot subscribe from lsn " + std::to_string(from) +
                                      ": the oldest lsn still in the WAL is " + std::to_string(*oldest));
@@ -330,6 +350,7 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   caf::anon_send(p->bridge, watch_atom::value, p->reader);
   std::unique_ptr<subscription> s(new subscription(std::move(p)));
   s->position_ = from;
+  s->p_->q->processed = s->p_->q->heartbeat = from;
   return s;
 }
 

@@ -16,7 +16,9 @@
 //  - With `include_transaction_control`, BEGIN and COMMIT are delivered around a transaction's
 //    delivered changes; a filter never splits them (a transaction with no matching change
 //    delivers nothing at all).
-//  - `from_lsn` below the oldest retained entry fails with LSN_NOT_FOUND naming the oldest.
+//  - `from_lsn` below the oldest retained entry fails with LSN_NOT_FOUND naming the oldest
+//    (from_lsn = 0 included), unless `from_oldest` is set; beyond the durable end of the WAL
+//    it is INVALID_ARGUMENT.
 // Thread safety: a subscription is iterated by one thread; stop() may be called from any.
 #pragma once
 
@@ -64,7 +66,10 @@ enum class overflow_policy : uint8_t {
 };
 
 struct subscribe_options {
-  uint64_t from_lsn = 0;                 ///< exclusive
+  uint64_t from_lsn = 0;                 ///< exclusive; beyond the durable end: INVALID_ARGUMENT
+  /// When the entries after from_lsn were compacted away: start at the oldest retained entry
+  /// (knowingly skipping the lost history) instead of failing with LSN_NOT_FOUND.
+  bool from_oldest = false;
   std::optional<int64_t> from_time;      ///< Unix ms: start at the first transaction committed at or after it
   cdc::filter filter;
   bool include_transaction_control = false;
@@ -80,6 +85,12 @@ struct subscribe_options {
   /// (origin left), so the consumer's copy of the filtered set stays exact.
   std::map<std::string, std::function<bool(const row&)>> row_filters;
   overflow_policy on_overflow = overflow_policy::wait;
+  /// Heartbeats (PostgreSQL keepalives, Debezium heartbeats): when the consumer is caught up
+  /// and the reader has passed entries the filter skipped, it learns the position it is at
+  /// (subscription::settled_lsn()), so that a filtered consumer can acknowledge past other
+  /// tables' changes. On for subscribe_from_slot. A consumer actor then also receives
+  /// (heartbeat_atom, uint64_t lsn) messages (actors/subscription_reader.hpp).
+  bool heartbeats = false;
 };
 
 class subscription;
@@ -130,6 +141,10 @@ class subscription {
   const error& err() const noexcept { return err_; }
   /// LSN of the last entry handed out (the position to resume from).
   uint64_t position() const noexcept { return position_; }
+  /// The position to acknowledge (callable from any thread): every entry up to it was handed
+  /// out and the iterating thread came back for the next one (so it was processed), or was
+  /// skipped by the filter (with heartbeats: while the iterating thread waits, caught up).
+  uint64_t settled_lsn() const;
   /// Entries received from the reader and not yet handed out (bounded by max_buffer_size
   /// plus the batch being iterated).
   size_t buffered() const;

@@ -16,6 +16,7 @@
 
 #include "actors/durable_tail.hpp"
 #include "actors/messages.hpp"
+#include "actors/slot_manager.hpp"
 #include "actors/wal_writer.hpp"
 #include "runtime/apply.hpp"
 #include "runtime/capture.hpp"
@@ -921,6 +922,12 @@ result<transaction> database::begin() {
 
 result<wal::compact_report> database::compact(uint64_t below_lsn) {
   if (p_->closed || !p_->writer) return error(ec::closed, "database " + p_->dir + " is closed");
+  // Never below what a slot needs: its file is read now, under the directory's lock (this
+  // process holds it) and the retention mutex (no slot is being created meanwhile).
+  std::lock_guard<std::mutex> hold(actors::retention_mutex());
+  auto floor = actors::read_slot_floor(p_->dir);
+  if (!floor) return error(floor.err().code(), "no compaction: " + floor.err().message());
+  below_lsn = std::min(below_lsn, floor->lsn);
   caf::scoped_actor self{p_->rt->system()};
   result<wal::compact_report> out = error(ec::io_error, "no reply from the WAL writer");
   self->request(p_->writer, std::chrono::minutes(5), actors::compact_atom::value, below_lsn)

@@ -164,7 +164,10 @@ class database : public std::enable_shared_from_this<database> {
   runtime& owner() noexcept;
 
   /// Removes (with wal.auto_archive: moves to wal/archive/) every sealed WAL segment whose
-  /// entries are all below `below_lsn`. The active segment always stays.
+  /// entries are all below `below_lsn`, and never one holding an entry a replication slot
+  /// still needs (above the acknowledged LSN of any slot file in DIR/slots that is not
+  /// invalidated; a damaged slot file fails the compaction with DECODE_ERROR naming it).
+  /// The active segment always stays.
   result<wal::compact_report> compact(uint64_t below_lsn);
 
   /// Makes everything durable, checkpoints SQLite, stops the writer. Idempotent.

@@ -91,10 +91,14 @@ result<slot_info> slot_manager::create_slot(const std::string& name, create_slot
 
 result<slot_info> slot_manager::get_slot(const std::string& name) { return p_->call_slot(caf::get_atom::value, name); }
 
-std::vector<slot_info> slot_manager::list_slots() {
+std::vector<slot_info> slot_manager::list_slots(error* problem) {
   msgpack::object_handle oh;
   std::vector<slot_info> out;
-  if (p_->call(oh, actors::slot_list_atom::value)) return out;
+  auto err = p_->call(oh, actors::slot_list_atom::value);
+  if (problem) *problem = err;
+  if (oh.get().type != msgpack::type::ARRAY || oh.get().via.array.size != 3 ||
+      oh.get().via.array.ptr[2].type != msgpack::type::ARRAY)
+    return out;
   auto& arr = oh.get().via.array.ptr[2].via.array;
   for (uint32_t i = 0; i < arr.size; ++i) {
     slot_info s;
@@ -127,6 +131,7 @@ result<std::unique_ptr<subscription>> slot_manager::subscribe_from_slot(const st
     return e;
   }
   extra.from_lsn = s->acked_lsn;
+  extra.heartbeats = true;  // a filtered consumer learns its position past other tables' changes
   extra.filter.tables = s->filter.tables;
   extra.filter.operations = s->filter.operations;
   return cdc_handle(p_->db).subscribe(std::move(extra));

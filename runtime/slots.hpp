@@ -6,7 +6,13 @@
 // an acknowledgement that returned survives kill -9 and power loss.
 // Invariants:
 //  - A slot's acknowledged LSN only moves forward (an older LSN is INVALID_ARGUMENT).
-//  - WAL compaction never removes entries a valid slot still needs (above its acknowledged LSN).
+//  - WAL compaction never removes entries a valid slot still needs (above its acknowledged LSN),
+//    whoever compacts (database::compact, `dosql wal compact`, retention): it reads the slot
+//    files under the directory's lock and keeps from the lowest acked + 1; a damaged slot
+//    file stops compaction (its position is unknown).
+//  - A slot file carries a CRC-32C; a damaged one is a DECODE_ERROR naming the file (the slot
+//    is neither dropped nor moved); drop and re-create it. Old unchecksummed files are read
+//    and rewritten in the new format on their next change.
 //  - A slot that would retain more than max_slot_retention_bytes of WAL, or (when configured)
 //    has not acknowledged for slot_idle_timeout, is invalidated with a logged reason; it then
 //    holds nothing back, and subscribing from it fails with LSN_NOT_FOUND once the entries it
@@ -38,9 +44,13 @@ struct slot_info {
   bool invalidated = false;
   std::string invalid_reason;
   bool stalled = false;        ///< no acknowledgement for slot_idle_timeout
-  uint64_t lag_entries = 0;    ///< durable tail - acked_lsn
+  /// Entries the slot's consumer would still receive: row changes and SCHEMA entries of
+  /// committed transactions after acked_lsn that match the slot's filter (no BEGIN/COMMIT).
+  uint64_t lag_entries = 0;
   uint64_t lag_bytes = 0;      ///< WAL bytes the slot holds back
-  int64_t lag_ms = 0;          ///< now - last_ack_at while behind, else 0
+  /// Age of the oldest commit among those entries (now - its COMMIT timestamp); 0 when
+  /// lag_entries is 0. It grows while the consumer is stuck.
+  int64_t lag_ms = 0;
 };
 
 struct slot_config {
@@ -77,16 +87,22 @@ class slot_manager {
   slot_manager(const slot_manager&) = delete;
   slot_manager& operator=(const slot_manager&) = delete;
 
-  /// SLOT_EXISTS if the name is taken; INVALID_ARGUMENT for a bad name (letters, digits, _ and -).
+  /// SLOT_EXISTS if the name is taken; INVALID_ARGUMENT for a bad name (letters, digits, _ and
+  /// -, not starting with -) or a start LSN beyond the durable end; LSN_NOT_FOUND for a start
+  /// LSN whose following entries were compacted away.
   result<slot_info> create_slot(const std::string& name, create_slot_options opts = {},
                                 slot_snapshot* snapshot = nullptr);
   result<slot_info> get_slot(const std::string& name);
-  std::vector<slot_info> list_slots();
+  /// Every readable slot. A damaged slot file is not listed; `problem` (if given) then gets
+  /// the DECODE_ERROR naming it.
+  std::vector<slot_info> list_slots(error* problem = nullptr);
   /// Acknowledges everything up to `lsn` (durable when it returns). SLOT_NOT_FOUND; an LSN
-  /// below the acknowledged one is INVALID_ARGUMENT.
+  /// below the acknowledged one or beyond the durable end of the WAL is INVALID_ARGUMENT.
   error update_slot(const std::string& name, uint64_t lsn);
   error delete_slot(const std::string& name);
-  /// A subscription resuming after the slot's acknowledged LSN, with the slot's filter.
+  /// A subscription resuming after the slot's acknowledged LSN, with the slot's filter and
+  /// heartbeats on: acknowledge its settled_lsn() (not only the last entry's LSN), so that a
+  /// caught-up filtered consumer moves past the entries its filter skips (lag 0, WAL released).
   result<std::unique_ptr<subscription>> subscribe_from_slot(const std::string& name, subscribe_options extra = {});
   /// Runs the idle and retention checks now, then compacts the WAL below what slots need.
   error check();

@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 
+#include "actors/slot_manager.hpp"
 #include "actors/subscription_reader.hpp"
 #include "wal/reader.hpp"
 
@@ -369,11 +370,18 @@ void cdc_stream::stop() {
 }
 
 stream_status cdc_stream::status() const {
-  std::lock_guard<std::mutex> g(s_->mu);
-  auto st = s_->st;
+  stream_status st;
+  {
+    std::lock_guard<std::mutex> g(s_->mu);
+    st = s_->st;
+  }
+  // Lag as the consumer sees it: entries it would still receive, and the age of the oldest
+  // commit among them (growing while paused or stalled); the WAL is read outside the lock.
   uint64_t durable = s_->cdc.db().durable_lsn();
-  st.lag_entries = durable > st.current_lsn ? durable - st.current_lsn : 0;
-  if (st.lag_entries == 0) st.lag_ms = 0;
+  auto p = actors::pending_for(s_->cdc.db().wal_dir(), st.current_lsn, durable,
+                               [&](const entry_view& e) { return s_->opts.filter.matches(e); });
+  st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
+  st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
   return st;
 }
 

@@ -124,8 +124,12 @@ struct stream_status {
   uint64_t entries_processed = 0;
   uint64_t buffered_entries = 0;   ///< received, waiting (paused) or unacknowledged
   int64_t last_entry_at = 0;       ///< Unix ms when the last entry was processed
-  uint64_t lag_entries = 0;        ///< durable tail - current_lsn
-  int64_t lag_ms = 0;              ///< how old the last processed entry was, if behind
+  /// Entries the handlers would still receive: row changes and SCHEMA entries of committed
+  /// transactions after current_lsn that match the filter (no BEGIN/COMMIT); 0 when caught up.
+  uint64_t lag_entries = 0;
+  /// Age of the oldest commit among those entries (now - its COMMIT timestamp): it grows while
+  /// the stream is paused or its handlers stall; 0 when caught up.
+  int64_t lag_ms = 0;
 };
 
 class cdc_stream {

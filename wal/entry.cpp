@@ -29,6 +29,28 @@ std::optional<op_type> parse_op(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+result<uint64_t> parse_lsn(std::string_view text, std::string_view what) {
+  auto bad = [&](const char* why) {
+    return error(ec::invalid_argument, std::string(what) + ": '" + std::string(text) + "' is not an LSN (" + why + ")");
+  };
+  if (text.empty()) return bad("empty");
+  uint64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return bad("use decimal digits only: 0 to 18446744073709551614");
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return bad("out of range: at most 18446744073709551614");
+    v = v * 10 + d;
+  }
+  if (v == UINT64_MAX) return bad("out of range: at most 18446744073709551614");
+  return v;
+}
+
+error check_lsn_not_beyond(uint64_t lsn, uint64_t last, std::string_view what) {
+  if (lsn <= last) return {};
+  return error(ec::invalid_argument, std::string(what) + " " + std::to_string(lsn) +
+                                         " is beyond the end of the WAL (last durable lsn " + std::to_string(last) + ")");
+}
+
 namespace {
 bytes to_bytes(std::string_view s) { return bytes(s.begin(), s.end()); }
 }  // namespace

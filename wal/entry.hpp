@@ -33,6 +33,13 @@ enum class op_type : uint8_t {
 std::string_view to_string(op_type op) noexcept;
 /// Parses "INSERT"/"insert" etc.; nullopt for anything else.
 std::optional<op_type> parse_op(std::string_view s) noexcept;
+/// The one LSN parser (CLI arguments, serve's messages): decimal digits only, no sign, no
+/// leading '+', at most UINT64_MAX - 1 (UINT64_MAX is no LSN a WAL can reach). Anything else is
+/// INVALID_ARGUMENT "<what>: '<text>' is not an LSN ...".
+result<uint64_t> parse_lsn(std::string_view text, std::string_view what = "lsn");
+/// INVALID_ARGUMENT naming `what` and `lsn` if `lsn` is beyond `last` (the WAL's durable end):
+/// an LSN that does not exist yet.
+error check_lsn_not_beyond(uint64_t lsn, uint64_t last, std::string_view what = "lsn");
 /// BEGIN, COMMIT, ROLLBACK.
 constexpr bool is_transaction_control(op_type op) noexcept {
   return op == op_type::begin || op == op_type::commit || op == op_type::rollback;

@@ -801,3 +801,195 @@ TEST_CASE("tail: invalid UTF-8 TEXT is U+FFFD, or its exact bytes with --lossles
     CHECK(has(r.out, R"({"$text_base64":"b2v//g=="})"));
   }
 }
+
+
+// ---- issue 10: slots pin the WAL, validated positions, checksummed slot files, LSN arguments
+
+namespace {
+
+// A closed database with small segments: CREATE TABLE (1-3), then `n` inserts of 3 entries each.
+void small_segments_db(const std::string& dir, int n) {
+  runtime rt;
+  database_options opts;
+  opts.wal.target_segment_size = 4096;
+  opts.wal.max_entries_per_segment = 20;
+  auto db = rt.open(dir, opts);
+  REQUIRE(db);
+  REQUIRE((*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE u(id INTEGER)"));
+  for (int i = 0; i < n; ++i) REQUIRE((*db)->exec("INSERT INTO t(v) VALUES('x')"));
+  REQUIRE_FALSE((*db)->close());
+}
+
+}  // namespace
+
+TEST_CASE("wal compact keeps every entry a slot still needs, and tail --slot then works", "[cli][slot][retention]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  small_segments_db(d.path(), 100);  // lsn 1..6 (two CREATE TABLE), 7..306 (inserts)
+  REQUIRE(wal_last_lsn(d.path()) == 306);
+  CHECK_OK(dosql_run("slots " + dir + " create s --from 6"));
+  auto r = dosql_run("wal " + dir + " compact --below 300");
+  CHECK_OK(r);
+  CHECK(has(r.out, "kept from lsn 7: replication slot 's' still needs it"));
+  CHECK(has(r.out, "oldest lsn: 1\n"));
+  r = dosql_run("tail " + dir + " --slot s");
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() == 100);
+  CHECK(event_lsns(r.out).front() == 8);
+  // Acknowledged up to the end: now the compaction may remove what the slot no longer needs.
+  r = dosql_run("wal " + dir + " compact --below 300");
+  CHECK_OK(r);
+  CHECK_FALSE(has(r.out, "kept from"));
+  CHECK_FALSE(has(r.out, "oldest lsn: 1\n"));
+  // An invalidated slot holds nothing back (its file says so).
+  CHECK_OK(dosql_run("slots " + dir + " list"));
+}
+
+TEST_CASE("slots ack and create refuse positions that do not exist, naming the slot and the LSN", "[cli][slot]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  small_segments_db(d.path(), 30);  // lsn 1..96
+  REQUIRE(wal_last_lsn(d.path()) == 96);
+  CHECK_OK(dosql_run("slots " + dir + " create s --from 10"));
+  for (std::string bad : {"97", "999999", "18446744073709551615", "18446744073709551616", "-1", "1e3", "0x10", " 12"}) {
+    INFO(bad);
+    auto r = dosql_run("slots " + dir + " ack s " + q(bad));
+    CHECK(r.code != 0);
+    CHECK(r.out.empty());
+    CHECK(lines(r.err).size() == 1);
+    if (bad == "97" || bad == "999999") {
+      CHECK(has(r.err, "slot 's'"));
+      CHECK(has(r.err, bad));
+      CHECK(has(r.err, "beyond the end of the WAL"));
+    }
+  }
+  CHECK(slot_acked(d.path(), "s") == 10);
+  auto r = dosql_run("slots " + dir + " ack s 5");  // backwards
+  CHECK(r.code == 1);
+  CHECK(has(r.err, "never moves it back"));
+  CHECK_OK(dosql_run("slots " + dir + " ack s 96"));  // the durable tail itself is fine
+  CHECK(slot_acked(d.path(), "s") == 96);
+  r = dosql_run("slots " + dir + " create late --from 97");
+  CHECK(r.code == 1);
+  CHECK(has(r.err, "slot 'late'"));
+  CHECK(has(r.err, "97"));
+  CHECK_OK(dosql_run("wal " + dir + " compact --below 41"));
+  r = dosql_run("slots " + dir + " create early --from 2");
+  CHECK(r.code == 1);
+  CHECK(has(r.err, "LSN_NOT_FOUND"));
+  CHECK(has(r.err, "slot 'early'"));
+  CHECK(has(r.err, "oldest retained entry (41)"));
+  CHECK_OK(dosql_run("slots " + dir + " create ok --from 40"));
+  r = dosql_run("slots " + dir + " list --json");
+  CHECK_FALSE(has(r.out, "\"early\""));
+  CHECK_FALSE(has(r.out, "\"late\""));
+}
+
+TEST_CASE("a damaged slot file is an error naming it, never a moved or dropped slot; stale temp files go", "[cli][slot]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  small_segments_db(d.path(), 30);
+  CHECK_OK(dosql_run("slots " + dir + " create s --from 30"));
+  CHECK_OK(dosql_run("slots " + dir + " create good --from 90"));
+  const std::string file = d / "slots" + "/s.slot";
+  const std::string original = test::read_file(file);
+  auto expect_damaged = [&](const std::string& what) {
+    INFO(what);
+    auto r = dosql_run("slots " + dir + " list --json");
+    CHECK(r.code == 1);
+    CHECK(has(r.err, file));
+    CHECK(has(r.out, "\"good\""));  // the others are still listed
+    CHECK_FALSE(has(r.out, "\"name\":\"s\""));
+    r = dosql_run("tail " + dir + " --slot s");
+    CHECK(r.code == 1);
+    CHECK(r.out.empty());
+    CHECK(has(r.err, file));
+    r = dosql_run("slots " + dir + " ack s 40");
+    CHECK(r.code == 1);
+    CHECK(has(r.err, file));
+    r = dosql_run("wal " + dir + " compact --below 80");  // its position is unknown: nothing goes
+    CHECK(r.code == 1);
+    CHECK(has(r.err, file));
+    CHECK(test::read_file(file).size() <= original.size());
+  };
+  // Every single flipped byte is detected (the acked LSN included).
+  for (size_t off = 0; off < original.size(); off += 3) {
+    auto bad = original;
+    bad[off] = static_cast<char>(bad[off] ^ 0x01);
+    test::write_file(file, bad);
+    auto r = dosql_run("slots " + dir + " list --json");
+    INFO("offset " << off);
+    CHECK(r.code == 1);
+    CHECK(has(r.err, file));
+  }
+  auto bad = original;
+  bad[bad.size() - 1] = static_cast<char>(bad[bad.size() - 1] ^ 0x01);
+  test::write_file(file, bad);
+  expect_damaged("flipped byte");
+  test::write_file(file, original.substr(0, original.size() - 5));
+  expect_damaged("truncated");
+  test::write_file(file, "");
+  expect_damaged("empty");
+  // Dropping a damaged slot is the way out; it can then be re-created.
+  CHECK_OK(dosql_run("slots " + dir + " drop s"));
+  CHECK_OK(dosql_run("slots " + dir + " create s --from 30"));
+  CHECK(slot_acked(d.path(), "s") == 30);
+  // A replacement killed before its rename leaves NAME.slot.tmp: the next open removes it.
+  test::write_file(d / "slots" + "/s.slot.tmp", "half");
+  CHECK_OK(dosql_run("slots " + dir + " list"));
+  CHECK(test::list_files(d / "slots") == std::vector<std::string>{"good.slot", "s.slot"});
+}
+
+TEST_CASE("slot names a shell or the CLI would misread are refused", "[cli][slot]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  CHECK_OK(dosql_run("sql " + dir + " -e " + q("CREATE TABLE t(id INTEGER)")));
+  for (std::string bad : {"-x", "--from", "a/b", "a b", "-"}) {
+    INFO(bad);
+    auto r = dosql_run("slots " + dir + " create -- " + q(bad));
+    CHECK(r.code == 1);
+    CHECK(has(r.err, "bad slot name"));
+  }
+  CHECK_OK(dosql_run("slots " + dir + " create a-b_1"));
+  CHECK(test::list_files(d / "slots") == std::vector<std::string>{"a-b_1.slot"});
+}
+
+TEST_CASE("tail: LSNs out of range or malformed are errors; compacted history is skipped only with --from oldest",
+          "[cli][lsn]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  small_segments_db(d.path(), 30);  // lsn 1..96
+  REQUIRE(wal_last_lsn(d.path()) == 96);
+  for (std::string bad : {"18446744073709551615", "18446744073709551616", "-1", "97", "abc", "1.5", ""}) {
+    INFO(bad);
+    auto r = dosql_run("tail " + dir + " --from=" + q(bad));
+    CHECK(r.code != 0);
+    CHECK(r.out.empty());
+    CHECK(lines(r.err).size() == 1);
+  }
+  auto r = dosql_run("tail " + dir + " --from 97");
+  CHECK(has(r.err, "--from 97 is beyond the end of the WAL (last durable lsn 96)"));
+  r = dosql_run("tail " + dir + " --from 96");
+  CHECK_OK(r);
+  CHECK(r.out.empty());
+  // Before compaction, no --from and --from 0 are the whole history.
+  CHECK(lines(dosql_run("tail " + dir).out).size() == 32);
+  CHECK_OK(dosql_run("wal " + dir + " compact --below 41"));
+  // After it they fail as the library does (LSN_NOT_FOUND naming the oldest) ...
+  for (std::string from : {"", " --from 0", " --from 5"}) {
+    INFO(from);
+    r = dosql_run("tail " + dir + from);
+    CHECK(r.code == 1);
+    CHECK(r.out.empty());
+    CHECK(has(r.err, "LSN_NOT_FOUND"));
+    CHECK(has(r.err, "41"));
+    CHECK(has(r.err, "--from oldest"));
+  }
+  // ... and --from oldest is the explicit choice to skip what is gone.
+  r = dosql_run("tail " + dir + " --from oldest");
+  CHECK_OK(r);
+  CHECK(event_lsns(r.out).front() >= 41);
+  CHECK(lines(r.out).size() >= 18);  // the inserts from lsn 41 on
+  r = dosql_run("wal " + dir + " compact --below -5");
+  CHECK(r.code != 0);
+}

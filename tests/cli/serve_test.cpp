@@ -483,7 +483,9 @@ TEST_CASE("serve: /metrics has the WAL, subscription and slot figures", "[serve]
   CHECK(m["dosql_subscription_position_lsn" + id] == last);
   CHECK(m["dosql_subscription_queued_events" + id] == 0);
   CHECK(m["dosql_slot_confirmed_lsn{slot=\"behind\"}"] == 4);
-  CHECK(m["dosql_slot_lag_entries{slot=\"behind\"}"] == last - 4);
+  CHECK(m["dosql_slot_lag_entries{slot=\"behind\"}"] == 5);  // the 5 inserts it would still receive
+  CHECK(m["dosql_slot_lag_ms{slot=\"behind\"}"] >= 0);
+  CHECK(m["dosql_subscription_lag_ms" + id] == 0);
   CHECK(m["dosql_slot_lag_bytes{slot=\"behind\"}"] > 0);
   CHECK(m["dosql_slot_lag_bytes{slot=\"behind\"}"] <= m["dosql_wal_bytes"]);  // in use, not the zero fill
   CHECK(m["dosql_slot_lag_entries{slot=\"current\"}"] == 0);
@@ -496,7 +498,7 @@ TEST_CASE("serve: /metrics has the WAL, subscription and slot figures", "[serve]
   wait_metric(s.port(), "dosql_wal_last_lsn", static_cast<double>(db->last_lsn()));
   wait_metric(s.port(), "dosql_subscription_delivered_entries_total" + id, 7);
   wait_metric(s.port(), "dosql_subscription_lag_entries" + id, 0);
-  CHECK(metrics(s.port())["dosql_slot_lag_entries{slot=\"current\"}"] == 3);
+  CHECK(metrics(s.port())["dosql_slot_lag_entries{slot=\"current\"}"] == 1);  // one insert, not BEGIN/COMMIT
   c.close();
   CHECK(s.stop() == 0);
   REQUIRE_FALSE(db->close());
@@ -656,9 +658,14 @@ TEST_CASE("serve: from_lsn below the oldest retained entry is an error message, 
   CHECK(err["type"] == "error");
   CHECK(err["code"] == "LSN_NOT_FOUND");
   CHECK(has(err["message"].get<std::string>(), "41"));
-  // from_lsn 0 starts at the oldest retained entry.
+  // from_lsn 0 is lsn 1, compacted: an error as in the library and tail; "oldest" is the
+  // explicit choice to start at the oldest retained entry.
+  plain_client zero(s.port(), token);
+  zero.send(R"({"type":"subscribe","from_lsn":0})");
+  CHECK(zero.closed().first == 1008);
+  CHECK(json::parse(zero.last_message())["code"] == "LSN_NOT_FOUND");
   plain_client z(s.port(), token);
-  z.subscribe({{"from_lsn", 0}});
+  z.subscribe({{"from_lsn", "oldest"}});
   CHECK(z.recv_json()["lsn"].get<uint64_t>() >= 41);
   z.close();
   CHECK(s.stop() == 0);
@@ -722,4 +729,28 @@ TEST_CASE("serve: TLS with --cert and --key (https, wss), a bad certificate is a
   bad(cert, key2, "private key");                       // the wrong key
   bad(d / "nope.pem", key, "cannot read");
   REQUIRE_FALSE(db->close());
+}
+
+TEST_CASE("serve: from_lsn out of range or malformed is an error, never a wrap to the whole history", "[serve][lsn]") {
+  test::temp_dir d;
+  CHECK_OK(test::dosql_run("sql " + test::q(d.path()) + " -e " +
+                           test::q("CREATE TABLE t(id INTEGER); INSERT INTO t VALUES(1); INSERT INTO t VALUES(2)")));
+  server s(d.path(), {"--token", token});
+  for (std::string bad : {"18446744073709551615", "18446744073709551616", "-1", "1.5", "\"5\"", "1e3"}) {
+    INFO(bad);
+    plain_client c(s.port(), token);
+    c.send(R"({"type":"subscribe","from_lsn":)" + bad + "}");
+    auto [code, why] = c.closed();
+    CHECK(code == 1002);
+    CHECK(has(why, "from_lsn"));
+  }
+  // Beyond the end of the WAL (9 entries): an error message naming it, then close.
+  plain_client c(s.port(), token);
+  c.send(R"({"type":"subscribe","from_lsn":10})");
+  auto [code, why] = c.closed();
+  CHECK(code != 1000);
+  auto err = json::parse(c.last_message());
+  CHECK(err["type"] == "error");
+  CHECK(has(err["message"].get<std::string>(), "from_lsn 10 is beyond the end of the WAL"));
+  CHECK(s.stop() == 0);
 }

@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "actors/slot_manager.hpp"
 #include "runtime/reliability.hpp"
 #include "runtime/slots.hpp"
 #include "runtime/sqlite_util.hpp"
@@ -54,7 +55,7 @@ TEST_CASE("slots: create, get, list, acknowledge forward only, delete, and the e
   CHECK(slots->update_slot("nope", 1).code() == ec::slot_not_found);
   f.insert(3);
   auto lag = must(slots->get_slot("orders_sync"));
-  CHECK(lag.lag_entries == 9);
+  CHECK(lag.lag_entries == 3);  // the three row changes, not BEGIN/COMMIT
   CHECK(lag.lag_bytes > 0);
   // The bytes in use, not the active segment's preallocated zero fill.
   CHECK(lag.lag_bytes < 64 * 1024);
@@ -371,4 +372,194 @@ TEST_CASE("a slot with a long table filter (a slot file over 4 KiB) survives reo
   auto slots = cdc::create_slot_manager(db, manual());
   auto s = must(slots->get_slot("wide"));
   CHECK(s.filter.tables == tables);
+}
+
+// ---- issue 10 -------------------------------------------------------------------------------
+
+TEST_CASE("database::compact never removes what a slot needs, whoever compacts", "[slots][retention]") {
+  database_options o;
+  o.wal.max_entries_per_segment = 30;
+  fixture f(o);
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options co;
+  co.start_lsn = 3;
+  must(slots->create_slot("s", co));
+  f.insert(100);
+  auto rep = must(f.db->compact(300));  // the API path, not the slot manager's check
+  CHECK(rep.oldest_lsn <= 4);
+  cdc::subscribe_options so;
+  so.stop_at_tail = true;
+  auto sub = must(slots->subscribe_from_slot("s", so));
+  auto first = sub->next();
+  REQUIRE(first.has_value());
+  CHECK(first->lsn <= 6);
+  CHECK(sub->err().code() == ec::none);
+  // Invalidated slots hold nothing back; valid ones moved on release the rest.
+  REQUIRE_FALSE(slots->update_slot("s", f.db->durable_lsn()));
+  rep = must(f.db->compact(300));
+  CHECK(rep.oldest_lsn > 200);
+}
+
+TEST_CASE("slot positions must exist: acks within the durable WAL and forward, creations retained", "[slots]") {
+  database_options o;
+  o.wal.max_entries_per_segment = 30;
+  fixture f(o);
+  f.insert(30);
+  uint64_t tail = f.db->durable_lsn();
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options co;
+  co.start_lsn = 10;
+  must(slots->create_slot("s", co));
+  for (uint64_t bad : {tail + 1, tail + 1000, UINT64_MAX}) {
+    auto e = slots->update_slot("s", bad);
+    CHECK(e.code() == ec::invalid_argument);
+    CHECK(e.message().find("slot 's'") != std::string::npos);
+    CHECK(e.message().find(std::to_string(bad)) != std::string::npos);
+  }
+  CHECK(must(slots->get_slot("s")).acked_lsn == 10);
+  REQUIRE_FALSE(slots->update_slot("s", tail));
+  co.start_lsn = tail + 1;
+  auto late = slots->create_slot("late", co);
+  CHECK(late.err().code() == ec::invalid_argument);
+  CHECK(late.err().message().find("slot 'late'") != std::string::npos);
+  co.start_lsn = UINT64_MAX - 1;
+  CHECK(slots->create_slot("late", co).err().code() == ec::invalid_argument);
+  must(f.db->compact(61));
+  co.start_lsn = 5;
+  auto early = slots->create_slot("early", co);
+  CHECK(early.err().code() == ec::lsn_not_found);
+  CHECK(early.err().message().find("slot 'early'") != std::string::npos);
+  co.start_lsn = 60;
+  must(slots->create_slot("edge", co));
+  CHECK(slots->create_slot("-x").err().code() == ec::invalid_argument);
+  CHECK(slots->list_slots().size() == 2);
+}
+
+TEST_CASE("slot files: checksummed, a damaged one is an error naming it, old-format files still read", "[slots]") {
+  fixture f;
+  f.insert(3);
+  {
+    auto slots = cdc::create_slot_manager(f.db, manual());
+    must(slots->create_slot("a"));
+    must(slots->create_slot("b"));
+  }
+  const std::string path = f.d / "slots/a.slot";
+  auto good = test::read_file(path);
+  CHECK(good.substr(0, 8) == "DSQSLOT1");
+  // An old-format file (bare msgpack, before checksums) is read, and rewritten on its next change.
+  cdc::slot_info legacy;
+  legacy.name = "old";
+  legacy.acked_lsn = 2;
+  test::write_file(f.d / "slots/old.slot", actors::encode_slot(legacy));
+  auto bad = good;
+  bad[good.size() / 2] = static_cast<char>(bad[good.size() / 2] ^ 0x10);
+  test::write_file(path, bad);
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  CHECK(must(slots->get_slot("old")).acked_lsn == 2);
+  auto a = slots->get_slot("a");
+  REQUIRE_FALSE(a);
+  CHECK(a.err().code() == ec::decode_error);
+  CHECK(a.err().message().find(path) != std::string::npos);
+  error problem;
+  auto all = slots->list_slots(&problem);
+  CHECK(all.size() == 2);  // b and old
+  CHECK(problem.code() == ec::decode_error);
+  CHECK(problem.message().find(path) != std::string::npos);
+  CHECK(slots->update_slot("a", 5).code() == ec::decode_error);
+  CHECK(slots->create_slot("a").err().code() == ec::decode_error);
+  auto c = f.db->compact(1000);
+  REQUIRE_FALSE(c);
+  CHECK(c.err().message().find(path) != std::string::npos);
+  CHECK(test::read_file(path) == bad);  // nothing rewrote it
+  REQUIRE_FALSE(slots->update_slot("old", 3));
+  CHECK(test::read_file(f.d / "slots/old.slot").substr(0, 8) == "DSQSLOT1");
+  REQUIRE_FALSE(slots->delete_slot("a"));
+  CHECK(slots->list_slots(&problem).size() == 2);
+  CHECK_FALSE(problem);
+}
+
+TEST_CASE("from_lsn: 0 after compaction is LSN_NOT_FOUND unless from_oldest; beyond the end is an error", "[slots][lsn]") {
+  database_options o;
+  o.wal.max_entries_per_segment = 30;
+  fixture f(o);
+  f.insert(30);
+  cdc::cdc_handle cdc(f.db);
+  cdc::subscribe_options so;
+  so.stop_at_tail = true;
+  for (uint64_t bad : {f.db->durable_lsn() + 1, UINT64_MAX}) {
+    so.from_lsn = bad;
+    auto s = cdc.subscribe(so);
+    REQUIRE_FALSE(s);
+    CHECK(s.err().code() == ec::invalid_argument);
+    CHECK(s.err().message().find(std::to_string(bad)) != std::string::npos);
+  }
+  auto rep = must(f.db->compact(61));
+  REQUIRE(rep.oldest_lsn > 1);
+  so.from_lsn = 0;
+  auto s = cdc.subscribe(so);
+  REQUIRE_FALSE(s);
+  CHECK(s.err().code() == ec::lsn_not_found);
+  so.from_oldest = true;
+  auto all = must(cdc.subscribe(so));
+  auto first = all->next();
+  REQUIRE(first.has_value());
+  CHECK(first->lsn >= rep.oldest_lsn);
+}
+
+TEST_CASE("slot lag counts the entries the consumer would receive and the age of the oldest commit", "[slots][lag]") {
+  fixture f;
+  auto cfg = manual();
+  cfg.idle_timeout = std::chrono::milliseconds(50);
+  cfg.invalidate_idle = true;
+  auto slots = cdc::create_slot_manager(f.db, cfg);
+  must(slots->create_slot("all"));
+  cdc::create_slot_options only_u;
+  only_u.filter.tables = {"u"};
+  must(slots->create_slot("u_only", only_u));
+  f.insert(3);  // 3 transactions: 9 entries, 3 row changes of t
+  auto s = must(slots->get_slot("all"));
+  CHECK(s.lag_entries == 3);
+  auto u = must(slots->get_slot("u_only"));
+  CHECK(u.lag_entries == 0);
+  CHECK(u.lag_ms == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  s = must(slots->get_slot("all"));
+  CHECK(s.lag_ms >= 100);  // the oldest unacknowledged commit's age: it grows while stuck
+  CHECK(s.stalled);
+  REQUIRE_FALSE(slots->check());
+  CHECK(must(slots->get_slot("all")).invalidated);
+  CHECK_FALSE(must(slots->get_slot("u_only")).invalidated);  // nothing to acknowledge is not idle
+  must(f.db->exec("INSERT INTO u VALUES(1)"));
+  u = must(slots->get_slot("u_only"));
+  CHECK(u.lag_entries == 1);
+  REQUIRE_FALSE(slots->update_slot("u_only", f.db->durable_lsn()));
+  u = must(slots->get_slot("u_only"));
+  CHECK(u.lag_entries == 0);
+  CHECK(u.lag_ms == 0);
+}
+
+TEST_CASE("heartbeats: a caught-up filtered slot consumer moves past other tables' changes", "[slots][heartbeat]") {
+  fixture f;
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options o;
+  o.filter.tables = {"u"};
+  must(slots->create_slot("u_only", o));
+  must(f.db->exec("INSERT INTO u VALUES(1)"));
+  auto sub = must(slots->subscribe_from_slot("u_only"));
+  auto first = sub->next();
+  REQUIRE(first.has_value());
+  CHECK(first->table == "u");
+  f.insert(50);  // only t changes from here on
+  const uint64_t tail = f.db->durable_lsn();
+  // The consumer asks for the next entry (the first is processed); nothing of u comes, but
+  // the reader's heartbeat tells it that everything up to the tail is settled.
+  std::thread waiter([&] { (void)sub->next(); });
+  for (int i = 0; i < 1000 && sub->settled_lsn() < tail; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(sub->settled_lsn() == tail);
+  REQUIRE_FALSE(slots->update_slot("u_only", sub->settled_lsn()));
+  auto s = must(slots->get_slot("u_only"));
+  CHECK(s.acked_lsn == tail);
+  CHECK(s.lag_entries == 0);
+  sub->stop();
+  waiter.join();
 }

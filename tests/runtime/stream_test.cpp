@@ -605,3 +605,33 @@ TEST_CASE("a consumer that throws or dies ends its subscription with SUBSCRIPTIO
     must(f.db->exec("INSERT INTO users(name) VALUES('later')"));  // the ended reader is gone, not waiting
   }
 }
+
+
+TEST_CASE("stream_status lag: 0 when caught up (filtered), entries it would receive and a growing age when paused",
+          "[stream][lag]") {
+  fixture f;
+  std::atomic<int> changes{0};
+  cdc::stream_options o;
+  o.filter.tables = {"users"};
+  o.handler.on_change = [&](const cdc::change_event<row>&) { ++changes; };
+  auto stream = cdc::create_cdc_stream(cdc::create_cdc(f.db), o);
+  REQUIRE_FALSE(stream.start());
+  for (int i = 0; i < 3; ++i) must(f.db->exec("INSERT INTO users(name) VALUES('a')"));
+  REQUIRE(eventually([&] { return changes == 3; }));
+  for (int i = 0; i < 5; ++i) must(f.db->exec("INSERT INTO orders(total) VALUES(1)"));  // filtered out
+  auto st = stream.status();
+  CHECK(st.lag_entries == 0);  // not the BEGIN/COMMIT or the orders it will never receive
+  CHECK(st.lag_ms == 0);
+  stream.pause();
+  REQUIRE(eventually([&] { return stream.status().paused; }));
+  for (int i = 0; i < 2; ++i) must(f.db->exec("INSERT INTO users(name) VALUES('b')"));
+  std::this_thread::sleep_for(150ms);
+  st = stream.status();
+  CHECK(st.lag_entries == 2);
+  CHECK(st.lag_ms >= 150);  // the oldest unprocessed commit's age grows while paused
+  stream.resume();
+  REQUIRE(eventually([&] { return changes == 5; }));
+  REQUIRE(eventually([&] { return stream.status().lag_entries == 0; }));
+  CHECK(stream.status().lag_ms == 0);
+  stream.stop();
+}

@@ -40,7 +40,8 @@ enum class tail_format : uint8_t { json, wal2json, debezium };
 
 struct tail_options {
   std::string dir;
-  std::optional<uint64_t> from;   ///< exclusive: entries with lsn > from
+  std::optional<uint64_t> from;   ///< exclusive: entries with lsn > from (none: 0)
+  bool from_oldest = false;       ///< --from oldest: from the oldest retained entry
   std::vector<std::string> tables;
   std::vector<op_type> ops;       ///< insert, update, del
   bool tx = false;

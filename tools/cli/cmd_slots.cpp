@@ -27,7 +27,9 @@ int run_slots(const slots_options& o) {
   {
     auto slots = cdc::create_slot_manager(*db, cfg);
     if (o.action == "list") {
-      auto all = slots->list_slots();
+      error problem;
+      auto all = slots->list_slots(&problem);
+      if (problem) rc = fail(problem);  // a damaged slot file: the others are listed, exit 1
       if (o.json) {
         std::string out;
         for (auto& s : all)

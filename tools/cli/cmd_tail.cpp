@@ -148,20 +148,26 @@ int run_tail(const tail_options& o) {
   if (!wd) return fail(wd.err());
   // Only what the owner has made durable (a power loss could take back the rest).
   uint64_t stop_at = readable_limit(*wd);
-  if (!o.follow) {  // the tail present now
-    auto st = scan_wal(*wd);
-    if (!st) return fail(st.err());
-    stop_at = std::min(stop_at, st->last_lsn);
-  }
+  auto st = scan_wal(*wd);
+  if (!st) return fail(st.err());
+  if (!o.follow) stop_at = std::min(stop_at, st->last_lsn);  // the tail present now
+  uint64_t from = o.from.value_or(0);
+  // An LSN that does not exist yet is an error, not a wait.
+  if (auto e = check_lsn_not_beyond(from, std::min(readable_limit(*wd), st->last_lsn), "--from")) return fail(e);
   auto r = wal::reader::open(*wd);
   if (!r) return fail(r.err());
   auto& rd = **r;
-  if (o.from)
-    if (auto e = rd.seek(*o.from + 1)) return fail(e);
+  if (o.from_oldest) {
+    from = st->oldest_lsn ? st->oldest_lsn - 1 : 0;  // the reader starts there
+  } else if (auto e = rd.seek(from + 1)) {
+    if (e.code() == ec::lsn_not_found)
+      e = error(e.code(), e.message() + "; use --from oldest to start at the oldest retained entry, skipping the rest");
+    return fail(e);
+  }
   rd.set_limit(stop_at);
   if (o.follow) catch_stop_signals();
   std::string out;
-  tailer t(tailer_options_of(o), *wd, line_sink(out), o.from.value_or(0));
+  tailer t(tailer_options_of(o), *wd, line_sink(out), from);
   if (auto err = pump(o, rd, t, out, [&] { rd.set_limit(readable_limit(*wd)); }, [] { return error{}; }))
     return fail(err);
   return 0;

@@ -1,12 +1,14 @@
 // `dosql wal DIR info|verify|compact`. info and verify read the segment files without the
 // lock (beside a running owner); compact opens the database (taking the lock) with the
-// settings its owner recorded in DIR/dosql.conf, and calls database::compact.
+// settings its owner recorded in DIR/dosql.conf, and calls database::compact, which keeps
+// every entry a replication slot still needs.
 #include <unistd.h>
 
 
 #include <chrono>
 #include <cstdio>
 
+#include "actors/slot_manager.hpp"
 #include "runtime/database.hpp"
 #include "tools/cli/cli.hpp"
 #include "wal/file.hpp"
@@ -159,11 +161,15 @@ int run_wal_compact(const wal_options& o) {
   opts->create = false;
   auto db = rt.open(o.dir, *opts);  // takes the lock: BUSY "DIR is open by pid N" if someone has it
   if (!db) return fail(db.err());
+  auto floor = actors::read_slot_floor(o.dir);  // (compact reads it again, under its mutex)
   auto rep = (*db)->compact(o.below);
   auto closed = (*db)->close();
   if (!rep) return fail(rep.err());
   if (closed) return fail(closed);
-  std::string out = "oldest lsn: " + std::to_string(rep->oldest_lsn) + "\n";
+  std::string out;
+  if (floor && floor->lsn < o.below)
+    out += "kept from lsn " + std::to_string(floor->lsn) + ": replication slot '" + floor->slot + "' still needs it\n";
+  out += "oldest lsn: " + std::to_string(rep->oldest_lsn) + "\n";
   out += std::string(rep->archived ? "archived " : "removed ") + std::to_string(rep->removed.size()) +
          " segment(s), " + std::to_string(rep->bytes) + " bytes\n";
   write_out(out);

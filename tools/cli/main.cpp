@@ -4,7 +4,7 @@
 //   dosql wal DIR info [--json]                    segments, LSN range, size (read-only)
 //   dosql wal DIR verify [--json]                  check every record's checksum (read-only)
 //   dosql wal DIR compact --below LSN              drop sealed segments below LSN (takes the lock)
-//   dosql tail DIR [--from LSN | --slot NAME] [--table T]... [--op OP]... [--tx]
+//   dosql tail DIR [--from LSN|oldest | --slot NAME] [--table T]... [--op OP]... [--tx]
 //                  [--format json|wal2json|debezium] [--follow]   committed change events
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
 //   dosql slots DIR list|create NAME|ack NAME LSN|drop NAME        replication slots (takes the lock)
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
 
   // ---- wal ----
   wal_options wo;
+  std::string wal_below;
   std::string wal_dir_sub;
   auto* wal = app.add_subcommand("wal", "Inspect and maintain the write-ahead log: dosql wal DIR info|verify|compact");
   wal->add_option("DIR", wo.dir, "Data directory");
@@ -55,16 +56,21 @@ int main(int argc, char** argv) {
   auto* compact = wal->add_subcommand("compact", "Remove sealed segments whose entries are all below LSN "
                                                  "(needs the directory's lock: fails if another process has it open)");
   add_dir(compact);
-  compact->add_option("--below", wo.below, "Keep every entry with an LSN >= this one")->required();
+  compact->add_option("--below", wal_below, "Keep every entry with an LSN >= this one (and every entry a "
+                                            "replication slot still needs, whatever LSN is given)")
+      ->required();
 
   // ---- tail ----
   tail_options to;
-  uint64_t from = 0;
+  std::string from;
   std::vector<std::string> ops;
   auto* tail = app.add_subcommand("tail", "Print committed change events, one per line (read-only; with --slot, the slot's consumer, "
                                        "which takes the directory's lock)");
   tail->add_option("DIR", to.dir, "Data directory")->required();
-  auto* from_opt = tail->add_option("--from", from, "Print entries with an LSN greater than this one (exclusive)");
+  auto* from_opt = tail->add_option("--from", from,
+                                    "Print entries with an LSN greater than this one (exclusive; default 0: from lsn 1, "
+                                    "LSN_NOT_FOUND if it was compacted away), or 'oldest': from the oldest retained "
+                                    "entry, knowingly skipping compacted history");
   tail->add_option("--table", to.tables, "Only changes to this table (repeatable)");
   tail->add_option("--op", ops, "Only these operations: insert, update, delete (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
@@ -135,7 +141,7 @@ int main(int argc, char** argv) {
 
   // ---- slots ----
   slots_options lo;
-  uint64_t slot_from = 0;
+  std::string slot_from, ack_lsn;
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");
   slots->add_option("DIR", lo.dir, "Data directory")->required();
@@ -143,12 +149,13 @@ int main(int argc, char** argv) {
   auto* s_list = slots->add_subcommand("list", "List the slots with their acknowledged LSN, lag and state");
   s_list->add_flag("--json", lo.json, "One JSON object per slot");
   auto* s_create = slots->add_subcommand("create", "Create a slot at the current tail (or --from LSN)");
-  s_create->add_option("NAME", lo.name, "Slot name (letters, digits, _ and -)")->required();
-  auto* s_from = s_create->add_option("--from", slot_from, "Start after this LSN");
+  s_create->add_option("NAME", lo.name, "Slot name (letters, digits, _ and -, not starting with -)")->required();
+  auto* s_from = s_create->add_option("--from", slot_from, "Start after this LSN (it must exist: not beyond the end "
+                                                          "of the WAL, its successors not compacted)");
   s_create->add_option("--table", lo.tables, "Only changes to this table (repeatable)");
   auto* s_ack = slots->add_subcommand("ack", "Acknowledge everything up to LSN (never moves back)");
   s_ack->add_option("NAME", lo.name, "Slot name")->required();
-  s_ack->add_option("LSN", lo.lsn, "Last LSN processed")->required();
+  s_ack->add_option("LSN", ack_lsn, "Last LSN processed (never beyond the durable end of the WAL)")->required();
   auto* s_drop = slots->add_subcommand("drop", "Delete a slot");
   s_drop->add_option("NAME", lo.name, "Slot name")->required();
 
@@ -181,11 +188,25 @@ int main(int argc, char** argv) {
     }
     if (info->parsed()) return run_wal_info(wo);
     if (verify->parsed()) return run_wal_verify(wo);
-    if (compact->parsed()) return run_wal_compact(wo);
+    if (compact->parsed()) {
+      auto l = dosql::parse_lsn(wal_below, "--below");
+      if (!l) return fail(l.err()), 2;
+      wo.below = *l;
+      return run_wal_compact(wo);
+    }
   }
   if (slots->parsed()) {
     lo.action = s_list->parsed() ? "list" : s_create->parsed() ? "create" : s_ack->parsed() ? "ack" : "drop";
-    if (*s_from) lo.from = slot_from;
+    if (*s_from) {
+      auto l = dosql::parse_lsn(slot_from, "--from");
+      if (!l) return fail(l.err()), 2;
+      lo.from = *l;
+    }
+    if (s_ack->parsed()) {
+      auto l = dosql::parse_lsn(ack_lsn, "slot '" + lo.name + "': LSN");
+      if (!l) return fail(l.err()), 2;
+      lo.lsn = *l;
+    }
     return run_slots(lo);
   }
   if (serve->parsed()) {
@@ -195,7 +216,15 @@ int main(int argc, char** argv) {
     return run_serve(vo);
   }
   if (tail->parsed()) {
-    if (*from_opt) to.from = from;
+    if (*from_opt) {
+      if (from == "oldest") {
+        to.from_oldest = true;
+      } else {
+        auto l = dosql::parse_lsn(from, "--from");
+        if (!l) return fail(l.err()), 2;
+        to.from = *l;
+      }
+    }
     if (*slot_opt) to.slot = slot_name;
     to.format = format == "wal2json" ? tail_format::wal2json : format == "debezium" ? tail_format::debezium : tail_format::json;
     for (auto& op : ops) {

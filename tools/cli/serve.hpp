@@ -35,7 +35,9 @@ namespace dosql::cli::serve {
 
 /// runtime/cdc.hpp's subscribe_options and filter, as far as a remote client may set them.
 struct subscribe_request {
-  uint64_t from_lsn = 0;  ///< exclusive; 0: from the oldest retained entry
+  /// exclusive; 0: from lsn 1 (LSN_NOT_FOUND if compacted); beyond the WAL's end: an error
+  uint64_t from_lsn = 0;
+  bool from_oldest = false;  ///< "from_lsn":"oldest": from the oldest retained entry
   std::vector<std::string> tables;
   std::vector<op_type> operations;
   bool include_transactions = false;  ///< BEGIN/COMMIT events around delivered changes
@@ -80,6 +82,7 @@ class bearer_token {
 /// One subscription's counters: written by its connection's strand, read by /metrics.
 struct subscription_stats {
   uint64_t id = 0;
+  cdc::slot_filter filter;             ///< set before it is registered, then constant
   std::atomic<uint64_t> delivered{0};  ///< events written to the client
   std::atomic<uint64_t> position{0};   ///< every event up to this LSN was written (or filtered out)
   std::atomic<uint64_t> queued{0};     ///< events waiting in the connection's outgoing queue
@@ -88,7 +91,7 @@ struct subscription_stats {
 /// The server's live subscriptions and connection count. Thread-safe.
 class registry {
  public:
-  std::shared_ptr<subscription_stats> add_subscription();
+  std::shared_ptr<subscription_stats> add_subscription(cdc::slot_filter filter = {});
   void remove_subscription(uint64_t id);
   std::vector<std::shared_ptr<subscription_stats>> subscriptions() const;
   std::atomic<int64_t> connections{0};

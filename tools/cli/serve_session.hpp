@@ -179,8 +179,14 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   }
 
   void subscribe(const subscribe_request& r) {
-    auto rd = wal::reader::open(srv_.wal_dir);  // at the oldest retained entry (from_lsn 0)
-    error err = !rd ? rd.err() : r.from_lsn ? (*rd)->seek(r.from_lsn + 1) : error{};
+    auto rd = wal::reader::open(srv_.wal_dir);  // at the oldest retained entry ("from_lsn":"oldest")
+    auto now = scan_wal(srv_.wal_dir);
+    error err = !rd ? rd.err() : !now ? now.err() : error{};
+    uint64_t from = r.from_lsn;
+    if (!err && r.from_oldest) from = now->oldest_lsn ? now->oldest_lsn - 1 : 0;
+    if (!err && !r.from_oldest)  // an LSN that does not exist yet, or was compacted away: an error
+      err = check_lsn_not_beyond(from, std::min(readable_limit(srv_.wal_dir), now->last_lsn), "from_lsn");
+    if (!err && !r.from_oldest) err = (*rd)->seek(from + 1);
     if (err) return close_with_error(err);
     reader_ = std::move(*rd);
     limit_ = readable_limit(srv_.wal_dir);  // only what the owner made durable
@@ -193,10 +199,10 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     t.max_buffer_bytes = srv_.o.max_queue_bytes;
     tailer_ = std::make_unique<tailer>(
         std::move(t), srv_.wal_dir, [this](uint64_t lsn, std::string text) { enqueue({std::move(text), lsn, true}); },
-        r.from_lsn);
+        from);
     window_ = r.window;
-    stats_ = srv_.reg.add_subscription();
-    stats_->position = r.from_lsn;
+    stats_ = srv_.reg.add_subscription(cdc::slot_filter{r.tables, r.operations});
+    stats_->position = from;
     auto st = scan_wal(srv_.wal_dir);
     enqueue({subscribed_message(stats_->id, r, st ? st->last_lsn : 0), 0, false});
     pump();

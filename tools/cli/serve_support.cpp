@@ -5,6 +5,7 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -40,7 +41,13 @@ result<subscribe_request> parse_subscribe(const json& j) {
   for (auto& [k, v] : j.items()) {
     if (k == "type") continue;
     if (k == "from_lsn") {
-      auto n = unsigned_field(v, "from_lsn");
+      if (v.is_string() && v.get_ref<const std::string&>() == "oldest") {
+        r.from_oldest = true;
+        continue;
+      }
+      // The one LSN parser, on the number's own text (no double or sign can slip through).
+      if (!v.is_number_integer()) return bad("from_lsn must be an LSN (a non-negative integer) or \"oldest\"");
+      auto n = parse_lsn(v.dump(), "from_lsn");
       if (!n) return n.err();
       r.from_lsn = *n;
     } else if (k == "tables") {
@@ -221,8 +228,9 @@ bool bearer_token::accepts(std::string_view authorization) const {
 
 // ---- registry ----
 
-std::shared_ptr<subscription_stats> registry::add_subscription() {
+std::shared_ptr<subscription_stats> registry::add_subscription(cdc::slot_filter filter) {
   auto s = std::make_shared<subscription_stats>();
+  s->filter = std::move(filter);
   std::lock_guard<std::mutex> lock(mu_);
   s->id = ++next_id_;
   subs_[s->id] = s;
@@ -293,21 +301,44 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
          "Every event of the subscription up to this LSN was written (or filtered out).");
   for (auto& s : subs)
     sample(out, "dosql_subscription_position_lsn", s->position.load(), "subscription=\"" + std::to_string(s->id) + "\"");
-  family(out, "dosql_subscription_lag_entries", "gauge", "WAL entries after the subscription's position.");
-  for (auto& s : subs) {
-    uint64_t pos = s->position.load();
-    sample(out, "dosql_subscription_lag_entries", last > pos ? last - pos : 0,
-           "subscription=\"" + std::to_string(s->id) + "\"");
-  }
+  // Lag as the consumer sees it (as dosql slots list and stream_status): the events it would
+  // still receive (its filter, committed transactions, no BEGIN/COMMIT) and the age of the
+  // oldest commit among them; both 0 when caught up.
+  const uint64_t readable = std::min(readable_limit(*wd), last);
+  auto lag_of = [&](uint64_t pos, const cdc::slot_filter& f) {
+    auto p = actors::pending_for(*wd, pos, readable, [&](const entry_view& e) { return actors::slot_matches(f, e); });
+    return p ? *p : actors::pending_info{readable > pos ? readable - pos : 0, 0};
+  };
+  auto age = [](const actors::pending_info& p) -> uint64_t {
+    using namespace std::chrono;
+    int64_t now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+    return p.entries && p.oldest_commit_ms ? static_cast<uint64_t>(std::max<int64_t>(0, now - p.oldest_commit_ms)) : 0;
+  };
+  std::vector<actors::pending_info> sub_lag, slot_lag;
+  for (auto& s : subs) sub_lag.push_back(lag_of(s->position.load(), s->filter));
+  for (auto& s : *slots) slot_lag.push_back(s.invalidated ? actors::pending_info{} : lag_of(s.acked_lsn, s.filter));
+  family(out, "dosql_subscription_lag_entries", "gauge",
+         "Events the subscription would still receive (its filter; no BEGIN/COMMIT; 0 when caught up).");
+  for (size_t i = 0; i < subs.size(); ++i)
+    sample(out, "dosql_subscription_lag_entries", sub_lag[i].entries, "subscription=\"" + std::to_string(subs[i]->id) + "\"");
+  family(out, "dosql_subscription_lag_ms", "gauge",
+         "Age of the oldest commit among those events, in milliseconds (grows while the client is stuck).");
+  for (size_t i = 0; i < subs.size(); ++i)
+    sample(out, "dosql_subscription_lag_ms", age(sub_lag[i]), "subscription=\"" + std::to_string(subs[i]->id) + "\"");
   family(out, "dosql_subscription_queued_events", "gauge", "Events waiting in the connection's outgoing queue.");
   for (auto& s : subs)
     sample(out, "dosql_subscription_queued_events", s->queued.load(), "subscription=\"" + std::to_string(s->id) + "\"");
 
   family(out, "dosql_slot_confirmed_lsn", "gauge", "The replication slot's acknowledged LSN.");
   for (auto& s : *slots) sample(out, "dosql_slot_confirmed_lsn", s.acked_lsn, "slot=\"" + label(s.name) + "\"");
-  family(out, "dosql_slot_lag_entries", "gauge", "WAL entries after the slot's acknowledged LSN.");
-  for (auto& s : *slots)
-    sample(out, "dosql_slot_lag_entries", last > s.acked_lsn ? last - s.acked_lsn : 0, "slot=\"" + label(s.name) + "\"");
+  family(out, "dosql_slot_lag_entries", "gauge",
+         "Events the slot's consumer would still receive (the slot's filter; no BEGIN/COMMIT; as dosql slots list).");
+  for (size_t i = 0; i < slots->size(); ++i)
+    sample(out, "dosql_slot_lag_entries", slot_lag[i].entries, "slot=\"" + label((*slots)[i].name) + "\"");
+  family(out, "dosql_slot_lag_ms", "gauge",
+         "Age of the oldest commit the slot has not acknowledged among those events, in milliseconds.");
+  for (size_t i = 0; i < slots->size(); ++i)
+    sample(out, "dosql_slot_lag_ms", age(slot_lag[i]), "slot=\"" + label((*slots)[i].name) + "\"");
   family(out, "dosql_slot_lag_bytes", "gauge",
          "WAL bytes in use in the segments holding an entry after the slot's acknowledged LSN (as dosql slots list).");
   for (auto& s : *slots) {
