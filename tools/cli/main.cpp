@@ -13,6 +13,8 @@
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 
@@ -21,6 +23,8 @@
 using namespace dosql::cli;
 
 int main(int argc, char** argv) {
+  // The library's log lines are diagnostics: stderr, never mixed into data on stdout.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("dosql"));
   CLI::App app{"dosql: an embedded SQL database whose every committed change is in its own WAL", "dosql"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show the help of every sub-command");
