@@ -221,8 +221,7 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
                                         ", beyond the end of the WAL (" + std::to_string(tail) + ")");
       if (s) {
         st.slots[s->name] = *s;
-      } else {
-        spdlog::error("dosql: {}", s.err().to_string());
+      } else {  // reported (not logged) to whoever uses the slot, lists or compacts
         st.damaged[name] = error(s.err().code(), s.err().message() + "; drop the slot and re-create it");
       }
     }

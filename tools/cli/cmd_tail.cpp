@@ -159,7 +159,7 @@ int run_tail(const tail_options& o) {
   auto& rd = **r;
   if (o.from_oldest) {
     from = st->oldest_lsn ? st->oldest_lsn - 1 : 0;  // the reader starts there
-  } else if (auto e = rd.seek(from + 1)) {
+  } else if (auto e = st->segments.empty() ? error{} : rd.seek(from + 1)) {
     if (e.code() == ec::lsn_not_found)
       e = error(e.code(), e.message() + "; use --from oldest to start at the oldest retained entry, skipping the rest");
     return fail(e);

@@ -13,6 +13,8 @@
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 
@@ -109,7 +111,7 @@ int main(int argc, char** argv) {
       "\"Authorization: Bearer TOKEN\" (401 otherwise). /healthz needs none.\n"
       "Stream: connect a WebSocket to /v1/stream, send {\"type\":\"subscribe\",\"from_lsn\":N,\"tables\":[...],"
       "\"operations\":[\"insert\",\"update\",\"delete\"],\"include_transactions\":true,\"format\":\"json\","
-      "\"window\":N}; the server answers {\"type\":\"subscribed\",...}, then sends one committed event per text "
+      "\"window\":N} (from_lsn: an LSN up to the WAL's end, or \"oldest\" to skip compacted history); the server answers {\"type\":\"subscribed\",...}, then sends one committed event per text "
       "frame (as dosql tail prints them); with a window, send {\"type\":\"ack\",\"lsn\":N}. Malformed or "
       "unexpected messages close with 1002, oversized ones with 1009.");
   serve->add_option("-p,--port", vo.port, "TCP port (0: any free one); the first line printed is "

@@ -5,7 +5,9 @@
 // The protocol (WebSocket text frames, JSON):
 //   client -> {"type":"subscribe","from_lsn":N,"tables":[..],"operations":["insert","update","delete"],
 //              "include_transactions":bool,"format":"json"|"wal2json"|"debezium","window":N}
-//             (every field but "type" optional; once per connection)
+//             (every field but "type" optional; once per connection). from_lsn: an LSN (decimal
+//             integer <= the WAL's durable end; 0 = from lsn 1, LSN_NOT_FOUND once compacted) or
+//             "oldest" (from the oldest retained entry); anything else closes with 1002
 //   server -> {"type":"subscribed","subscription":"ID","from_lsn":N,"last_lsn":N,"format":"..."}
 //             then one event per frame (`dosql tail`'s lines), committed transactions only
 //   client -> {"type":"ack","lsn":N}   with a window: N > 0 events may be unacknowledged
