@@ -17,6 +17,8 @@
 //    delivered changes; a filter never splits them (a transaction with no matching change
 //    delivers nothing at all).
 //  - `from_lsn` below the oldest retained entry fails with LSN_NOT_FOUND naming the oldest.
+//  - The database closing ends every subscription promptly with CLOSED (entries already queued
+//    for the consumer are handed out first); subscribing to a closed database fails with CLOSED.
 // Thread safety: a subscription is iterated by one thread; stop() may be called from any.
 #pragma once
 
