@@ -19,6 +19,8 @@
 //  - `from_lsn` below the oldest retained entry fails with LSN_NOT_FOUND naming the oldest
 //    (from_lsn = 0 included), unless `from_oldest` is set; beyond the durable end of the WAL
 //    it is INVALID_ARGUMENT.
+//  - The database closing ends every subscription promptly with CLOSED (entries already queued
+//    for the consumer are handed out first); subscribing to a closed database fails with CLOSED.
 // Thread safety: a subscription is iterated by one thread; stop() may be called from any.
 #pragma once
 

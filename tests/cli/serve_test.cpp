@@ -754,3 +754,31 @@ TEST_CASE("serve: from_lsn out of range or malformed is an error, never a wrap t
   CHECK(has(err["message"].get<std::string>(), "from_lsn 10 is beyond the end of the WAL"));
   CHECK(s.stop() == 0);
 }
+
+TEST_CASE("serve: lossless_text sends invalid UTF-8 TEXT as its exact bytes, like tail --lossless-text", "[serve][utf8]") {
+  test::temp_dir d;
+  CHECK_OK(test::dosql_run("sql " + test::q(d.path()) + " -e " +
+                           test::q("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT); "
+                                   "INSERT INTO t VALUES(1, CAST(X'6F6BFFFE' AS TEXT));")));
+  server s(d.path(), {"--no-auth"});
+  for (bool lossless : {false, true}) {
+    auto tail = test::dosql_run("tail " + test::q(d.path()) + " --table t" + (lossless ? " --lossless-text" : ""));
+    CHECK_OK(tail);
+    plain_client c(s.port(), "");
+    json req = {{"from_lsn", 0}, {"tables", {"t"}}};
+    if (lossless) req["lossless_text"] = true;
+    c.subscribe(req);
+    std::string got;
+    for (size_t i = 0; i < lines(tail.out).size(); ++i) got += c.recv() + "\n";
+    CHECK(got == tail.out);
+    CHECK(has(got, R"({"$text_base64":"b2v//g=="})") == lossless);
+  }
+  {
+    plain_client c(s.port(), "");
+    c.send(R"({"type":"subscribe","lossless_text":1})");
+    auto [code, why] = c.closed();
+    CHECK(code == 1002);
+    CHECK(has(why, "lossless_text must be true or false"));
+  }
+  CHECK(s.stop() == 0);
+}

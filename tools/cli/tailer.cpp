@@ -94,7 +94,8 @@ error tailer::replay(size_t max_entries) {
     if (st == wal::reader::status::error) return reread_->last_error();
     if (st == wal::reader::status::tail)
       return error(ec::corruption, "lsn " + std::to_string(reread_->next_lsn()) +
-                                       " vanished while re-reading transaction " + p_.txn_id);
+                                       " vanished while re-reading transaction " + p_.txn_id)
+          .at(reread_->next_lsn());
     if (e.txn_id != p_.txn_id) continue;
     if (auto err = print(e)) return err;
   }
