@@ -836,6 +836,7 @@ TEST_CASE("serve: 1,000 subscribers that never read stay under 256 MB", "[serve]
 TEST_CASE("serve: --max-connections refuses one more stream with 503 before the upgrade, counted in /metrics", "[serve]") {
   test::temp_dir d;
   CHECK_OK(test::dosql_run("sql " + test::q(d.path()) + " -e " + test::q("CREATE TABLE t(id INTEGER)")));
+  CHECK(has(test::dosql_run("serve --help").out, "--max-connections"));
   server s(d.path(), {"--token", token, "--max-connections", "2"});
   auto a = std::make_unique<plain_client>(s.port(), token);
   plain_client b(s.port(), token);

@@ -8,8 +8,10 @@
 //             (every field but "type" optional; once per connection)
 //   server -> {"type":"subscribed","subscription":"ID","from_lsn":N,"last_lsn":N,"format":"..."}
 //             then one event per frame (`dosql tail`'s lines), committed transactions only
-//   client -> {"type":"ack","lsn":N}   with a window: N > 0 events may be unacknowledged
+//   client -> {"type":"ack","lsn":N}   with a window: N > 0 events may be unacknowledged; acks are
+//             cumulative and N may not exceed the last event's LSN sent (else close 1008 naming N)
 //   server -> {"type":"error","code":"LSN_NOT_FOUND","message":"..."} before it closes on an error
+//             ("FORBIDDEN" and 1008: a table outside the token's scope, see bearer_tokens)
 // Invariants: events of a subscription are sent in strictly increasing LSN order (a transaction's
 // BEGIN and COMMIT events share their entries' order); nothing of an uncommitted or rolled-back
 // transaction is ever sent; a malformed or unexpected message closes the connection (1002).
