@@ -112,11 +112,7 @@ bool shape(const cdc::subscribe_options& o, entry_view& v, std::string (&scratch
     }
   }
   if (cm != o.columns.end()) {
-    auto visible = [&](const std::string& c) {
-      const auto& m = cm->second;
-      if (!m.include.empty() && std::find(m.include.begin(), m.include.end(), c) == m.include.end()) return false;
-      return std::find(m.exclude.begin(), m.exclude.end(), c) == m.exclude.end();
-    };
+    auto visible = [&](const std::string& c) { return cm->second.visible(c); };
     bool removed = false;
     for (auto* r : {&before, &after}) {
       if (!*r) continue;

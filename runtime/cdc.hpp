@@ -24,6 +24,7 @@
 // Thread safety: a subscription is iterated by one thread; stop() may be called from any.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -59,6 +60,11 @@ struct filter {
 struct column_mask {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  /// True if the mask lets `column` through.
+  bool visible(std::string_view column) const {
+    if (!include.empty() && std::find(include.begin(), include.end(), column) == include.end()) return false;
+    return std::find(exclude.begin(), exclude.end(), column) == exclude.end();
+  }
 };
 
 /// What a subscription does when its consumer's window is full and entries are waiting.

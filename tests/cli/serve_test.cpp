@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -67,6 +68,7 @@ class server {
     ::close(child_.out);
   }
   uint16_t port() const { return port_; }
+  pid_t pid() const { return child_.pid; }
   const std::string& scheme() const { return scheme_; }
   /// SIGTERM; the exit code.
   int stop() {
@@ -781,4 +783,335 @@ TEST_CASE("serve: lossless_text sends invalid UTF-8 TEXT as its exact bytes, lik
     CHECK(has(why, "lossless_text must be true or false"));
   }
   CHECK(s.stop() == 0);
+}
+
+namespace {
+
+// The resident set of process `pid` (VmRSS in /proc/PID/status), in bytes.
+uint64_t rss_bytes(pid_t pid) {
+  auto s = test::read_file("/proc/" + std::to_string(pid) + "/status");
+  auto at = s.find("VmRSS:");
+  REQUIRE(at != std::string::npos);
+  return std::stoull(s.substr(at + 6)) * 1024;  // "VmRSS:     1234 kB"
+}
+
+// A subscriber that never reads after subscribing, with a receive buffer of a few KiB (so that
+// the kernel holds little and the server's own buffers fill up).
+class stalled_subscriber {
+ public:
+  stalled_subscriber(net::io_context& ioc, uint16_t port, const json& subscribe) : ws_(ioc) {
+    auto& sock = beast::get_lowest_layer(ws_).socket();
+    sock.open(tcp::v4());
+    int small = 4096;
+    ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    beast::get_lowest_layer(ws_).connect(local(port));
+    set_timeouts(sock.native_handle());
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::request_type& req) { req.set(http::field::authorization, "Bearer " + token); }));
+    ws_.handshake("127.0.0.1", "/v1/stream");
+    ws_.write(net::buffer(subscribe.dump()));
+  }
+  websocket::stream<beast::tcp_stream>& ws() { return ws_; }
+
+ private:
+  websocket::stream<beast::tcp_stream> ws_;
+};
+
+// Sets the soft limit of open files to at least `n` (the hard limit allowing).
+void want_open_files(rlim_t n) {
+  rlimit rl{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &rl) == 0);
+  if (rl.rlim_cur >= n) return;
+  INFO("this test needs " << n << " open files; the hard limit is " << rl.rlim_max);
+  REQUIRE((rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= n));
+  rl.rlim_cur = n;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &rl) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("serve: 1,000 subscribers that never read stay under 256 MB", "[serve][load]") {
+  constexpr int subscribers = 1000;
+  constexpr uint64_t bound = uint64_t{256} << 20;
+  constexpr double default_queue_bytes = 64 << 10;  // --max-queue-bytes' default
+  want_open_files(subscribers + 256);
+  test::db_fixture f;
+  auto& db = f.db;
+  must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+  const uint64_t base = db->last_lsn();
+  server s(f.d.path(), {"--token", token});  // the defaults
+  const uint64_t idle = rss_bytes(s.pid());
+  net::io_context ioc;
+  std::vector<std::unique_ptr<stalled_subscriber>> subs;
+  for (int i = 0; i < subscribers; ++i)
+    subs.push_back(std::make_unique<stalled_subscriber>(ioc, s.port(), json{{"type", "subscribe"}, {"from_lsn", base}}));
+  wait_metric(s.port(), "dosql_serve_subscriptions", subscribers);
+  const uint64_t connected = rss_bytes(s.pid());
+  // 3,000 events of ~450 bytes (1.3 MB for each subscriber) in 300 transactions: far more than a
+  // connection's queue and the kernel's socket buffers hold.
+  const std::string v(300, 'p');
+  for (int t = 0; t < 300; ++t) {
+    auto tx = must(db->begin());
+    for (int i = 0; i < 10; ++i) must(tx.exec("INSERT INTO t(v) VALUES(?)", {v}));
+    must(tx.commit());
+  }
+  // Until every connection's queue is full (its WAL reading paused): the most it holds.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  size_t full = 0;
+  for (;;) {
+    full = 0;
+    for (auto& [k, val] : metrics(s.port()))
+      if (k.rfind("dosql_subscription_queued_bytes{", 0) == 0 && val >= default_queue_bytes) ++full;
+    if (full == subscribers || std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(full == subscribers);
+  const uint64_t rss = rss_bytes(s.pid());
+  INFO("server RSS: " << idle / 1024 << " KiB idle, " << connected / 1024 << " KiB with " << subscribers
+                      << " subscribers caught up (" << (connected - idle) / 1024.0 / subscribers << " KiB each), "
+                      << rss / 1024 << " KiB with their queues full (" << (rss - idle) / 1024.0 / subscribers
+                      << " KiB each)");
+  CHECK(rss < bound);
+  // Stalled, not broken: a subscriber that starts reading gets every event, in order.
+  auto& ws = subs.front()->ws();
+  beast::flat_buffer b;
+  ws.read(b);
+  CHECK(json::parse(beast::buffers_to_string(b.data()))["type"] == "subscribed");
+  uint64_t prev = base, n = 0;
+  while (n < 3000) {
+    b.clear();
+    ws.read(b);
+    auto e = json::parse(beast::buffers_to_string(b.data()));
+    REQUIRE(e["lsn"].get<uint64_t>() > prev);
+    prev = e["lsn"].get<uint64_t>();
+    ++n;
+  }
+  CHECK(prev == db->last_lsn() - 1);
+  subs.clear();
+  CHECK(s.stop() == 0);
+  REQUIRE_FALSE(db->close());
+}
+
+TEST_CASE("serve: --max-connections refuses one more stream with 503 before the upgrade, counted in /metrics", "[serve]") {
+  test::temp_dir d;
+  CHECK_OK(test::dosql_run("sql " + test::q(d.path()) + " -e " + test::q("CREATE TABLE t(id INTEGER)")));
+  CHECK(has(test::dosql_run("serve --help").out, "--max-connections"));
+  server s(d.path(), {"--token", token, "--max-connections", "2"});
+  auto a = std::make_unique<plain_client>(s.port(), token);
+  plain_client b(s.port(), token);
+  REQUIRE(a->status() == 101);
+  REQUIRE(b.status() == 101);
+  // The third: 503 with the reason, before the upgrade.
+  {
+    net::io_context ioc;
+    beast::tcp_stream st(ioc);
+    st.connect(local(s.port()));
+    set_timeouts(st.socket().native_handle());
+    auto req = get_request("/v1/stream", token);
+    req.set(http::field::upgrade, "websocket");
+    req.set(http::field::connection, "Upgrade");
+    req.set(http::field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ==");
+    req.set(http::field::sec_websocket_version, "13");
+    http::write(st, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(st, buf, res);
+    CHECK(res.result_int() == 503);
+    CHECK(has(res.body(), "too many connections"));
+    CHECK(has(res.body(), "--max-connections 2"));
+    CHECK(res[http::field::retry_after] == "5");
+  }
+  CHECK(plain_client(s.port(), token).status() == 503);
+  // /metrics still answers (the HTTP headroom) and counts the refusals.
+  auto m = metrics(s.port());
+  CHECK(m["dosql_serve_streams"] == 2);
+  CHECK(m["dosql_serve_max_streams"] == 2);
+  CHECK(m["dosql_serve_refused_connections_total{reason=\"max_connections\"}"] == 2);
+  CHECK(m["dosql_serve_refused_connections_total{reason=\"headroom\"}"] == 0);
+  // A stream that ends makes room.
+  a->close();
+  a.reset();
+  wait_metric(s.port(), "dosql_serve_streams", 1);
+  plain_client c(s.port(), token);
+  CHECK(c.status() == 101);
+  c.subscribe({{"from_lsn", 0}});
+  CHECK(c.recv_json()["type"] == "schema_change");
+
+  // Connections beyond the streams and 64 more (idle HTTP ones here) are closed when accepted, with a 503.
+  std::vector<std::unique_ptr<beast::tcp_stream>> idle;
+  net::io_context ioc;
+  for (int i = 0; i < 64; ++i) {
+    idle.push_back(std::make_unique<beast::tcp_stream>(ioc));
+    idle.back()->connect(local(s.port()));
+  }
+  {
+    beast::tcp_stream st(ioc);
+    st.connect(local(s.port()));
+    set_timeouts(st.socket().native_handle());
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(st, buf, res);  // sent without a request
+    CHECK(res.result_int() == 503);
+    CHECK(has(res.body(), "plus 64 for HTTP"));
+  }
+  idle.clear();
+  // Once they are gone, /metrics answers again and has counted the refusal.
+  double refused = -1;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10); std::chrono::steady_clock::now() < until;) {
+    try {
+      auto r = http_get(s.port(), "/metrics", token);
+      if (r.status == 200) {
+        refused = parse_metrics(r.body)["dosql_serve_refused_connections_total{reason=\"headroom\"}"];
+        break;
+      }
+    } catch (const std::exception&) {  // refused while the idle ones were still counted
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(refused >= 1);
+  b.close();
+  c.close();
+  CHECK(s.stop() == 0);
+}
+
+TEST_CASE("serve: an ack beyond the last event sent closes the connection with 1008 naming the LSN", "[serve]") {
+  test::db_fixture f;
+  auto& db = f.db;
+  must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+  const uint64_t base = db->last_lsn();
+  for (int i = 0; i < 10; ++i) must(db->exec("INSERT INTO t(v) VALUES('a')"));
+  server s(f.d.path(), {"--token", token});
+  for (uint32_t window : {3u, 0u}) {
+    INFO("window " << window);
+    plain_client c(s.port(), token);
+    c.subscribe({{"from_lsn", base}, {"window", window}});
+    auto ev = recv_events(c, 3);
+    const uint64_t last = ev[2]["lsn"].get<uint64_t>();
+    if (window) {
+      c.send(json({{"type", "ack"}, {"lsn", last}}).dump());  // what it received: fine
+      ev = recv_events(c, 3);
+    }
+    const uint64_t sent = window ? ev[2]["lsn"].get<uint64_t>() : db->last_lsn() - 1;
+    if (!window) recv_events(c, 7);  // without a window, all ten are sent
+    const uint64_t beyond = sent + 1000;
+    c.send(json({{"type", "ack"}, {"lsn", beyond}}).dump());
+    auto [code, why] = c.closed();
+    CHECK(code == 1008);
+    CHECK(has(why, "ack for lsn " + std::to_string(beyond)));
+    CHECK(has(why, "not sent"));
+  }
+  CHECK(s.stop() == 0);
+  REQUIRE_FALSE(db->close());
+}
+
+TEST_CASE("serve: scoped tokens from a JSON-lines token file: tables, columns, /metrics", "[serve]") {
+  test::db_fixture f;
+  auto& d = f.d;
+  auto& db = f.db;
+  must(db->exec("CREATE TABLE a(id INTEGER PRIMARY KEY, v TEXT)"));
+  must(db->exec("CREATE TABLE b(id INTEGER PRIMARY KEY, n REAL, note TEXT)"));
+  must(db->exec("INSERT INTO a(v) VALUES('early')"));
+  must(db->exec("ALTER TABLE a ADD COLUMN secret TEXT"));  // about a hidden column: not sent to a-reader
+  must(db->exec("INSERT INTO a VALUES(2, 'x', 'TOPSECRET')"));
+  must(db->exec("UPDATE a SET v = 'y', secret = 'TOPSECRET2' WHERE id = 2"));
+  must(db->exec("INSERT INTO b VALUES(10, 2.5, 'b-note')"));
+  must(db->exec("DELETE FROM a WHERE id = 2"));
+  test::write_file(d / "tokens",
+                   "\n"
+                   R"({"token":"admin-token"})" "\n"
+                   R"({"token":"a-reader","tables":["a"],"columns":{"a":{"exclude":["secret"]}}})" "\n"
+                   "\n"
+                   R"({"token":"prom","tables":[],"metrics":true})" "\n"
+                   R"({"token":"b-ids","columns":{"b":{"include":["id"]}},"metrics":false})" "\n");
+  server s(d.path(), {"--token-file", d / "tokens"});
+
+  // /metrics: the unlimited token and the one allowed; the others get 403.
+  CHECK(http_get(s.port(), "/metrics", "admin-token").status == 200);
+  CHECK(http_get(s.port(), "/metrics", "prom").status == 200);
+  CHECK(http_get(s.port(), "/metrics", "a-reader").status == 403);
+  CHECK(http_get(s.port(), "/metrics", "b-ids").status == 403);
+  CHECK(http_get(s.port(), "/metrics", "nobody").status == 401);
+
+  auto refused = [&](const std::string& tok, json req, const std::string& why) {
+    INFO(tok << " " << req.dump());
+    plain_client c(s.port(), tok);
+    REQUIRE(c.status() == 101);
+    req["type"] = "subscribe";
+    c.send(req.dump());
+    auto [code, reason] = c.closed();
+    CHECK(code == 1008);
+    CHECK(has(reason, why));
+    auto err = json::parse(c.last_message());
+    CHECK(err["type"] == "error");
+    CHECK(err["code"] == "FORBIDDEN");
+    CHECK(has(err["message"].get<std::string>(), why));
+  };
+  refused("a-reader", {{"tables", {"b"}}}, "table \"b\" is outside this token's scope (tables: a)");
+  refused("a-reader", {{"tables", {"a", "b"}}}, "table \"b\" is outside");
+  refused("prom", json::object(), "this token may read no table");
+
+  // Everything a-reader receives (no tables asked: its tables), in each format: table a only,
+  // never the secret column, its values or the SQL text naming it.
+  auto read_all = [&](const std::string& tok, json req, size_t n) {
+    plain_client c(s.port(), tok);
+    req["from_lsn"] = 0;
+    c.subscribe(req);
+    auto ev = recv_events(c, n);
+    c.close();
+    return ev;
+  };
+  auto ev = read_all("a-reader", {{"include_transactions", true}}, 14);
+  std::vector<std::string> types;
+  for (auto& e : ev) {
+    types.push_back(e["type"]);
+    CHECK_FALSE(has(e.dump(), "secret"));
+    CHECK_FALSE(has(e.dump(), "SECRET"));
+    if (e.contains("table")) CHECK(e["table"] == "a");
+  }
+  CHECK(types == std::vector<std::string>{"begin", "schema_change", "commit", "begin", "insert", "commit", "begin",
+                                          "insert", "commit", "begin", "update", "commit", "begin", "delete"});
+  CHECK_FALSE(ev[1].contains("sql"));
+  CHECK(ev[7]["data"] == json({{"id", 2}, {"v", "x"}}));
+  CHECK(ev[10]["oldData"] == json({{"id", 2}, {"v", "x"}}));
+  CHECK(ev[10]["data"] == json({{"id", 2}, {"v", "y"}}));
+  CHECK(ev[13]["oldData"] == json({{"id", 2}, {"v", "y"}}));
+  for (auto format : {"wal2json", "debezium"}) {
+    INFO(format);
+    for (auto& e : read_all("a-reader", {{"format", format}}, 4)) {
+      CHECK_FALSE(has(e.dump(), "secret"));
+      CHECK_FALSE(has(e.dump(), "SECRET"));
+    }
+  }
+  // The unlimited token sees all of it (the same stream, the hidden column included).
+  auto all = read_all("admin-token", json::object(), 8);
+  CHECK(all[3]["type"] == "schema_change");
+  CHECK(has(all[3].dump(), "secret"));
+  CHECK(all[4]["data"] == json({{"id", 2}, {"v", "x"}, {"secret", "TOPSECRET"}}));
+  // include: b's rows carry only id; a is not masked for b-ids.
+  auto bi = read_all("b-ids", {{"tables", {"b"}}, {"operations", {"insert"}}}, 1);
+  CHECK(bi[0]["data"] == json({{"id", 10}}));
+  auto ai = read_all("b-ids", {{"tables", {"a"}}, {"operations", {"insert"}}}, 2);
+  CHECK(ai[1]["data"] == json({{"id", 2}, {"v", "x"}, {"secret", "TOPSECRET"}}));
+  CHECK(s.stop() == 0);
+
+  // A malformed token file is a one-line error naming the file and the line.
+  auto bad_file = [&](const std::string& text, const std::string& what) {
+    INFO(text);
+    test::write_file(d / "bad-tokens", text);
+    auto r = test::dosql_run("serve " + test::q(d.path()) + " --port 0 --token-file " + test::q(d / "bad-tokens"));
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK(lines(r.err).size() == 1);
+    CHECK(has(r.err, std::string(d / "bad-tokens")));
+    CHECK(has(r.err, what));
+  };
+  bad_file("{\"token\":\"x\"}\n{\"token\":\"y\",\"table\":[\"a\"]}\n", "line 2: unknown field \"table\"");
+  bad_file("{\"token\":\"x\"}\n{\"token\":\"x\"}\n", "line 2: the same token is on an earlier line");
+  bad_file("{\"token\":\"x\",\"tables\":[\"a\"],\"columns\":{\"b\":{\"include\":[\"id\"]}}}\n",
+           "line 1: \"columns\" names b, which is not in \"tables\"");
+  bad_file("{\"token\":\"x\"}\n{\"token\":\"x y\"}\n", "line 2");
+  bad_file("{\"token\":\"x\"}\nnot json\n", "line 2: not a JSON object");
+  bad_file("{\"tables\":[]}\n", "line 1: \"token\" (a string) is required");
+  bad_file("{\"token\":\"x\",\"columns\":{\"a\":{\"only\":[\"id\"]}}}\n", "unknown field \"only\"");
+  REQUIRE_FALSE(db->close());
 }

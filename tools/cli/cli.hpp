@@ -79,7 +79,8 @@ struct serve_options {
   bool no_auth = false;                    ///< explicitly serve without a token
   std::optional<std::string> cert, key;    ///< TLS (both or neither)
   size_t max_message_bytes = 64 << 10;     ///< largest client message (WebSocket or HTTP request)
-  size_t max_queue_bytes = 4 << 20;        ///< per connection: WAL reading pauses above this
+  size_t max_queue_bytes = 64 << 10;       ///< per connection: WAL reading pauses above this
+  unsigned max_connections = 1024;         ///< WebSocket streams at once (more: 503 at the upgrade)
   uint32_t poll_ms = 20;                   ///< WAL polling interval at the tail
   unsigned threads = 2;                    ///< I/O threads
 };

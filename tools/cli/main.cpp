@@ -9,7 +9,8 @@
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
 //   dosql slots DIR list|create NAME|ack NAME LSN|drop NAME        replication slots (takes the lock)
 //   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
-//                  [--cert FILE --key FILE]   the CDC stream over WebSocket, /metrics, /healthz (read-only)
+//                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B]
+//                  the CDC stream over WebSocket, /metrics, /healthz (read-only)
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
@@ -112,15 +113,22 @@ int main(int argc, char** argv) {
       "Stream: connect a WebSocket to /v1/stream, send {\"type\":\"subscribe\",\"from_lsn\":N,\"tables\":[...],"
       "\"operations\":[\"insert\",\"update\",\"delete\"],\"include_transactions\":true,\"format\":\"json\","
       "\"window\":N} (from_lsn: an LSN up to the WAL's end, or \"oldest\" to skip compacted history); the server answers {\"type\":\"subscribed\",...}, then sends one committed event per text "
-      "frame (as dosql tail prints them); with a window, send {\"type\":\"ack\",\"lsn\":N}. Malformed or "
-      "unexpected messages close with 1002, oversized ones with 1009.");
+      "frame (as dosql tail prints them); with a window, send {\"type\":\"ack\",\"lsn\":N} (N at most the last "
+      "event's LSN: acking more closes with 1008). Malformed or unexpected messages close with 1002, oversized ones "
+      "with 1009.\n"
+      "Scoped tokens: a --token-file whose first character is { holds JSON lines, one token each: "
+      "{\"token\":\"T\",\"tables\":[\"orders\"],\"columns\":{\"orders\":{\"include\":[\"id\"],\"exclude\":[]}},"
+      "\"metrics\":false} (all but \"token\" optional). A subscription to a table outside the token's tables is "
+      "refused (error FORBIDDEN, close 1008); no tables asked means the token's tables; hidden columns are never "
+      "sent; /metrics needs \"metrics\":true (the default only for a token without limits). Tokens are read-only.");
   serve->add_option("-p,--port", vo.port, "TCP port (0: any free one); the first line printed is "
                                           "\"listening on http(s)://ADDR:PORT\"")
       ->required();
   serve->add_option("--bind", vo.bind, "Address to listen on")->capture_default_str();
   auto* tok = serve->add_option("--token", token, "Bearer token that /v1/stream and /metrics require (visible to ps: "
                                                   "prefer --token-file or DOSQL_SERVE_TOKEN)");
-  auto* tok_file = serve->add_option("--token-file", token_file, "Read the bearer token from this file");
+  auto* tok_file = serve->add_option("--token-file", token_file,
+                                     "Read the bearer token from this file, or several scoped tokens (JSON lines)");
   auto* no_auth = serve->add_flag("--no-auth", vo.no_auth, "Serve without a token: whoever can connect reads every change");
   tok->excludes(tok_file);
   no_auth->excludes(tok)->excludes(tok_file);
@@ -133,9 +141,15 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{256}, size_t{64} << 20));
   serve->add_option("--max-queue-bytes", vo.max_queue_bytes,
-                    "Per connection: events buffered for a slow client before its WAL reading pauses")
+                    "Per connection: bytes of events buffered for a slow client before its WAL reading pauses "
+                    "(a stalled connection holds about 1.5 times this)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{4} << 10, size_t{1} << 30));
+  serve->add_option("--max-connections", vo.max_connections,
+                    "WebSocket streams at once; one more gets HTTP 503 before the upgrade (and 64 more HTTP "
+                    "connections are allowed for /metrics, /healthz and refusals)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000000u));
   serve->add_option("--poll-ms", vo.poll_ms, "WAL polling interval at the tail, in milliseconds")
       ->capture_default_str()
       ->check(CLI::Range(1, 60000));

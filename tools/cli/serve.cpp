@@ -6,6 +6,7 @@
 // run by `threads` threads. SIGINT/SIGTERM: stop accepting, close every connection (1001 on a
 // stream), exit 0 once they are gone or after two seconds.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
@@ -47,11 +48,32 @@ class listener : public std::enable_shared_from_this<listener> {
       return;
     }
     sock.set_option(tcp::no_delay(true), ec);
+    if (srv_.reg.connections.load() >= static_cast<int64_t>(srv_.o.max_connections) + http_headroom) {
+      refuse(std::move(sock));
+      return do_accept();
+    }
     if (srv_.tls)
       start_tls_session(srv_, std::move(sock));
     else
       start_plain_session(srv_, std::move(sock));
     do_accept();
+  }
+
+  // Beyond every stream and the HTTP headroom: a fixed 503 (best effort, plain text even on a TLS
+  // port), then close. Nothing is read or kept.
+  void refuse(tcp::socket sock) {
+    ++srv_.reg.refused_connections;
+    const std::string body = "too many connections: " + std::to_string(srv_.reg.connections.load()) +
+                             " are open (--max-connections " + std::to_string(srv_.o.max_connections) + " plus " +
+                             std::to_string(http_headroom) + " for HTTP)\n";
+    const std::string reply = "HTTP/1.1 503 Service Unavailable\r\nServer: dosql\r\nContent-Type: text/plain; "
+                              "charset=utf-8\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+    beast::error_code ec;
+    sock.non_blocking(true, ec);
+    sock.send(net::buffer(reply), 0, ec);
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    sock.close(ec);
   }
 
   server& srv_;
@@ -72,6 +94,7 @@ result<ssl::context> tls_context(const std::string& cert, const std::string& key
   ssl::context ctx(ssl::context::tls_server);
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);  // an idle connection holds no record buffers
   beast::error_code ec;
   ctx.use_certificate_chain_file(cert, ec);
   if (ec) return error(ec::invalid_argument, "cannot use the certificate " + cert + ": " + ssl_reason(ec));
@@ -98,10 +121,15 @@ int run_serve(const serve_options& o) {
   using namespace serve;
   auto wd = wal_dir_of(o.dir);
   if (!wd) return fail(wd.err());
-  auto token = bearer_token::load(o);
+  auto token = bearer_tokens::load(o);
   if (!token) {
     fail(token.err());
     return token.err().code() == ec::invalid_argument ? 2 : 1;  // no token given: a usage error
+  }
+  // Each stream holds a socket and (unless paused) a WAL segment open: allow what the hard limit does.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
   }
   server srv(o, *wd, std::move(*token));
   if (o.cert) {

@@ -6,9 +6,14 @@
 // Each connection's handlers run on its own strand, so its state needs no lock; /metrics reads
 // the subscriptions' atomics. A subscription reads the WAL files with its own wal::reader and
 // tailer (committed transactions only), without the directory's lock, polling at the tail.
-// Backpressure: a connection's outgoing queue is bounded (max_queue_bytes, exceeded by at most
-// one replay step or one held transaction's events); while it is full the connection stops
-// reading the WAL; with a window, events are written only while fewer than `window` await an ack.
+// Backpressure and memory: a connection's outgoing queue is bounded in bytes (max_queue_bytes,
+// exceeded by at most one held transaction's events, which the tailer holds up to half of it, or
+// one replay step of a few entries); while it is full the connection stops reading the WAL and
+// closes its reader (buffer and file), reopening it at the same LSN once the queue has drained to
+// half. The readers' buffers are small (reader_buffer_bytes; a larger record grows one). So a
+// stalled connection holds about max_queue_bytes * 1.5 plus Beast's few KiB, an idle one a
+// reader buffer. With a window, events are written only while fewer than `window` await an ack;
+// an ack beyond the last event sent closes the connection (1008).
 #pragma once
 
 #include <boost/asio/ssl.hpp>
@@ -43,6 +48,10 @@ using response = http::response<http::string_body>;
 constexpr auto io_timeout = std::chrono::seconds(30);  // TLS handshake, one HTTP request or response
 constexpr uint32_t header_limit = 8 << 10;
 constexpr size_t pump_budget = 4096;  // WAL entries per turn before yielding to other connections
+constexpr size_t reader_buffer_bytes = 16 << 10;  // per wal::reader of a connection
+constexpr size_t replay_step = 8;  // entries of a re-read transaction per step (the queue is checked between)
+constexpr size_t frame_overhead = 64;  // a queued frame's bookkeeping (deque slot, allocation), counted as bytes
+constexpr unsigned http_headroom = 64;  // connections beyond max_connections for /metrics, /healthz, refusals
 
 // A connection the server closes when it stops. shutdown() may be called from any thread.
 class closable {
@@ -54,12 +63,15 @@ class closable {
 // What every connection shares: options, the token, the TLS context, the registry, the io_context,
 // and the live connections (weakly: to close them at shutdown).
 struct server {
-  server(const serve_options& opts, std::string wal, std::optional<bearer_token> t)
-      : o(opts), wal_dir(std::move(wal)), token(std::move(t)) {}
+  server(const serve_options& opts, std::string wal, std::optional<bearer_tokens> t)
+      : o(opts), wal_dir(std::move(wal)), token(std::move(t)) {
+    reg.max_streams = opts.max_connections;
+  }
 
   const serve_options& o;
   std::string wal_dir;
-  std::optional<bearer_token> token;
+  std::optional<bearer_tokens> token;
+  const token_scope everything;  // the scope without a token (--no-auth)
   std::optional<ssl::context> tls;
   registry reg;
   net::io_context ioc;  // after what its handlers use: destroyed (with them) first
@@ -110,12 +122,14 @@ void start_tls_session(server& srv, tcp::socket sock);
 template <class Stream>
 class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, public closable {
  public:
-  ws_session(server& srv, Stream&& stream)
-      : srv_(srv), ws_(std::move(stream)), ex_(ws_.get_executor()), poll_(ex_) {
+  /// REQUIRES: the stream was counted (registry::try_add_stream); this session uncounts it.
+  ws_session(server& srv, Stream&& stream, const token_scope& scope)
+      : srv_(srv), scope_(scope), ws_(std::move(stream)), ex_(ws_.get_executor()), poll_(ex_) {
     ++srv_.reg.connections;
   }
   ~ws_session() override {
     --srv_.reg.connections;
+    --srv_.reg.streams;
     if (stats_) srv_.reg.remove_subscription(stats_->id);
   }
 
@@ -167,6 +181,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
 
   void on_message() {
     if (!ws_.got_text()) return close_now(websocket::close_code::unknown_data, "binary frames are not accepted");
+    if (close_after_drain_) return;  // the error message is on its way, then the close
     auto m = parse_client_message(beast::buffers_to_string(in_.data()));
     if (!m) return close_now(websocket::close_code::protocol_error, m.err().message());
     if (m->type == client_message::kind::subscribe) {
@@ -174,12 +189,46 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
       return subscribe(m->subscribe);
     }
     if (!tailer_) return close_now(websocket::close_code::protocol_error, "ack before subscribe");
+    if (m->ack_lsn > sent_lsn_)  // acknowledging what it never received would open the window
+      return close_now(websocket::close_code::policy_error,
+                       "ack for lsn " + std::to_string(m->ack_lsn) + ", which was not sent (the last event sent is lsn " +
+                           std::to_string(sent_lsn_) + ")");
     while (!inflight_.empty() && inflight_.front() <= m->ack_lsn) inflight_.pop_front();
     do_write();
   }
 
-  void subscribe(const subscribe_request& r) {
-    auto rd = wal::reader::open(srv_.wal_dir);  // at the oldest retained entry ("from_lsn":"oldest")
+  wal::reader_options reader_opts() const {
+    wal::reader_options ro;
+    ro.buffer_size = reader_buffer_bytes;
+    return ro;
+  }
+
+  // The token's scope applied to a request: no tables asked means every table the token may read.
+  result<subscribe_request> scoped(subscribe_request r) const {
+    if (!scope_.tables) return r;
+    if (scope_.tables->empty()) return error(ec::invalid_argument, "this token may read no table");
+    if (r.tables.empty()) {
+      r.tables = *scope_.tables;
+      return r;
+    }
+    for (auto& t : r.tables)
+      if (!scope_.may_read(t)) {
+        std::string allowed;
+        for (auto& a : *scope_.tables) allowed += (allowed.empty() ? "" : ", ") + a;
+        return error(ec::invalid_argument, "table \"" + t + "\" is outside this token's scope (tables: " + allowed + ")");
+      }
+    return r;
+  }
+
+  void subscribe(const subscribe_request& asked) {
+    auto sr = scoped(asked);
+    if (!sr) {
+      enqueue({error_message("FORBIDDEN", sr.err().message()), 0, false});
+      close_after_drain_.emplace(websocket::close_code::policy_error, sr.err().message());
+      return do_write();
+    }
+    const subscribe_request& r = *sr;
+    auto rd = wal::reader::open(srv_.wal_dir, reader_opts());  // at the oldest retained entry ("from_lsn":"oldest")
     auto now = scan_wal(srv_.wal_dir);
     error err = !rd ? rd.err() : !now ? now.err() : error{};
     uint64_t from = r.from_lsn;
@@ -196,7 +245,9 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     t.json.lossless_text = r.lossless_text;
     t.tx = r.include_transactions;
     t.filters.push_back(event_filter{r.tables, r.operations});
-    t.max_buffer_bytes = srv_.o.max_queue_bytes;
+    t.max_buffer_bytes = srv_.o.max_queue_bytes / 2;  // a larger transaction is re-read at its COMMIT
+    t.reader_buffer_bytes = reader_buffer_bytes;
+    t.columns = scope_.columns;
     tailer_ = std::make_unique<tailer>(
         std::move(t), srv_.wal_dir, [this](uint64_t lsn, std::string text) { enqueue({std::move(text), lsn, true}); },
         from);
@@ -208,26 +259,53 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     pump();
   }
 
+  static size_t cost(const frame& f) { return f.text.size() + frame_overhead; }
+
   void enqueue(frame f) {
-    queued_bytes_ += f.text.size();
-    if (f.event) ++stats_->queued;
+    queued_bytes_ += cost(f);
+    if (stats_) {
+      if (f.event) ++stats_->queued;
+      stats_->queued_bytes = queued_bytes_;
+    }
     out_.push_back(std::move(f));
+  }
+
+  // Paused (the queue is full): the reader's buffer and file are released until it drains.
+  void release_reader() {
+    if (!reader_ || !tailer_) return;
+    resume_lsn_ = reader_->next_lsn();
+    reader_.reset();
+  }
+
+  error reopen_reader() {
+    auto rd = wal::reader::open(srv_.wal_dir, reader_opts());
+    error err = !rd ? rd.err() : (*rd)->seek(resume_lsn_);
+    if (err) return err;
+    reader_ = std::move(*rd);
+    reader_->set_limit(limit_);
+    resume_lsn_ = 0;
+    return {};
   }
 
   // Reads the WAL into the queue until the tail (then polls), a full queue (resumed by on_write)
   // or the turn's budget (then yields).
   void pump() {
     // (a timer that had already fired, or a post, may still run after a close)
-    if (closing_ || finished_ || close_after_drain_ || !reader_) return;
+    if (closing_ || finished_ || close_after_drain_ || !tailer_) return;
+    if (!reader_) {
+      if (!resume_lsn_) return;  // closed with an error
+      if (auto err = reopen_reader()) return close_with_error(err);
+    }
     entry_view e;
     for (size_t n = 0; n < pump_budget; ++n) {
       if (queued_bytes_ >= srv_.o.max_queue_bytes) {
         paused_ = true;
+        release_reader();
         return do_write();
       }
       error err;
       if (tailer_->replaying()) {
-        err = tailer_->replay(256);
+        err = tailer_->replay(replay_step);
       } else {
         auto st = reader_->next(e);
         if (st == wal::reader::status::tail) {
@@ -267,6 +345,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     auto& f = out_.front();
     if (f.event && window_ && inflight_.size() >= window_) return;  // an ack resumes
     writing_ = true;
+    if (f.event) sent_lsn_ = std::max(sent_lsn_, f.lsn);  // the client may read it (and ack) before on_write
     ws_.text(true);
     ws_.async_write(net::buffer(f.text), beast::bind_front_handler(&ws_session::on_write, this->shared_from_this()));
   }
@@ -280,7 +359,8 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     }
     frame f = std::move(out_.front());
     out_.pop_front();
-    queued_bytes_ -= f.text.size();
+    queued_bytes_ -= cost(f);
+    if (stats_) stats_->queued_bytes = queued_bytes_;
     if (f.event) {
       --stats_->queued;
       ++stats_->delivered;
@@ -298,13 +378,14 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   // A server-side failure (LSN_NOT_FOUND, corruption, I/O): the error message, then close.
   void close_with_error(const error& err) {
     drop_unsent();
-    out_.push_back({error_message(err), 0, false});
+    enqueue({error_message(err), 0, false});
     auto code = err.code() == ec::lsn_not_found ? websocket::close_code::policy_error
                                                 : websocket::close_code::internal_error;
     close_after_drain_.emplace(code, err.to_string());
     poll_.cancel();
     paused_ = false;
     reader_.reset();
+    resume_lsn_ = 0;
     do_write();
   }
 
@@ -322,12 +403,14 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     size_t keep = writing_ ? 1 : 0;  // the frame being written stays until its handler runs
     while (out_.size() > keep) {
       if (out_.back().event) --stats_->queued;
-      queued_bytes_ -= out_.back().text.size();
+      queued_bytes_ -= cost(out_.back());
       out_.pop_back();
     }
+    if (stats_) stats_->queued_bytes = queued_bytes_;
   }
 
   server& srv_;
+  const token_scope& scope_;
   websocket::stream<Stream> ws_;
   net::any_io_executor ex_;  // the connection's strand
   net::steady_timer poll_;
@@ -336,7 +419,9 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   size_t queued_bytes_ = 0;
   std::deque<uint64_t> inflight_;  // LSNs of events written and not acknowledged (with a window)
   uint32_t window_ = 0;
-  std::unique_ptr<wal::reader> reader_;
+  uint64_t sent_lsn_ = 0;  // the highest LSN of an event handed to the WebSocket (acks may not exceed it)
+  std::unique_ptr<wal::reader> reader_;  // null while paused (resume_lsn_ set) or after an error
+  uint64_t resume_lsn_ = 0;  // where a released reader reopens
   uint64_t limit_ = UINT64_MAX;  // the reader's limit: the owner's published durable LSN
   std::unique_ptr<tailer> tailer_;
   std::shared_ptr<subscription_stats> stats_;
@@ -399,9 +484,11 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>>, 
     auto path = target.substr(0, target.find('?'));
     if (path != "/healthz" && path != "/metrics" && path != "/v1/stream")
       return send(make_response(v, ka, http::status::not_found, "not found\n"));
+    const token_scope* scope = &srv_.everything;
     if (path != "/healthz" && srv_.token) {
       auto auth = req[http::field::authorization];
-      if (!srv_.token->accepts(std::string_view(auth.data(), auth.size()))) {
+      scope = srv_.token->scope_of(std::string_view(auth.data(), auth.size()));
+      if (!scope) {
         auto res = make_response(v, ka, http::status::unauthorized, "unauthorized\n");
         res.set(http::field::www_authenticate,
                 auth.empty() ? "Bearer realm=\"dosql\"" : "Bearer realm=\"dosql\", error=\"invalid_token\"");
@@ -415,6 +502,7 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>>, 
     }
     if (path == "/healthz") return send(make_response(v, ka, http::status::ok, "ok\n"));
     if (path == "/metrics") {
+      if (!scope->metrics) return send(make_response(v, ka, http::status::forbidden, "this token may not read /metrics\n"));
       auto text = metrics_text(srv_.o.dir, srv_.reg);
       if (!text) return send(make_response(v, ka, http::status::internal_server_error, text.err().to_string() + "\n"));
       return send(make_response(v, ka, http::status::ok, std::move(*text), "text/plain; version=0.0.4; charset=utf-8"));
@@ -424,8 +512,17 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>>, 
       res.set(http::field::upgrade, "websocket");
       return send(std::move(res));
     }
+    if (!srv_.reg.try_add_stream()) {
+      ++srv_.reg.refused_streams;
+      auto res = make_response(v, false, http::status::service_unavailable,
+                               "too many connections: " + std::to_string(srv_.reg.max_streams) +
+                                   " streams are open (--max-connections " + std::to_string(srv_.reg.max_streams) +
+                                   "); try again later\n");
+      res.set(http::field::retry_after, "5");
+      return send(std::move(res));
+    }
     upgraded_ = true;
-    std::make_shared<ws_session<Stream>>(srv_, std::move(stream_))->run(std::move(req));
+    std::make_shared<ws_session<Stream>>(srv_, std::move(stream_), *scope)->run(std::move(req));
   }
 
   void send(response res) {

@@ -177,53 +177,152 @@ std::string subscribed_message(uint64_t id, const subscribe_request& r, uint64_t
          format_name(r.format) + "\",\"window\":" + std::to_string(r.window) + "}";
 }
 
-std::string error_message(const error& e) {
-  return "{\"type\":\"error\",\"code\":" + json_string(to_string(e.code())) + ",\"message\":" +
-         json_string(e.message()) + "}";
+std::string error_message(const error& e) { return error_message(to_string(e.code()), e.message()); }
+
+std::string error_message(std::string_view code, std::string_view message) {
+  return "{\"type\":\"error\",\"code\":" + json_string(code) + ",\"message\":" + json_string(message) + "}";
 }
 
-// ---- bearer_token ----
+// ---- bearer_tokens ----
 
-bearer_token::bearer_token(std::string_view token) {
+namespace {
+
+std::array<unsigned char, 32> digest_of(std::string_view token) {
   auto d = sha256(token);
-  std::copy(d.begin(), d.end(), digest_.begin());
+  std::array<unsigned char, 32> out{};
+  std::copy(d.begin(), d.end(), out.begin());
+  return out;
 }
 
-result<std::optional<bearer_token>> bearer_token::load(const serve_options& o) {
+error check_token(const std::string& token, const std::string& from) {
+  if (token.empty()) return bad("the token from " + from + " is empty");
+  if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
+    return bad("the token from " + from + " must be printable ASCII without spaces");
+  return {};
+}
+
+result<token_scope> parse_scope(const json& j, const std::string& where) {
+  token_scope sc;
+  bool limited = false;
+  std::optional<bool> metrics;
+  for (auto& [k, v] : j.items()) {
+    if (k == "token") continue;
+    if (k == "tables") {
+      if (!v.is_array()) return bad(where + ": \"tables\" must be an array of table names");
+      std::vector<std::string> t;
+      for (auto& x : v) {
+        if (!x.is_string() || x.get_ref<const std::string&>().empty())
+          return bad(where + ": \"tables\" must be an array of non-empty table names");
+        t.push_back(x.get<std::string>());
+      }
+      sc.tables = std::move(t);
+      limited = true;
+    } else if (k == "columns") {
+      if (!v.is_object()) return bad(where + ": \"columns\" must map a table to {\"include\":[..],\"exclude\":[..]}");
+      for (auto& [table, m] : v.items()) {
+        if (!m.is_object()) return bad(where + ": the columns of " + table + " must be {\"include\":[..],\"exclude\":[..]}");
+        cdc::column_mask mask;
+        for (auto& [mk, mv] : m.items()) {
+          if (mk != "include" && mk != "exclude")
+            return bad(where + ": unknown field \"" + mk + "\" in the columns of " + table + " (include, exclude)");
+          auto l = string_list(mv, mk.c_str());
+          if (!l) return bad(where + ": the columns of " + table + ": " + l.err().message());
+          (mk == "include" ? mask.include : mask.exclude) = std::move(*l);
+        }
+        sc.columns[table] = std::move(mask);
+      }
+      limited = limited || !sc.columns.empty();
+    } else if (k == "metrics") {
+      if (!v.is_boolean()) return bad(where + ": \"metrics\" must be true or false");
+      metrics = v.get<bool>();
+    } else {
+      return bad(where + ": unknown field \"" + k + "\" (token, tables, columns, metrics)");
+    }
+  }
+  if (sc.tables)
+    for (auto& [table, m] : sc.columns)
+      if (!sc.may_read(table)) return bad(where + ": \"columns\" names " + table + ", which is not in \"tables\"");
+  sc.metrics = metrics.value_or(!limited);
+  return sc;
+}
+
+}  // namespace
+
+bool token_scope::may_read(const std::string& table) const {
+  return !tables || std::find(tables->begin(), tables->end(), table) != tables->end();
+}
+
+bearer_tokens::bearer_tokens(std::string_view token) { tokens_.push_back({digest_of(token), token_scope{}}); }
+
+result<bearer_tokens> bearer_tokens::parse_lines(std::string_view text, const std::string& from) {
+  bearer_tokens out;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    auto line = trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    ++line_no;
+    if (line.empty()) continue;
+    const std::string where = from + " line " + std::to_string(line_no);
+    json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) return bad(where + ": not a JSON object");
+    auto t = j.find("token");
+    if (t == j.end() || !t->is_string()) return bad(where + ": \"token\" (a string) is required");
+    const auto& token = t->get_ref<const std::string&>();
+    if (auto e = check_token(token, where)) return e;
+    auto sc = parse_scope(j, where);
+    if (!sc) return sc.err();
+    auto d = digest_of(token);
+    for (auto& e : out.tokens_)
+      if (e.digest == d) return bad(where + ": the same token is on an earlier line");
+    out.tokens_.push_back({d, std::move(*sc)});
+  }
+  if (out.tokens_.empty()) return bad(from + " holds no token");
+  return out;
+}
+
+result<std::optional<bearer_tokens>> bearer_tokens::load(const serve_options& o) {
   if (o.token && o.token_file) return bad("give one of --token and --token-file");
   if (o.no_auth) {
     if (o.token || o.token_file) return bad("--no-auth cannot be combined with --token or --token-file");
-    return std::optional<bearer_token>{};
+    return std::optional<bearer_tokens>{};
   }
   std::string token;
   std::string from;
   if (o.token) {
     token = *o.token, from = "--token";
   } else if (o.token_file) {
-    auto data = read_small_file(*o.token_file, 4096);
+    auto data = read_small_file(*o.token_file, 1 << 20);
     if (!data) return data.err();
-    token = std::string(trim(*data)), from = *o.token_file;
+    auto text = trim(*data);
+    if (text.starts_with('{')) {
+      auto set = parse_lines(*data, *o.token_file);
+      if (!set) return set.err();
+      return std::optional<bearer_tokens>(std::move(*set));
+    }
+    token = std::string(text), from = *o.token_file;
   } else if (const char* env = std::getenv("DOSQL_SERVE_TOKEN")) {
     token = env, from = "DOSQL_SERVE_TOKEN";
   } else {
     return bad("a bearer token is required: --token T, --token-file F or DOSQL_SERVE_TOKEN (or --no-auth to serve "
                "without one)");
   }
-  if (token.empty()) return bad("the token from " + from + " is empty");
-  if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
-    return bad("the token from " + from + " must be printable ASCII without spaces");
-  return std::optional<bearer_token>(bearer_token(token));
+  if (auto e = check_token(token, from)) return e;
+  return std::optional<bearer_tokens>(bearer_tokens(token));
 }
 
-bool bearer_token::accepts(std::string_view authorization) const {
+const token_scope* bearer_tokens::scope_of(std::string_view authorization) const {
   auto h = trim(authorization);
   auto sp = h.find(' ');
-  if (sp != 6) return false;
+  if (sp != 6) return nullptr;
   std::string scheme(h.substr(0, 6));
   std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (scheme != "bearer") return false;
+  if (scheme != "bearer") return nullptr;
   auto d = sha256(trim(h.substr(sp)));
-  return CRYPTO_memcmp(d.data(), digest_.data(), digest_.size()) == 0;
+  const token_scope* found = nullptr;
+  for (auto& e : tokens_)  // every one, whether or not an earlier one matched
+    if (CRYPTO_memcmp(d.data(), e.digest.data(), e.digest.size()) == 0) found = &e.scope;
+  return found;
 }
 
 // ---- registry ----
@@ -235,6 +334,13 @@ std::shared_ptr<subscription_stats> registry::add_subscription(cdc::slot_filter 
   s->id = ++next_id_;
   subs_[s->id] = s;
   return s;
+}
+
+bool registry::try_add_stream() {
+  int64_t n = streams.load();
+  while (n < max_streams)
+    if (streams.compare_exchange_weak(n, n + 1)) return true;
+  return false;
 }
 
 void registry::remove_subscription(uint64_t id) {
@@ -288,6 +394,15 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   sample(out, "dosql_wal_entries_appended_total", last);
   family(out, "dosql_serve_connections", "gauge", "Open client connections (HTTP and WebSocket).");
   sample(out, "dosql_serve_connections", static_cast<uint64_t>(std::max<int64_t>(0, reg.connections.load())));
+  family(out, "dosql_serve_streams", "gauge", "Open WebSocket streams (/v1/stream).");
+  sample(out, "dosql_serve_streams", static_cast<uint64_t>(std::max<int64_t>(0, reg.streams.load())));
+  family(out, "dosql_serve_max_streams", "gauge", "WebSocket streams allowed at once (--max-connections).");
+  sample(out, "dosql_serve_max_streams", static_cast<uint64_t>(reg.max_streams));
+  family(out, "dosql_serve_refused_connections_total", "counter",
+         "Connections refused: reason=\"max_connections\" (503 before the WebSocket upgrade) or "
+         "\"headroom\" (closed when accepted, beyond --max-connections plus the HTTP headroom).");
+  sample(out, "dosql_serve_refused_connections_total", reg.refused_streams.load(), "reason=\"max_connections\"");
+  sample(out, "dosql_serve_refused_connections_total", reg.refused_connections.load(), "reason=\"headroom\"");
 
   auto subs = reg.subscriptions();
   family(out, "dosql_serve_subscriptions", "gauge", "Live CDC subscriptions.");
@@ -328,6 +443,11 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   family(out, "dosql_subscription_queued_events", "gauge", "Events waiting in the connection's outgoing queue.");
   for (auto& s : subs)
     sample(out, "dosql_subscription_queued_events", s->queued.load(), "subscription=\"" + std::to_string(s->id) + "\"");
+
+  family(out, "dosql_subscription_queued_bytes", "gauge",
+         "Bytes of the frames waiting in the connection's outgoing queue (bounded by --max-queue-bytes).");
+  for (auto& s : subs)
+    sample(out, "dosql_subscription_queued_bytes", s->queued_bytes.load(), "subscription=\"" + std::to_string(s->id) + "\"");
 
   family(out, "dosql_slot_confirmed_lsn", "gauge", "The replication slot's acknowledged LSN.");
   for (auto& s : *slots) sample(out, "dosql_slot_confirmed_lsn", s.acked_lsn, "slot=\"" + label(s.name) + "\"");

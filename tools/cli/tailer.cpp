@@ -51,7 +51,9 @@ error tailer::on_entry(const entry_view& e) {
         commit_ = e.to_entry();
         replay_ = true;
         if (!reread_) {
-          auto r = wal::reader::open(wal_dir_);
+          wal::reader_options ro;
+          ro.buffer_size = o_.reader_buffer_bytes;
+          auto r = wal::reader::open(wal_dir_, ro);
           if (!r) return r.err();
           reread_ = std::move(*r);
         }
@@ -121,8 +123,49 @@ bool tailer::wanted(const entry_view& e) const {
   return std::all_of(o_.filters.begin(), o_.filters.end(), [&](const event_filter& f) { return f.matches(e); });
 }
 
-error tailer::print(const entry_view& e) {
-  if (!wanted(e)) return {};
+// Cuts a row change's images to the table's column mask; a SCHEMA entry loses its SQL text
+// (it names every column) and is dropped if it is about a hidden column. False: not rendered.
+result<bool> tailer::mask(entry_view& e) {
+  auto m = o_.columns.find(std::string(e.table));
+  if (m == o_.columns.end()) return true;
+  const bool schema = e.op == op_type::schema;
+  std::string_view* img[2] = {&e.before, &e.after};
+  const bool has[2] = {e.has_before, e.has_after};
+  for (int i = 0; i < 2; ++i) {
+    if (!has[i]) continue;
+    auto r = codec::decode_row(*img[i]);
+    if (!r) return error(r.err().code(), "lsn " + std::to_string(e.lsn) + ": " + r.err().message());
+    row kept;
+    for (size_t c = 0; c < r->size(); ++c) {
+      const auto& name = r->columns[c];
+      bool keep = m->second.visible(name);
+      if (schema) {
+        auto* v = std::get_if<std::string>(&r->values[c]);
+        if ((name == "column" || name == "old_column") && v && !m->second.visible(*v)) return false;
+        keep = name != "sql";
+      }
+      if (keep) {
+        kept.columns.push_back(name);
+        kept.values.push_back(std::move(r->values[c]));
+      }
+    }
+    masked_[i].clear();
+    codec::encode_row(kept, masked_[i]);
+    *img[i] = masked_[i];
+  }
+  e.has_key = false;  // the key may hold a hidden primary-key column
+  e.key = {};
+  return true;
+}
+
+error tailer::print(const entry_view& in) {
+  if (!wanted(in)) return {};
+  entry_view e = in;
+  if (!o_.columns.empty()) {
+    auto keep = mask(e);
+    if (!keep) return keep.err();
+    if (!*keep) return {};
+  }
   uint64_t table_order = 0;
   if (o_.tx) {
     auto it = std::find_if(tables_.begin(), tables_.end(), [&](auto& t) { return t.first == e.table; });

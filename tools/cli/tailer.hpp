@@ -15,10 +15,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "runtime/cdc.hpp"
 #include "tools/cli/cli.hpp"
 #include "wal/entry.hpp"
 #include "wal/error.hpp"
@@ -43,6 +45,10 @@ struct tailer_options {
   std::vector<event_filter> filters;   ///< an entry must pass every one
   size_t max_buffer_bytes = 64 << 20;  ///< beyond this a transaction is re-read at its COMMIT
   json_options json;                   ///< value rendering (lossless_text)
+  size_t reader_buffer_bytes = 1 << 20;  ///< the re-reading wal::reader's buffer
+  /// Per table: the columns rendered (row images are cut to them; a SCHEMA entry loses its SQL
+  /// text, and one about a hidden column is dropped).
+  std::map<std::string, cdc::column_mask> columns;
 };
 
 class tailer {
@@ -79,6 +85,7 @@ class tailer {
   };
 
   bool wanted(const entry_view& e) const;
+  result<bool> mask(entry_view& e);
   error print(const entry_view& e);
   void end_txn();
 
@@ -92,6 +99,7 @@ class tailer {
   bool replay_ = false;
   wal_entry commit_;  // the COMMIT of the transaction being replayed
   std::unique_ptr<wal::reader> reread_;
+  std::string masked_[2];  // the images mask() rewrote
 };
 
 }  // namespace dosql::cli
