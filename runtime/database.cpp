@@ -119,6 +119,7 @@ struct database::impl {
   std::mutex pool_mu;
   std::vector<sqlite3*> pool;
   recovery_info rec;
+  uint64_t checkpointed_lsn = 0;  // SQLite's main file's LSN before recovery (durable: see recover())
   std::atomic<int> wal_frames{0};
   bool closed = false;
 
@@ -204,6 +205,13 @@ error database::impl::recover(wal::log& log) {
   uint64_t m = 0;
   if (auto e = read_meta(m, schema_version)) return e;
   uint64_t w = log.last_lsn();
+  if (m > w && checkpointed_lsn > w) {
+    // Decided before SQLite's -wal is touched (wal::log refuses this unless repairing, and a
+    // repair refuses it before opening the log: see runtime::open).
+    return error(ec::corruption, "database " + dir + ": SQLite's checkpointed state is at lsn " +
+                                     std::to_string(checkpointed_lsn) + ", beyond the end of the WAL (" +
+                                     std::to_string(w) + "); nothing was changed");
+  }
   if (m > w) {
     // SQLite holds commits the WAL lost. Checkpoints never pass the durable WAL, so the main
     // database file is at or behind it: drop SQLite's own WAL and replay ours.
@@ -1090,6 +1098,57 @@ error save_options(const std::string& dir, const database_options& o) {
 }
 }  // namespace
 
+namespace {
+
+// The LSN recorded in SQLite's main database file alone, ignoring its -wal (immutable=1 reads
+// only that file and writes nothing, not even -shm). Checkpoints never pass the durable WAL,
+// so this LSN was durable: recovery must keep it. 0 when there is no database file yet.
+result<uint64_t> sqlite_checkpointed_lsn(const std::string& dir) {
+  auto path = wal::join(dir, sqlite_name);
+  if (!wal::path_exists(path)) return uint64_t{0};
+  std::string uri = "file:";
+  for (char c : path) {  // percent-encode what a URI path cannot hold as is
+    if (c == '%' || c == '?' || c == '#') {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(c));
+      uri += buf;
+    } else {
+      uri += c;
+    }
+  }
+  uri += "?immutable=1";
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(uri.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> guard(db, sqlite3_close_v2);
+  if (rc != SQLITE_OK) return detail::sql_error(db, "open " + path + " (read-only)", rc);
+  sqlite3_stmt* raw = nullptr;
+  rc = sqlite3_prepare_v2(db, "SELECT lsn FROM _dosql_meta WHERE k=1", -1, &raw, nullptr);
+  if (rc != SQLITE_OK) return uint64_t{0};  // no _dosql_meta checkpointed yet
+  stmt_ptr st(raw);
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_ROW) return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return detail::sql_error(db, "read _dosql_meta of " + path, rc);
+}
+
+wal::recovery_options wal_recovery_options(uint64_t checkpointed, bool repair) {
+  wal::recovery_options ro;
+  ro.known_durable = checkpointed;
+  ro.known_durable_source.assign("db.sqlite's checkpointed state records it");  // sqlite_name
+  ro.accept_loss = repair;
+  return ro;
+}
+
+}  // namespace
+
+result<wal::recovery_plan> plan_database_recovery(const std::string& dir, const database_options& opts,
+                                                 uint64_t* sqlite_checkpointed) {
+  auto cp = sqlite_checkpointed_lsn(dir);
+  if (!cp) return cp.err();
+  if (sqlite_checkpointed) *sqlite_checkpointed = *cp;
+  return wal::log::plan_recovery(wal::join(dir, "wal"), opts.wal, wal_recovery_options(*cp, false));
+}
+
 result<database_options> load_database_options(const std::string& dir) {
   database_options o;
   auto path = wal::join(dir, conf_name);
@@ -1137,14 +1196,46 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
     (void)wal::pread_full(lfd->get(), pid, sizeof pid - 1, 0, lock_path);
     return error(ec::busy, dir + " is open by pid " + std::string(pid[0] ? pid : "?"));
   }
-  auto pid = std::to_string(::getpid());
-  if (::ftruncate(lfd->get(), 0) != 0 || wal::pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path))
-    return wal::io_error("cannot write", lock_path, errno);
   p->dir_lock = std::move(*lfd);
-  if (auto e = save_options(dir, opts)) return e;
-
-  auto log = wal::log::open(wal::join(dir, "wal"), opts.wal);
+  // Recovery decides before it changes anything (docs/ARCHITECTURE.md, "Recovery"): SQLite's
+  // checkpointed LSN is read without touching its -wal, and the WAL refuses to end below it
+  // or below its durable mark, leaving every file as it was.
+  auto checkpointed = sqlite_checkpointed_lsn(dir);
+  if (!checkpointed) return checkpointed.err();
+  p->checkpointed_lsn = *checkpointed;
+  if (opts.repair) {
+    auto plan = wal::log::plan_recovery(wal::join(dir, "wal"), opts.wal, wal_recovery_options(0, true));
+    if (!plan) return plan.err();
+    if (*checkpointed > plan->last_lsn) {
+      // SQLite's file holds commits the WAL no longer has: rebuild it from the WAL (the
+      // source of truth), keeping the old files aside for the operator.
+      if (plan->oldest_lsn > 1)
+        return error(ec::corruption, "database " + dir + ": cannot repair: " + sqlite_name +
+                                         "'s checkpointed state is at lsn " + std::to_string(*checkpointed) +
+                                         ", beyond the " + std::to_string(plan->last_lsn) +
+                                         " entries the WAL keeps, and the WAL was compacted (it starts at lsn " +
+                                         std::to_string(plan->oldest_lsn) +
+                                         "), so SQLite cannot be rebuilt from it; nothing was changed");
+      for (auto suffix : {"", "-wal", "-shm"}) {
+        auto from = wal::join(dir, std::string(sqlite_name) + suffix);
+        auto to = wal::join(dir, std::string(sqlite_name) + ".pre-repair" + suffix);
+        if (wal::path_exists(from) && ::rename(from.c_str(), to.c_str()) != 0)
+          return wal::io_error("cannot move aside", from, errno);
+      }
+      if (auto e = wal::sync_dir(dir)) return e;
+      spdlog::warn("dosql {}: repair: {} was ahead of the WAL; moved aside as {}.pre-repair, rebuilding from the WAL",
+                   dir, sqlite_name, sqlite_name);
+      *checkpointed = 0;
+      p->checkpointed_lsn = 0;
+      p->rec.rebuilt_sqlite = true;
+    }
+  }
+  auto log = wal::log::open(wal::join(dir, "wal"), opts.wal, wal_recovery_options(*checkpointed, opts.repair));
   if (!log) return log.err();
+  auto pid = std::to_string(::getpid());
+  if (::ftruncate(p->dir_lock.get(), 0) != 0 || wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path))
+    return wal::io_error("cannot write", lock_path, errno);
+  if (auto e = save_options(dir, opts)) return e;
   std::shared_ptr<wal::log> shared_log(std::move(*log));
   p->rec.wal = shared_log->report();
   if (p->rec.wal.torn_bytes)

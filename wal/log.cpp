@@ -213,6 +213,7 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
                                                 "`dosql wal DIR repair` accepts the loss)");
     return p;
   }
+  p.oldest_lsn = firsts.front();
   std::string data;
   for (size_t i = 0; i < firsts.size(); ++i) {
     auto path = join(dir, segment_file_name(firsts[i]));

@@ -58,6 +58,7 @@ struct recovery_options {
 /// What recovery of a WAL directory does, decided from the files before any is changed.
 struct recovery_plan {
   uint64_t last_lsn = 0;        ///< last intact LSN recovery keeps (0: none)
+  uint64_t oldest_lsn = 0;      ///< first LSN of the oldest segment (0: no segment)
   std::string segment;          ///< file name of the last segment ("" when there is none)
   uint64_t end_offset = 0;      ///< where its intact records end
   uint64_t torn_bytes = 0;      ///< non-zero bytes after that, to be zeroed
