@@ -793,3 +793,33 @@ TEST_CASE("open, verify and repair: a WAL that ends below what was durable is co
   CHECK(has(r.out, "\"n\":" + std::to_string(kept + 1)));
   CHECK_OK(dosql_run("wal " + q(dir) + " verify"));
 }
+
+TEST_CASE("tail and tail --follow report damage in the middle of the active segment, naming segment, offset and lsn",
+          "[cli][durable]") {
+  test::temp_dir d;
+  std::string dir = d / "db", wd = dir + "/wal";
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")));
+  for (int i = 1; i <= 6; ++i)
+    CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("INSERT INTO t VALUES(" + std::to_string(i) + ", 'x')")));
+  auto seg = newest_segment(wd);
+  auto offs = record_offsets(test::read_file(wd + "/" + seg));
+  REQUIRE(offs.size() == 22);  // 3 records per transaction, and the end
+  flip_byte(wd + "/" + seg, offs[10] + 20);  // lsn 11: txn 3's INSERT (id 3); intact records follow
+  std::string where = seg + " offset " + std::to_string(offs[10]) + " (lsn 11)";
+  // Open sees it and refuses -- without resetting wal/DURABLE (which made readers wait for ever).
+  auto r = dosql_run("sql " + q(dir) + " -e " + q("SELECT 1"));
+  CHECK(r.code != 0);
+  CHECK(has(r.err, "offset " + std::to_string(offs[10])));
+  r = dosql_run("tail " + q(dir));
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.code == 1);
+  CHECK(has(r.err, where));
+  CHECK(event_lsns(r.out) == std::vector<uint64_t>{2, 5, 8});  // what precedes the damage
+  auto c = test::spawn_dosql({"tail", dir, "--follow"}, {}, d / "follow.err");
+  std::string got;
+  test::read_until(c.out, got, [](const std::string&) { return false; }, std::chrono::seconds(20));  // to EOF
+  ::close(c.out);
+  CHECK(test::wait_exit(c.pid) == 1);  // not hanging at the damage
+  CHECK(event_lsns(got) == std::vector<uint64_t>{2, 5, 8});
+  CHECK(has(test::read_file(d / "follow.err"), where));
+}

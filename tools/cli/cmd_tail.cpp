@@ -145,13 +145,11 @@ int run_tail(const tail_options& o) {
   if (o.slot) return run_tail_slot(o);
   auto wd = wal_dir_of(o.dir);
   if (!wd) return fail(wd.err());
-  // Only what the owner has made durable (a power loss could take back the rest).
+  // Only what the owner has made durable (a power loss could take back the rest); without
+  // --follow, the published LSN read now is where it stops. The reader itself judges the
+  // records up to there, so damage below that LSN is an error naming segment, offset and LSN
+  // (a cap from a separate scan would stop silently in front of it).
   uint64_t stop_at = readable_limit(*wd);
-  if (!o.follow) {  // the tail present now
-    auto st = scan_wal(*wd);
-    if (!st) return fail(st.err());
-    stop_at = std::min(stop_at, st->last_lsn);
-  }
   auto r = wal::reader::open(*wd);
   if (!r) return fail(r.err());
   auto& rd = **r;
