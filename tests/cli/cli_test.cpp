@@ -823,3 +823,51 @@ TEST_CASE("tail and tail --follow report damage in the middle of the active segm
   CHECK(event_lsns(got) == std::vector<uint64_t>{2, 5, 8});
   CHECK(has(test::read_file(d / "follow.err"), where));
 }
+
+TEST_CASE("dosql.conf: an open without explicit settings uses the recorded ones, writes nothing, and bad keys are errors",
+          "[cli][conf]") {
+  test::temp_dir d;
+  std::string dir = d / "db", conf = dir + "/dosql.conf";
+  {
+    runtime rt;
+    database_options o;
+    o.wal.auto_archive = true;
+    o.wal.max_entries_per_segment = 7;
+    auto db = rt.open(dir, o);
+    REQUIRE(db);
+    REQUIRE((*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+    REQUIRE_FALSE((*db)->close());
+  }
+  auto recorded = test::read_file(conf);
+  CHECK(has(recorded, "auto_archive=1"));
+  auto wal_before = test::dir_bytes(dir + "/wal");
+  wal_before.erase("LOCK");
+  // A read-only SELECT through dosql sql: the owner's settings stay, no file is written.
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("SELECT count(*) FROM t")));
+  CHECK(test::read_file(conf) == recorded);
+  auto wal_after = test::dir_bytes(dir + "/wal");
+  wal_after.erase("LOCK");
+  CHECK(wal_after == wal_before);
+  for (auto& n : test::list_files(dir)) CHECK(n.find(".tmp") == std::string::npos);
+  // Writes through dosql sql roll segments at the recorded 7 entries; compaction archives.
+  for (int i = 1; i <= 6; ++i)
+    CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("INSERT INTO t VALUES(" + std::to_string(i) + ", 'x')")));
+  CHECK(test::read_file(conf) == recorded);
+  auto r = dosql_run("wal " + q(dir) + " compact --below 15");
+  CHECK_OK(r);
+  CHECK(has(r.out, "archived "));
+  CHECK_FALSE(test::list_files(dir + "/wal/archive").empty());
+  // An unknown key, or a bad value, is an error naming it; nothing is opened.
+  test::write_file(conf, recorded + "bogus_key=1\n");
+  r = dosql_run("sql " + q(dir) + " -e " + q("SELECT 1"));
+  CHECK(r.code != 0);
+  CHECK(has(r.err, "unknown key 'bogus_key'"));
+  std::string bad = recorded;
+  bad.replace(bad.find("auto_archive=1"), 14, "auto_archive=yes");
+  test::write_file(conf, bad);
+  r = dosql_run("sql " + q(dir) + " -e " + q("SELECT 1"));
+  CHECK(r.code != 0);
+  CHECK(has(r.err, "'yes' for auto_archive"));
+  test::write_file(conf, recorded);
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("SELECT 1")));
+}
