@@ -121,6 +121,7 @@ struct database::impl {
   std::mutex pool_mu;
   std::vector<sqlite3*> pool;
   recovery_info rec;
+  uint64_t checkpointed_lsn = 0;  // SQLite's main file's LSN before recovery (durable: see recover())
   std::atomic<int> wal_frames{0};
   bool closed = false;
 
@@ -206,6 +207,13 @@ error database::impl::recover(wal::log& log) {
   uint64_t m = 0;
   if (auto e = read_meta(m, schema_version)) return e;
   uint64_t w = log.last_lsn();
+  if (m > w && checkpointed_lsn > w) {
+    // Decided before SQLite's -wal is touched (wal::log refuses this unless repairing, and a
+    // repair refuses it before opening the log: see runtime::open).
+    return error(ec::corruption, "database " + dir + ": SQLite's checkpointed state is at lsn " +
+                                     std::to_string(checkpointed_lsn) + ", beyond the end of the WAL (" +
+                                     std::to_string(w) + "); nothing was changed");
+  }
   if (m > w) {
     // SQLite holds commits the WAL lost. Checkpoints never pass the durable WAL, so the main
     // database file is at or behind it: drop SQLite's own WAL and replay ours.
@@ -223,8 +231,13 @@ error database::impl::recover(wal::log& log) {
   }
   rec.sqlite_lsn = m;
   if (m < w) {
-    auto r = wal::reader::open(log.dir());
+    // wal.verify_checksums (recorded in dosql.conf) decides whether the replay checks CRCs;
+    // the limit keeps parsing without them safe (every record up to W is completely written).
+    wal::reader_options ro;
+    ro.verify_checksums = opts.wal.verify_checksums;
+    auto r = wal::reader::open(log.dir(), ro);
     if (!r) return r.err();
+    (*r)->set_limit(w);
     if (auto e = (*r)->seek(m + 1)) {
       return error(e.code(), "database " + dir + ": cannot replay the WAL from lsn " + std::to_string(m + 1) + ": " + e.message());
     }
@@ -955,7 +968,11 @@ error database::close() {
   if (p.writer) {
     if (auto e = p.tail->wait(p.next_lsn - 1)) result_error = e;
     if (!result_error) {
-      if (auto e = p.checkpoint_locked(SQLITE_CHECKPOINT_TRUNCATE)) result_error = e;
+      // Everything committed is durable in the WAL by now: a failed checkpoint (a full disk)
+      // loses nothing and must not read as a failed commit; the next open checkpoints again.
+      if (auto e = p.checkpoint_locked(SQLITE_CHECKPOINT_TRUNCATE))
+        spdlog::warn("dosql {}: the checkpoint at close failed (every commit is durable in the WAL; the next open "
+                     "retries it): {}", p.dir, e.to_string());
     }
     // Stop the writer and wait until it released the log (its directory lock included).
     auto& sys = p.rt->system();
@@ -1103,13 +1120,9 @@ error check_marker(const std::string& dir, bool& created) {
   if (!names->empty())
     return error(ec::invalid_argument, dir + " is not a dosql data directory (no DOSQL marker, and not empty); nothing was changed");
   std::string text = "dosql data directory\nformat " + std::to_string(data_format_version) + "\n";
-  auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
-  if (!fd) return fd.err();
-  if (auto e = wal::pwrite_full(fd->get(), text.data(), text.size(), 0, tmp)) return e;
-  if (auto e = wal::sync_data(fd->get(), tmp)) return e;
-  if (::rename(tmp.c_str(), marker.c_str()) != 0) return wal::io_error("cannot rename", tmp, errno);
+  if (auto e = wal::replace_file(marker, text)) return e;
   created = true;
-  return wal::sync_dir(dir);
+  return {};
 }
 
 }  // namespace
@@ -1117,22 +1130,81 @@ error check_marker(const std::string& dir, bool& created) {
 namespace {
 constexpr const char* conf_name = "dosql.conf";
 
+std::string options_text(const database_options& o) {
+  return "# the WAL settings of this directory's owner (rewritten by dosql only when they change)\n"
+         "target_segment_size=" + std::to_string(o.wal.target_segment_size) + "\n" +
+         "max_entries_per_segment=" + std::to_string(o.wal.max_entries_per_segment) + "\n" +
+         "verify_checksums=" + std::to_string(o.wal.verify_checksums) + "\n" +
+         "auto_archive=" + std::to_string(o.wal.auto_archive) + "\n" +
+         "sync=" + (o.wal.sync == wal_config::sync_policy::none ? "none" : "every_batch") + "\n";
+}
+
+// Records the settings; an open that changes none of them writes nothing.
 error save_options(const std::string& dir, const database_options& o) {
-  std::string text = "# written by dosql at every open: the settings its owner uses\n"
-                     "target_segment_size=" + std::to_string(o.wal.target_segment_size) + "\n" +
-                     "max_entries_per_segment=" + std::to_string(o.wal.max_entries_per_segment) + "\n" +
-                     "verify_checksums=" + std::to_string(o.wal.verify_checksums) + "\n" +
-                     "auto_archive=" + std::to_string(o.wal.auto_archive) + "\n" +
-                     "sync=" + (o.wal.sync == wal_config::sync_policy::none ? "none" : "every_batch") + "\n";
-  auto path = wal::join(dir, conf_name), tmp = path + ".tmp";
-  auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
-  if (!fd) return fd.err();
-  if (auto e = wal::pwrite_full(fd->get(), text.data(), text.size(), 0, tmp)) return e;
-  if (auto e = wal::sync_data(fd->get(), tmp)) return e;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return wal::io_error("cannot rename", tmp, errno);
-  return {};
+  auto text = options_text(o);
+  auto path = wal::join(dir, conf_name);
+  if (wal::path_exists(path)) {
+    auto fd = wal::open_file(path, O_RDONLY);
+    if (!fd) return fd.err();
+    std::string cur(text.size() + 1, '\0');
+    auto n = wal::pread_full(fd->get(), cur.data(), cur.size(), 0, path);
+    if (!n) return n.err();
+    if (*n == text.size() && cur.compare(0, *n, text) == 0) return {};
+  }
+  return wal::replace_file(path, text);
 }
 }  // namespace
+
+namespace {
+
+// The LSN recorded in SQLite's main database file alone, ignoring its -wal (immutable=1 reads
+// only that file and writes nothing, not even -shm). Checkpoints never pass the durable WAL,
+// so this LSN was durable: recovery must keep it. 0 when there is no database file yet.
+result<uint64_t> sqlite_checkpointed_lsn(const std::string& dir) {
+  auto path = wal::join(dir, sqlite_name);
+  if (!wal::path_exists(path)) return uint64_t{0};
+  std::string uri = "file:";
+  for (char c : path) {  // percent-encode what a URI path cannot hold as is
+    if (c == '%' || c == '?' || c == '#') {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(c));
+      uri += buf;
+    } else {
+      uri += c;
+    }
+  }
+  uri += "?immutable=1";
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(uri.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> guard(db, sqlite3_close_v2);
+  if (rc != SQLITE_OK) return detail::sql_error(db, "open " + path + " (read-only)", rc);
+  sqlite3_stmt* raw = nullptr;
+  rc = sqlite3_prepare_v2(db, "SELECT lsn FROM _dosql_meta WHERE k=1", -1, &raw, nullptr);
+  if (rc != SQLITE_OK) return uint64_t{0};  // no _dosql_meta checkpointed yet
+  stmt_ptr st(raw);
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_ROW) return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return detail::sql_error(db, "read _dosql_meta of " + path, rc);
+}
+
+wal::recovery_options wal_recovery_options(uint64_t checkpointed, bool repair) {
+  wal::recovery_options ro;
+  ro.known_durable = checkpointed;
+  ro.known_durable_source.assign("db.sqlite's checkpointed state records it");  // sqlite_name
+  ro.accept_loss = repair;
+  return ro;
+}
+
+}  // namespace
+
+result<wal::recovery_plan> plan_database_recovery(const std::string& dir, const database_options& opts,
+                                                 uint64_t* sqlite_checkpointed) {
+  auto cp = sqlite_checkpointed_lsn(dir);
+  if (!cp) return cp.err();
+  if (sqlite_checkpointed) *sqlite_checkpointed = *cp;
+  return wal::log::plan_recovery(wal::join(dir, "wal"), opts.wal, wal_recovery_options(*cp, false));
+}
 
 result<database_options> load_database_options(const std::string& dir) {
   database_options o;
@@ -1145,19 +1217,41 @@ result<database_options> load_database_options(const std::string& dir) {
   if (!n) return n.err();
   text.resize(*n);
   size_t pos = 0;
+  int line_no = 0;
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
     std::string line = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
     pos = end == std::string::npos ? text.size() : end + 1;
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    auto where = path + " line " + std::to_string(line_no);
     auto eq = line.find('=');
-    if (line.empty() || line[0] == '#' || eq == std::string::npos) continue;
+    if (eq == std::string::npos) return error(ec::invalid_argument, where + ": expected key=value, got '" + line + "'");
     auto key = line.substr(0, eq), val = line.substr(eq + 1);
-    auto num = [&] { return std::strtoull(val.c_str(), nullptr, 10); };
-    if (key == "target_segment_size") o.wal.target_segment_size = num();
-    else if (key == "max_entries_per_segment") o.wal.max_entries_per_segment = static_cast<uint32_t>(num());
-    else if (key == "verify_checksums") o.wal.verify_checksums = num() != 0;
-    else if (key == "auto_archive") o.wal.auto_archive = num() != 0;
-    else if (key == "sync") o.wal.sync = val == "none" ? wal_config::sync_policy::none : wal_config::sync_policy::every_batch;
+    auto bad = [&](const char* want) {
+      return error(ec::invalid_argument, where + ": bad value '" + val + "' for " + key + " (" + want + ")");
+    };
+    auto num = [&](uint64_t min, uint64_t max, uint64_t& out) {
+      if (val.empty() || val.size() > 19 || val.find_first_not_of("0123456789") != std::string::npos) return false;
+      out = std::stoull(val);
+      return out >= min && out <= max;
+    };
+    uint64_t v = 0;
+    if (key == "target_segment_size") {
+      if (!num(76, uint64_t{1} << 40, v)) return bad("a byte count from 76");
+      o.wal.target_segment_size = v;
+    } else if (key == "max_entries_per_segment") {
+      if (!num(1, UINT32_MAX, v)) return bad("a count from 1");
+      o.wal.max_entries_per_segment = static_cast<uint32_t>(v);
+    } else if (key == "verify_checksums" || key == "auto_archive") {
+      if (!num(0, 1, v)) return bad("0 or 1");
+      (key == "auto_archive" ? o.wal.auto_archive : o.wal.verify_checksums) = v != 0;
+    } else if (key == "sync") {
+      if (val != "none" && val != "every_batch") return bad("none or every_batch");
+      o.wal.sync = val == "none" ? wal_config::sync_policy::none : wal_config::sync_policy::every_batch;
+    } else {
+      return error(ec::invalid_argument, where + ": unknown key '" + key + "'");
+    }
   }
   return o;
 }
@@ -1167,6 +1261,13 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   p->rt = this;
   p->dir = dir;
   p->opts = opts;
+  if (opts.wal == wal_config{} && wal::path_exists(dir)) {
+    // No explicit WAL settings: the ones its owner recorded (an error in dosql.conf names the
+    // key; nothing is opened with settings nobody chose).
+    auto recorded = load_database_options(dir);
+    if (!recorded) return recorded.err();
+    p->opts.wal = recorded->wal;
+  }
   if (!wal::path_exists(dir)) {
     if (!opts.create) return error(ec::invalid_argument, dir + " does not exist");
     if (auto e = wal::make_dirs(dir)) return e;
@@ -1181,14 +1282,46 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
     (void)wal::pread_full(lfd->get(), pid, sizeof pid - 1, 0, lock_path);
     return error(ec::busy, dir + " is open by pid " + std::string(pid[0] ? pid : "?"));
   }
-  auto pid = std::to_string(::getpid());
-  if (::ftruncate(lfd->get(), 0) != 0 || wal::pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path))
-    return wal::io_error("cannot write", lock_path, errno);
   p->dir_lock = std::move(*lfd);
-  if (auto e = save_options(dir, opts)) return e;
-
-  auto log = wal::log::open(wal::join(dir, "wal"), opts.wal);
+  // Recovery decides before it changes anything (docs/ARCHITECTURE.md, "Recovery"): SQLite's
+  // checkpointed LSN is read without touching its -wal, and the WAL refuses to end below it
+  // or below its durable mark, leaving every file as it was.
+  auto checkpointed = sqlite_checkpointed_lsn(dir);
+  if (!checkpointed) return checkpointed.err();
+  p->checkpointed_lsn = *checkpointed;
+  if (opts.repair) {
+    auto plan = wal::log::plan_recovery(wal::join(dir, "wal"), p->opts.wal, wal_recovery_options(0, true));
+    if (!plan) return plan.err();
+    if (*checkpointed > plan->last_lsn) {
+      // SQLite's file holds commits the WAL no longer has: rebuild it from the WAL (the
+      // source of truth), keeping the old files aside for the operator.
+      if (plan->oldest_lsn > 1)
+        return error(ec::corruption, "database " + dir + ": cannot repair: " + sqlite_name +
+                                         "'s checkpointed state is at lsn " + std::to_string(*checkpointed) +
+                                         ", beyond the " + std::to_string(plan->last_lsn) +
+                                         " entries the WAL keeps, and the WAL was compacted (it starts at lsn " +
+                                         std::to_string(plan->oldest_lsn) +
+                                         "), so SQLite cannot be rebuilt from it; nothing was changed");
+      for (auto suffix : {"", "-wal", "-shm"}) {
+        auto from = wal::join(dir, std::string(sqlite_name) + suffix);
+        auto to = wal::join(dir, std::string(sqlite_name) + ".pre-repair" + suffix);
+        if (wal::path_exists(from) && ::rename(from.c_str(), to.c_str()) != 0)
+          return wal::io_error("cannot move aside", from, errno);
+      }
+      if (auto e = wal::sync_dir(dir)) return e;
+      spdlog::warn("dosql {}: repair: {} was ahead of the WAL; moved aside as {}.pre-repair, rebuilding from the WAL",
+                   dir, sqlite_name, sqlite_name);
+      *checkpointed = 0;
+      p->checkpointed_lsn = 0;
+      p->rec.rebuilt_sqlite = true;
+    }
+  }
+  auto log = wal::log::open(wal::join(dir, "wal"), p->opts.wal, wal_recovery_options(*checkpointed, opts.repair));
   if (!log) return log.err();
+  auto pid = std::to_string(::getpid());
+  if (::ftruncate(p->dir_lock.get(), 0) != 0 || wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path))
+    return wal::io_error("cannot write", lock_path, errno);
+  if (auto e = save_options(dir, p->opts)) return e;
   std::shared_ptr<wal::log> shared_log(std::move(*log));
   p->rec.wal = shared_log->report();
   if (p->rec.wal.torn_bytes)
@@ -1218,8 +1351,10 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   p->log_ref = shared_log;
   p->writer = actors::spawn_wal_writer(system(), std::move(shared_log), p->tail);
   p->start_txn();
-  // Everything recovered is durable in the WAL: let SQLite's file catch up.
-  if (auto e = p->checkpoint_locked(SQLITE_CHECKPOINT_TRUNCATE)) return e;
+  // Everything recovered is durable in the WAL: let SQLite's file catch up (if it cannot, e.g.
+  // on a full disk, SQLite's -wal keeps the data and a later checkpoint catches up).
+  if (auto e = p->checkpoint_locked(SQLITE_CHECKPOINT_TRUNCATE))
+    spdlog::warn("dosql {}: the checkpoint at open failed (nothing is lost; a later one retries): {}", dir, e.to_string());
   return std::shared_ptr<database>(new database(std::move(p)));
 }
 

@@ -62,6 +62,10 @@ struct database_options {
   /// for their transactions before it syncs, so that one fdatasync covers them all
   /// (PostgreSQL's commit_delay with commit_siblings = 1). A lone writer never waits.
   uint32_t group_commit_delay_us = 200;
+  /// `dosql wal DIR repair`: recovery may drop entries below what was durable (the
+  /// durable-mark rule, docs/ARCHITECTURE.md "Recovery"); the operator accepted the loss.
+  /// Never recorded in dosql.conf.
+  bool repair = false;
 };
 
 struct exec_result {
@@ -82,6 +86,7 @@ struct recovery_info {
   wal::open_report wal;
   bool created = false;
   bool discarded_sqlite_wal = false;  ///< SQLite was ahead of the WAL (its -wal was dropped)
+  bool rebuilt_sqlite = false;        ///< repair: SQLite's file was ahead; moved aside, rebuilt from the WAL
   uint64_t sqlite_lsn = 0;            ///< last WAL commit SQLite held when opened
   uint64_t replayed_transactions = 0; ///< committed WAL transactions re-applied to SQLite
   uint64_t closed_orphan_lsn = 0;     ///< ROLLBACK appended for a transaction cut by a crash
@@ -182,6 +187,12 @@ class database : public std::enable_shared_from_this<database> {
   explicit database(std::unique_ptr<impl> p);
   std::unique_ptr<impl> p_;
 };
+
+/// What opening `dir` would do to its WAL, decided reading only (no lock taken: meant for
+/// a directory no owner holds, e.g. `dosql wal repair` saying what it drops). Includes
+/// SQLite's checkpointed LSN as a durable floor; `sqlite_checkpointed_lsn` gets it.
+result<wal::recovery_plan> plan_database_recovery(const std::string& dir, const database_options& opts,
+                                                 uint64_t* sqlite_checkpointed_lsn = nullptr);
 
 /// The options the data directory was last opened with (WAL settings are recorded in
 /// DIR/dosql.conf at every open), so that tools act on it as its owner would; defaults if none.

@@ -76,6 +76,13 @@ std::vector<std::string> list_files(const std::string& dir) {
   return out;
 }
 
+std::map<std::string, std::string> dir_bytes(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out[std::filesystem::relative(e.path(), dir).string()] = read_file(e.path().string());
+  return out;
+}
+
 }  // namespace dosql::test
 
 namespace dosql::test {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ void write_file(const std::string& path, const std::string& data);
 uint64_t file_size(const std::string& path);
 void truncate_file(const std::string& path, uint64_t size);
 std::vector<std::string> list_files(const std::string& dir);  // sorted names
+/// Every regular file under `dir` (recursively), by relative path, with its bytes: compare two
+/// snapshots to prove that something left a directory exactly as it was.
+std::map<std::string, std::string> dir_bytes(const std::string& dir);
 
 }  // namespace dosql::test
 

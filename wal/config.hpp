@@ -28,6 +28,8 @@ struct wal_config {
   /// Zero-fill new segments up to target_segment_size so that fdatasync does not also have
   /// to persist a growing file size (about 1.7x more syncs/s here). Only with every_batch.
   bool preallocate = true;
+
+  friend bool operator==(const wal_config&, const wal_config&) = default;
 };
 
 }  // namespace dosql

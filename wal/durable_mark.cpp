@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cerrno>
 #include <thread>
 
@@ -21,7 +22,9 @@ durable_mark::~durable_mark() {
   if (map_) ::munmap(map_, file_size_bytes);
 }
 
-error durable_mark::open(const std::string& wal_dir) {
+std::string durable_mark_path(const std::string& wal_dir) { return join(wal_dir, file_name); }
+
+error durable_mark::open(const std::string& wal_dir, uint64_t recovered) {
   auto path = join(wal_dir, file_name);
   auto fd = open_file(path, O_RDWR | O_CREAT);
   if (!fd) return fd.err();
@@ -30,16 +33,17 @@ error durable_mark::open(const std::string& wal_dir) {
   if (m == MAP_FAILED) return io_error("cannot map", path, errno);
   map_ = static_cast<uint64_t*>(m);
   fd_ = std::move(*fd);
-  // Nothing is known durable until this owner's recovery says so (a previous owner's value
-  // may be above what survived a power loss).
-  store(0);
+  // What this owner's recovery found (after `dosql wal repair`, possibly lower than before).
+  published_ = synced_ = recovered;
+  store(3, recovered);
+  store(1, recovered);
   std::atomic_ref<uint64_t>(map_[0]).store(magic, std::memory_order_release);
   return {};
 }
 
-void durable_mark::store(uint64_t lsn) noexcept {
-  std::atomic_ref<uint64_t>(map_[1]).store(lsn, std::memory_order_release);
-  std::atomic_ref<uint64_t>(map_[2]).store(~lsn, std::memory_order_release);
+void durable_mark::store(size_t word, uint64_t lsn) noexcept {
+  std::atomic_ref<uint64_t>(map_[word]).store(lsn, std::memory_order_release);
+  std::atomic_ref<uint64_t>(map_[word + 1]).store(~lsn, std::memory_order_release);
 }
 
 void durable_mark::publish(uint64_t lsn) noexcept {
@@ -47,14 +51,20 @@ void durable_mark::publish(uint64_t lsn) noexcept {
   std::lock_guard<std::mutex> g(mu_);
   if (lsn <= published_) return;
   published_ = lsn;
-  store(lsn);
+  store(1, lsn);
 }
 
-void durable_mark::reset(uint64_t lsn) noexcept {
+void durable_mark::publish_synced(uint64_t lsn) noexcept {
   if (!map_) return;
   std::lock_guard<std::mutex> g(mu_);
-  published_ = lsn;
-  store(lsn);
+  if (lsn > synced_) {  // synced before readable: nothing is delivered that recovery may drop
+    synced_ = lsn;
+    store(3, lsn);
+  }
+  if (lsn > published_) {
+    published_ = lsn;
+    store(1, lsn);
+  }
 }
 
 result<std::optional<uint64_t>> read_durable_mark(const std::string& wal_dir) {
@@ -75,6 +85,23 @@ result<std::optional<uint64_t>> read_durable_mark(const std::string& wal_dir) {
     std::this_thread::yield();  // a store was halfway
   }
   return error(ec::busy, path + " keeps changing under the reader");
+}
+
+result<std::optional<uint64_t>> read_synced_mark(const std::string& wal_dir) {
+  auto path = join(wal_dir, file_name);
+  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw < 0) {
+    if (errno == ENOENT) return std::optional<uint64_t>();
+    return io_error("cannot open", path, errno);
+  }
+  unique_fd fd(raw);
+  uint64_t w[5] = {0, 0, 0, 0, 0};
+  auto n = pread_full(fd.get(), w, sizeof w, 0, path);
+  if (!n) return n.err();
+  if (*n < sizeof w || w[0] == 0) return std::optional<uint64_t>();  // short: never published
+  if (w[0] != magic) return error(ec::corruption, path + " is not a dosql durable-LSN file");
+  if (w[3] == 0 && w[4] == 0) return std::optional<uint64_t>();  // written before the synced field
+  return std::optional<uint64_t>(std::min(w[3], ~w[4]));
 }
 
 }  // namespace dosql::wal

@@ -76,6 +76,25 @@ error sync_dir(const std::string& dir) {
   return {};
 }
 
+error replace_file(const std::string& path, std::string_view data) {
+  auto tmp = path + ".tmp";
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  error e;
+  {
+    auto fd = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    if (!fd) return fd.err();
+    e = pwrite_full(fd->get(), data.data(), data.size(), 0, tmp);
+    if (!e) e = sync_data(fd->get(), tmp);
+  }
+  if (!e && ::rename(tmp.c_str(), path.c_str()) != 0) e = io_error("cannot rename", tmp, errno);
+  if (e) {
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  return sync_dir(dir);
+}
+
 result<uint64_t> file_size(int fd, const std::string& path) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return io_error("cannot stat", path, errno);

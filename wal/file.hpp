@@ -42,6 +42,11 @@ result<size_t> pread_full(int fd, void* buf, size_t n, uint64_t off, const std::
 error pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const std::string& path);
 error sync_data(int fd, const std::string& path);
 error sync_dir(const std::string& dir);
+/// Replaces `path` with `data` atomically and durably: writes `path`.tmp, fdatasyncs it,
+/// renames it over `path` and fsyncs the directory. On failure the temporary file is removed
+/// (no 0-byte leftovers) and `path` is as it was. The one implementation for dosql's small
+/// metadata files (DOSQL marker, dosql.conf; slot files should use it too).
+error replace_file(const std::string& path, std::string_view data);
 result<uint64_t> file_size(int fd, const std::string& path);
 error make_dirs(const std::string& dir);
 /// Names of the regular entries in `dir` (not . or ..).

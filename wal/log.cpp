@@ -21,6 +21,7 @@ int64_t now_ms() {
 }
 
 constexpr size_t write_chunk = 1 << 20;  // flush the record buffer at this size
+constexpr const char* prepared_name = "next.prealloc";  // not a segment name: ignored by readers
 
 }  // namespace
 
@@ -54,7 +55,7 @@ void log::raise_durable(uint64_t lsn) noexcept {
   uint64_t cur = durable_lsn_.load(std::memory_order_relaxed);
   while (cur < lsn && !durable_lsn_.compare_exchange_weak(cur, lsn, std::memory_order_release)) {
   }
-  mark_.publish(lsn);
+  mark_.publish_synced(lsn);
 }
 
 void log::sync_async() {
@@ -88,11 +89,11 @@ void log::sync_loop() {
       failed_ = true;
     } else {
       syncs_.fetch_add(1, std::memory_order_relaxed);
-      raise_durable(target);
-      if (trace_fd_) {  // what a power loss would keep (test hook)
+      if (trace_fd_) {  // what a power loss would keep (test hook), before the mark claims it
         auto line = name + " " + std::to_string(bytes) + "\n";
         (void)!::write(trace_fd_.get(), line.data(), line.size());
       }
+      raise_durable(target);
     }
     sync_cv_.notify_all();
   }
@@ -102,9 +103,6 @@ void log::wait_sync_idle(std::unique_lock<std::mutex>& g) {
   sync_cv_.wait(g, [&] { return !sync_running_; });
 }
 
-namespace {
-constexpr const char* prepared_name = "next.prealloc";  // not a segment name: ignored by readers
-}
 
 void log::want_next_segment() {
   {
@@ -146,7 +144,7 @@ result<unique_fd> log::take_prepared() {
   return open_file(join(dir_, prepared_name), O_RDWR);
 }
 
-result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config& cfg) {
+result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config& cfg, const recovery_options& ro) {
   if (cfg.target_segment_size < segment_header_size + record_header_size + entry_fixed_size ||
       cfg.max_entries_per_segment == 0) {
     return error(ec::invalid_argument, "wal_config: target_segment_size must be at least 76 bytes "
@@ -164,6 +162,10 @@ result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config&
     return error(ec::busy, "WAL directory " + dir + " is open by pid " +
                                std::string(pid[0] ? pid : "?") + " (another writer)");
   }
+  // Recovery decides first, reading only; then it changes files (or refuses, changing none).
+  auto plan = plan_recovery(dir, cfg, ro);
+  if (!plan) return plan.err();
+  if (plan->below_floor && !ro.accept_loss) return plan->below_floor;
   auto pid = std::to_string(::getpid());
   if (::ftruncate(lfd->get(), 0) != 0) return io_error("cannot truncate", lock_path, errno);
   if (auto e = pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path)) return e;
@@ -173,31 +175,49 @@ result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config&
     if (!t) return t.err();
     l->trace_fd_ = std::move(*t);
   }
-  if (auto e = l->mark_.open(dir)) return e;
-  if (auto e = l->recover()) return e;
+  if (auto e = l->recover(*plan)) return e;
   l->publish_usage();
   return l;
 }
 
-error log::recover() {
-  auto names = list_dir(dir_);
-  if (!names) return names.err();
+result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_config& cfg, const recovery_options& ro) {
+  recovery_plan p;
+  auto mark = read_synced_mark(dir);
+  if (!mark) return mark.err();
+  if (mark->value_or(0) > 0) {
+    p.floor = **mark;
+    p.floor_source = durable_mark_path(dir) + " records it as fdatasync'd";
+  }
+  if (ro.known_durable > p.floor) {
+    p.floor = ro.known_durable;
+    p.floor_source = ro.known_durable_source;
+  }
   std::vector<uint64_t> firsts;
-  for (auto& n : *names) {
-    if ((n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) || n == prepared_name) {
-      ::unlink(join(dir_, n).c_str());  // an unfinished segment creation
-      continue;
+  if (path_exists(dir)) {
+    auto names = list_dir(dir);
+    if (!names) return names.err();
+    for (auto& n : *names) {
+      if ((n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) || n == prepared_name) {
+        p.leftovers.push_back(n);  // an unfinished segment creation
+        continue;
+      }
+      if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
     }
-    if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
   }
   std::sort(firsts.begin(), firsts.end());
   if (firsts.empty()) {
-    report_.created = true;
-    return create_segment(1);
+    if (p.floor > 0)
+      p.below_floor = error(ec::corruption, "WAL " + dir + " holds no segment, but lsn " + std::to_string(p.floor) +
+                                                " is durable (" + p.floor_source +
+                                                "); refusing to start a new log (nothing was changed; "
+                                                "`dosql wal DIR repair` accepts the loss)");
+    return p;
   }
+  p.oldest_lsn = firsts.front();
+  std::string data;
   for (size_t i = 0; i < firsts.size(); ++i) {
-    auto path = join(dir_, segment_file_name(firsts[i]));
-    auto fd = open_file(path, i + 1 == firsts.size() ? O_RDWR : O_RDONLY);
+    auto path = join(dir, segment_file_name(firsts[i]));
+    auto fd = open_file(path, O_RDONLY);
     if (!fd) return fd.err();
     char hb[segment_header_size];
     auto n = pread_full(fd->get(), hb, sizeof hb, 0, path);
@@ -209,27 +229,18 @@ error log::recover() {
                                        std::to_string(h.first_lsn) + ", name says " +
                                        std::to_string(firsts[i]));
     }
+    if (i + 1 < firsts.size()) continue;
     auto size = file_size(fd->get(), path);
     if (!size) return size.err();
-    if (i + 1 < firsts.size()) {
-      sealed_.push_back({firsts[i], *size});
-    } else {
-      active_ = {firsts[i], 0};
-      active_fd_ = std::move(*fd);
-      active_path_ = path;
-      active_alloc_ = *size;
-    }
+    data.assign(*size, '\0');
+    auto got = pread_full(fd->get(), data.data(), data.size(), 0, path);
+    if (!got) return got.err();
+    data.resize(*got);
   }
-  return recover_last(active_);
-}
-
-// Scans the last segment, truncates a torn tail, and sets the append position.
-error log::recover_last(segment& seg) {
-  std::string data(active_alloc_, '\0');
-  auto n = pread_full(active_fd_.get(), data.data(), data.size(), 0, active_path_);
-  if (!n) return n.err();
-  data.resize(*n);
-  uint64_t expect = seg.first_lsn;
+  // Scan the last segment for the end of its intact records.
+  auto path = join(dir, segment_file_name(firsts.back()));
+  p.segment = segment_file_name(firsts.back());
+  uint64_t expect = firsts.back();
   size_t off = segment_header_size;
   const char* why = nullptr;
   while (off < data.size()) {
@@ -248,36 +259,85 @@ error log::recover_last(segment& seg) {
       break;
     }
     ++expect;
-    ++active_entries_;
     off += r.size;
   }
-  if (why && cfg_.recovery == wal_config::recovery_mode::tolerate_torn_tail) {
+  if (why && cfg.recovery == wal_config::recovery_mode::tolerate_torn_tail) {
     if (auto later = find_later_record(data.data() + off, data.size() - off, expect - 1)) {
       return error(ec::corruption,
-                   "segment " + active_path_ + ": damaged record at offset " +
-                       std::to_string(off) + " (expected lsn " + std::to_string(expect) +
-                       ": " + why + ") is followed by an intact record at offset " +
+                   "segment " + path + ": damaged record at offset " + std::to_string(off) + " (expected lsn " +
+                       std::to_string(expect) + ": " + why + ") is followed by an intact record at offset " +
                        std::to_string(off + *later) +
                        "; refusing to drop acknowledged entries (the log was not changed)");
     }
   }
-  // Anything non-zero past the clean end is a torn write: drop it.
+  // Anything non-zero past the clean end is a torn write, to be dropped.
   size_t dirty_end = data.size();
   while (dirty_end > off && data[dirty_end - 1] == 0) --dirty_end;
+  p.last_lsn = expect - 1;
+  p.end_offset = off;
   if (dirty_end > off) {
-    report_.torn_bytes = dirty_end - off;
-    report_.torn_offset = off;
-    report_.torn_segment = segment_file_name(seg.first_lsn);
-    report_.torn_reason = why ? why : "bytes after the end of the log";
-    if (auto e = zero_fill(off, dirty_end)) return e;
+    p.torn_bytes = dirty_end - off;
+    p.torn_reason = why ? why : "bytes after the end of the log";
   }
-  seg.bytes = off;
-  next_lsn_ = expect;
+  if (p.last_lsn < p.floor) {
+    std::string what = why ? std::string("a damaged record (") + why + ")" : std::string("the end of the file");
+    if (!why && off < data.size()) what = "the end of the written records";
+    p.below_floor = error(
+        ec::corruption,
+        "segment " + path + " offset " + std::to_string(off) + ": the WAL ends at lsn " + std::to_string(p.last_lsn) +
+            " with " + what + ", but lsn " + std::to_string(p.floor) + " is durable (" + p.floor_source + "): " +
+            std::to_string(p.floor - p.last_lsn) +
+            " acknowledged entries are missing; refusing to open (nothing was changed; `dosql wal DIR repair` "
+            "drops them knowingly)");
+  }
+  return p;
+}
+
+// Carries out what plan_recovery decided: removes unfinished segment creations, zeroes a torn
+// tail, and sets the append position.
+error log::recover(const recovery_plan& plan) {
+  for (auto& n : plan.leftovers) ::unlink(join(dir_, n).c_str());
+  if (plan.segment.empty()) {
+    report_.created = true;
+    if (auto e = create_segment(1)) return e;
+    return mark_.open(dir_, 0);
+  }
+  auto names = list_dir(dir_);
+  if (!names) return names.err();
+  std::vector<uint64_t> firsts;
+  for (auto& n : *names)
+    if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
+  std::sort(firsts.begin(), firsts.end());
+  for (size_t i = 0; i + 1 < firsts.size(); ++i) {
+    auto path = join(dir_, segment_file_name(firsts[i]));
+    auto fd = open_file(path, O_RDONLY);
+    if (!fd) return fd.err();
+    auto size = file_size(fd->get(), path);
+    if (!size) return size.err();
+    sealed_.push_back({firsts[i], *size});
+  }
+  active_path_ = join(dir_, plan.segment);
+  auto fd = open_file(active_path_, O_RDWR);
+  if (!fd) return fd.err();
+  active_fd_ = std::move(*fd);
+  auto size = file_size(active_fd_.get(), active_path_);
+  if (!size) return size.err();
+  active_alloc_ = *size;
+  active_ = {firsts.back(), plan.end_offset};
+  active_entries_ = plan.last_lsn + 1 - firsts.back();
+  if (plan.torn_bytes) {
+    report_.torn_bytes = plan.torn_bytes;
+    report_.torn_offset = plan.end_offset;
+    report_.torn_segment = plan.segment;
+    report_.torn_reason = plan.torn_reason;
+    if (auto e = zero_fill(plan.end_offset, plan.end_offset + plan.torn_bytes)) return e;
+  }
+  next_lsn_ = plan.last_lsn + 1;
   // What a crashed process left in the page cache is made durable before we build on it.
   if (auto e = sync_data(active_fd_.get(), active_path_)) return e;
-  raise_durable(next_lsn_ - 1);
-  trace_sync();
-  return {};
+  trace_sync();  // (test hook first: the mark never claims more than a power loss keeps)
+  durable_lsn_.store(next_lsn_ - 1, std::memory_order_release);
+  return mark_.open(dir_, next_lsn_ - 1);
 }
 
 error log::zero_fill(uint64_t from, uint64_t to) {
@@ -354,8 +414,8 @@ error log::roll() {
   if (active_alloc_ > active_.bytes && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_.bytes)) != 0)
     return failed_ = true, io_error("cannot truncate", active_path_, errno);
   if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
-  raise_durable(next_lsn_ - 1);
   trace_sync();
+  raise_durable(next_lsn_ - 1);
   sealed_.push_back(active_);
   if (auto e = create_segment(next_lsn_)) return failed_ = true, e;
   return {};
@@ -415,8 +475,8 @@ error log::sync() {
     return e;
   }
   syncs_.fetch_add(1, std::memory_order_relaxed);
-  raise_durable(next_lsn_ - 1);
   trace_sync();
+  raise_durable(next_lsn_ - 1);
   return {};
 }
 

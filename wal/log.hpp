@@ -47,6 +47,30 @@ struct open_report {
   std::string torn_reason;      ///< what was wrong with the first dropped record
 };
 
+/// What recovery must keep besides the WAL's own durable mark (wal/DURABLE), and whether
+/// an operator accepted a loss.
+struct recovery_options {
+  uint64_t known_durable = 0;        ///< an LSN known durable elsewhere (SQLite's checkpointed LSN)
+  std::string known_durable_source;  ///< what says so, for messages
+  bool accept_loss = false;          ///< `dosql wal repair`: drop below the durable floor knowingly
+};
+
+/// What recovery of a WAL directory does, decided from the files before any is changed.
+struct recovery_plan {
+  uint64_t last_lsn = 0;        ///< last intact LSN recovery keeps (0: none)
+  uint64_t oldest_lsn = 0;      ///< first LSN of the oldest segment (0: no segment)
+  std::string segment;          ///< file name of the last segment ("" when there is none)
+  uint64_t end_offset = 0;      ///< where its intact records end
+  uint64_t torn_bytes = 0;      ///< non-zero bytes after that, to be zeroed
+  std::string torn_reason;      ///< what was wrong with the first of them
+  uint64_t floor = 0;           ///< the LSN recovery must keep: max(synced mark, known_durable)
+  std::string floor_source;     ///< where the floor came from
+  std::vector<std::string> leftovers;  ///< unfinished segment creations, to be removed
+  /// Set when recovery would go below the floor (names the file and offset where the log
+  /// ends); open() refuses with it unless recovery_options::accept_loss.
+  error below_floor;
+};
+
 struct compact_report {
   std::vector<uint64_t> removed;  ///< first LSNs of the removed (or archived) segments
   uint64_t bytes = 0;             ///< their total size
@@ -59,7 +83,15 @@ class log {
   /// Opens (creating if needed) the WAL in `dir` and recovers it. Fails with
   /// ec::corruption (naming segment, offset and LSN), ec::format_version, ec::busy or
   /// ec::io_error, having changed nothing on disk.
-  static result<std::unique_ptr<log>> open(const std::string& dir, const wal_config& cfg = {});
+  /// The durable-mark rule: a torn tail is dropped only above the last LSN known durable
+  /// (recovery_plan::floor); a log that ends below it is ec::corruption and nothing changes.
+  static result<std::unique_ptr<log>> open(const std::string& dir, const wal_config& cfg = {},
+                                           const recovery_options& ro = {});
+  /// Decides what open() would do to `dir`, reading only (no lock: call it while no owner
+  /// runs, e.g. for `dosql wal repair`'s report). Errors are those open() would fail with,
+  /// except the floor, which is reported in recovery_plan::below_floor.
+  static result<recovery_plan> plan_recovery(const std::string& dir, const wal_config& cfg = {},
+                                             const recovery_options& ro = {});
 
   log(const log&) = delete;
   log& operator=(const log&) = delete;
@@ -116,8 +148,7 @@ class log {
     uint64_t bytes;
   };
   log(std::string dir, wal_config cfg);
-  error recover();
-  error recover_last(segment& seg);
+  error recover(const recovery_plan& plan);
   error create_segment(uint64_t first_lsn);
   error roll();
   error flush_buffer();

@@ -992,3 +992,195 @@ TEST_CASE("tail: LSNs out of range or malformed are errors; compacted history is
   r = dosql_run("wal " + dir + " compact --below -5");
   CHECK(r.code != 0);
 }
+
+
+namespace {
+
+// Offsets of the records in a segment file (header excluded), and the end.
+std::vector<size_t> record_offsets(const std::string& data) {
+  std::vector<size_t> offs;
+  size_t off = wal::segment_header_size;
+  while (off < data.size()) {
+    auto r = wal::parse_record(data.data() + off, data.size() - off, true);
+    if (r.status != wal::parse_status::ok) break;
+    offs.push_back(off);
+    off += r.size;
+  }
+  offs.push_back(off);
+  return offs;
+}
+
+// A child process commits `n` one-row transactions (3 WAL entries each) with small segments,
+// then either closes the database (clean) or exits as if killed (SQLite's -wal then still
+// holds them all: no checkpoint at close).
+void commit_in_child(const std::string& dir, int n, bool clean) {
+  auto [pid, fd] = test::fork_child([&](int) {
+    int code = 0;
+    {
+      runtime rt;
+      database_options o;
+      o.wal.max_entries_per_segment = 60;
+      auto db = rt.open(dir, o);
+      if (!db) _exit(3);
+      if (!(*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")) _exit(4);
+      for (int i = 1; i <= n; ++i)
+        if (!(*db)->exec("INSERT INTO t VALUES(?1, 'x')", {value(int64_t{i})})) _exit(5);
+      if (!clean) _exit(0);  // acknowledged, durable in the WAL, not checkpointed
+      if ((*db)->close()) code = 6;
+    }
+    _exit(code);
+  });
+  ::close(fd);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("open, verify and repair: a WAL that ends below what was durable is corruption, and nothing changes",
+          "[cli][durable]") {
+  auto damage = GENERATE(as<std::string>{}, "flip last commit", "lost active segment", "truncated below the mark");
+  bool clean = GENERATE(false, true);
+  INFO(damage << (clean ? ", after a clean close" : ", after a crash"));
+  test::temp_dir d;
+  std::string dir = d / "db", wd = dir + "/wal";
+  constexpr int n = 120;
+  commit_in_child(dir, n, clean);
+  auto newest = newest_segment(wd);
+  auto data = test::read_file(wd + "/" + newest);
+  auto offs = record_offsets(data);
+  REQUIRE(offs.size() >= 4);
+  std::string file;  // where the refusal must point
+  uint64_t offset = 0;
+  int kept = 0;       // rows left after the repair
+  if (damage == "flip last commit") {
+    flip_byte(wd + "/" + newest, offs[offs.size() - 2] + 20);  // the last record: a COMMIT
+    file = newest, offset = offs[offs.size() - 2], kept = n - 1;
+  } else if (damage == "lost active segment") {
+    auto names = test::list_files(wd);
+    std::vector<std::string> segs;
+    for (auto& s : names)
+      if (wal::parse_segment_file_name(s)) segs.push_back(s);
+    REQUIRE(segs.size() >= 3);
+    auto prev = segs[segs.size() - 2];
+    ::unlink((wd + "/" + newest).c_str());
+    file = prev, offset = test::file_size(wd + "/" + prev);
+    // The previous segment ends at some entry of a transaction: rows whose COMMIT it holds stay.
+    auto last_kept = *wal::parse_segment_file_name(newest) - 1;  // lsn; txn i ends at lsn 3 + 3i (1: CREATE)
+    kept = static_cast<int>((last_kept - 3) / 3);
+  } else {
+    size_t cut = offs.size() - 3;  // in the second-to-last record: the last two records cut
+    test::truncate_file(wd + "/" + newest, offs[cut] + 3);
+    file = newest, offset = offs[cut];
+    auto first = *wal::parse_segment_file_name(newest);
+    kept = static_cast<int>((first + cut - 1 - 3) / 3);
+  }
+  auto before = test::dir_bytes(dir);
+  auto r = dosql_run("sql " + q(dir) + " -e " + q("SELECT count(*) FROM t"));
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.code != 0);
+  CHECK(has(r.err, file + " offset " + std::to_string(offset)));
+  CHECK(has(r.err, "durable"));
+  CHECK(test::dir_bytes(dir) == before);  // no zeroing, SQLite's -wal still there, no LOCK pid
+  r = dosql_run("wal " + q(dir) + " verify");
+  CHECK(r.code != 0);
+  CHECK(has(r.err, file + " offset " + std::to_string(offset)));
+  r = dosql_run("wal " + q(dir) + " repair --dry-run");
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "LOST: lsn "));
+  CHECK(test::dir_bytes(dir) == before);
+  r = dosql_run("wal " + q(dir) + " repair");
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "LOST: lsn "));
+  CHECK(has(r.out, "repaired"));
+  CHECK_OK(dosql_run("wal " + q(dir) + " verify"));
+  r = dosql_run("sql --json " + q(dir) + " -e " + q("SELECT count(*) AS n FROM t"));
+  CHECK_OK(r);
+  CHECK(has(r.out, "\"n\":" + std::to_string(kept)));
+  // The directory is usable again: a new commit, and the WAL and SQLite agree.
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("INSERT INTO t VALUES(1000, 'after repair')")));
+  r = dosql_run("sql --json " + q(dir) + " -e " + q("SELECT count(*) AS n FROM t"));
+  CHECK_OK(r);
+  CHECK(has(r.out, "\"n\":" + std::to_string(kept + 1)));
+  CHECK_OK(dosql_run("wal " + q(dir) + " verify"));
+}
+
+TEST_CASE("tail and tail --follow report damage in the middle of the active segment, naming segment, offset and lsn",
+          "[cli][durable]") {
+  test::temp_dir d;
+  std::string dir = d / "db", wd = dir + "/wal";
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")));
+  for (int i = 1; i <= 6; ++i)
+    CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("INSERT INTO t VALUES(" + std::to_string(i) + ", 'x')")));
+  auto seg = newest_segment(wd);
+  auto offs = record_offsets(test::read_file(wd + "/" + seg));
+  REQUIRE(offs.size() == 22);  // 3 records per transaction, and the end
+  flip_byte(wd + "/" + seg, offs[10] + 20);  // lsn 11: txn 3's INSERT (id 3); intact records follow
+  std::string where = seg + " offset " + std::to_string(offs[10]) + " (lsn 11)";
+  // Open sees it and refuses -- without resetting wal/DURABLE (which made readers wait for ever).
+  auto r = dosql_run("sql " + q(dir) + " -e " + q("SELECT 1"));
+  CHECK(r.code != 0);
+  CHECK(has(r.err, "offset " + std::to_string(offs[10])));
+  r = dosql_run("tail " + q(dir));
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.code == 1);
+  CHECK(has(r.err, where));
+  CHECK(event_lsns(r.out) == std::vector<uint64_t>{2, 5, 8});  // what precedes the damage
+  auto c = test::spawn_dosql({"tail", dir, "--follow"}, {}, d / "follow.err");
+  std::string got;
+  test::read_until(c.out, got, [](const std::string&) { return false; }, std::chrono::seconds(20));  // to EOF
+  ::close(c.out);
+  CHECK(test::wait_exit(c.pid) == 1);  // not hanging at the damage
+  CHECK(event_lsns(got) == std::vector<uint64_t>{2, 5, 8});
+  CHECK(has(test::read_file(d / "follow.err"), where));
+}
+
+TEST_CASE("dosql.conf: an open without explicit settings uses the recorded ones, writes nothing, and bad keys are errors",
+          "[cli][conf]") {
+  test::temp_dir d;
+  std::string dir = d / "db", conf = dir + "/dosql.conf";
+  {
+    runtime rt;
+    database_options o;
+    o.wal.auto_archive = true;
+    o.wal.max_entries_per_segment = 7;
+    auto db = rt.open(dir, o);
+    REQUIRE(db);
+    REQUIRE((*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+    REQUIRE_FALSE((*db)->close());
+  }
+  auto recorded = test::read_file(conf);
+  CHECK(has(recorded, "auto_archive=1"));
+  auto wal_before = test::dir_bytes(dir + "/wal");
+  wal_before.erase("LOCK");
+  // A read-only SELECT through dosql sql: the owner's settings stay, no file is written.
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("SELECT count(*) FROM t")));
+  CHECK(test::read_file(conf) == recorded);
+  auto wal_after = test::dir_bytes(dir + "/wal");
+  wal_after.erase("LOCK");
+  CHECK(wal_after == wal_before);
+  for (auto& n : test::list_files(dir)) CHECK(n.find(".tmp") == std::string::npos);
+  // Writes through dosql sql roll segments at the recorded 7 entries; compaction archives.
+  for (int i = 1; i <= 6; ++i)
+    CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("INSERT INTO t VALUES(" + std::to_string(i) + ", 'x')")));
+  CHECK(test::read_file(conf) == recorded);
+  auto r = dosql_run("wal " + q(dir) + " compact --below 15");
+  CHECK_OK(r);
+  CHECK(has(r.out, "archived "));
+  CHECK_FALSE(test::list_files(dir + "/wal/archive").empty());
+  // An unknown key, or a bad value, is an error naming it; nothing is opened.
+  test::write_file(conf, recorded + "bogus_key=1\n");
+  r = dosql_run("sql " + q(dir) + " -e " + q("SELECT 1"));
+  CHECK(r.code != 0);
+  CHECK(has(r.err, "unknown key 'bogus_key'"));
+  std::string bad = recorded;
+  bad.replace(bad.find("auto_archive=1"), 14, "auto_archive=yes");
+  test::write_file(conf, bad);
+  r = dosql_run("sql " + q(dir) + " -e " + q("SELECT 1"));
+  CHECK(r.code != 0);
+  CHECK(has(r.err, "'yes' for auto_archive"));
+  test::write_file(conf, recorded);
+  CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("SELECT 1")));
+}

@@ -26,6 +26,19 @@ std::vector<size_t> record_offsets(const std::string& data) {
   return offs;
 }
 
+wal::recovery_options accepting_loss() {
+  wal::recovery_options r;
+  r.accept_loss = true;
+  return r;
+}
+
+wal::recovery_options known_durable(uint64_t lsn, const std::string& source) {
+  wal::recovery_options r;
+  r.known_durable = lsn;
+  r.known_durable_source = source;
+  return r;
+}
+
 void copy_dir(const std::string& from, const std::string& to) {
   fs::remove_all(to);
   fs::create_directories(to);
@@ -42,7 +55,14 @@ TEST_CASE("truncating the last record at every byte offset recovers to the previ
   wal_config cfg;
   cfg.target_segment_size = 64 * 1024;
   cfg.sync = prealloc ? wal_config::sync_policy::every_batch : wal_config::sync_policy::none;
-  { test::append_n(*test::open_log(d.path(), cfg), 0, 6, 1); }
+  {
+    // Five durable records, then a sixth written but never synced: only it may be torn (the
+    // durable-mark rule; below the mark, damage is corruption: see the tests at the end).
+    auto log = test::open_log(d.path(), cfg);
+    test::append_n(*log, 0, 5, 1);
+    std::vector<wal_entry> last{test::make_entry(5)};
+    REQUIRE(log->append(last));
+  }
   std::string orig = test::read_file(seg(d, 1));
   auto offs = record_offsets(orig);
   REQUIRE(offs.size() == 7);
@@ -141,9 +161,14 @@ TEST_CASE("damage in the last segment followed by intact records is corruption, 
   while ((s = r->next(v)) == wal::reader::status::entry) ++n;
   CHECK(n == 3);
   CHECK(s == wal::reader::status::error);
-  // Point-in-time recovery, when asked for, truncates there instead.
+  // Point-in-time recovery, when asked for, truncates there instead -- not below the durable
+  // mark (lsn 10 was synced), unless the loss is accepted (what `dosql wal repair` does).
   cfg.recovery = wal_config::recovery_mode::point_in_time;
-  auto pit = wal::log::open(d.path(), cfg);
+  auto refused = wal::log::open(d.path(), cfg);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.err().code() == ec::corruption);
+  CHECK(test::read_file(seg(d, 1)) == data);
+  auto pit = wal::log::open(d.path(), cfg, accepting_loss());
   REQUIRE(pit);
   CHECK((*pit)->next_lsn() == 4);
   CHECK((*pit)->report().torn_bytes > 0);
@@ -179,4 +204,103 @@ TEST_CASE("a segment written by a newer format version is refused", "[corruption
   REQUIRE_FALSE(log);
   CHECK(log.err().code() == ec::format_version);
   CHECK(test::read_file(seg(d, 1)) == data);
+}
+
+namespace {
+
+// Opens `dir` expecting the durable-mark refusal: ec::corruption naming `file` and `offset`,
+// and every byte of the directory as it was.
+void require_refused(const std::string& dir, const wal_config& cfg, const std::string& file, uint64_t offset) {
+  auto before = test::dir_bytes(dir);
+  auto log = wal::log::open(dir, cfg);
+  REQUIRE_FALSE(log);
+  INFO(log.err().to_string());
+  CHECK(log.err().code() == ec::corruption);
+  CHECK(log.err().message().find(file + " offset " + std::to_string(offset)) != std::string::npos);
+  CHECK(log.err().message().find("is durable") != std::string::npos);
+  CHECK(test::dir_bytes(dir) == before);  // no zeroing, no unlinking, not even the LOCK pid
+  // The plan says the same, reading only.
+  auto plan = wal::log::plan_recovery(dir, cfg);
+  REQUIRE(plan);
+  CHECK(plan->below_floor.code() == ec::corruption);
+}
+
+// Accepting the loss (`dosql wal repair`) opens at `next`, the mark follows, and LSNs go on
+// from there.
+void require_repairs_to(const std::string& dir, const wal_config& cfg, uint64_t next) {
+  {
+    auto log = wal::log::open(dir, cfg, accepting_loss());
+    REQUIRE(log);
+    CHECK((*log)->next_lsn() == next);
+    test::append_n(**log, 500, 2, 2);
+  }
+  auto log = wal::log::open(dir, cfg);  // clean now
+  REQUIRE(log);
+  CHECK((*log)->next_lsn() == next + 2);
+  CHECK(**wal::read_synced_mark(dir) == next + 1);
+  auto got = test::read_from(dir, 0);
+  REQUIRE(got.size() == next + 1);
+  CHECK(got[next - 1].txn_id == test::make_entry(500).txn_id);
+}
+
+}  // namespace
+
+TEST_CASE("a byte flipped in the last durable record is corruption, not a torn tail", "[corruption][durable]") {
+  bool reopened = GENERATE(false, true);  // crashed owner, or after a clean close and reopen
+  test::temp_dir d;
+  wal_config cfg;
+  {
+    auto log = test::open_log(d.path(), cfg);
+    test::append_n(*log, 0, 10, 1);
+  }
+  if (reopened) test::open_log(d.path(), cfg).reset();
+  std::string data = test::read_file(seg(d, 1));
+  auto offs = record_offsets(data);
+  REQUIRE(offs.size() == 11);
+  data[offs[9] + 30] ^= 1;  // inside lsn 10 (durable: synced before append_n returned)
+  test::write_file(seg(d, 1), data);
+  require_refused(d.path(), cfg, wal::segment_file_name(1), offs[9]);
+  require_repairs_to(d.path(), cfg, 10);
+}
+
+TEST_CASE("a lost active segment is corruption below the durable mark", "[corruption][durable]") {
+  test::temp_dir d;
+  wal_config cfg;
+  cfg.max_entries_per_segment = 10;
+  { test::append_n(*test::open_log(d.path(), cfg), 0, 25, 5); }
+  auto sealed = test::read_file(seg(d, 11));
+  fs::remove(seg(d, 21));  // lsn 21..25, durable
+  require_refused(d.path(), cfg, wal::segment_file_name(11), sealed.size());
+  require_repairs_to(d.path(), cfg, 21);
+}
+
+TEST_CASE("a segment truncated below the durable mark is corruption", "[corruption][durable]") {
+  bool prealloc = GENERATE(true, false);
+  test::temp_dir d;
+  wal_config cfg;
+  cfg.preallocate = prealloc;
+  { test::append_n(*test::open_log(d.path(), cfg), 0, 8, 2); }
+  auto offs = record_offsets(test::read_file(seg(d, 1)));
+  test::truncate_file(seg(d, 1), offs[5] + 7);  // mid lsn 6: lsn 6..8 were durable
+  require_refused(d.path(), cfg, wal::segment_file_name(1), offs[5]);
+  require_repairs_to(d.path(), cfg, 6);
+}
+
+TEST_CASE("SQLite's checkpointed LSN counts as durable even without a mark", "[corruption][durable]") {
+  test::temp_dir d;
+  wal_config cfg;
+  { test::append_n(*test::open_log(d.path(), cfg), 0, 6, 1); }
+  fs::remove(d / "DURABLE");  // e.g. lost with a power loss
+  auto offs = record_offsets(test::read_file(seg(d, 1)));
+  test::truncate_file(seg(d, 1), offs[4]);  // lsn 5 and 6 gone
+  auto before = test::dir_bytes(d.path());
+  auto log = wal::log::open(d.path(), cfg, known_durable(6, "db.sqlite"));
+  REQUIRE_FALSE(log);
+  CHECK(log.err().code() == ec::corruption);
+  CHECK(log.err().message().find("db.sqlite") != std::string::npos);
+  CHECK(test::dir_bytes(d.path()) == before);
+  // Above every floor, a torn tail is still just dropped.
+  auto ok = wal::log::open(d.path(), cfg, known_durable(4, "test"));
+  REQUIRE(ok);
+  CHECK((*ok)->next_lsn() == 5);
 }

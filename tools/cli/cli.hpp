@@ -34,6 +34,7 @@ struct wal_options {
   std::string dir;
   bool json = false;
   uint64_t below = 0;  ///< compact --below
+  bool dry_run = false;  ///< repair --dry-run
 };
 
 enum class tail_format : uint8_t { json, wal2json, debezium };
@@ -57,6 +58,7 @@ int run_sql(const sql_options& o);
 int run_wal_info(const wal_options& o);
 int run_wal_verify(const wal_options& o);
 int run_wal_compact(const wal_options& o);
+int run_wal_repair(const wal_options& o);
 int run_tail(const tail_options& o);
 
 struct slots_options {

@@ -146,11 +146,13 @@ int run_tail(const tail_options& o) {
   if (o.slot) return run_tail_slot(o);
   auto wd = wal_dir_of(o.dir);
   if (!wd) return fail(wd.err());
-  // Only what the owner has made durable (a power loss could take back the rest).
+  // Only what the owner has made durable (a power loss could take back the rest); without
+  // --follow, the published LSN read now is where it stops. The reader itself judges the
+  // records up to there, so damage below that LSN is an error naming segment, offset and LSN
+  // (a cap from a separate scan would stop silently in front of it).
   uint64_t stop_at = readable_limit(*wd);
   auto st = scan_wal(*wd);
   if (!st) return fail(st.err());
-  if (!o.follow) stop_at = std::min(stop_at, st->last_lsn);  // the tail present now
   uint64_t from = o.from.value_or(0);
   // An LSN that does not exist yet is an error, not a wait.
   if (auto e = check_lsn_not_beyond(from, std::min(readable_limit(*wd), st->last_lsn), "--from")) return fail(e);

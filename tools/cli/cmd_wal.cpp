@@ -1,7 +1,7 @@
-// `dosql wal DIR info|verify|compact`. info and verify read the segment files without the
-// lock (beside a running owner); compact opens the database (taking the lock) with the
-// settings its owner recorded in DIR/dosql.conf, and calls database::compact, which keeps
-// every entry a replication slot still needs.
+// `dosql wal DIR info|verify|compact|repair`. info and verify read the segment files without
+// the lock (beside a running owner); compact and repair open the database (taking the lock)
+// with the settings its owner recorded in DIR/dosql.conf; compact calls database::compact,
+// which keeps every entry a replication slot still needs.
 #include <unistd.h>
 
 
@@ -130,6 +130,15 @@ int run_wal_verify(const wal_options& o) {
     if ((n & 1023) == 0) bar.update(e.lsn, seg);
   }
   bar.clear();
+  // The durable-mark rule, as open applies it: a WAL that ends below what was durable lost
+  // acknowledged entries, whatever its last bytes look like.
+  {
+    auto opts = load_database_options(o.dir);
+    if (!opts) return fail(opts.err());
+    auto plan = plan_database_recovery(o.dir, *opts);
+    if (!plan) return fail(plan.err());
+    if (plan->below_floor) return fail(plan->below_floor);
+  }
   std::string note;
   if (st && !st->segments.empty() && !st->segments.back().note.empty() && last <= st->last_lsn)
     note = st->segments.back().name + " ends in " + st->segments.back().note + " (a torn or in-progress write)";
@@ -173,6 +182,58 @@ int run_wal_compact(const wal_options& o) {
   out += std::string(rep->archived ? "archived " : "removed ") + std::to_string(rep->removed.size()) +
          " segment(s), " + std::to_string(rep->bytes) + " bytes\n";
   write_out(out);
+  return 0;
+}
+
+int run_wal_repair(const wal_options& o) {
+  if (!wal::path_exists(wal::join(o.dir, "DOSQL")))
+    return fail(error(ec::invalid_argument, o.dir + " is not a dosql data directory"));
+  auto opts = load_database_options(o.dir);
+  if (!opts) return fail(opts.err());
+  opts->create = false;
+  // Cut at the first damaged record of the last segment, whatever follows it.
+  opts->wal.recovery = wal_config::recovery_mode::point_in_time;
+  uint64_t checkpointed = 0;
+  auto plan = plan_database_recovery(o.dir, *opts, &checkpointed);
+  if (!plan) return fail(plan.err());
+  std::string out;
+  if (!plan->below_floor && plan->torn_bytes == 0) {
+    write_out("nothing to repair: the WAL ends cleanly at lsn " + std::to_string(plan->last_lsn) +
+              (plan->floor ? " (durable up to lsn " + std::to_string(plan->floor) + ")" : std::string()) + "\n");
+    return 0;
+  }
+  out = "the WAL keeps lsn 1.." + std::to_string(plan->last_lsn) + "; it is cut at " + plan->segment + " offset " +
+        std::to_string(plan->end_offset);
+  if (plan->torn_bytes) out += " (" + std::to_string(plan->torn_bytes) + " bytes dropped: " + plan->torn_reason + ")";
+  out += "\n";
+  if (plan->below_floor) {
+    out += "LOST: lsn " + std::to_string(plan->last_lsn + 1) + ".." + std::to_string(plan->floor) +
+           " were durable (" + plan->floor_source + "): those acknowledged entries, and SQLite's commits past lsn " +
+           std::to_string(plan->last_lsn) + ", are dropped\n";
+    out += "LSNs from " + std::to_string(plan->last_lsn + 1) +
+           " will be given out again: consumers and slots that read past lsn " + std::to_string(plan->last_lsn) +
+           " must resync\n";
+  }
+  if (o.dry_run) {
+    write_out(out + "dry run: nothing was changed\n");
+    return 0;
+  }
+  write_out(out);
+  std::fflush(stdout);
+  opts->repair = true;
+  runtime rt;
+  auto db = rt.open(o.dir, *opts);
+  if (!db) return fail(db.err());
+  bool discarded = (*db)->recovery().discarded_sqlite_wal, rebuilt = (*db)->recovery().rebuilt_sqlite;
+  uint64_t orphan = (*db)->recovery().closed_orphan_lsn;  // a ROLLBACK closing a cut transaction
+  uint64_t next = (orphan ? orphan : plan->last_lsn) + 1;
+  if (auto e = (*db)->close()) return fail(e);
+  std::string done = "repaired: " + o.dir + " opens; the next commit gets lsn " + std::to_string(next) + "\n";
+  if (rebuilt)
+    done += "SQLite's database was ahead of the WAL: it was moved aside (db.sqlite.pre-repair) and rebuilt from the "
+            "WAL\n";
+  else if (discarded) done += "SQLite's -wal (commits past lsn " + std::to_string(plan->last_lsn) + ") was discarded\n";
+  write_out(done);
   return 0;
 }
 

@@ -4,6 +4,7 @@
 //   dosql wal DIR info [--json]                    segments, LSN range, size (read-only)
 //   dosql wal DIR verify [--json]                  check every record's checksum (read-only)
 //   dosql wal DIR compact --below LSN              drop sealed segments below LSN (takes the lock)
+//   dosql wal DIR repair [--dry-run]               accept a damaged WAL's loss knowingly (takes the lock)
 //   dosql tail DIR [--from LSN|oldest | --slot NAME] [--table T]... [--op OP]... [--tx]
 //                  [--format json|wal2json|debezium] [--follow]   committed change events
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
   wal_options wo;
   std::string wal_below;
   std::string wal_dir_sub;
-  auto* wal = app.add_subcommand("wal", "Inspect and maintain the write-ahead log: dosql wal DIR info|verify|compact");
+  auto* wal = app.add_subcommand("wal", "Inspect and maintain the write-ahead log: dosql wal DIR info|verify|compact|repair");
   wal->add_option("DIR", wo.dir, "Data directory");
   wal->require_subcommand(1);
   auto add_dir = [&](CLI::App* c) { c->add_option("DIR", wal_dir_sub, "Data directory (also accepted before the sub-command)"); };
@@ -62,6 +63,13 @@ int main(int argc, char** argv) {
   compact->add_option("--below", wal_below, "Keep every entry with an LSN >= this one (and every entry a "
                                             "replication slot still needs, whatever LSN is given)")
       ->required();
+  auto* repair = wal->add_subcommand(
+      "repair", "When open refuses a damaged WAL (it ends below what was durable): print what is lost, then cut the WAL "
+                "at its first damaged record, drop SQLite's commits beyond it, and make the directory openable. "
+                "The lost LSNs are given out again: consumers that read past the cut must resync. "
+                "Needs the directory's lock");
+  add_dir(repair);
+  repair->add_flag("--dry-run", wo.dry_run, "Only print what would be dropped; change nothing");
 
   // ---- tail ----
   tail_options to;
@@ -194,12 +202,12 @@ int main(int argc, char** argv) {
   }
   if (wal->parsed()) {
     if (!wo.dir.empty() && !wal_dir_sub.empty()) {
-      fail("give DIR once: dosql wal DIR info|verify|compact");
+      fail("give DIR once: dosql wal DIR info|verify|compact|repair");
       return 2;
     }
     if (wo.dir.empty()) wo.dir = wal_dir_sub;
     if (wo.dir.empty()) {
-      fail("DIR is required: dosql wal DIR info|verify|compact (run with --help for usage)");
+      fail("DIR is required: dosql wal DIR info|verify|compact|repair (run with --help for usage)");
       return 2;
     }
     if (info->parsed()) return run_wal_info(wo);
@@ -210,6 +218,7 @@ int main(int argc, char** argv) {
       wo.below = *l;
       return run_wal_compact(wo);
     }
+    if (repair->parsed()) return run_wal_repair(wo);
   }
   if (slots->parsed()) {
     lo.action = s_list->parsed() ? "list" : s_create->parsed() ? "create" : s_ack->parsed() ? "ack" : "drop";
