@@ -885,7 +885,11 @@ TEST_CASE("serve: 1,000 subscribers that never read stay under 256 MB", "[serve]
                       << " subscribers caught up (" << (connected - idle) / 1024.0 / subscribers << " KiB each), "
                       << rss / 1024 << " KiB with their queues full (" << (rss - idle) / 1024.0 / subscribers
                       << " KiB each)");
-  CHECK(rss < bound);
+#if !defined(__SANITIZE_ADDRESS__)
+  CHECK(rss < bound);  // (an ASan build's server carries shadow memory and a quarantine: no bound)
+#else
+  (void)bound;
+#endif
   // Stalled, not broken: a subscriber that starts reading gets every event, in order.
   auto& ws = subs.front()->ws();
   beast::flat_buffer b;
