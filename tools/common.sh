@@ -3,6 +3,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 JOBS=${JOBS:-$(nproc)}
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/dosql-ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Paths relative to the checkout in ccache's keys: a fresh clone elsewhere (CI) hits the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
 
 # configure_build DIR [cmake args...]: configure once (again only if the args change), then build
 # (only BUILD_TARGETS, when set).
