@@ -76,14 +76,7 @@ using manager_actor = caf::stateful_actor<slot_manager_state>;
 
 // Atomic, durable replacement of a slot's file.
 error persist(const std::string& dir, const cdc::slot_info& s) {
-  std::string data = encode_slot_file(s);
-  auto path = wal::join(dir, s.name + ".slot"), tmp = path + ".tmp";
-  auto fd = wal::open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
-  if (!fd) return fd.err();
-  if (auto e = wal::pwrite_full(fd->get(), data.data(), data.size(), 0, tmp)) return e;
-  if (auto e = wal::sync_data(fd->get(), tmp)) return e;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return wal::io_error("cannot rename", tmp, errno);
-  return wal::sync_dir(dir);
+  return wal::replace_file(wal::join(dir, s.name + ".slot"), encode_slot_file(s));
 }
 
 // WAL bytes a slot at `acked` holds back: every segment holding an LSN above it.

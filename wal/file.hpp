@@ -45,7 +45,7 @@ error sync_dir(const std::string& dir);
 /// Replaces `path` with `data` atomically and durably: writes `path`.tmp, fdatasyncs it,
 /// renames it over `path` and fsyncs the directory. On failure the temporary file is removed
 /// (no 0-byte leftovers) and `path` is as it was. The one implementation for dosql's small
-/// metadata files (DOSQL marker, dosql.conf; slot files should use it too).
+/// metadata files (DOSQL marker, dosql.conf, slot files).
 error replace_file(const std::string& path, std::string_view data);
 result<uint64_t> file_size(int fd, const std::string& path);
 error make_dirs(const std::string& dir);
