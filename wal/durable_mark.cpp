@@ -67,17 +67,24 @@ void durable_mark::publish_synced(uint64_t lsn) noexcept {
   }
 }
 
+namespace {
+// Opens wal_dir/DURABLE for reading; nullopt (no error) when there is none.
+result<std::optional<unique_fd>> open_mark(const std::string& path) {
+  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw >= 0) return std::optional<unique_fd>(unique_fd(raw));
+  if (errno == ENOENT) return std::optional<unique_fd>();
+  return io_error("cannot open", path, errno);
+}
+}  // namespace
+
 result<std::optional<uint64_t>> read_durable_mark(const std::string& wal_dir) {
   auto path = join(wal_dir, file_name);
-  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (raw < 0) {
-    if (errno == ENOENT) return std::optional<uint64_t>();
-    return io_error("cannot open", path, errno);
-  }
-  unique_fd fd(raw);
+  auto fd = open_mark(path);
+  if (!fd) return fd.err();
+  if (!*fd) return std::optional<uint64_t>();
   for (int attempt = 0; attempt < 1000; ++attempt) {
     uint64_t w[3] = {0, 0, 0};
-    auto n = pread_full(fd.get(), w, sizeof w, 0, path);
+    auto n = pread_full((*fd)->get(), w, sizeof w, 0, path);
     if (!n) return n.err();
     if (*n < sizeof w || w[0] == 0) return std::optional<uint64_t>();  // being created
     if (w[0] != magic) return error(ec::corruption, path + " is not a dosql durable-LSN file");
@@ -89,14 +96,11 @@ result<std::optional<uint64_t>> read_durable_mark(const std::string& wal_dir) {
 
 result<std::optional<uint64_t>> read_synced_mark(const std::string& wal_dir) {
   auto path = join(wal_dir, file_name);
-  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (raw < 0) {
-    if (errno == ENOENT) return std::optional<uint64_t>();
-    return io_error("cannot open", path, errno);
-  }
-  unique_fd fd(raw);
+  auto fd = open_mark(path);
+  if (!fd) return fd.err();
+  if (!*fd) return std::optional<uint64_t>();
   uint64_t w[5] = {0, 0, 0, 0, 0};
-  auto n = pread_full(fd.get(), w, sizeof w, 0, path);
+  auto n = pread_full((*fd)->get(), w, sizeof w, 0, path);
   if (!n) return n.err();
   if (*n < sizeof w || w[0] == 0) return std::optional<uint64_t>();  // short: never published
   if (w[0] != magic) return error(ec::corruption, path + " is not a dosql durable-LSN file");
