@@ -119,7 +119,7 @@ fi
 
 echo "=== fuzz: WAL segment reader (${FUZZ_SECONDS:-60}s)"
 corpus_work=$(mktemp -d)
-if CXX=clang++ configure_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOSQL_FUZZ=ON \
+if CXX=clang++ BUILD_TARGETS=fuzz_segment_reader configure_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOSQL_FUZZ=ON \
      -DDOSQL_TESTS=OFF -DDOSQL_BENCH=OFF -DCMAKE_CXX_COMPILER=clang++ -DDOSQL_WERROR=ON &&
    cp tests/fuzz/corpus/* "$corpus_work"/ &&
    ./build-fuzz/fuzz_segment_reader -max_total_time="${FUZZ_SECONDS:-60}" -timeout=10 \
