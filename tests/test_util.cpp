@@ -1,5 +1,7 @@
 #include "test_util.hpp"
 
+#include "wal/format.hpp"
+
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -131,6 +133,19 @@ std::vector<wal_entry> read_from(const std::string& dir, uint64_t lsn) {
     if (s == wal::reader::status::error) throw std::runtime_error("next: " + (*r)->last_error().to_string());
     out.push_back(v.to_entry());
   }
+}
+
+std::vector<size_t> record_offsets(const std::string& data) {
+  std::vector<size_t> offs;
+  size_t off = wal::segment_header_size;
+  while (off < data.size()) {
+    auto r = wal::parse_record(data.data() + off, data.size() - off, true);
+    if (r.status != wal::parse_status::ok) break;
+    offs.push_back(off);
+    off += r.size;
+  }
+  offs.push_back(off);  // end
+  return offs;
 }
 
 }  // namespace dosql::test

@@ -59,6 +59,8 @@ child_process fork_child(const std::function<void(int)>& body);
 std::unique_ptr<wal::log> open_log(const std::string& dir, const wal_config& cfg = {});
 /// Appends entries make_entry(from .. from+n-1) in batches of `batch`, syncing each batch.
 void append_n(wal::log& log, uint64_t from, uint64_t n, size_t batch = 100, size_t image = 200);
+/// Offsets of the intact records in a segment file's bytes (header excluded), then where they end.
+std::vector<size_t> record_offsets(const std::string& segment_bytes);
 /// Reads every entry from `lsn` to the tail; throws on a reader error.
 std::vector<wal_entry> read_from(const std::string& dir, uint64_t lsn);
 

@@ -1,9 +1,11 @@
 #include "wal/format.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
 #include "wal/crc32c.hpp"
+#include "wal/file.hpp"
 #include "wal/endian.hpp"
 
 namespace dosql::wal {
@@ -54,6 +56,16 @@ std::optional<uint64_t> parse_segment_file_name(std::string_view name) noexcept 
   auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
   if (ec != std::errc{} || ptr != digits.data() + digits.size() || v == 0) return std::nullopt;
   return v;
+}
+
+result<std::vector<uint64_t>> segment_firsts(const std::string& dir) {
+  auto names = list_dir(dir);
+  if (!names) return names.err();
+  std::vector<uint64_t> firsts;
+  for (auto& n : *names)
+    if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
+  std::sort(firsts.begin(), firsts.end());
+  return firsts;
 }
 
 void append_record(std::string& out, uint64_t lsn, const entry_view& e) {

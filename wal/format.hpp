@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "wal/entry.hpp"
 #include "wal/error.hpp"
@@ -37,6 +38,8 @@ error decode_segment_header(std::string_view bytes, std::string_view where, segm
 std::string segment_file_name(uint64_t first_lsn);
 /// The first LSN in a segment file name, or nullopt if `name` is not one.
 std::optional<uint64_t> parse_segment_file_name(std::string_view name) noexcept;
+/// First LSNs of the segment files in the WAL directory `dir`, oldest first.
+result<std::vector<uint64_t>> segment_firsts(const std::string& dir);
 
 /// Appends one framed record (header + entry payload) for `e` with LSN `lsn`.
 void append_record(std::string& out, uint64_t lsn, const entry_view& e);

@@ -302,19 +302,15 @@ error log::recover(const recovery_plan& plan) {
     if (auto e = create_segment(1)) return e;
     return mark_.open(dir_, 0);
   }
-  auto names = list_dir(dir_);
-  if (!names) return names.err();
-  std::vector<uint64_t> firsts;
-  for (auto& n : *names)
-    if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
-  std::sort(firsts.begin(), firsts.end());
-  for (size_t i = 0; i + 1 < firsts.size(); ++i) {
-    auto path = join(dir_, segment_file_name(firsts[i]));
+  auto firsts = segment_firsts(dir_);
+  if (!firsts) return firsts.err();
+  for (size_t i = 0; i + 1 < firsts->size(); ++i) {
+    auto path = join(dir_, segment_file_name((*firsts)[i]));
     auto fd = open_file(path, O_RDONLY);
     if (!fd) return fd.err();
     auto size = file_size(fd->get(), path);
     if (!size) return size.err();
-    sealed_.push_back({firsts[i], *size});
+    sealed_.push_back({(*firsts)[i], *size});
   }
   active_path_ = join(dir_, plan.segment);
   auto fd = open_file(active_path_, O_RDWR);
@@ -323,8 +319,8 @@ error log::recover(const recovery_plan& plan) {
   auto size = file_size(active_fd_.get(), active_path_);
   if (!size) return size.err();
   active_alloc_ = *size;
-  active_ = {firsts.back(), plan.end_offset};
-  active_entries_ = plan.last_lsn + 1 - firsts.back();
+  active_ = {firsts->back(), plan.end_offset};
+  active_entries_ = plan.last_lsn + 1 - firsts->back();
   if (plan.torn_bytes) {
     report_.torn_bytes = plan.torn_bytes;
     report_.torn_offset = plan.end_offset;

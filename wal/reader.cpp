@@ -18,15 +18,7 @@ result<std::unique_ptr<reader>> reader::open(const std::string& dir, reader_opti
   return r;
 }
 
-result<std::vector<uint64_t>> reader::segment_firsts() const {
-  auto names = list_dir(dir_);
-  if (!names) return names.err();
-  std::vector<uint64_t> firsts;
-  for (auto& n : *names)
-    if (auto f = parse_segment_file_name(n)) firsts.push_back(*f);
-  std::sort(firsts.begin(), firsts.end());
-  return firsts;
-}
+result<std::vector<uint64_t>> reader::segment_firsts() const { return wal::segment_firsts(dir_); }
 
 result<uint64_t> reader::oldest_lsn() const {
   auto f = segment_firsts();

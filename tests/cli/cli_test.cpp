@@ -996,19 +996,6 @@ TEST_CASE("tail: LSNs out of range or malformed are errors; compacted history is
 
 namespace {
 
-// Offsets of the records in a segment file (header excluded), and the end.
-std::vector<size_t> record_offsets(const std::string& data) {
-  std::vector<size_t> offs;
-  size_t off = wal::segment_header_size;
-  while (off < data.size()) {
-    auto r = wal::parse_record(data.data() + off, data.size() - off, true);
-    if (r.status != wal::parse_status::ok) break;
-    offs.push_back(off);
-    off += r.size;
-  }
-  offs.push_back(off);
-  return offs;
-}
 
 // A child process commits `n` one-row transactions (3 WAL entries each) with small segments,
 // then either closes the database (clean) or exits as if killed (SQLite's -wal then still
@@ -1050,7 +1037,7 @@ TEST_CASE("open, verify and repair: a WAL that ends below what was durable is co
   commit_in_child(dir, n, clean);
   auto newest = newest_segment(wd);
   auto data = test::read_file(wd + "/" + newest);
-  auto offs = record_offsets(data);
+  auto offs = test::record_offsets(data);
   REQUIRE(offs.size() >= 4);
   std::string file;  // where the refusal must point
   uint64_t offset = 0;
@@ -1115,7 +1102,7 @@ TEST_CASE("tail and tail --follow report damage in the middle of the active segm
   for (int i = 1; i <= 6; ++i)
     CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("INSERT INTO t VALUES(" + std::to_string(i) + ", 'x')")));
   auto seg = newest_segment(wd);
-  auto offs = record_offsets(test::read_file(wd + "/" + seg));
+  auto offs = test::record_offsets(test::read_file(wd + "/" + seg));
   REQUIRE(offs.size() == 22);  // 3 records per transaction, and the end
   flip_byte(wd + "/" + seg, offs[10] + 20);  // lsn 11: txn 3's INSERT (id 3); intact records follow
   std::string where = seg + " offset " + std::to_string(offs[10]) + " (lsn 11)";

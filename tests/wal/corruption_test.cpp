@@ -12,19 +12,6 @@ namespace {
 
 std::string seg(const test::temp_dir& d, uint64_t first) { return d / wal::segment_file_name(first); }
 
-// Offsets of every record in a segment file (header excluded).
-std::vector<size_t> record_offsets(const std::string& data) {
-  std::vector<size_t> offs;
-  size_t off = wal::segment_header_size;
-  while (off < data.size()) {
-    auto r = wal::parse_record(data.data() + off, data.size() - off, true);
-    if (r.status != wal::parse_status::ok) break;
-    offs.push_back(off);
-    off += r.size;
-  }
-  offs.push_back(off);  // end
-  return offs;
-}
 
 wal::recovery_options accepting_loss() {
   wal::recovery_options r;
@@ -64,7 +51,7 @@ TEST_CASE("truncating the last record at every byte offset recovers to the previ
     REQUIRE(log->append(last));
   }
   std::string orig = test::read_file(seg(d, 1));
-  auto offs = record_offsets(orig);
+  auto offs = test::record_offsets(orig);
   REQUIRE(offs.size() == 7);
   size_t last = offs[5], end = offs[6];
   for (size_t cut = last; cut < end; ++cut) {
@@ -101,7 +88,7 @@ TEST_CASE("flipping any single byte of a sealed segment is detected by the reade
   cfg.max_entries_per_segment = 4;
   { test::append_n(*test::open_log(d.path(), cfg), 0, 10, 10, 40); }
   std::string orig = test::read_file(seg(d, 1));  // sealed: lsn 1..4
-  auto offs = record_offsets(orig);
+  auto offs = test::record_offsets(orig);
   REQUIRE(offs.back() == orig.size());
   for (size_t i = 0; i < orig.size(); ++i) {
     copy_dir(d.path(), work.path());
@@ -143,7 +130,7 @@ TEST_CASE("damage in the last segment followed by intact records is corruption, 
   wal_config cfg;
   { test::append_n(*test::open_log(d.path(), cfg), 0, 10, 10); }
   std::string orig = test::read_file(seg(d, 1));
-  auto offs = record_offsets(orig);
+  auto offs = test::record_offsets(orig);
   std::string data = orig;
   data[offs[3] + 30] ^= 1;  // lsn 4's payload
   test::write_file(seg(d, 1), data);
@@ -255,7 +242,7 @@ TEST_CASE("a byte flipped in the last durable record is corruption, not a torn t
   }
   if (reopened) test::open_log(d.path(), cfg).reset();
   std::string data = test::read_file(seg(d, 1));
-  auto offs = record_offsets(data);
+  auto offs = test::record_offsets(data);
   REQUIRE(offs.size() == 11);
   data[offs[9] + 30] ^= 1;  // inside lsn 10 (durable: synced before append_n returned)
   test::write_file(seg(d, 1), data);
@@ -280,7 +267,7 @@ TEST_CASE("a segment truncated below the durable mark is corruption", "[corrupti
   wal_config cfg;
   cfg.preallocate = prealloc;
   { test::append_n(*test::open_log(d.path(), cfg), 0, 8, 2); }
-  auto offs = record_offsets(test::read_file(seg(d, 1)));
+  auto offs = test::record_offsets(test::read_file(seg(d, 1)));
   test::truncate_file(seg(d, 1), offs[5] + 7);  // mid lsn 6: lsn 6..8 were durable
   require_refused(d.path(), cfg, wal::segment_file_name(1), offs[5]);
   require_repairs_to(d.path(), cfg, 6);
@@ -291,7 +278,7 @@ TEST_CASE("SQLite's checkpointed LSN counts as durable even without a mark", "[c
   wal_config cfg;
   { test::append_n(*test::open_log(d.path(), cfg), 0, 6, 1); }
   fs::remove(d / "DURABLE");  // e.g. lost with a power loss
-  auto offs = record_offsets(test::read_file(seg(d, 1)));
+  auto offs = test::record_offsets(test::read_file(seg(d, 1)));
   test::truncate_file(seg(d, 1), offs[4]);  // lsn 5 and 6 gone
   auto before = test::dir_bytes(d.path());
   auto log = wal::log::open(d.path(), cfg, known_durable(6, "db.sqlite"));
