@@ -30,6 +30,7 @@ using sync_atom = caf::atom_constant<caf::atom("d_sync")>;
 using compact_atom = caf::atom_constant<caf::atom("d_compact")>;
 using listen_atom = caf::atom_constant<caf::atom("d_listen")>;
 using tail_atom = caf::atom_constant<caf::atom("d_tail")>;
+using retain_atom = caf::atom_constant<caf::atom("d_retain")>;
 
 constexpr uint8_t txn_message_version = 1;
 constexpr uint32_t txn_opens = 1;

@@ -129,31 +129,9 @@ void invalidate(slot_manager_state& st, cdc::slot_info& s, std::string reason) {
   if (auto e = persist(st.dir, s)) spdlog::error("dosql: slot '{}': {}", s.name, e.to_string());
 }
 
-// Without slots: the first LSN to keep under the byte and age limits (newest segments kept).
-uint64_t retention_point(slot_manager_state& st) {
-  auto r = wal::reader::open(st.db->wal_dir());
-  if (!r) return UINT64_MAX;
-  auto firsts = (*r)->segment_firsts();
-  if (!firsts || firsts->size() < 2) return UINT64_MAX;
-  uint64_t kept_bytes = 0, keep_from = firsts->back();
-  int64_t now = now_ms();
-  // Walk from the newest sealed segment back; stop at the first one over a limit.
-  for (size_t i = firsts->size() - 1; i-- > 0;) {
-    auto path = wal::join(st.db->wal_dir(), wal::segment_file_name((*firsts)[i]));
-    struct stat s;
-    if (::stat(path.c_str(), &s) != 0) break;
-    kept_bytes += static_cast<uint64_t>(s.st_size);
-    int64_t age = now - static_cast<int64_t>(s.st_mtime) * 1000;  // sealed: last written when sealed
-    if (st.cfg.retain_bytes && kept_bytes > st.cfg.retain_bytes) break;
-    if (st.cfg.retain_age.count() && age > st.cfg.retain_age.count()) break;
-    keep_from = (*firsts)[i];
-  }
-  return keep_from;
-}
-
-// Idle and retention checks, then compaction below the oldest position a valid slot needs.
+// Idle and retention-guard checks, then the database's retention (wal.retention), which keeps
+// what the policy and every valid slot need: invalidating a slot may release WAL.
 void check(slot_manager_state& st) {
-  uint64_t keep_from = UINT64_MAX;
   for (auto& [name, s] : st.slots) {
     if (s.invalidated) continue;
     refresh_lag(st, s);
@@ -167,18 +145,13 @@ void check(slot_manager_state& st) {
                             "max_slot_retention_bytes (" + std::to_string(st.cfg.max_slot_retention_bytes) + ")");
       continue;
     }
-    keep_from = std::min(keep_from, s.acked_lsn + 1);
   }
-  bool any_valid = std::any_of(st.slots.begin(), st.slots.end(), [](auto& kv) { return !kv.second.invalidated; });
-  if (!any_valid && (st.cfg.retain_bytes || st.cfg.retain_age.count())) keep_from = retention_point(st);
   if (!st.damaged.empty()) {  // their positions are unknown: keep everything
     spdlog::error("dosql {}: no compaction: {}", st.db->dir(), damaged_message(st));
     return;
   }
-  if (keep_from != UINT64_MAX && keep_from > 1) {
-    auto r = st.db->compact(keep_from);  // (which also keeps what every slot file needs)
-    if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir(), r.err().to_string());
-  }
+  auto r = st.db->apply_retention();
+  if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir(), r.err().to_string());
 }
 
 // Letters, digits, _ and -, not starting with '-' (a shell or the CLI would read it as an option).
@@ -377,11 +350,6 @@ result<cdc::slot_info> read_slot_file(const std::string& path) {
 bool slot_matches(const cdc::slot_filter& f, const entry_view& e) {
   if (!f.tables.empty() && std::find(f.tables.begin(), f.tables.end(), e.table) == f.tables.end()) return false;
   return f.operations.empty() || std::find(f.operations.begin(), f.operations.end(), e.op) != f.operations.end();
-}
-
-std::mutex& retention_mutex() {
-  static std::mutex m;
-  return m;
 }
 
 result<slot_floor> read_slot_floor(const std::string& dir) {

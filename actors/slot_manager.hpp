@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 
+#include "actors/wal_writer.hpp"  // retention_mutex()
 #include "runtime/slots.hpp"
 
 namespace dosql::actors {
@@ -39,10 +40,6 @@ result<cdc::slot_info> read_slot_file(const std::string& path);
 /// The bytes of a slot file in the current (checksummed) format.
 std::string encode_slot_file(const cdc::slot_info& s);
 
-/// Held (process-wide) by whatever lowers what the WAL must keep (creating a slot) and by
-/// whatever removes WAL segments (compaction), so that a compaction never races a creation.
-/// Other processes are kept out by the data directory's lock.
-std::mutex& retention_mutex();
 
 /// The first LSN the slots of data directory `dir` still need: the minimum of acked + 1 over
 /// every slot file that is not invalidated (UINT64_MAX, `slot` empty: no such slot). A

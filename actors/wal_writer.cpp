@@ -19,6 +19,8 @@ struct wal_writer_state {
   bool flush_scheduled = false;
   std::chrono::steady_clock::time_point first_unsynced;  // first append since the last sync
   bool failed = false;
+  slot_floor_fn slot_floor;
+  uint64_t rolls_seen = 0;  // log->rolls() when retention last ran
   static inline const char* name = "dosql.wal_writer";
 };
 
@@ -45,12 +47,42 @@ void flush(writer_actor* self) {
   // Readers first: the delivery path is the latency consumers see.
   for (auto& l : st.listeners) self->send(l, tail_atom::value, durable);
   st.tail->publish(durable);
+  if (st.log->rolls() != st.rolls_seen && st.log->config().retention.automatic) {
+    st.rolls_seen = st.log->rolls();
+    self->send(self, retain_atom::value);  // after the appends already queued
+  }
+}
+
+// Retention: removes the sealed segments that neither the policy nor a slot keeps.
+void retain(writer_actor* self) {
+  auto& st = self->state;
+  if (st.failed || !st.log->config().retention.automatic) return;
+  std::unique_lock<std::mutex> hold(retention_mutex(), std::try_to_lock);
+  if (!hold.owns_lock()) return;  // a slot is being created, or someone compacts: the next seal retries
+  const auto& dir = st.log->dir();
+  uint64_t floor = UINT64_MAX;
+  if (st.slot_floor) {
+    auto f = st.slot_floor();
+    if (!f) return spdlog::warn("WAL {}: no automatic compaction: {}", dir, f.err().to_string());
+    floor = *f;
+  }
+  auto point = wal::retention_point(dir, st.log->config().retention);
+  if (!point) return spdlog::warn("WAL {}: no automatic compaction: {}", dir, point.err().to_string());
+  uint64_t below = std::min(*point, floor);
+  if (below <= st.log->oldest_lsn()) return;
+  auto r = st.log->compact(below);
+  if (!r) return spdlog::warn("WAL {}: automatic compaction: {}", dir, r.err().to_string());
+  if (!r->removed.empty())
+    spdlog::debug("WAL {}: retention {} {} segment(s), {} bytes; oldest lsn now {}", dir,
+                  r->archived ? "archived" : "removed", r->removed.size(), r->bytes, r->oldest_lsn);
 }
 
 caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
-                         std::shared_ptr<durable_tail> tail) {
+                         std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor) {
   self->state.log = std::move(log);
   self->state.tail = std::move(tail);
+  self->state.slot_floor = std::move(slot_floor);
+  self->state.rolls_seen = self->state.log->rolls();
   // Nobody waits for ever on a writer that is gone (committers blocked in durable_tail::wait).
   self->attach_functor([t = self->state.tail] {
     if (!t->failed()) t->fail(error(ec::closed, "the WAL writer stopped (the database was closed)"));
@@ -111,6 +143,7 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       out.insert(out.end(), r->removed.begin(), r->removed.end());
       return out;
     },
+    [=](retain_atom) { retain(self); },
     [=](listen_atom, caf::actor who) {
       self->monitor(who);
       self->state.listeners.push_back(who);
@@ -121,9 +154,14 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
 
 }  // namespace
 
+std::mutex& retention_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 caf::actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
-                            std::shared_ptr<durable_tail> tail) {
-  return sys.spawn<caf::detached>(wal_writer, std::move(log), std::move(tail));
+                            std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor) {
+  return sys.spawn<caf::detached>(wal_writer, std::move(log), std::move(tail), std::move(slot_floor));
 }
 
 }  // namespace dosql::actors

@@ -14,18 +14,36 @@
 //   (compact_atom, uint64_t below_lsn)              -> std::vector<uint64_t>{oldest lsn after,
 //                                                      bytes removed, archived 0|1, first lsn of each removed segment...}
 //   (listen_atom, caf::actor)                       -> nothing; the actor gets (tail_atom, uint64_t)
+//   (retain_atom)                                   -> nothing; applies the retention policy now
+//
+// Retention (wal_config::retention_policy): after a segment seals, the writer removes the
+// sealed segments that neither the policy nor any replication slot keeps, below
+// min(wal::retention_point, slot floor). It only try-locks retention_mutex(): if a slot is
+// being created or someone compacts meanwhile, it skips, and the next seal tries again.
 #pragma once
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "actors/durable_tail.hpp"
 #include "wal/log.hpp"
 
 namespace dosql::actors {
 
+/// Held (process-wide) by whatever lowers what the WAL must keep (creating a slot) and by
+/// whatever removes WAL segments (compaction, retention), so that a compaction never races a
+/// creation. Other processes are kept out by the data directory's lock.
+std::mutex& retention_mutex();
+
+/// The first LSN the data directory's replication slots still need (UINT64_MAX: none), read
+/// with retention_mutex() held; an error (a damaged slot file) means nothing may be removed.
+using slot_floor_fn = std::function<result<uint64_t>()>;
+
+/// `slot_floor` may be empty (no slots: retention alone decides).
 caf::actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
-                            std::shared_ptr<durable_tail> tail);
+                            std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor = {});
 
 }  // namespace dosql::actors

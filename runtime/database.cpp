@@ -22,6 +22,7 @@
 #include "runtime/capture.hpp"
 #include "runtime/sqlite_util.hpp"
 #include "wal/file.hpp"
+#include "wal/format.hpp"
 #include "wal/reader.hpp"
 
 namespace dosql {
@@ -959,6 +960,20 @@ result<wal::compact_report> database::compact(uint64_t below_lsn) {
   return out;
 }
 
+result<wal::compact_report> database::apply_retention() {
+  if (p_->closed || !p_->writer) return error(ec::closed, "database " + p_->dir + " is closed");
+  auto point = wal::retention_point(wal_dir(), p_->opts.wal.retention);
+  if (!point) return point.err();
+  if (*point == 0) {  // nothing the policy would remove
+    wal::compact_report none;
+    auto firsts = wal::segment_firsts(wal_dir());
+    if (firsts && !firsts->empty()) none.oldest_lsn = firsts->front();
+    none.archived = p_->opts.wal.auto_archive;
+    return none;
+  }
+  return compact(*point);
+}
+
 error database::close() {
   auto& p = *p_;
   std::unique_lock<std::mutex> g(p.mu);
@@ -1136,7 +1151,10 @@ std::string options_text(const database_options& o) {
          "max_entries_per_segment=" + std::to_string(o.wal.max_entries_per_segment) + "\n" +
          "verify_checksums=" + std::to_string(o.wal.verify_checksums) + "\n" +
          "auto_archive=" + std::to_string(o.wal.auto_archive) + "\n" +
-         "sync=" + (o.wal.sync == wal_config::sync_policy::none ? "none" : "every_batch") + "\n";
+         "sync=" + (o.wal.sync == wal_config::sync_policy::none ? "none" : "every_batch") + "\n" +
+         "retention=" + (o.wal.retention.automatic ? "automatic" : "off") + "\n" +
+         "retention_max_age_ms=" + std::to_string(o.wal.retention.max_age_ms) + "\n" +
+         "retention_max_bytes=" + std::to_string(o.wal.retention.max_bytes) + "\n";
 }
 
 // Records the settings; an open that changes none of them writes nothing.
@@ -1249,6 +1267,15 @@ result<database_options> load_database_options(const std::string& dir) {
     } else if (key == "sync") {
       if (val != "none" && val != "every_batch") return bad("none or every_batch");
       o.wal.sync = val == "none" ? wal_config::sync_policy::none : wal_config::sync_policy::every_batch;
+    } else if (key == "retention") {
+      if (val != "automatic" && val != "off") return bad("automatic or off");
+      o.wal.retention.automatic = val == "automatic";
+    } else if (key == "retention_max_age_ms") {
+      if (!num(0, UINT64_MAX / 2, v)) return bad("milliseconds, 0 for no age limit");
+      o.wal.retention.max_age_ms = v;
+    } else if (key == "retention_max_bytes") {
+      if (!num(0, UINT64_MAX / 2, v)) return bad("a byte count, 0 for no size limit");
+      o.wal.retention.max_bytes = v;
     } else {
       return error(ec::invalid_argument, where + ": unknown key '" + key + "'");
     }
@@ -1261,7 +1288,7 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   p->rt = this;
   p->dir = dir;
   p->opts = opts;
-  if (opts.wal == wal_config{} && wal::path_exists(dir)) {
+  if (!opts.wal_as_given && opts.wal == wal_config{} && wal::path_exists(dir)) {
     // No explicit WAL settings: the ones its owner recorded (an error in dosql.conf names the
     // key; nothing is opened with settings nobody chose).
     auto recorded = load_database_options(dir);
@@ -1349,7 +1376,11 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   p->tail = std::make_shared<actors::durable_tail>(shared_log->durable_lsn());
   p->tail->group_commit_delay = std::chrono::microseconds(opts.group_commit_delay_us);
   p->log_ref = shared_log;
-  p->writer = actors::spawn_wal_writer(system(), std::move(shared_log), p->tail);
+  p->writer = actors::spawn_wal_writer(system(), std::move(shared_log), p->tail, [dir]() -> result<uint64_t> {
+    auto f = actors::read_slot_floor(dir);
+    if (!f) return f.err();
+    return f->lsn;
+  });
   p->start_txn();
   // Everything recovered is durable in the WAL: let SQLite's file catch up (if it cannot, e.g.
   // on a full disk, SQLite's -wal keeps the data and a later checkpoint catches up).

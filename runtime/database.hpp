@@ -44,7 +44,11 @@ struct runtime_options {
 };
 
 struct database_options {
-  wal_config wal;                ///< the guide's WALConfig (+ sync policy)
+  wal_config wal;                ///< the guide's WALConfig (+ sync policy, retention)
+  /// false (default): when `wal` is all defaults and the directory exists, the WAL settings
+  /// its owner recorded in dosql.conf are used instead (a tool never rewrites them). true:
+  /// `wal` is used, and recorded, as given, defaults included.
+  bool wal_as_given = false;
   bool foreign_keys = true;      ///< PRAGMA foreign_keys (cascades are captured)
   uint64_t checkpoint_frames = 2000;  ///< SQLite WAL frames before dosql checkpoints
   bool create = true;            ///< create the directory if missing
@@ -174,6 +178,10 @@ class database : public std::enable_shared_from_this<database> {
   /// invalidated; a damaged slot file fails the compaction with DECODE_ERROR naming it).
   /// The active segment always stays.
   result<wal::compact_report> compact(uint64_t below_lsn);
+  /// Applies the retention policy (wal.retention) now, as the WAL writer does after each
+  /// segment seals: compact(wal::retention_point(...)), so slots still pin what they need.
+  /// Removes nothing when the policy is not automatic.
+  result<wal::compact_report> apply_retention();
 
   /// Makes everything durable, checkpoints SQLite, stops the writer. Idempotent.
   error close();

@@ -7,7 +7,7 @@
 // Invariants:
 //  - A slot's acknowledged LSN only moves forward (an older LSN is INVALID_ARGUMENT).
 //  - WAL compaction never removes entries a valid slot still needs (above its acknowledged LSN),
-//    whoever compacts (database::compact, `dosql wal compact`, retention): it reads the slot
+//    whoever compacts (database::compact, `dosql wal compact`, automatic retention): it reads the slot
 //    files under the directory's lock and keeps from the lowest acked + 1; a damaged slot
 //    file stops compaction (its position is unknown).
 //  - A slot file carries a CRC-32C; a damaged one is a DECODE_ERROR naming the file (the slot
@@ -57,12 +57,9 @@ struct slot_config {
   std::chrono::milliseconds idle_timeout{0};  ///< 0: never stalled
   bool invalidate_idle = false;               ///< invalidate stalled slots
   uint64_t max_slot_retention_bytes = 0;      ///< 0: unlimited
+  /// How often the idle and retention-guard checks run; each then applies the database's
+  /// retention (database_options::wal.retention), so an invalidated slot releases its WAL.
   std::chrono::milliseconds check_interval{1000};
-  /// Without any valid slot, WAL retention: keep at most this many bytes of sealed segments
-  /// (0: no limit) and no sealed segment older than this (0: no limit). With slots, the
-  /// slowest valid slot decides. wal_config::auto_archive moves instead of deleting.
-  uint64_t retain_bytes = 0;
-  std::chrono::milliseconds retain_age{0};
 };
 
 struct create_slot_options {
@@ -104,7 +101,8 @@ class slot_manager {
   /// heartbeats on: acknowledge its settled_lsn() (not only the last entry's LSN), so that a
   /// caught-up filtered consumer moves past the entries its filter skips (lag 0, WAL released).
   result<std::unique_ptr<subscription>> subscribe_from_slot(const std::string& name, subscribe_options extra = {});
-  /// Runs the idle and retention checks now, then compacts the WAL below what slots need.
+  /// Runs the idle and retention-guard checks now, then the database's retention
+  /// (database::apply_retention: keeps what the policy and every valid slot need).
   error check();
 
   struct impl;

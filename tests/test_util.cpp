@@ -3,6 +3,7 @@
 #include "wal/format.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,6 +147,18 @@ std::vector<size_t> record_offsets(const std::string& data) {
   }
   offs.push_back(off);  // end
   return offs;
+}
+
+void age_sealed_segments(const std::string& wal_dir, std::chrono::hours age) {
+  auto firsts = wal::segment_firsts(wal_dir);
+  if (!firsts || firsts->size() < 2) throw std::runtime_error("age_sealed_segments: no sealed segment in " + wal_dir);
+  timespec ts[2];
+  ts[0].tv_sec = ts[1].tv_sec = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() - age);
+  ts[0].tv_nsec = ts[1].tv_nsec = 0;
+  for (size_t i = 0; i + 1 < firsts->size(); ++i) {
+    auto path = wal::join(wal_dir, wal::segment_file_name((*firsts)[i]));
+    if (::utimensat(AT_FDCWD, path.c_str(), ts, 0) != 0) throw std::runtime_error("utimensat " + path);
+  }
 }
 
 }  // namespace dosql::test

@@ -39,6 +39,7 @@ std::map<std::string, std::string> dir_bytes(const std::string& dir);
 
 }  // namespace dosql::test
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include "wal/config.hpp"
@@ -63,5 +64,8 @@ void append_n(wal::log& log, uint64_t from, uint64_t n, size_t batch = 100, size
 std::vector<size_t> record_offsets(const std::string& segment_bytes);
 /// Reads every entry from `lsn` to the tail; throws on a reader error.
 std::vector<wal_entry> read_from(const std::string& dir, uint64_t lsn);
+/// Sets the modification time (a sealed segment's seal time, which retention reads) of every
+/// sealed segment of the WAL in `wal_dir` back by `age`, as if sealed that long ago.
+void age_sealed_segments(const std::string& wal_dir, std::chrono::hours age);
 
 }  // namespace dosql::test

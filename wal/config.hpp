@@ -29,6 +29,22 @@ struct wal_config {
   /// to persist a growing file size (about 1.7x more syncs/s here). Only with every_batch.
   bool preallocate = true;
 
+  /// Retention (docs/ARCHITECTURE.md, "Retention"): what the database removes on its own.
+  /// A sealed segment is removed (wal.auto_archive: moved to archive/) once no valid
+  /// replication slot needs any of its entries AND retention no longer keeps it: it was
+  /// sealed more than max_age_ms ago, or it lies beyond the newest max_bytes of sealed
+  /// segments (Kafka's retention.ms / retention.bytes; slots pin as in PostgreSQL). The
+  /// WAL writer applies it after each segment seals. Recorded in dosql.conf.
+  struct retention_policy {
+    /// false: nothing is ever removed automatically (the explicit opt-out); compact by hand
+    /// with database::compact or `dosql wal DIR compact`.
+    bool automatic = true;
+    uint64_t max_age_ms = 7ull * 24 * 3600 * 1000;  ///< 0: age removes nothing
+    uint64_t max_bytes = 0;                           ///< 0: size removes nothing
+    friend bool operator==(const retention_policy&, const retention_policy&) = default;
+  };
+  retention_policy retention;
+
   friend bool operator==(const wal_config&, const wal_config&) = default;
 };
 

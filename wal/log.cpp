@@ -1,6 +1,7 @@
 #include "wal/log.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -413,6 +414,7 @@ error log::roll() {
   trace_sync();
   raise_durable(next_lsn_ - 1);
   sealed_.push_back(active_);
+  ++rolls_;
   if (auto e = create_segment(next_lsn_)) return failed_ = true, e;
   return {};
 }
@@ -564,6 +566,46 @@ result<compact_report> log::compact(uint64_t below_lsn) {
   }
   rep.oldest_lsn = oldest_lsn();
   return rep;
+}
+
+result<uint64_t> retention_point(const std::string& dir, const wal_config::retention_policy& policy,
+                                 std::chrono::system_clock::time_point now) {
+  if (!policy.automatic || (policy.max_age_ms == 0 && policy.max_bytes == 0)) return uint64_t{0};
+  auto firsts = segment_firsts(dir);
+  if (!firsts) return firsts.err();
+  if (firsts->size() < 2) return uint64_t{0};  // only the active segment
+  size_t sealed = firsts->size() - 1, keep = 0;  // sealed segments [0, keep) are removable
+  struct stat st;
+  if (policy.max_bytes) {  // from the newest sealed segment back: the first one over the limit and all older go
+    uint64_t kept = 0;
+    for (size_t i = sealed; i-- > 0;) {
+      auto path = join(dir, segment_file_name((*firsts)[i]));
+      if (::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) break;  // compacted meanwhile: older ones are gone too
+        return io_error("cannot stat", path, errno);
+      }
+      kept += static_cast<uint64_t>(st.st_size);
+      if (kept > policy.max_bytes) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (policy.max_age_ms) {  // from the oldest forward: segments sealed longer ago than the limit go
+    auto limit = now - std::chrono::milliseconds(policy.max_age_ms);
+    for (size_t i = keep; i < sealed; ++i) {
+      auto path = join(dir, segment_file_name((*firsts)[i]));
+      if (::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) continue;
+        return io_error("cannot stat", path, errno);
+      }
+      auto sealed_at = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+      if (sealed_at >= limit) break;
+      keep = i + 1;
+    }
+  }
+  return keep == 0 ? uint64_t{0} : (*firsts)[keep];
 }
 
 }  // namespace dosql::wal

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -78,6 +79,16 @@ struct compact_report {
   uint64_t oldest_lsn = 0;        ///< oldest LSN still readable afterwards
 };
 
+/// Retention's part of compaction (wal_config::retention_policy): the first LSN the policy
+/// keeps in the WAL directory `dir`. Every sealed segment before it was sealed more than
+/// max_age_ms before `now` or lies beyond the newest max_bytes of sealed segments; the active
+/// (last) segment is always kept. A segment's seal time is its file's modification time (it
+/// is never written after it seals). Reads the directory only (safe beside the owner). What
+/// slots need is the caller's part: compact below min(this, the slots' floor). 0 (nothing
+/// removable) when the policy is not automatic or sets no limit.
+result<uint64_t> retention_point(const std::string& dir, const wal_config::retention_policy& policy,
+                                 std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
+
 class log {
  public:
   /// Opens (creating if needed) the WAL in `dir` and recovers it. Fails with
@@ -131,6 +142,8 @@ class log {
   /// WRITE, no waiting), so that a later sync() has less left to do. Durability still
   /// comes from sync() only. No-op under sync_policy::none.
   void write_behind();
+  /// Number of segments sealed (rolls) since open: a change tells the owner to apply retention.
+  uint64_t rolls() const noexcept { return rolls_; }
   /// Number of fdatasync calls on active segments so far (for benchmarks and tests).
   uint64_t syncs() const noexcept { return syncs_.load(std::memory_order_relaxed); }
   /// append() then, under sync_policy::every_batch, sync().
@@ -175,6 +188,7 @@ class log {
   mutable std::mutex usage_mu_;
   active_usage usage_;           // guarded by usage_mu_: what active_segment_usage() returns
   uint64_t next_lsn_ = 1;
+  uint64_t rolls_ = 0;
   std::atomic<uint64_t> durable_lsn_{0};
   std::atomic<uint64_t> syncs_{0};
   // The background syncer (sync_async): guarded by sync_mu_. roll() and sync() wait for an

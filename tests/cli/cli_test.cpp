@@ -1171,3 +1171,60 @@ TEST_CASE("dosql.conf: an open without explicit settings uses the recorded ones,
   test::write_file(conf, recorded);
   CHECK_OK(dosql_run("sql " + q(dir) + " -e " + q("SELECT 1")));
 }
+
+TEST_CASE("wal retention: shows, records and applies the policy; slots keep what they need; bad values are errors",
+          "[cli][retention]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  small_segments_db(d.path(), 100);  // lsn 1..306, 20 entries per segment
+  auto r = dosql_run("wal " + dir + " retention");
+  CHECK_OK(r);
+  CHECK(r.out == "retention: automatic, max age 7d, max size none; replication slots keep what they need\n");
+  r = dosql_run("wal " + dir + " retention --json");
+  CHECK_OK(r);
+  CHECK(r.out == "{\"retention\":\"automatic\",\"max_age_ms\":604800000,\"max_bytes\":0}\n");
+  auto conf_before = test::read_file(d / "dosql.conf");
+  for (std::string bad : {"--max-age 7x", "--max-age -1", "--max-age 1.5d", "--max-age d", "--max-age 5",
+                          "--max-bytes 12q", "--max-bytes -3", "--off --automatic"}) {
+    INFO(bad);
+    r = dosql_run("wal " + dir + " retention " + bad);
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK(lines(r.err).size() == 1);
+    if (bad.rfind("--max-", 0) == 0) CHECK(has(r.err, bad.substr(0, bad.find(' '))));
+  }
+  CHECK(test::read_file(d / "dosql.conf") == conf_before);  // nothing recorded
+  r = dosql_run("wal " + dir + " retention --max-age 12h --max-bytes 64k");
+  CHECK_OK(r);
+  CHECK(r.out == "retention: automatic, max age 12h, max size 65536 bytes; replication slots keep what they need\n");
+  auto conf = test::read_file(d / "dosql.conf");
+  CHECK(has(conf, "retention=automatic\n"));
+  CHECK(has(conf, "retention_max_age_ms=43200000\n"));
+  CHECK(has(conf, "retention_max_bytes=65536\n"));
+  // The opt-out, recorded; a later tool run keeps it (it opens with the recorded settings).
+  CHECK_OK(dosql_run("wal " + dir + " retention --off"));
+  CHECK_OK(dosql_run("sql " + dir + " -e 'SELECT 1'"));
+  r = dosql_run("wal " + dir + " retention");
+  CHECK(r.out == "retention: off (nothing is removed automatically; compact by hand)\n");
+  test::age_sealed_segments(d / "wal", std::chrono::hours(24 * 30));
+  r = dosql_run("wal " + dir + " retention --apply");
+  CHECK_OK(r);
+  CHECK(has(r.out, "removed 0 segment(s), 0 bytes\n"));
+  CHECK(has(r.out, "oldest lsn: 1\n"));
+  // Back on, one day: everything sealed is older, but slot s still needs lsn 101 on.
+  CHECK_OK(dosql_run("slots " + dir + " create s --from 100"));
+  r = dosql_run("wal " + dir + " retention --automatic --max-age 1d --max-bytes 0 --apply");
+  CHECK_OK(r);
+  CHECK(has(r.out, "retention: automatic, max age 1d, max size none"));
+  CHECK(has(r.out, "kept from lsn 101: replication slot 's' still needs it\n"));
+  auto oldest = std::stoull(r.out.substr(r.out.find("oldest lsn: ") + 12));
+  CHECK(oldest > 80);
+  CHECK(oldest <= 101);
+  r = dosql_run("tail " + dir + " --slot s");
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() == 69);  // the inserts at lsn 101, 104, ..., 305
+  CHECK(event_lsns(r.out).front() == 101);
+  r = dosql_run("tail " + dir + " --from 0");  // history before lsn `oldest` is gone, and says so
+  CHECK(r.code == 1);
+  CHECK(has(r.err, "LSN_NOT_FOUND"));
+}

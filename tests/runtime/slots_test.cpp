@@ -11,7 +11,14 @@
 #include <random>
 #include <thread>
 
+#include "actors/messages.hpp"
 #include "actors/slot_manager.hpp"
+#include "wal/format.hpp"
+#include "wal/file.hpp"
+
+#include <caf/all.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include "runtime/reliability.hpp"
 #include "runtime/slots.hpp"
 #include "runtime/sqlite_util.hpp"
@@ -143,6 +150,7 @@ TEST_CASE("subscribe_from_slot resumes after the acknowledged LSN with the slot'
 TEST_CASE("compaction keeps exactly what the slowest slot needs, and the retention guard invalidates", "[slots]") {
   database_options o;
   o.wal.max_entries_per_segment = 30;
+  o.wal.retention.max_bytes = 1;  // retention keeps nothing: the slots alone decide
   fixture f(o);
   auto slots = cdc::create_slot_manager(f.db, manual());
   must(slots->create_slot("fast"));
@@ -235,28 +243,119 @@ TEST_CASE("snapshot then stream: no gap and no duplicate at the hand-off, under 
   CHECK(copy == table);
 }
 
-TEST_CASE("without slots, WAL retention by bytes and by age (archived with auto_archive)", "[slots]") {
+namespace {
+
+// A round trip through the WAL writer: every message it had queued (retention after a seal
+// included) has been handled when this returns.
+void writer_round_trip(database& db) {
+  caf::scoped_actor self{db.owner().system()};
+  bool ok = false;
+  self->request(db.wal_writer(), std::chrono::seconds(30), actors::sync_atom::value)
+      .receive([&](uint64_t) { ok = true; }, [&](caf::error&) {});
+  REQUIRE(ok);
+}
+
+std::vector<uint64_t> segments_of(const database& db) { return must(wal::segment_firsts(db.wal_dir())); }
+
+}  // namespace
+
+TEST_CASE("retention by default: after a seal, segments sealed over 7 days ago that no slot needs go, on their own",
+          "[slots][retention]") {
+  database_options o;
+  o.wal.max_entries_per_segment = 30;  // 10 single-row transactions per segment
+  REQUIRE(o.wal.retention.automatic);
+  REQUIRE(o.wal.retention.max_age_ms == 7ull * 24 * 3600 * 1000);
+  fixture f(o);
+  f.insert(60);
+  auto slots = cdc::create_slot_manager(f.db, manual());  // (no periodic check: the writer alone)
+  auto s = must(slots->create_slot("s"));                  // needs everything after this
+  f.insert(60);
+  writer_round_trip(*f.db);
+  auto young = segments_of(*f.db);
+  CHECK(young.front() == 1);  // sealed just now: the 7 days keep them
+  test::age_sealed_segments(f.db->wal_dir(), std::chrono::hours(24 * 8));
+  CHECK(segments_of(*f.db) == young);  // nothing happens before a seal
+  f.insert(20);                        // seals two more segments
+  writer_round_trip(*f.db);
+  auto after = segments_of(*f.db);
+  CHECK(after.front() > 1);                       // old segments nobody needs are gone,
+  CHECK(after.front() <= s.acked_lsn + 1);        // every entry the slot needs stays,
+  CHECK(after.front() + 30 > s.acked_lsn + 1);    // and no segment it does not need
+  CHECK(test::list_files(f.d / "wal").size() >= after.size());
+  cdc::subscribe_options so;
+  so.stop_at_tail = true;
+  auto sub = must(slots->subscribe_from_slot("s", so));
+  size_t n = 0;
+  for (auto& e : *sub) {
+    CHECK(e.lsn > s.acked_lsn);
+    ++n;
+  }
+  CHECK(sub->err().code() == ec::none);
+  CHECK(n == 80);
+  // Without a slot, a consumer from the start learns that history was compacted.
+  cdc::subscribe_options from0;
+  from0.from_lsn = 0;
+  from0.stop_at_tail = true;
+  auto gone = cdc::create_cdc(f.db).subscribe(from0);
+  REQUIRE_FALSE(gone);
+  CHECK(gone.err().code() == ec::lsn_not_found);
+  CHECK(gone.err().oldest_lsn == after.front());
+}
+
+TEST_CASE("retention off keeps everything; the policy is recorded in dosql.conf and the next open uses it",
+          "[slots][retention]") {
+  test::temp_dir d;
+  runtime rt;
+  database_options o;
+  o.wal.max_entries_per_segment = 30;
+  o.wal.retention.automatic = false;
+  {
+    auto db = must(rt.open(d.path(), o));
+    must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+    for (int i = 0; i < 60; ++i) must(db->exec("INSERT INTO t(v) VALUES('x')"));
+    test::age_sealed_segments(db->wal_dir(), std::chrono::hours(24 * 365));
+    for (int i = 0; i < 30; ++i) must(db->exec("INSERT INTO t(v) VALUES('x')"));
+    writer_round_trip(*db);
+    CHECK(segments_of(*db).front() == 1);
+    auto rep = must(db->apply_retention());
+    CHECK(rep.removed.empty());
+    CHECK(rep.oldest_lsn == 1);
+    REQUIRE_FALSE(db->close());
+  }
+  auto recorded = must(load_database_options(d.path()));
+  CHECK_FALSE(recorded.wal.retention.automatic);
+  auto db = must(rt.open(d.path()));  // no explicit settings: the recorded ones
+  for (int i = 0; i < 30; ++i) must(db->exec("INSERT INTO t(v) VALUES('x')"));
+  writer_round_trip(*db);
+  CHECK(segments_of(*db).front() == 1);
+  // Explicitly back to the defaults (wal_as_given): recorded as such.
+  REQUIRE_FALSE(db->close());
+  database_options defaults;
+  defaults.wal_as_given = true;
+  REQUIRE_FALSE(must(rt.open(d.path(), defaults))->close());
+  CHECK(must(load_database_options(d.path())).wal.retention.automatic);
+}
+
+TEST_CASE("retention by size keeps the newest max_bytes of sealed segments, archived with auto_archive",
+          "[slots][retention]") {
   database_options o;
   o.wal.max_entries_per_segment = 30;
   o.wal.auto_archive = true;
+  o.wal.retention.max_age_ms = 0;             // size alone
+  o.wal.retention.max_bytes = 3 * 30 * 100;   // about three segments' worth
   fixture f(o);
   f.insert(100);  // ~10 segments
-  auto r = std::move(*wal::reader::open(f.db->wal_dir()));
-  auto before = r->segment_firsts()->size();
-  auto cfg = manual();
-  cfg.retain_bytes = 3 * 30 * 150;  // about three segments' worth
-  auto slots = cdc::create_slot_manager(f.db, cfg);
-  REQUIRE_FALSE(slots->check());
-  auto after = r->segment_firsts()->size();
-  CHECK(after < before);
-  CHECK(after >= 2);
-  CHECK(test::list_files(f.d / "wal/archive").size() == before - after);
-  cfg.retain_bytes = 0;
-  cfg.retain_age = std::chrono::milliseconds(1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // mtime has 1 s resolution here
-  auto aged = cdc::create_slot_manager(f.db, cfg);
-  REQUIRE_FALSE(aged->check());
-  CHECK(r->segment_firsts()->size() == 1);  // only the active segment is left
+  writer_round_trip(*f.db);
+  auto firsts = segments_of(*f.db);
+  uint64_t sealed = 0;
+  for (size_t i = 0; i + 1 < firsts.size(); ++i)
+    sealed += test::file_size(f.d / ("wal/" + wal::segment_file_name(firsts[i])));
+  CHECK(sealed <= o.wal.retention.max_bytes);
+  CHECK(sealed > o.wal.retention.max_bytes / 3);  // and not much less
+  auto archived = test::list_files(f.d / "wal/archive");
+  REQUIRE_FALSE(archived.empty());
+  CHECK(archived.front() == wal::segment_file_name(1));  // moved, from the oldest on
+  CHECK(archived.back() < wal::segment_file_name(firsts.front()));
 }
 
 namespace {

@@ -277,3 +277,41 @@ TEST_CASE("the owner publishes its durable LSN in wal/DURABLE for readers in oth
   REQUIRE(log->append(es));
   CHECK(**wal::read_durable_mark(n.path()) == 3);
 }
+
+TEST_CASE("retention_point: sealed segments past the age or beyond the newest bytes; never the active one", "[log][retention]") {
+  test::temp_dir d;
+  wal_config cfg;
+  cfg.max_entries_per_segment = 100;
+  auto log = test::open_log(d.path(), cfg);
+  test::append_n(*log, 0, 1000, 37);  // 10 segments: 9 sealed, lsn 901.. active
+  auto segs = log->segments();
+  REQUIRE(segs.size() == 10);
+  using namespace std::chrono;
+  auto now = system_clock::now();
+  wal_config::retention_policy p;  // the default: automatic, 7 days, no size limit
+  CHECK(p.automatic);
+  CHECK(p.max_age_ms == 7ull * 24 * 3600 * 1000);
+  CHECK(p.max_bytes == 0);
+  CHECK(*wal::retention_point(d.path(), p, now) == 0);                  // all sealed just now
+  CHECK(*wal::retention_point(d.path(), p, now + hours(24 * 8)) == 901);  // all old: up to the active one
+  p.max_age_ms = 0;
+  CHECK(*wal::retention_point(d.path(), p, now + hours(24 * 8)) == 0);  // no limit at all
+  p.max_bytes = segs[8].bytes + segs[7].bytes;  // the two newest sealed segments fit exactly
+  CHECK(*wal::retention_point(d.path(), p, now) == 701);
+  p.max_bytes = segs[8].bytes + segs[7].bytes - 1;
+  CHECK(*wal::retention_point(d.path(), p, now) == 801);
+  p.max_bytes = 1;  // none fits
+  CHECK(*wal::retention_point(d.path(), p, now) == 901);
+  // Both limits: a segment goes when either says so (Kafka's retention.ms / retention.bytes).
+  p.max_bytes = segs[8].bytes + segs[7].bytes;
+  p.max_age_ms = 1000;
+  CHECK(*wal::retention_point(d.path(), p, now) == 701);
+  CHECK(*wal::retention_point(d.path(), p, now + seconds(2)) == 901);
+  p.automatic = false;  // the opt-out: nothing, whatever the limits
+  CHECK(*wal::retention_point(d.path(), p, now + seconds(2)) == 0);
+  // The active segment alone is never removable.
+  test::temp_dir e;
+  auto one = test::open_log(e.path(), cfg);
+  test::append_n(*one, 0, 10, 10);
+  CHECK(*wal::retention_point(e.path(), wal_config::retention_policy{true, 1, 1}, now + hours(1)) == 0);
+}

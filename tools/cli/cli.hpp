@@ -35,7 +35,16 @@ struct wal_options {
   bool json = false;
   uint64_t below = 0;  ///< compact --below
   bool dry_run = false;  ///< repair --dry-run
+  // retention: the changes to record (unset: keep the recorded value), and --apply
+  std::optional<bool> retention_automatic;
+  std::optional<uint64_t> retention_max_age_ms, retention_max_bytes;
+  bool apply = false;
 };
+
+/// "0", "500ms", "30s", "15m", "12h", "7d" -> milliseconds; an error names `what`.
+result<uint64_t> parse_duration_ms(const std::string& text, const std::string& what);
+/// "0", "1048576", "512k", "64M", "2G" (powers of 1024) -> bytes; an error names `what`.
+result<uint64_t> parse_byte_size(const std::string& text, const std::string& what);
 
 enum class tail_format : uint8_t { json, wal2json, debezium };
 
@@ -59,6 +68,7 @@ int run_wal_info(const wal_options& o);
 int run_wal_verify(const wal_options& o);
 int run_wal_compact(const wal_options& o);
 int run_wal_repair(const wal_options& o);
+int run_wal_retention(const wal_options& o);
 int run_tail(const tail_options& o);
 
 struct slots_options {

@@ -1,7 +1,8 @@
-// `dosql wal DIR info|verify|compact|repair`. info and verify read the segment files without
-// the lock (beside a running owner); compact and repair open the database (taking the lock)
-// with the settings its owner recorded in DIR/dosql.conf; compact calls database::compact,
-// which keeps every entry a replication slot still needs.
+// `dosql wal DIR info|verify|compact|repair|retention`. info, verify and retention without
+// changes read the files without the lock (beside a running owner); compact, repair and
+// retention with changes or --apply open the database (taking the lock) with the settings its
+// owner recorded in DIR/dosql.conf; compact calls database::compact, which keeps every entry
+// a replication slot still needs.
 #include <unistd.h>
 
 
@@ -12,6 +13,7 @@
 #include "runtime/database.hpp"
 #include "tools/cli/cli.hpp"
 #include "wal/file.hpp"
+#include "wal/log.hpp"
 #include "wal/reader.hpp"
 
 namespace dosql::cli {
@@ -234,6 +236,107 @@ int run_wal_repair(const wal_options& o) {
             "WAL\n";
   else if (discarded) done += "SQLite's -wal (commits past lsn " + std::to_string(plan->last_lsn) + ") was discarded\n";
   write_out(done);
+  return 0;
+}
+
+namespace {
+
+std::string format_duration_ms(uint64_t ms) {
+  if (ms == 0) return "none";
+  struct unit {
+    uint64_t ms;
+    const char* suffix;
+  };
+  for (auto u : {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"}, unit{1000, "s"}})
+    if (ms % u.ms == 0) return std::to_string(ms / u.ms) + u.suffix;
+  return std::to_string(ms) + "ms";
+}
+
+std::string retention_text(const wal_config::retention_policy& r, bool json) {
+  if (json)
+    return std::string("{\"retention\":\"") + (r.automatic ? "automatic" : "off") +
+           "\",\"max_age_ms\":" + std::to_string(r.max_age_ms) + ",\"max_bytes\":" + std::to_string(r.max_bytes) + "}\n";
+  if (!r.automatic) return "retention: off (nothing is removed automatically; compact by hand)\n";
+  return "retention: automatic, max age " + format_duration_ms(r.max_age_ms) + ", max size " +
+         (r.max_bytes ? std::to_string(r.max_bytes) + " bytes" : std::string("none")) +
+         (r.max_age_ms == 0 && r.max_bytes == 0 ? " (no limit: everything is kept)" : "") +
+         "; replication slots keep what they need\n";
+}
+
+}  // namespace
+
+result<uint64_t> parse_duration_ms(const std::string& text, const std::string& what) {
+  auto bad = [&] {
+    return error(ec::invalid_argument, what + ": bad duration '" + text + "' (e.g. 0, 500ms, 30s, 15m, 12h, 7d)");
+  };
+  size_t digits = std::min(text.find_first_not_of("0123456789"), text.size());
+  if (digits == 0 || digits > 15) return bad();
+  uint64_t n = std::stoull(text.substr(0, digits));
+  std::string unit = text.substr(digits);
+  if (unit.empty()) return n == 0 ? result<uint64_t>(uint64_t{0}) : bad();  // a bare number needs its unit
+  uint64_t mult = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000
+                : unit == "d" ? 86'400'000 : 0;
+  if (mult == 0) return bad();
+  return n * mult;
+}
+
+result<uint64_t> parse_byte_size(const std::string& text, const std::string& what) {
+  auto bad = [&] {
+    return error(ec::invalid_argument, what + ": bad size '" + text + "' (bytes, or with k, M, G: e.g. 512k, 64M, 2G)");
+  };
+  size_t digits = std::min(text.find_first_not_of("0123456789"), text.size());
+  if (digits == 0 || digits > 15) return bad();
+  uint64_t n = std::stoull(text.substr(0, digits));
+  std::string unit = text.substr(digits);
+  int shift = unit.empty() ? 0 : (unit == "k" || unit == "K") ? 10 : unit == "M" ? 20 : unit == "G" ? 30 : -1;
+  if (shift < 0) return bad();
+  return n << shift;
+}
+
+int run_wal_retention(const wal_options& o) {
+  if (!wal::path_exists(wal::join(o.dir, "DOSQL")))
+    return fail(error(ec::invalid_argument, o.dir + " is not a dosql data directory"));
+  auto opts = load_database_options(o.dir);
+  if (!opts) return fail(opts.err());
+  bool change = o.retention_automatic || o.retention_max_age_ms || o.retention_max_bytes;
+  if (!change && !o.apply) {  // show what is recorded (read-only)
+    write_out(retention_text(opts->wal.retention, o.json));
+    return 0;
+  }
+  auto& r = opts->wal.retention;
+  if (o.retention_automatic) r.automatic = *o.retention_automatic;
+  if (o.retention_max_age_ms) r.max_age_ms = *o.retention_max_age_ms;
+  if (o.retention_max_bytes) r.max_bytes = *o.retention_max_bytes;
+  opts->create = false;
+  opts->wal_as_given = true;  // (even if the result equals the defaults)
+  runtime rt;
+  auto db = rt.open(o.dir, *opts);  // records the policy in dosql.conf; BUSY if another process has it open
+  if (!db) return fail(db.err());
+  std::string out = retention_text(r, o.json);
+  if (o.apply) {
+    auto floor = actors::read_slot_floor(o.dir);
+    auto point = wal::retention_point((*db)->wal_dir(), r);
+    auto rep = (*db)->apply_retention();
+    if (!rep) {
+      (void)(*db)->close();
+      return fail(rep.err());
+    }
+    if (!o.json) {
+      if (floor && point && floor->lsn < *point)
+        out += "kept from lsn " + std::to_string(floor->lsn) + ": replication slot '" + floor->slot + "' still needs it\n";
+      out += std::string(rep->archived ? "archived " : "removed ") + std::to_string(rep->removed.size()) +
+             " segment(s), " + std::to_string(rep->bytes) + " bytes\n";
+      out += "oldest lsn: " + std::to_string(rep->oldest_lsn) + "\n";
+    } else {
+      out.pop_back();  // "}\n" -> add the report
+      out.pop_back();
+      out += ",\"removed_segments\":" + std::to_string(rep->removed.size()) + ",\"removed_bytes\":" +
+             std::to_string(rep->bytes) + ",\"archived\":" + (rep->archived ? "true" : "false") +
+             ",\"oldest_lsn\":" + std::to_string(rep->oldest_lsn) + "}\n";
+    }
+  }
+  if (auto e = (*db)->close()) return fail(e);
+  write_out(out);
   return 0;
 }
 

@@ -5,6 +5,8 @@
 //   dosql wal DIR verify [--json]                  check every record's checksum (read-only)
 //   dosql wal DIR compact --below LSN              drop sealed segments below LSN (takes the lock)
 //   dosql wal DIR repair [--dry-run]               accept a damaged WAL's loss knowingly (takes the lock)
+//   dosql wal DIR retention [--max-age D] [--max-bytes B] [--off|--automatic] [--apply] [--json]
+//                                                  show or record the retention policy; --apply runs it
 //   dosql tail DIR [--from LSN|oldest | --slot NAME] [--table T]... [--op OP]... [--tx]
 //                  [--format json|wal2json|debezium] [--follow]   committed change events
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
@@ -45,7 +47,7 @@ int main(int argc, char** argv) {
   wal_options wo;
   std::string wal_below;
   std::string wal_dir_sub;
-  auto* wal = app.add_subcommand("wal", "Inspect and maintain the write-ahead log: dosql wal DIR info|verify|compact|repair");
+  auto* wal = app.add_subcommand("wal", "Inspect and maintain the write-ahead log: dosql wal DIR info|verify|compact|repair|retention");
   wal->add_option("DIR", wo.dir, "Data directory");
   wal->require_subcommand(1);
   auto add_dir = [&](CLI::App* c) { c->add_option("DIR", wal_dir_sub, "Data directory (also accepted before the sub-command)"); };
@@ -70,6 +72,23 @@ int main(int argc, char** argv) {
                 "Needs the directory's lock");
   add_dir(repair);
   repair->add_flag("--dry-run", wo.dry_run, "Only print what would be dropped; change nothing");
+  std::string ret_age, ret_bytes;
+  bool ret_off = false, ret_auto = false;
+  auto* retention = wal->add_subcommand(
+      "retention", "Show the retention policy recorded in DIR/dosql.conf (read-only), or record changes to it "
+                   "(needs the directory's lock). After each segment seals, the owner removes (auto_archive: "
+                   "archives) sealed segments older than the max age or beyond the newest max bytes, keeping "
+                   "whatever a replication slot still needs. Default: automatic, max age 7d, no size limit");
+  add_dir(retention);
+  auto* ret_age_opt = retention->add_option("--max-age", ret_age, "Remove sealed segments sealed longer ago than "
+                                                                 "this: 0 (no age limit), 500ms, 30s, 15m, 12h, 7d");
+  auto* ret_bytes_opt = retention->add_option("--max-bytes", ret_bytes, "Keep at most this many bytes of sealed "
+                                                                       "segments: 0 (no size limit), 1048576, 512k, 64M, 2G");
+  auto* ret_off_opt = retention->add_flag("--off", ret_off, "Never remove anything automatically (the opt-out; "
+                                                            "compact by hand with `wal DIR compact`)");
+  retention->add_flag("--automatic", ret_auto, "Remove automatically (the default)")->excludes(ret_off_opt);
+  retention->add_flag("--apply", wo.apply, "Apply the policy now (what the owner does after each seal)");
+  retention->add_flag("--json", wo.json, "Print a JSON object");
 
   // ---- tail ----
   tail_options to;
@@ -202,12 +221,12 @@ int main(int argc, char** argv) {
   }
   if (wal->parsed()) {
     if (!wo.dir.empty() && !wal_dir_sub.empty()) {
-      fail("give DIR once: dosql wal DIR info|verify|compact|repair");
+      fail("give DIR once: dosql wal DIR info|verify|compact|repair|retention");
       return 2;
     }
     if (wo.dir.empty()) wo.dir = wal_dir_sub;
     if (wo.dir.empty()) {
-      fail("DIR is required: dosql wal DIR info|verify|compact|repair (run with --help for usage)");
+      fail("DIR is required: dosql wal DIR info|verify|compact|repair|retention (run with --help for usage)");
       return 2;
     }
     if (info->parsed()) return run_wal_info(wo);
@@ -219,6 +238,21 @@ int main(int argc, char** argv) {
       return run_wal_compact(wo);
     }
     if (repair->parsed()) return run_wal_repair(wo);
+    if (retention->parsed()) {
+      if (ret_off) wo.retention_automatic = false;
+      if (ret_auto) wo.retention_automatic = true;
+      if (*ret_age_opt) {
+        auto v = parse_duration_ms(ret_age, "--max-age");
+        if (!v) return fail(v.err()), 2;
+        wo.retention_max_age_ms = *v;
+      }
+      if (*ret_bytes_opt) {
+        auto v = parse_byte_size(ret_bytes, "--max-bytes");
+        if (!v) return fail(v.err()), 2;
+        wo.retention_max_bytes = *v;
+      }
+      return run_wal_retention(wo);
+    }
   }
   if (slots->parsed()) {
     lo.action = s_list->parsed() ? "list" : s_create->parsed() ? "create" : s_ack->parsed() ? "ack" : "drop";
