@@ -280,11 +280,12 @@ result<retry_summary> dead_letter_queue::retry_dead_letters(const std::function<
 
 // ---- rate limiter ------------------------------------------------------------------------
 
-rate_limiter::rate_limiter(double tokens_per_second, double burst)
-    : rate_(tokens_per_second > 0 ? tokens_per_second : 1e-9),
+rate_limiter::rate_limiter(double tokens_per_second, double burst, clock_fn clock)
+    : clock_(clock ? std::move(clock) : clock_fn([] { return std::chrono::steady_clock::now(); })),
+      rate_(tokens_per_second > 0 ? tokens_per_second : 1e-9),
       burst_(burst > 0 ? burst : 1e-9),
       tokens_(burst_),
-      last_(std::chrono::steady_clock::now()) {
+      last_(clock_()) {
   assert(tokens_per_second > 0 && burst > 0);
 }
 
@@ -299,7 +300,7 @@ void rate_limiter::consume(double n) {
   double wait_s = 0;
   {
     std::lock_guard lock(mu_);
-    refill_locked(std::chrono::steady_clock::now());
+    refill_locked(clock_());
     tokens_ -= n;  // reserve now: later callers queue behind this debt
     if (tokens_ < 0) wait_s = -tokens_ / rate_;
   }
@@ -309,7 +310,7 @@ void rate_limiter::consume(double n) {
 bool rate_limiter::try_consume(double n) {
   if (!(n > 0)) return true;
   std::lock_guard lock(mu_);
-  refill_locked(std::chrono::steady_clock::now());
+  refill_locked(clock_());
   if (tokens_ < n) return false;
   tokens_ -= n;
   return true;
@@ -317,7 +318,7 @@ bool rate_limiter::try_consume(double n) {
 
 double rate_limiter::available() {
   std::lock_guard lock(mu_);
-  refill_locked(std::chrono::steady_clock::now());
+  refill_locked(clock_());
   return tokens_;
 }
 

@@ -153,8 +153,10 @@ class dead_letter_queue {
 /// never exceeds `tokens_per_second`.
 class rate_limiter {
  public:
-  /// Both arguments must be > 0.
-  rate_limiter(double tokens_per_second, double burst);
+  /// The time source (steady_clock::now by default; a test passes its own to step time).
+  using clock_fn = std::function<std::chrono::steady_clock::time_point()>;
+  /// Both rates must be > 0.
+  rate_limiter(double tokens_per_second, double burst, clock_fn clock = {});
   /// Takes `n` tokens, sleeping until they have accrued.
   void consume(double n = 1);
   /// Takes `n` tokens if they are available now; false (nothing taken) if not.
@@ -166,6 +168,7 @@ class rate_limiter {
   void refill_locked(std::chrono::steady_clock::time_point now);
 
   std::mutex mu_;
+  clock_fn clock_;
   const double rate_;
   const double burst_;
   double tokens_;
