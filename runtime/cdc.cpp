@@ -365,10 +365,10 @@ std::string_view to_string(change_type t) noexcept {
   return "unknown";
 }
 
-result<event<row>> to_event(const wal_entry& e) {
-  auto image = [&](const std::optional<bytes>& b) -> result<std::optional<row>> {
-    if (!b) return std::optional<row>{};
-    auto r = codec::decode_row(std::string_view(reinterpret_cast<const char*>(b->data()), b->size()));
+result<event<row>> to_event(const entry_view& e) {
+  auto image = [&](bool present, std::string_view b) -> result<std::optional<row>> {
+    if (!present) return std::optional<row>{};
+    auto r = codec::decode_row(b);
     if (!r) {
       error err(ec::decode_error, "lsn " + std::to_string(e.lsn) + ": " + r.err().message());
       err.lsn = e.lsn;
@@ -390,10 +390,11 @@ result<event<row>> to_event(const wal_entry& e) {
       return event<row>(std::move(t));
     }
     case op_type::schema: {
-      auto img = image(e.after);
+      auto img = image(e.has_after, e.after);
       if (!img) return img.err();
       schema_change_event s;
       s.table = e.table;
+      s.txn_id = e.txn_id;
       s.timestamp = e.timestamp;
       s.lsn = e.lsn;
       if (*img) {
@@ -421,11 +422,11 @@ result<event<row>> to_event(const wal_entry& e) {
       c.txn_id = e.txn_id;
       c.timestamp = e.timestamp;
       c.lsn = e.lsn;
-      c.key = e.key;
+      if (e.has_key) c.key = bytes(e.key.begin(), e.key.end());
       c.origin = e.origin;
-      auto after = image(e.after);
+      auto after = image(e.has_after, e.after);
       if (!after) return after.err();
-      auto before = image(e.before);
+      auto before = image(e.has_before, e.before);
       if (!before) return before.err();
       c.data = std::move(*after);
       c.old_data = std::move(*before);
@@ -434,38 +435,39 @@ result<event<row>> to_event(const wal_entry& e) {
   }
 }
 
-std::string to_json(const change_event<row>& e, const json_options& o) {
-  // "2025-01-22T10:40:00.123Z": the seconds part is formatted once per second per thread.
-  thread_local int64_t cached_secs = INT64_MIN;
-  thread_local char ts[40];
-  thread_local size_t ts_len = 0;
-  int64_t secs = e.timestamp >= 0 ? e.timestamp / 1000 : (e.timestamp - 999) / 1000;
-  if (secs != cached_secs) {
-    std::time_t t = static_cast<std::time_t>(secs);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    ts_len = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    cached_secs = secs;
+namespace {
+// {"id":"<lsn>","type":"<type>"[,"table":...],"txnId":...,"timestamp":"<ISO>","lsn":<lsn>  (no closing brace)
+void append_head(std::string& s, std::string_view id, std::string_view type, const std::string* table,
+                 std::string_view txn_id, int64_t timestamp, uint64_t lsn) {
+  s += "{\"id\":";
+  append_json_string(s, id);
+  s += ",\"type\":\"";
+  s += type;
+  s += '"';
+  if (table) {
+    s += ",\"table\":";
+    append_json_string(s, *table);
   }
-  int ms = static_cast<int>(e.timestamp - secs * 1000);
+  s += ",\"txnId\":";
+  append_json_string(s, txn_id);
+  s += ",\"timestamp\":\"";
+  append_iso_time(s, timestamp);
+  s += "\",\"lsn\":";
+  s += std::to_string(lsn);
+}
+void append_field(std::string& s, const char* name, const std::optional<std::string>& v) {
+  if (!v) return;
+  s += ",\"";
+  s += name;
+  s += "\":";
+  append_json_string(s, *v);
+}
+}  // namespace
+
+std::string to_json(const change_event<row>& e, const json_options& o) {
   std::string s;
   s.reserve(160 + (e.data ? e.data->size() * 24 : 0) + (e.old_data ? e.old_data->size() * 24 : 0));
-  s += "{\"id\":";
-  append_json_string(s, e.id);
-  s += ",\"type\":\"";
-  s += to_string(e.type);
-  s += "\",\"table\":";
-  append_json_string(s, e.table);
-  s += ",\"txnId\":";
-  append_json_string(s, e.txn_id);
-  s += ",\"timestamp\":\"";
-  s.append(ts, ts_len);
-  s += '.';
-  s += static_cast<char>('0' + ms / 100);
-  s += static_cast<char>('0' + ms / 10 % 10);
-  s += static_cast<char>('0' + ms % 10);
-  s += "Z\",\"lsn\":";
-  s += std::to_string(e.lsn);
+  append_head(s, e.id, to_string(e.type), &e.table, e.txn_id, e.timestamp, e.lsn);
   if (e.data) {
     s += ",\"data\":";
     append_json(s, *e.data, o);
@@ -478,6 +480,42 @@ std::string to_json(const change_event<row>& e, const json_options& o) {
   if (e.origin == entry_origin::left) s += ",\"origin\":\"left\"";
   s += '}';
   return s;
+}
+
+std::string to_json(const transaction_event& e) {
+  std::string s;
+  const char* type = e.type == transaction_event::kind::begin    ? "begin"
+                     : e.type == transaction_event::kind::commit ? "commit"
+                                                                 : "rollback";
+  append_head(s, std::to_string(e.lsn), type, nullptr, e.txn_id, e.timestamp, e.lsn);
+  s += '}';
+  return s;
+}
+
+std::string to_json(const schema_change_event& e) {
+  std::string s;
+  append_head(s, std::to_string(e.lsn), "schema_change", &e.table, e.txn_id, e.timestamp, e.lsn);
+  s += ",\"changeType\":";
+  append_json_string(s, e.change_type);
+  append_field(s, "column", e.column);
+  append_field(s, "oldColumn", e.old_column);
+  append_field(s, "oldType", e.old_type);
+  append_field(s, "newType", e.new_type);
+  s += ",\"schemaVersion\":";
+  s += std::to_string(e.schema_version);
+  if (!e.sql.empty()) {  // (withheld by a column mask)
+    s += ",\"sql\":";
+    append_json_string(s, e.sql);
+  }
+  s += '}';
+  return s;
+}
+
+std::string to_json(const event<row>& e, const json_options& o) {
+  return std::visit([&](const auto& ev) -> std::string {
+    if constexpr (std::is_same_v<std::decay_t<decltype(ev)>, change_event<row>>) return to_json(ev, o);
+    else return to_json(ev);
+  }, e);
 }
 
 }  // namespace dosql::cdc

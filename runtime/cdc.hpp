@@ -206,6 +206,7 @@ struct transaction_event {
 
 struct schema_change_event {
   std::string table;
+  std::string txn_id;
   std::string change_type;  ///< create_table, drop_table, add_column, drop_column, alter_column, ...
   std::optional<std::string> column, old_column, old_type, new_type;
   int64_t schema_version = 0;
@@ -221,12 +222,23 @@ using event = std::variant<change_event<T>, transaction_event, schema_change_eve
 template <class T>
 using decoder = std::function<T(const row&)>;
 
-/// The guide's JSON shape of an event: {"id","type","table","txnId","timestamp","lsn","data","oldData"}.
+/// The guide's JSON shapes, camelCase, one line each (the one event renderer: the API, `dosql
+/// tail` and `dosql serve` all print these). Every event has "id" (its LSN, as a string),
+/// "type", "txnId", "timestamp" (ISO 8601 UTC, ms) and "lsn"; then
+///  - a row change: "table", "data" (insert/update), "oldData" (update/delete), "origin"
+///    ("entered"/"left", from a row filter);
+///  - "begin" / "commit" / "rollback": nothing more;
+///  - "schema_change": "table", "changeType", "column", "oldColumn", "oldType", "newType"
+///    (those that apply), "schemaVersion", "sql" (absent when a column mask withheld it).
 /// `o.lossless_text`: TEXT that is not valid UTF-8 as {"$text_base64": ...} (see runtime/json.hpp).
 std::string to_json(const change_event<row>& e, const json_options& o = {});
+std::string to_json(const transaction_event& e);
+std::string to_json(const schema_change_event& e);
+std::string to_json(const event<row>& e, const json_options& o = {});
 
 /// Turns a raw entry into an event (DECODE_ERROR naming the LSN if an image is malformed).
-result<event<row>> to_event(const wal_entry& e);
+result<event<row>> to_event(const entry_view& e);
+inline result<event<row>> to_event(const wal_entry& e) { return to_event(view_of(e)); }
 
 /// What a typed subscription does with an entry its decoder rejects (or whose image is
 /// malformed): end with DECODE_ERROR carrying the LSN, or report it and skip the entry.

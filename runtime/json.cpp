@@ -1,5 +1,8 @@
 #include "runtime/json.hpp"
 
+#include <climits>
+#include <ctime>
+
 #include <charconv>
 #include <cmath>
 
@@ -158,6 +161,34 @@ std::string to_json(const value& v, const json_options& o) {
 std::string to_json(const row& r, const json_options& o) {
   std::string s;
   append_json(s, r, o);
+  return s;
+}
+
+void append_iso_time(std::string& out, int64_t unix_ms) {
+  // The seconds part is formatted once per second per thread: this is on the delivery path.
+  thread_local int64_t cached_secs = INT64_MIN;
+  thread_local char ts[40];
+  thread_local size_t ts_len = 0;
+  int64_t secs = unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000;
+  if (secs != cached_secs) {
+    std::time_t t = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    ts_len = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_secs = secs;
+  }
+  int ms = static_cast<int>(unix_ms - secs * 1000);
+  out.append(ts, ts_len);
+  out += '.';
+  out += static_cast<char>('0' + ms / 100);
+  out += static_cast<char>('0' + ms / 10 % 10);
+  out += static_cast<char>('0' + ms % 10);
+  out += 'Z';
+}
+
+std::string iso_time(int64_t unix_ms) {
+  std::string s;
+  append_iso_time(s, unix_ms);
   return s;
 }
 

@@ -25,6 +25,11 @@ struct json_options {
 std::string to_json(const value& v, const json_options& o = {});
 std::string to_json(const row& r, const json_options& o = {});
 
+/// Appends a Unix-ms time as ISO 8601 UTC with milliseconds, "2025-01-22T10:40:00.123Z" (the
+/// guide's timestamp shape). The one formatter of event and CLI times.
+void append_iso_time(std::string& out, int64_t unix_ms);
+std::string iso_time(int64_t unix_ms);
+
 /// True if `s` is valid UTF-8 (what JSON strings carry unchanged).
 bool is_valid_utf8(std::string_view s) noexcept;
 

@@ -244,9 +244,9 @@ TEST_CASE("tail prints exactly the committed changes in each format", "[cli]") {
             ",\"lsn\":9,\"oldData\":{\"id\":1,\"name\":\"Anna\"}}\n"
             "{\"id\":\"10\",\"type\":\"insert\",\"table\":\"orders\",\"txnId\":\"txn_7\"," + ts +
             ",\"lsn\":10,\"data\":{\"id\":10,\"total\":2.5,\"note\":null,\"data\":{\"$base64\":\"/wA=\"}}}\n"
-            "{\"id\":\"11\",\"type\":\"schema_change\",\"txnId\":\"txn_7\"," + ts +
-            ",\"lsn\":11,\"change_type\":\"add_column\",\"table\":\"users\",\"column\":\"email\",\"new_type\":\"TEXT\","
-            "\"schema_version\":3,\"sql\":\"ALTER TABLE users ADD COLUMN email TEXT\"}\n");
+            "{\"id\":\"11\",\"type\":\"schema_change\",\"table\":\"users\",\"txnId\":\"txn_7\"," + ts +
+            ",\"lsn\":11,\"changeType\":\"add_column\",\"column\":\"email\",\"newType\":\"TEXT\","
+            "\"schemaVersion\":3,\"sql\":\"ALTER TABLE users ADD COLUMN email TEXT\"}\n");
 
   // A transaction too large to hold is read again from the WAL at its COMMIT: same output.
   auto all = r.out;

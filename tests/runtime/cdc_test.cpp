@@ -122,6 +122,35 @@ TEST_CASE("filters by table, operation, txn id and predicate, and BEGIN/COMMIT n
   CHECK(s.change_type == "create_table");
   CHECK(s.table == "orders");
   CHECK(s.schema_version == 2);
+  CHECK(s.txn_id == ddl[1].txn_id);
+  // The guide's JSON, camelCase like every other field.
+  auto sj = cdc::to_json(s);
+  CHECK(sj.rfind("{\"id\":\"" + std::to_string(ddl[1].lsn) + "\",\"type\":\"schema_change\",\"table\":\"orders\","
+                 "\"txnId\":\"" + ddl[1].txn_id + "\",\"timestamp\":\"", 0) == 0);
+  CHECK(sj.find(",\"changeType\":\"create_table\",") != std::string::npos);
+  CHECK(sj.find(",\"schemaVersion\":2,\"sql\":\"CREATE TABLE orders") != std::string::npos);
+  CHECK(sj.find("change_type") == std::string::npos);
+  CHECK(sj.find("schema_version") == std::string::npos);
+  cdc::schema_change_event alter;
+  alter.table = "t";
+  alter.txn_id = "txn_9";
+  alter.change_type = "alter_column";
+  alter.column = "c";
+  alter.old_column = "b";
+  alter.old_type = "INTEGER";
+  alter.new_type = "TEXT";
+  alter.schema_version = 7;
+  alter.sql = "ALTER TABLE t RENAME COLUMN b TO c";
+  alter.timestamp = 1737542400123;
+  alter.lsn = 42;
+  CHECK(cdc::to_json(alter) ==
+        R"({"id":"42","type":"schema_change","table":"t","txnId":"txn_9","timestamp":"2025-01-22T10:40:00.123Z",)"
+        R"("lsn":42,"changeType":"alter_column","column":"c","oldColumn":"b","oldType":"INTEGER","newType":"TEXT",)"
+        R"("schemaVersion":7,"sql":"ALTER TABLE t RENAME COLUMN b TO c"})");
+  cdc::transaction_event t{cdc::transaction_event::kind::rollback, "txn_9", 1737542400123, 43};
+  CHECK(cdc::to_json(t) ==
+        R"({"id":"43","type":"rollback","txnId":"txn_9","timestamp":"2025-01-22T10:40:00.123Z","lsn":43})");
+  CHECK(cdc::to_json(cdc::event<row>(t)) == cdc::to_json(t));
 }
 
 TEST_CASE("the live tail wakes a waiting subscriber, and stop() from another thread ends it", "[cdc]") {

@@ -112,7 +112,6 @@ void write_out(const std::string& s);
 /// A JSON string literal.
 std::string json_string(std::string_view s);
 /// "2025-01-22T10:00:00.123Z"
-std::string iso_utc(int64_t unix_ms);
 /// A value for humans in a table: NULL, 42, 1.5, text, x'0102'.
 std::string display(const value& v);
 /// An aligned text table: header, separator, rows (numbers right-aligned).

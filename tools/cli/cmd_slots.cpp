@@ -43,7 +43,7 @@ int run_slots(const slots_options& o) {
         std::vector<std::vector<value>> rows;
         for (auto& s : all)
           rows.push_back({s.name, static_cast<int64_t>(s.acked_lsn), static_cast<int64_t>(s.lag_entries),
-                          static_cast<int64_t>(s.lag_bytes), s.lag_ms, iso_utc(s.last_ack_at), state_of(s)});
+                          static_cast<int64_t>(s.lag_bytes), s.lag_ms, iso_time(s.last_ack_at), state_of(s)});
         write_out(render_table(cols, rows));
       }
     } else if (o.action == "create") {

@@ -1,8 +1,10 @@
-// Change-event lines of `dosql tail`: the guide's structured change event (json), PostgreSQL
-// wal2json format-version 2, and the Debezium envelope.
+// Change-event lines of `dosql tail` and `dosql serve`: the guide's structured change event
+// (json: cdc::to_json, the one renderer of that shape), PostgreSQL wal2json format-version 2,
+// and the Debezium envelope.
 #include <chrono>
 #include <cstdio>
 
+#include "runtime/cdc.hpp"
 #include "runtime/json.hpp"
 #include "tools/cli/cli.hpp"
 
@@ -67,34 +69,21 @@ std::string xid(std::string_view txn) {
 
 result<std::string> render_change(tail_format f, const entry_view& e, uint64_t tx_order, uint64_t tx_table_order,
                                   const json_options& jo) {
+  if (f == tail_format::json) {
+    if (e.op != op_type::schema && !is_row_change(e.op)) return std::string();
+    auto ev = cdc::to_event(e);
+    if (!ev) return ev.err();
+    return cdc::to_json(*ev, jo);
+  }
+  if (!is_row_change(e.op)) return std::string();  // (schema changes: only in the json format)
   auto before = image(e.has_before, e.before, e, "before");
   if (!before) return before.err();
   auto after = image(e.has_after, e.after, e, "after");
   if (!after) return after.err();
   const std::string lsn = std::to_string(e.lsn);
-  if (e.op == op_type::schema) {
-    if (f != tail_format::json) return std::string();
-    std::string s = "{\"id\":\"" + lsn + "\",\"type\":\"schema_change\",\"txnId\":" + json_string(e.txn_id) +
-                    ",\"timestamp\":\"" + iso_utc(e.timestamp) + "\",\"lsn\":" + lsn;
-    if (*after && after->value().size()) {
-      std::string img = to_json(**after);  // {"change_type":...,"table":...}: splice its fields in
-      s += ',';
-      s.append(img, 1, img.size() - 2);
-    }
-    if (!*after || !after->value().find("table")) s += ",\"table\":" + json_string(e.table);
-    return s + "}";
-  }
-  if (!is_row_change(e.op)) return std::string();
   switch (f) {
-    case tail_format::json: {
-      const char* type = e.op == op_type::insert ? "insert" : e.op == op_type::update ? "update" : "delete";
-      std::string s = "{\"id\":\"" + lsn + "\",\"type\":\"" + type + "\",\"table\":" + json_string(e.table) +
-                      ",\"txnId\":" + json_string(e.txn_id) + ",\"timestamp\":\"" + iso_utc(e.timestamp) +
-                      "\",\"lsn\":" + lsn;
-      if (*after && e.op != op_type::del) s += ",\"data\":" + to_json(**after, jo);
-      if (*before && e.op != op_type::insert) s += ",\"oldData\":" + to_json(**before, jo);
-      return s + "}";
-    }
+    case tail_format::json:
+      break;
     case tail_format::wal2json: {
       const char* action = e.op == op_type::insert ? "I" : e.op == op_type::update ? "U" : "D";
       std::string s = std::string("{\"action\":\"") + action + "\",\"schema\":\"public\",\"table\":" + json_string(e.table);
@@ -123,10 +112,14 @@ std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
                       const std::vector<std::pair<std::string, uint64_t>>& tables) {
   const bool begin = e.op == op_type::begin;
   switch (f) {
-    case tail_format::json:
-      return "{\"id\":\"" + std::to_string(e.lsn) + "\",\"type\":\"" + (begin ? "begin" : "commit") +
-             "\",\"txnId\":" + json_string(e.txn_id) + ",\"timestamp\":\"" + iso_utc(e.timestamp) +
-             "\",\"lsn\":" + std::to_string(e.lsn) + "}";
+    case tail_format::json: {
+      cdc::transaction_event t;
+      t.type = begin ? cdc::transaction_event::kind::begin : cdc::transaction_event::kind::commit;
+      t.txn_id = e.txn_id;
+      t.timestamp = e.timestamp;
+      t.lsn = e.lsn;
+      return cdc::to_json(t);
+    }
     case tail_format::wal2json:
       return std::string("{\"action\":\"") + (begin ? "B" : "C") + "\",\"xid\":" + xid(e.txn_id) + "}";
     case tail_format::debezium: {

@@ -46,17 +46,6 @@ std::string json_string(std::string_view s) {
   return out;
 }
 
-std::string iso_utc(int64_t unix_ms) {
-  int64_t secs = unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000;
-  int ms = static_cast<int>(unix_ms - secs * 1000);
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-  return buf;
-}
 
 std::string display(const value& v) {
   if (auto* d = std::get_if<double>(&v)) {
