@@ -221,7 +221,7 @@ error database::impl::recover(wal::log& log) {
     meta_update.reset();
     sqlite3_close_v2(db);
     db = nullptr;
-    for (auto suffix : {"-wal", "-shm"}) ::unlink(wal::join(dir, std::string(sqlite_name) + suffix).c_str());
+    for (auto suffix : {"-wal", "-shm"}) (void)wal::remove_file(wal::join(dir, std::string(sqlite_name) + suffix));
     if (auto e = open_sqlite()) return e;
     if (auto e = read_meta(m, schema_version)) return e;
     rec.discarded_sqlite_wal = true;
@@ -631,7 +631,7 @@ error database::impl::run_statement(sqlite3_stmt* st, const detail::statement_in
 result<exec_result> database::impl::run(std::string_view sql, const std::vector<value>& params, bool object_txn,
                                         uint64_t& wait_lsn, query_result* out) {
   if (closed) return error(ec::closed, "database " + dir + " is closed");
-  if (tail->failed()) return error(ec::io_error, "database " + dir + ": the WAL failed; reopen the database");
+  if (tail->failed()) return error(ec::io_error, "database " + dir + ": " + tail->failure().message());
   exec_result res;
   const char* p = sql.data();
   const char* end = p + sql.size();
@@ -1114,7 +1114,7 @@ error check_marker(const std::string& dir, bool& created) {
   // A creation cut short by a crash leaves only the unfinished marker: still a new directory.
   auto tmp = marker + ".tmp";
   if (names->size() == 1 && names->front() == std::string(marker_name) + ".tmp") {
-    ::unlink(tmp.c_str());
+    (void)wal::remove_file(tmp);
     names->clear();
   }
   if (!names->empty())
@@ -1305,8 +1305,8 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
       for (auto suffix : {"", "-wal", "-shm"}) {
         auto from = wal::join(dir, std::string(sqlite_name) + suffix);
         auto to = wal::join(dir, std::string(sqlite_name) + ".pre-repair" + suffix);
-        if (wal::path_exists(from) && ::rename(from.c_str(), to.c_str()) != 0)
-          return wal::io_error("cannot move aside", from, errno);
+        if (wal::path_exists(from))
+          if (auto e = wal::rename_file(from, to)) return error(e.code(), "cannot move aside: " + e.message());
       }
       if (auto e = wal::sync_dir(dir)) return e;
       spdlog::warn("dosql {}: repair: {} was ahead of the WAL; moved aside as {}.pre-repair, rebuilding from the WAL",
@@ -1319,8 +1319,8 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   auto log = wal::log::open(wal::join(dir, "wal"), p->opts.wal, wal_recovery_options(*checkpointed, opts.repair));
   if (!log) return log.err();
   auto pid = std::to_string(::getpid());
-  if (::ftruncate(p->dir_lock.get(), 0) != 0 || wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path))
-    return wal::io_error("cannot write", lock_path, errno);
+  if (auto e = wal::truncate_file(p->dir_lock.get(), 0, lock_path)) return e;
+  if (auto e = wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path)) return e;
   if (auto e = save_options(dir, p->opts)) return e;
   std::shared_ptr<wal::log> shared_log(std::move(*log));
   p->rec.wal = shared_log->report();

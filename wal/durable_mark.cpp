@@ -28,7 +28,10 @@ error durable_mark::open(const std::string& wal_dir, uint64_t recovered) {
   auto path = join(wal_dir, file_name);
   auto fd = open_file(path, O_RDWR | O_CREAT);
   if (!fd) return fd.err();
-  if (::ftruncate(fd->get(), file_size_bytes) != 0) return io_error("cannot size", path, errno);
+  auto size = file_size(fd->get(), path);
+  if (!size) return size.err();
+  if (*size != file_size_bytes)
+    if (auto e = truncate_file(fd->get(), file_size_bytes, path)) return e;
   void* m = ::mmap(nullptr, file_size_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
   if (m == MAP_FAILED) return io_error("cannot map", path, errno);
   map_ = static_cast<uint64_t*>(m);
