@@ -193,10 +193,15 @@ TEST_CASE("faults: commits across a segment roll, at every write-side call", "[f
   test::fault_fs fs;
   test::fault_fs::scope installed(fs);
   auto prealloc = GENERATE(true, false);
+  auto by_count = GENERATE(false, true);  // a full segment, or one that still has zero fill to cut
   for (auto& f : all_faults()) {
     every_call(f, [&](uint64_t n) {
       test::temp_dir d;
       auto o = small_segments(prealloc);
+      if (by_count) {
+        o.wal.target_segment_size = 64 * 1024;
+        o.wal.max_entries_per_segment = 12;  // BEGIN, INSERT, COMMIT: four commits a segment
+      }
       ledger l;
       bool hit;
       {
