@@ -1,6 +1,7 @@
 #include "fault_fs.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,12 @@ void append_line(const std::string& file, const std::string& line) {
   if (t < 0) return;
   (void)!::write(t, line.data(), line.size());
   ::close(t);
+}
+
+// The inode an open descriptor refers to (0 if it is closed).
+uint64_t inode_of(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
 }
 
 // End of the last non-zero byte of an open file.
@@ -101,7 +108,7 @@ int fault_fs::open(const char* path, int flags, mode_t mode) {
   if (fd >= 0) {
     uint64_t used = (flags & O_TRUNC) || (flags & O_ACCMODE) == O_WRONLY ? 0 : used_bytes(fd);
     std::lock_guard<std::mutex> g(mu_);
-    files_[fd] = {path, used};
+    files_[fd] = {path, used, inode_of(fd)};
   }
   return fd;
 }
@@ -133,7 +140,9 @@ int fault_fs::fdatasync(int fd) {
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = files_.find(fd);
-    if (!trace_path_.empty() && it != files_.end())  // what the sync covers: written before it began
+    // What the sync covers: what was written before it began (an entry whose descriptor was
+    // closed and reused by a plain read-only open is stale: its inode differs).
+    if (!trace_path_.empty() && it != files_.end() && it->second.inode == inode_of(fd))
       line = trace_line(it->second.path, it->second.used);
   }
   int r = file_io::fdatasync(fd);
@@ -165,11 +174,20 @@ int fault_fs::rename(const char* from, const char* to) {
   int r = file_io::rename(from, to);
   if (r == 0) {  // descriptors open on `from` now name `to`; a synced size carries over
     std::lock_guard<std::mutex> g(mu_);
-    for (auto& [fd, f] : files_)
-      if (f.path == from) {
+    struct stat st;
+    uint64_t ino = ::stat(to, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+    for (auto it = files_.begin(); it != files_.end();) {
+      auto& f = it->second;
+      if (f.path != from) {
+        ++it;
+      } else if (f.inode != ino || inode_of(it->first) != ino) {  // a descriptor closed since
+        it = files_.erase(it);
+      } else {
         f.path = to;
         append_line(trace_path_, trace_line(f.path, f.used));
+        ++it;
       }
+    }
   }
   return r;
 }

@@ -71,6 +71,7 @@ class fault_fs : public wal::file_io {
   struct file_state {
     std::string path;
     uint64_t used = 0;
+    uint64_t inode = 0;  // to tell a descriptor closed and reused from the one opened here
   };
   std::map<int, file_state> files_;
 };
