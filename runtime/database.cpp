@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -723,6 +724,12 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
 error database::impl::checkpoint_locked(int mode) {
   // Invariant: SQLite's database file never gets ahead of the durable WAL.
   if (tail->value() < next_lsn - 1) return {};
+  // Nothing to copy (SQLite's -wal is empty): no call, so that a read-only run writes nothing.
+  if (mode == SQLITE_CHECKPOINT_TRUNCATE) {
+    struct stat st;
+    auto sqlite_wal = wal::join(dir, std::string(sqlite_name) + "-wal");
+    if (::stat(sqlite_wal.c_str(), &st) == 0 && st.st_size == 0) return {};
+  }
   int log_frames = 0, done = 0;
   int rc = sqlite3_wal_checkpoint_v2(db, "main", mode, &log_frames, &done);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) return detail::sql_error(db, "checkpoint", rc);

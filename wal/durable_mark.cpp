@@ -38,9 +38,12 @@ error durable_mark::open(const std::string& wal_dir, uint64_t recovered) {
   fd_ = std::move(*fd);
   // What this owner's recovery found (after `dosql wal repair`, possibly lower than before).
   published_ = synced_ = recovered;
-  store(3, recovered);
-  store(1, recovered);
-  std::atomic_ref<uint64_t>(map_[0]).store(magic, std::memory_order_release);
+  // Only what differs is stored: an open that changes nothing leaves the file (and its mtime)
+  // as it was.
+  auto same = [&](size_t w) { return map_[w] == recovered && map_[w + 1] == ~recovered; };
+  if (!same(3)) store(3, recovered);
+  if (!same(1)) store(1, recovered);
+  if (map_[0] != magic) std::atomic_ref<uint64_t>(map_[0]).store(magic, std::memory_order_release);
   return {};
 }
 

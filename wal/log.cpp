@@ -120,6 +120,8 @@ void log::prepare_loop() {
     bool ok = false;
     if (auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC))
       ok = !wal::zero_fill(fd->get(), 0, cfg_.target_segment_size, path) && !sync_data(fd->get(), path);
+    // A half-filled file on a full disk would hold the space commits need: it goes.
+    if (!ok) (void)io().unlink(path.c_str());
     g.lock();
     prep_wanted_ = false;
     prep_ready_ = ok;  // on failure, roll() creates the segment itself
