@@ -73,7 +73,12 @@ void log::sync_async() {
 void log::sync_loop() {
   std::unique_lock<std::mutex> g(sync_mu_);
   for (;;) {
-    sync_cv_.wait(g, [&] { return sync_stop_ || sync_target_ > durable_lsn(); });
+    // After a failed fdatasync, never another: a retry could succeed on pages the kernel
+    // dropped and claim durability the disk does not have (fsyncgate).
+    // The owner's own sync() holds sync_running_ too: the two never overlap.
+    sync_cv_.wait(g, [&] {
+      return sync_stop_ || (sync_target_ > durable_lsn() && !sync_running_ && !sync_err_ && !failed_);
+    });
     if (sync_stop_) return;
     uint64_t target = sync_target_, bytes = sync_bytes_;
     int fd = active_fd_.get();  // stable while sync_running_: roll() waits for us
@@ -446,18 +451,29 @@ result<uint64_t> log::append_views(std::span<const entry_view> entries) {
 }
 
 error log::sync() {
-  {
-    std::unique_lock<std::mutex> g(sync_mu_);
-    wait_sync_idle(g);
+  std::unique_lock<std::mutex> g(sync_mu_);
+  wait_sync_idle(g);
+  if (failed_) {
+    g.unlock();
+    return refusal();
   }
-  if (failed_) return refusal();
   if (durable_lsn() == next_lsn_ - 1) return {};
-  if (auto e = flush_buffer()) return take_back(e);
+  // The owner's fdatasync takes the syncer's place (sync_running_): a background sync never
+  // runs beside it, so none can succeed after this one failed and claim what it could not.
+  sync_running_ = true;
+  g.unlock();
+  auto e = flush_buffer();
   uint64_t bytes = active_.bytes;
-  if (auto e = sync_data(active_fd_.get(), active_path_)) {
+  if (!e) e = sync_data(active_fd_.get(), active_path_);
+  g.lock();
+  sync_running_ = false;
+  if (e) {
     failed_ = true;  // after a failed fsync the page cache state is unknown (fsyncgate)
-    return take_back(e);
+    if (!sync_err_) sync_err_ = e;
   }
+  g.unlock();
+  sync_cv_.notify_all();
+  if (e) return take_back(e);
   syncs_.fetch_add(1, std::memory_order_relaxed);
   synced_bytes_.store(bytes, std::memory_order_relaxed);
   raise_durable(next_lsn_ - 1);
@@ -504,7 +520,15 @@ error log::take_back(error cause) {
   return fail_err_;
 }
 
-error log::refusal() { return take_back(sync_err_ ? sync_err_ : error(ec::io_error, "a failure in another thread")); }
+error log::refusal() {
+  error cause;
+  {
+    std::unique_lock<std::mutex> g(sync_mu_);
+    wait_sync_idle(g);
+    cause = sync_err_;
+  }
+  return take_back(cause ? cause : error(ec::io_error, "an earlier failure"));
+}
 
 void log::publish_usage() noexcept {
   std::lock_guard<std::mutex> g(usage_mu_);
