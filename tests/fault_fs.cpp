@@ -1,3 +1,4 @@
+// The fault-injecting wal::file_io of the fault and crash tests (see fault_fs.hpp).
 #include "fault_fs.hpp"
 
 #include <fcntl.h>

@@ -513,6 +513,7 @@ error log::take_back(error cause) {
                 : "; the unacknowledged records after offset " + std::to_string(from) + " of " + active_path_ +
                       " were taken back";
     active_.bytes = std::min(active_.bytes, from);
+    publish_usage();
   }
   fail_err_ = error(cause.code() == ec::none ? ec::io_error : cause.code(),
                     "WAL " + dir_ + " stopped accepting writes after a failed write or fdatasync (" + cause.message() +
