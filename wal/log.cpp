@@ -32,6 +32,7 @@ log::~log() {
     // Best effort: hand buffered records to the OS. Durability was the caller's to ask for.
     (void)flush_buffer();
   }
+  if (failed_ && !fail_err_) (void)refusal();  // a failure nobody asked about: take back still
   if (prep_thread_.joinable()) {
     {
       std::lock_guard<std::mutex> g(prep_mu_);

@@ -7,6 +7,7 @@
 // the WAL), and the next open, with the fault gone, is clean (no error, no leftover .tmp, LSNs
 // not reused). A failed fdatasync stops the WAL for good and ends live subscriptions.
 #include <catch2/catch.hpp>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <future>
@@ -152,12 +153,21 @@ void every_call(const fault_kind& f, Step step) {
   SUCCEED(f.what << ": " << runs << " runs");
 }
 
+// The writer logs every injected failure as an error: quiet while a suite runs them by the
+// hundred (the checks say what went wrong).
+struct quiet_log {
+  spdlog::level::level_enum prev = spdlog::get_level();
+  quiet_log() { spdlog::set_level(spdlog::level::off); }
+  ~quiet_log() { spdlog::set_level(prev); }
+};
+
 }  // namespace
 
 TEST_CASE("faults: a commit, at every write-side call, loses nothing acknowledged and shows nothing else",
           "[faults]") {
   test::fault_fs fs;
   test::fault_fs::scope installed(fs);
+  quiet_log quiet;
   auto prealloc = GENERATE(true, false);
   for (auto& f : all_faults()) {
     every_call(f, [&](uint64_t n) {
@@ -192,6 +202,7 @@ TEST_CASE("faults: a commit, at every write-side call, loses nothing acknowledge
 TEST_CASE("faults: commits across a segment roll, at every write-side call", "[faults]") {
   test::fault_fs fs;
   test::fault_fs::scope installed(fs);
+  quiet_log quiet;
   auto prealloc = GENERATE(true, false);
   auto by_count = GENERATE(false, true);  // a full segment, or one that still has zero fill to cut
   for (auto& f : all_faults()) {
@@ -228,6 +239,7 @@ TEST_CASE("faults: commits across a segment roll, at every write-side call", "[f
 TEST_CASE("faults: compaction (deleting and archiving), at every write-side call", "[faults]") {
   test::fault_fs fs;
   test::fault_fs::scope installed(fs);
+  quiet_log quiet;
   auto archive = GENERATE(false, true);
   for (auto& f : all_faults()) {
     every_call(f, [&](uint64_t n) {
@@ -263,6 +275,7 @@ TEST_CASE("faults: compaction (deleting and archiving), at every write-side call
 TEST_CASE("faults: slot creation and acknowledgement, at every write-side call", "[faults]") {
   test::fault_fs fs;
   test::fault_fs::scope installed(fs);
+  quiet_log quiet;
   cdc::slot_config manual;
   manual.check_interval = std::chrono::milliseconds(0);
   for (auto& f : all_faults()) {
@@ -313,6 +326,7 @@ TEST_CASE("faults: after a failed fdatasync the WAL never retries, refuses write
           "subscriptions end with the writer's error", "[faults]") {
   test::fault_fs fs;
   test::fault_fs::scope installed(fs);
+  quiet_log quiet;
   test::temp_dir d;
   ledger l;
   {

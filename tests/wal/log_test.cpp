@@ -340,3 +340,25 @@ TEST_CASE("faults: after a failed write or fdatasync the log takes back what was
   REQUIRE(got.size() == durable);
   for (uint64_t i = 0; i < got.size(); ++i) CHECK(got[i].lsn == i + 1);
 }
+
+TEST_CASE("faults: a background fdatasync that failed unasked still takes back what it did not make durable",
+          "[log][faults]") {
+  test::fault_fs fs;
+  test::fault_fs::scope installed(fs);
+  test::temp_dir d;
+  {
+    auto log = test::open_log(d.path());
+    test::append_n(*log, 0, 20, 10);
+    fs.arm(test::fault_fs::op::sync, 1, EIO);
+    std::vector<wal_entry> b;
+    for (uint64_t k = 0; k < 10; ++k) b.push_back(make_entry(20 + k));
+    REQUIRE(log->append(b));
+    log->sync_async();
+    for (int i = 0; i < 10000 && !fs.hit(); ++i) ::usleep(1000);  // bounded: 10 s
+    REQUIRE(fs.hit());
+    fs.disarm();
+    CHECK(log->durable_lsn() == 20);
+  }  // closed without another call: the destructor takes back
+  auto log = test::open_log(d.path());
+  CHECK(log->last_lsn() == 20);
+}
