@@ -121,6 +121,20 @@ void check_reopen(const std::string& dir, const database_options& o, ledger& l, 
     CHECK(in_wal == l.acked);
   }
   CHECK(last >= l.max_acked_lsn);
+  // The change stream (committed entries only) carries the same rows.
+  cdc::subscribe_options so;
+  so.from_oldest = true;
+  so.stop_at_tail = true;
+  auto sub = must(cdc::create_cdc(*db).subscribe(so));
+  std::set<int64_t> streamed;
+  while (auto e = sub->next())
+    if (e->op == op_type::insert && e->table == "t" && e->after) {
+      std::string_view img(reinterpret_cast<const char*>(e->after->data()), e->after->size());
+      streamed.insert(std::get<int64_t>(must(codec::decode_row(img)).values.at(0)));
+    }
+  CHECK_FALSE(sub->err());
+  sub.reset();
+  CHECK(streamed == in_wal);
   int64_t id = l.next_id++;
   auto r = (*db)->exec("INSERT INTO t VALUES(?, 'after')", {id});
   if (!r) FAIL("a commit after the reopen: " << r.err().to_string());
