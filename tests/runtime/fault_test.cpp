@@ -12,6 +12,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -240,6 +241,50 @@ TEST_CASE("faults: commits across a segment roll, at every write-side call", "[f
           if (failed) CHECK_FALSE(ok);  // once stopped, the WAL stays stopped
           failed |= !ok;
         }
+        hit = fs.hit();
+        fs.disarm();
+        (void)db->close();
+      }
+      check_reopen(d.path(), o, l);
+      return hit;
+    });
+  }
+}
+
+TEST_CASE("faults: concurrent commits (group commit) across segment rolls, at every write-side call", "[faults]") {
+  test::fault_fs fs;
+  test::fault_fs::scope installed(fs);
+  quiet_log quiet;
+  for (auto& f : all_faults()) {
+    every_call(f, [&](uint64_t n) {
+      test::temp_dir d;
+      auto o = small_segments(true);
+      o.wal.max_entries_per_segment = 12;
+      ledger l;
+      std::mutex mu;
+      bool hit;
+      {
+        runtime rt;
+        auto db = must(rt.open(d.path(), o));
+        must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"));
+        fs.arm(f.kind, n, f.err, f.short_write);
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t)
+          threads.emplace_back([&, t] {
+            for (int i = 0; i < 8; ++i) {
+              int64_t id = 1 + t * 100 + i;
+              auto r = db->exec("INSERT INTO t VALUES(?, 'x')", {id});
+              std::lock_guard<std::mutex> g(mu);
+              if (r) {
+                l.acked.insert(id);
+                l.max_acked_lsn = std::max(l.max_acked_lsn, r->commit_lsn);
+              } else {
+                l.failed.insert(id);
+              }
+            }
+          });
+        for (auto& t : threads) t.join();
+        l.next_id = 1000;
         hit = fs.hit();
         fs.disarm();
         (void)db->close();
