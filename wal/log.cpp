@@ -28,6 +28,10 @@ constexpr const char* prepared_name = "next.prealloc";  // not a segment name: i
 log::log(std::string dir, wal_config cfg) : dir_(std::move(dir)), cfg_(cfg) {}
 
 log::~log() {
+  {
+    std::unique_lock<std::mutex> g(sync_mu_);
+    wait_sync_idle(g);  // a background sync in flight decides whether the log failed
+  }
   if (!failed_ && active_fd_) {
     // Best effort: hand buffered records to the OS. Durability was the caller's to ask for.
     (void)flush_buffer();
