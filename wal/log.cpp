@@ -362,10 +362,9 @@ error log::create_segment(uint64_t first_lsn) {
   if (auto e = pwrite_full(fd->get(), hb, sizeof hb, 0, tmp)) return unfinished(e);
   uint64_t alloc = segment_header_size;
   if (prealloc) {
-    if (!have_prepared)
-      if (auto e = wal::zero_fill(fd->get(), segment_header_size, cfg_.target_segment_size - std::min<uint64_t>(cfg_.target_segment_size, segment_header_size), tmp))
-        return unfinished(e);
     alloc = std::max<uint64_t>(cfg_.target_segment_size, segment_header_size);
+    if (!have_prepared)
+      if (auto e = wal::zero_fill(fd->get(), segment_header_size, alloc - segment_header_size, tmp)) return unfinished(e);
   }
   // The header (and zero fill) are durable before the segment gets its real name.
   if (auto e = sync_data(fd->get(), tmp)) return unfinished(e);
