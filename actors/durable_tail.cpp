@@ -21,6 +21,11 @@ void durable_tail::fail(error e) {
   cv_.notify_all();
 }
 
+error durable_tail::failure() {
+  std::lock_guard<std::mutex> g(mu_);
+  return err_;
+}
+
 void durable_tail::publish_written(uint64_t lsn) {
   {
     std::lock_guard<std::mutex> g(mu_);

@@ -30,6 +30,8 @@ class durable_tail {
   /// Blocks until everything up to `lsn` was appended (flow control for large transactions).
   error wait_written(uint64_t lsn);
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  /// Why it failed (empty while it has not).
+  error failure();
 
   /// Threads between entering a write and handing their transaction to the writer.
   int committers() const noexcept { return committers_.load(std::memory_order_acquire); }

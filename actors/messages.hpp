@@ -31,6 +31,8 @@ using compact_atom = caf::atom_constant<caf::atom("d_compact")>;
 using listen_atom = caf::atom_constant<caf::atom("d_listen")>;
 using tail_atom = caf::atom_constant<caf::atom("d_tail")>;
 using retain_atom = caf::atom_constant<caf::atom("d_retain")>;
+/// The WAL writer failed and accepts nothing more: (failed_atom, std::string why) to listeners.
+using failed_atom = caf::atom_constant<caf::atom("d_failed")>;
 
 constexpr uint8_t txn_message_version = 1;
 constexpr uint32_t txn_opens = 1;

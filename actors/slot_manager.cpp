@@ -76,6 +76,10 @@ using manager_actor = caf::stateful_actor<slot_manager_state>;
 
 // Atomic, durable replacement of a slot's file.
 error persist(const std::string& dir, const cdc::slot_info& s) {
+  if (!wal::path_exists(dir)) {  // the first slot: slots/ and its entry in the data directory
+    if (auto e = wal::make_dirs(dir)) return e;
+    if (auto e = wal::sync_dir(dir.substr(0, dir.rfind('/')))) return e;
+  }
   return wal::replace_file(wal::join(dir, s.name + ".slot"), encode_slot_file(s));
 }
 
@@ -165,7 +169,7 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
   st.db = std::move(db);
   st.cfg = cfg;
   st.dir = wal::join(st.db->dir(), "slots");
-  if (auto e = wal::make_dirs(st.dir)) spdlog::error("dosql: {}", e.to_string());
+  // (slots/ is created by the first slot: opening the manager writes nothing)
   auto ends_with = [](const std::string& n, const char* suf) {
     size_t k = std::strlen(suf);
     return n.size() > k && n.compare(n.size() - k, k, suf) == 0;
@@ -175,7 +179,7 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
     uint64_t tail = st.db->durable_lsn();
     for (auto& n : *names) {
       if (ends_with(n, ".slot.tmp")) {  // left by a replacement that was killed before its rename
-        removed |= ::unlink(wal::join(st.dir, n).c_str()) == 0;
+        removed |= !wal::remove_file(wal::join(st.dir, n));
         continue;
       }
       if (!ends_with(n, ".slot")) continue;
@@ -279,7 +283,7 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
       auto& st = self->state;
       if (!st.slots.count(name) && !st.damaged.count(name)) return not_found(name);
       auto path = wal::join(st.dir, name + ".slot");
-      if (::unlink(path.c_str()) != 0) return reply(ec::io_error, "cannot remove " + path);
+      if (auto e = wal::remove_file(path)) return reply(e.code(), e.message());
       if (auto e = wal::sync_dir(st.dir)) return reply(e.code(), e.message());
       st.slots.erase(name);
       st.damaged.erase(name);

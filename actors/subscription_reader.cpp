@@ -330,11 +330,11 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
   };
   if (!cfg->writer) {
     finish(self, error(ec::closed, "cannot subscribe: the database of " + cfg->wal_dir + " is closed"));
-    return {[=](tail_atom, uint64_t) {}};
+    return {[=](tail_atom, uint64_t) {}, [=](failed_atom, const std::string&) {}};
   }
   if (auto e = init()) {
     finish(self, e);
-    return {[=](tail_atom, uint64_t) {}};
+    return {[=](tail_atom, uint64_t) {}, [=](failed_atom, const std::string&) {}};
   }
   // Never wait on a dead peer: the writer stopping means the database closed; the consumer
   // dying means nobody acknowledges again.
@@ -360,6 +360,11 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
     [=](pump_atom) {
       self->state.pump_scheduled = false;
       pump(self);
+    },
+    [=](failed_atom, const std::string& why) {
+      // The writer is alive but accepts nothing more: nothing will follow at the tail.
+      finish(self, error(ec::io_error, "the WAL writer of " + self->state.cfg->wal_dir + " failed: " + why));
+      self->quit();
     },
   };
 }

@@ -13,8 +13,10 @@
 //                       flight and every entry up to lsn was delivered or skipped by the filter
 //                       (a caught-up filtered consumer may acknowledge lsn; no reply)
 //   writer -> reader:   (tail_atom, uint64_t durable_lsn)   (registered with listen_atom)
+//                       (failed_atom, std::string why)     the WAL failed (a write or fdatasync)
 // The reader monitors the writer and the consumer: the writer stopping (the database closed)
-// ends the range with CLOSED; the consumer dying, or answering a batch with an error, ends it
+// ends the range with CLOSED; the writer failing (alive, accepting nothing) ends it with
+// IO_ERROR saying the WAL writer failed and why; the consumer dying, or answering a batch with an error, ends it
 // with SUBSCRIPTION_FAILED naming the first unacknowledged LSN. Either way the reader quits and
 // never waits on a dead peer; `on_finish` hears every ending.
 // A batch is msgpack [first_lsn: uint, count: uint, records: bin] whose records use the WAL's

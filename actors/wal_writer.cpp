@@ -28,8 +28,13 @@ using writer_actor = caf::stateful_actor<wal_writer_state>;
 
 void fail(writer_actor* self, error e) {
   spdlog::error("WAL writer failed: {}", e.to_string());
-  self->state.failed = true;
-  self->state.tail->fail(std::move(e));
+  auto& st = self->state;
+  st.failed = true;
+  // What the log made durable before failing stays acknowledged (a roll syncs earlier commits).
+  if (st.log->config().sync == wal_config::sync_policy::every_batch) st.tail->publish(st.log->durable_lsn());
+  // Listeners (subscription readers) would otherwise wait at the tail for ever.
+  for (auto& l : st.listeners) self->send(l, failed_atom::value, e.message());
+  st.tail->fail(std::move(e));
 }
 
 // Makes everything appended durable and tells everyone.
@@ -148,6 +153,7 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       self->monitor(who);
       self->state.listeners.push_back(who);
       self->send(who, tail_atom::value, self->state.log->durable_lsn());
+      if (self->state.failed) self->send(who, failed_atom::value, self->state.tail->failure().message());
     },
   };
 }

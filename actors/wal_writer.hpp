@@ -13,7 +13,8 @@
 //   (sync_atom)                                     -> uint64_t durable lsn
 //   (compact_atom, uint64_t below_lsn)              -> std::vector<uint64_t>{oldest lsn after,
 //                                                      bytes removed, archived 0|1, first lsn of each removed segment...}
-//   (listen_atom, caf::actor)                       -> nothing; the actor gets (tail_atom, uint64_t)
+//   (listen_atom, caf::actor)                       -> nothing; the actor gets (tail_atom, uint64_t),
+//                                                      and (failed_atom, std::string) if the WAL fails
 //   (retain_atom)                                   -> nothing; applies the retention policy now
 //
 // Retention (wal_config::retention_policy): after a segment seals, the writer removes the

@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -222,7 +223,7 @@ error database::impl::recover(wal::log& log) {
     meta_update.reset();
     sqlite3_close_v2(db);
     db = nullptr;
-    for (auto suffix : {"-wal", "-shm"}) ::unlink(wal::join(dir, std::string(sqlite_name) + suffix).c_str());
+    for (auto suffix : {"-wal", "-shm"}) (void)wal::remove_file(wal::join(dir, std::string(sqlite_name) + suffix));
     if (auto e = open_sqlite()) return e;
     if (auto e = read_meta(m, schema_version)) return e;
     rec.discarded_sqlite_wal = true;
@@ -632,7 +633,7 @@ error database::impl::run_statement(sqlite3_stmt* st, const detail::statement_in
 result<exec_result> database::impl::run(std::string_view sql, const std::vector<value>& params, bool object_txn,
                                         uint64_t& wait_lsn, query_result* out) {
   if (closed) return error(ec::closed, "database " + dir + " is closed");
-  if (tail->failed()) return error(ec::io_error, "database " + dir + ": the WAL failed; reopen the database");
+  if (tail->failed()) return error(ec::io_error, "database " + dir + ": " + tail->failure().message());
   exec_result res;
   const char* p = sql.data();
   const char* end = p + sql.size();
@@ -724,6 +725,12 @@ result<exec_result> database::impl::run(std::string_view sql, const std::vector<
 error database::impl::checkpoint_locked(int mode) {
   // Invariant: SQLite's database file never gets ahead of the durable WAL.
   if (tail->value() < next_lsn - 1) return {};
+  // Nothing to copy (SQLite's -wal is empty): no call, so that a read-only run writes nothing.
+  if (mode == SQLITE_CHECKPOINT_TRUNCATE) {
+    struct stat st;
+    auto sqlite_wal = wal::join(dir, std::string(sqlite_name) + "-wal");
+    if (::stat(sqlite_wal.c_str(), &st) == 0 && st.st_size == 0) return {};
+  }
   int log_frames = 0, done = 0;
   int rc = sqlite3_wal_checkpoint_v2(db, "main", mode, &log_frames, &done);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) return detail::sql_error(db, "checkpoint", rc);
@@ -1129,7 +1136,7 @@ error check_marker(const std::string& dir, bool& created) {
   // A creation cut short by a crash leaves only the unfinished marker: still a new directory.
   auto tmp = marker + ".tmp";
   if (names->size() == 1 && names->front() == std::string(marker_name) + ".tmp") {
-    ::unlink(tmp.c_str());
+    (void)wal::remove_file(tmp);
     names->clear();
   }
   if (!names->empty())
@@ -1332,8 +1339,8 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
       for (auto suffix : {"", "-wal", "-shm"}) {
         auto from = wal::join(dir, std::string(sqlite_name) + suffix);
         auto to = wal::join(dir, std::string(sqlite_name) + ".pre-repair" + suffix);
-        if (wal::path_exists(from) && ::rename(from.c_str(), to.c_str()) != 0)
-          return wal::io_error("cannot move aside", from, errno);
+        if (wal::path_exists(from))
+          if (auto e = wal::rename_file(from, to)) return error(e.code(), "cannot move aside: " + e.message());
       }
       if (auto e = wal::sync_dir(dir)) return e;
       spdlog::warn("dosql {}: repair: {} was ahead of the WAL; moved aside as {}.pre-repair, rebuilding from the WAL",
@@ -1346,8 +1353,8 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   auto log = wal::log::open(wal::join(dir, "wal"), p->opts.wal, wal_recovery_options(*checkpointed, opts.repair));
   if (!log) return log.err();
   auto pid = std::to_string(::getpid());
-  if (::ftruncate(p->dir_lock.get(), 0) != 0 || wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path))
-    return wal::io_error("cannot write", lock_path, errno);
+  if (auto e = wal::truncate_file(p->dir_lock.get(), 0, lock_path)) return e;
+  if (auto e = wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path)) return e;
   if (auto e = save_options(dir, p->opts)) return e;
   std::shared_ptr<wal::log> shared_log(std::move(*log));
   p->rec.wal = shared_log->report();

@@ -28,16 +28,22 @@ error durable_mark::open(const std::string& wal_dir, uint64_t recovered) {
   auto path = join(wal_dir, file_name);
   auto fd = open_file(path, O_RDWR | O_CREAT);
   if (!fd) return fd.err();
-  if (::ftruncate(fd->get(), file_size_bytes) != 0) return io_error("cannot size", path, errno);
+  auto size = file_size(fd->get(), path);
+  if (!size) return size.err();
+  if (*size != file_size_bytes)
+    if (auto e = truncate_file(fd->get(), file_size_bytes, path)) return e;
   void* m = ::mmap(nullptr, file_size_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
   if (m == MAP_FAILED) return io_error("cannot map", path, errno);
   map_ = static_cast<uint64_t*>(m);
   fd_ = std::move(*fd);
   // What this owner's recovery found (after `dosql wal repair`, possibly lower than before).
   published_ = synced_ = recovered;
-  store(3, recovered);
-  store(1, recovered);
-  std::atomic_ref<uint64_t>(map_[0]).store(magic, std::memory_order_release);
+  // Only what differs is stored: an open that changes nothing leaves the file (and its mtime)
+  // as it was.
+  auto same = [&](size_t w) { return map_[w] == recovered && map_[w + 1] == ~recovered; };
+  if (!same(3)) store(3, recovered);
+  if (!same(1)) store(1, recovered);
+  if (map_[0] != magic) std::atomic_ref<uint64_t>(map_[0]).store(magic, std::memory_order_release);
   return {};
 }
 

@@ -9,7 +9,7 @@
 // reads again. `lsn` is what readers may deliver (under sync_policy::none: what is written);
 // `synced` is the last LSN the owner fdatasync'd, which recovery must not go below (the
 // durable-mark rule, docs/ARCHITECTURE.md "Recovery"): the owner stores it only after the
-// fdatasync returned (and after the power-loss test hook recorded that sync), so the value
+// fdatasync returned (and after a test's tracing wal::file_io recorded that sync), so the value
 // the file holds -- in the page cache or, after a power loss, whatever the kernel wrote back
 // -- never claims more than is really durable.
 // Invariants: the published LSNs only grow while one owner holds the directory; a new owner

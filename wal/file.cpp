@@ -1,5 +1,7 @@
 #include "wal/file.hpp"
 
+#include "wal/file_io.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -29,7 +31,9 @@ error io_error(std::string_view what, const std::string& path, int err) {
 
 result<unique_fd> open_file(const std::string& path, int flags, int mode) {
   int fd;
-  do fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  bool writes = (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) != 0;
+  do fd = writes ? io().open(path.c_str(), flags | O_CLOEXEC, static_cast<mode_t>(mode))
+                 : ::open(path.c_str(), flags | O_CLOEXEC, mode);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) return io_error("cannot open", path, errno);
   return unique_fd(fd);
@@ -54,25 +58,46 @@ error pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const std::st
   size_t done = 0;
   auto p = static_cast<const char*>(buf);
   while (done < n) {
-    ssize_t r = ::pwrite(fd, p + done, n - done, static_cast<off_t>(off + done));
+    ssize_t r = io().pwrite(fd, p + done, n - done, static_cast<off_t>(off + done));
     if (r < 0) {
       if (errno == EINTR) continue;
       return io_error("cannot write", path, errno);
     }
+    if (r == 0) return io_error("cannot write", path, EIO);  // (never loop on a write that makes no progress)
     done += static_cast<size_t>(r);
   }
   return {};
 }
 
 error sync_data(int fd, const std::string& path) {
-  if (::fdatasync(fd) != 0) return io_error("cannot fdatasync", path, errno);
+  if (io().fdatasync(fd) != 0) return io_error("cannot fdatasync", path, errno);
+  return {};
+}
+
+error zero_fill(int fd, uint64_t off, uint64_t n, const std::string& path) {
+  if (n && io().zero_fill(fd, static_cast<off_t>(off), n) != 0) return io_error("cannot zero-fill", path, errno);
+  return {};
+}
+
+error truncate_file(int fd, uint64_t len, const std::string& path) {
+  if (io().ftruncate(fd, static_cast<off_t>(len)) != 0) return io_error("cannot truncate", path, errno);
+  return {};
+}
+
+error rename_file(const std::string& from, const std::string& to) {
+  if (io().rename(from.c_str(), to.c_str()) != 0) return io_error("cannot rename", from + " to " + to, errno);
+  return {};
+}
+
+error remove_file(const std::string& path) {
+  if (io().unlink(path.c_str()) != 0) return io_error("cannot remove", path, errno);
   return {};
 }
 
 error sync_dir(const std::string& dir) {
   auto fd = open_file(dir, O_RDONLY | O_DIRECTORY);
   if (!fd) return fd.err();
-  if (::fsync(fd->get()) != 0) return io_error("cannot fsync directory", dir, errno);
+  if (io().fsync_dir(fd->get()) != 0) return io_error("cannot fsync directory", dir, errno);
   return {};
 }
 
@@ -87,9 +112,9 @@ error replace_file(const std::string& path, std::string_view data) {
     e = pwrite_full(fd->get(), data.data(), data.size(), 0, tmp);
     if (!e) e = sync_data(fd->get(), tmp);
   }
-  if (!e && ::rename(tmp.c_str(), path.c_str()) != 0) e = io_error("cannot rename", tmp, errno);
+  if (!e) e = rename_file(tmp, path);
   if (e) {
-    ::unlink(tmp.c_str());
+    (void)io().unlink(tmp.c_str());
     return e;
   }
   return sync_dir(dir);
@@ -109,7 +134,8 @@ error make_dirs(const std::string& dir) {
     pos = dir.find('/', pos + 1);
     cur = dir.substr(0, pos);
     if (cur.empty()) continue;
-    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+    if (path_exists(cur)) continue;  // (a read-only open creates nothing)
+    if (io().mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
       return io_error("cannot create directory", cur, errno);
   }
   return {};

@@ -1,5 +1,6 @@
-// Thin POSIX file helpers for the WAL (internal): every failure becomes a dosql::error
-// naming the path and the OS's reason. RAII fd ownership.
+// Thin file helpers for the WAL, slot files and the data directory (internal): every failure
+// becomes a dosql::error naming the path and the OS's reason. RAII fd ownership. Every write-side
+// operation goes through wal::io() (wal/file_io.hpp), the seam tests inject faults at.
 #pragma once
 
 #include <cstdint>
@@ -36,11 +37,17 @@ class unique_fd {
 
 error io_error(std::string_view what, const std::string& path, int err);
 
+/// Opens `path`; an open for writing or creating goes through wal::io().
 result<unique_fd> open_file(const std::string& path, int flags, int mode = 0644);
 /// Reads exactly n bytes at off, or fewer only at end of file; returns bytes read.
 result<size_t> pread_full(int fd, void* buf, size_t n, uint64_t off, const std::string& path);
 error pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const std::string& path);
 error sync_data(int fd, const std::string& path);
+/// Writes n zero bytes at off (preallocation, zero fill of a torn tail).
+error zero_fill(int fd, uint64_t off, uint64_t n, const std::string& path);
+error truncate_file(int fd, uint64_t len, const std::string& path);
+error rename_file(const std::string& from, const std::string& to);
+error remove_file(const std::string& path);
 error sync_dir(const std::string& dir);
 /// Replaces `path` with `data` atomically and durably: writes `path`.tmp, fdatasyncs it,
 /// renames it over `path` and fsyncs the directory. On failure the temporary file is removed

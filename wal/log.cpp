@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 
+#include "wal/file_io.hpp"
 #include "wal/format.hpp"
 
 namespace dosql::wal {
@@ -29,10 +29,15 @@ constexpr const char* prepared_name = "next.prealloc";  // not a segment name: i
 log::log(std::string dir, wal_config cfg) : dir_(std::move(dir)), cfg_(cfg) {}
 
 log::~log() {
+  {
+    std::unique_lock<std::mutex> g(sync_mu_);
+    wait_sync_idle(g);  // a background sync in flight decides whether the log failed
+  }
   if (!failed_ && active_fd_) {
     // Best effort: hand buffered records to the OS. Durability was the caller's to ask for.
     (void)flush_buffer();
   }
+  if (failed_ && !fail_err_) (void)refusal();  // a failure nobody asked about: take back still
   if (prep_thread_.joinable()) {
     {
       std::lock_guard<std::mutex> g(prep_mu_);
@@ -74,12 +79,16 @@ void log::sync_async() {
 void log::sync_loop() {
   std::unique_lock<std::mutex> g(sync_mu_);
   for (;;) {
-    sync_cv_.wait(g, [&] { return sync_stop_ || sync_target_ > durable_lsn(); });
+    // After a failed fdatasync, never another: a retry could succeed on pages the kernel
+    // dropped and claim durability the disk does not have (fsyncgate).
+    // The owner's own sync() holds sync_running_ too: the two never overlap.
+    sync_cv_.wait(g, [&] {
+      return sync_stop_ || (sync_target_ > durable_lsn() && !sync_running_ && !sync_err_ && !failed_);
+    });
     if (sync_stop_) return;
     uint64_t target = sync_target_, bytes = sync_bytes_;
     int fd = active_fd_.get();  // stable while sync_running_: roll() waits for us
     std::string path = active_path_;
-    std::string name = segment_file_name(active_.first_lsn);
     sync_running_ = true;
     g.unlock();
     auto e = sync_data(fd, path);
@@ -90,10 +99,7 @@ void log::sync_loop() {
       failed_ = true;
     } else {
       syncs_.fetch_add(1, std::memory_order_relaxed);
-      if (trace_fd_) {  // what a power loss would keep (test hook), before the mark claims it
-        auto line = name + " " + std::to_string(bytes) + "\n";
-        (void)!::write(trace_fd_.get(), line.data(), line.size());
-      }
+      synced_bytes_.store(bytes, std::memory_order_relaxed);
       raise_durable(target);
     }
     sync_cv_.notify_all();
@@ -123,13 +129,10 @@ void log::prepare_loop() {
     if (prep_stop_) return;
     g.unlock();
     bool ok = false;
-    if (auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC)) {
-      static const std::string zeros(64 * 1024, '\0');
-      ok = true;
-      for (uint64_t o = 0; o < cfg_.target_segment_size && ok; o += zeros.size())
-        ok = !pwrite_full(fd->get(), zeros.data(), std::min<uint64_t>(zeros.size(), cfg_.target_segment_size - o), o, path);
-      ok = ok && !sync_data(fd->get(), path);
-    }
+    if (auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC))
+      ok = !wal::zero_fill(fd->get(), 0, cfg_.target_segment_size, path) && !sync_data(fd->get(), path);
+    // A half-filled file on a full disk would hold the space commits need: it goes.
+    if (!ok) (void)io().unlink(path.c_str());
     g.lock();
     prep_wanted_ = false;
     prep_ready_ = ok;  // on failure, roll() creates the segment itself
@@ -168,14 +171,9 @@ result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config&
   if (!plan) return plan.err();
   if (plan->below_floor && !ro.accept_loss) return plan->below_floor;
   auto pid = std::to_string(::getpid());
-  if (::ftruncate(lfd->get(), 0) != 0) return io_error("cannot truncate", lock_path, errno);
+  if (auto e = truncate_file(lfd->get(), 0, lock_path)) return e;
   if (auto e = pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path)) return e;
   l->lock_fd_ = std::move(*lfd);
-  if (const char* trace = std::getenv("DOSQL_WAL_SYNC_TRACE"); trace && *trace) {
-    auto t = open_file(trace, O_WRONLY | O_CREAT | O_APPEND);
-    if (!t) return t.err();
-    l->trace_fd_ = std::move(*t);
-  }
   if (auto e = l->recover(*plan)) return e;
   l->publish_usage();
   return l;
@@ -297,7 +295,7 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
 // Carries out what plan_recovery decided: removes unfinished segment creations, zeroes a torn
 // tail, and sets the append position.
 error log::recover(const recovery_plan& plan) {
-  for (auto& n : plan.leftovers) ::unlink(join(dir_, n).c_str());
+  for (auto& n : plan.leftovers) (void)remove_file(join(dir_, n));
   if (plan.segment.empty()) {
     report_.created = true;
     if (auto e = create_segment(1)) return e;
@@ -332,19 +330,13 @@ error log::recover(const recovery_plan& plan) {
   next_lsn_ = plan.last_lsn + 1;
   // What a crashed process left in the page cache is made durable before we build on it.
   if (auto e = sync_data(active_fd_.get(), active_path_)) return e;
-  trace_sync();  // (test hook first: the mark never claims more than a power loss keeps)
+  synced_bytes_.store(active_.bytes, std::memory_order_relaxed);
   durable_lsn_.store(next_lsn_ - 1, std::memory_order_release);
   return mark_.open(dir_, next_lsn_ - 1);
 }
 
 error log::zero_fill(uint64_t from, uint64_t to) {
-  static const std::string zeros(64 * 1024, '\0');
-  for (uint64_t o = from; o < to;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), to - o));
-    if (auto e = pwrite_full(active_fd_.get(), zeros.data(), n, o, active_path_)) return e;
-    o += n;
-  }
-  return {};
+  return to > from ? wal::zero_fill(active_fd_.get(), from, to - from, active_path_) : error{};
 }
 
 error log::create_segment(uint64_t first_lsn) {
@@ -356,41 +348,46 @@ error log::create_segment(uint64_t first_lsn) {
   auto prepared = prealloc ? take_prepared() : result<unique_fd>(unique_fd());
   if (!prepared) return prepared.err();
   bool have_prepared = static_cast<bool>(*prepared);
-  if (have_prepared) {
-    auto from = join(dir_, prepared_name);
-    if (::rename(from.c_str(), tmp.c_str()) != 0) return io_error("cannot rename", from, errno);
-  }
+  if (have_prepared)
+    if (auto e = rename_file(join(dir_, prepared_name), tmp)) return e;
   auto fd = have_prepared ? std::move(*prepared) : open_file(tmp, O_RDWR | O_CREAT | O_TRUNC);
   if (!fd) return fd.err();
+  // Until it is complete, the new file is not the active segment (a failure leaves the log
+  // pointing at the sealed one, and the .tmp file for the next recovery to remove).
+  auto unfinished = [&](error e) {
+    (void)io().unlink(tmp.c_str());
+    return e;
+  };
   char hb[segment_header_size];
   encode_segment_header({format_version, first_lsn, now_ms()}, hb);
-  if (auto e = pwrite_full(fd->get(), hb, sizeof hb, 0, tmp)) return e;
-  active_fd_ = std::move(*fd);
-  active_path_ = tmp;
-  active_alloc_ = segment_header_size;
+  if (auto e = pwrite_full(fd->get(), hb, sizeof hb, 0, tmp)) return unfinished(e);
+  uint64_t alloc = segment_header_size;
   if (prealloc) {
+    alloc = std::max<uint64_t>(cfg_.target_segment_size, segment_header_size);
     if (!have_prepared)
-      if (auto e = zero_fill(segment_header_size, cfg_.target_segment_size)) return e;
-    active_alloc_ = std::max<uint64_t>(cfg_.target_segment_size, segment_header_size);
+      if (auto e = wal::zero_fill(fd->get(), segment_header_size, alloc - segment_header_size, tmp)) return unfinished(e);
   }
   // The header (and zero fill) are durable before the segment gets its real name.
-  if (auto e = sync_data(active_fd_.get(), tmp)) return e;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return io_error("cannot rename", tmp, errno);
-  if (auto e = sync_dir(dir_)) return e;
+  if (auto e = sync_data(fd->get(), tmp)) return unfinished(e);
+  if (auto e = rename_file(tmp, path)) return unfinished(e);
+  // From here the segment exists under its name (holding no record yet: harmless if the
+  // directory's fsync fails and the log stops).
+  active_fd_ = std::move(*fd);
   active_path_ = path;
+  active_alloc_ = alloc;
   active_ = {first_lsn, segment_header_size};
+  synced_bytes_.store(segment_header_size, std::memory_order_relaxed);
   active_entries_ = 0;
   behind_ = 0;
   publish_usage();
   prep_asked_ = false;
-  trace_sync();
-  return {};
+  return sync_dir(dir_);
 }
 
 error log::flush_buffer() {
   if (buf_.empty()) return {};
   if (auto e = pwrite_full(active_fd_.get(), buf_.data(), buf_.size(), active_.bytes, active_path_)) {
-    failed_ = true;
+    failed_ = true;  // (what part of buf_ reached the file is unknown: take_back() clears it)
     return e;
   }
   active_.bytes += buf_.size();
@@ -408,10 +405,10 @@ error log::roll() {
   wait_sync_idle(g);
   if (auto e = flush_buffer()) return e;
   // Cut the zero fill first: one fdatasync then persists the records and the new size.
-  if (active_alloc_ > active_.bytes && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_.bytes)) != 0)
-    return failed_ = true, io_error("cannot truncate", active_path_, errno);
+  if (active_alloc_ > active_.bytes)
+    if (auto e = truncate_file(active_fd_.get(), active_.bytes, active_path_)) return failed_ = true, e;
   if (auto e = sync_data(active_fd_.get(), active_path_)) return failed_ = true, e;
-  trace_sync();
+  synced_bytes_.store(active_.bytes, std::memory_order_relaxed);
   raise_durable(next_lsn_ - 1);
   sealed_.push_back(active_);
   ++rolls_;
@@ -443,39 +440,101 @@ error log::append_one(const entry_view& e, uint64_t& lsn) {
 }
 
 result<uint64_t> log::append(std::span<wal_entry> entries) {
-  if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
+  if (failed_) return refusal();
   for (auto& e : entries)
-    if (auto err = append_one(view_of(e), e.lsn)) return err;
-  if (auto err = flush_buffer()) return err;
+    if (auto err = append_one(view_of(e), e.lsn)) return failed_ ? take_back(err) : err;
+  if (auto err = flush_buffer()) return take_back(err);
   return next_lsn_ - 1;
 }
 
 result<uint64_t> log::append_views(std::span<const entry_view> entries) {
-  if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
+  if (failed_) return refusal();
   uint64_t lsn;
   for (auto& e : entries)
-    if (auto err = append_one(e, lsn)) return err;
-  if (auto err = flush_buffer()) return err;
+    if (auto err = append_one(e, lsn)) return failed_ ? take_back(err) : err;
+  if (auto err = flush_buffer()) return take_back(err);
   return next_lsn_ - 1;
 }
 
 error log::sync() {
+  std::unique_lock<std::mutex> g(sync_mu_);
+  wait_sync_idle(g);
+  if (failed_) {
+    g.unlock();
+    return refusal();
+  }
+  if (durable_lsn() == next_lsn_ - 1) return {};
+  // The owner's fdatasync takes the syncer's place (sync_running_): a background sync never
+  // runs beside it, so none can succeed after this one failed and claim what it could not.
+  sync_running_ = true;
+  g.unlock();
+  auto e = flush_buffer();
+  uint64_t bytes = active_.bytes;
+  if (!e) e = sync_data(active_fd_.get(), active_path_);
+  g.lock();
+  sync_running_ = false;
+  if (e) {
+    failed_ = true;  // after a failed fsync the page cache state is unknown (fsyncgate)
+    if (!sync_err_) sync_err_ = e;
+  }
+  g.unlock();
+  sync_cv_.notify_all();
+  if (e) return take_back(e);
+  syncs_.fetch_add(1, std::memory_order_relaxed);
+  synced_bytes_.store(bytes, std::memory_order_relaxed);
+  raise_durable(next_lsn_ - 1);
+  return {};
+}
+
+// After a failed write or fdatasync the log accepts nothing more, for good: the kernel may
+// have dropped the dirty pages while marking them clean, so a retried fdatasync could succeed
+// and claim durability the disk does not have (PostgreSQL's fsyncgate, 2018). What was
+// written after the last good fdatasync was never acknowledged: it is taken back (zeroed, or
+// cut off, and synced) so that a reopen does not bring back commits whose callers were told
+// they failed. If even that fails, the error says so: a reopen may then show them.
+error log::take_back(error cause) {
+  failed_ = true;
+  if (fail_err_) return fail_err_;
   {
     std::unique_lock<std::mutex> g(sync_mu_);
     wait_sync_idle(g);
-    if (sync_err_) return sync_err_;
+    if (sync_err_ && !cause) cause = sync_err_;
   }
-  if (failed_) return error(ec::io_error, "WAL " + dir_ + " failed earlier; reopen to recover");
-  if (durable_lsn() == next_lsn_ - 1) return {};
-  if (auto e = flush_buffer()) return e;
-  if (auto e = sync_data(active_fd_.get(), active_path_)) {
-    failed_ = true;  // after a failed fsync the page cache state is unknown (fsyncgate)
-    return e;
+  uint64_t from = cfg_.sync == wal_config::sync_policy::every_batch ? synced_bytes_.load(std::memory_order_relaxed)
+                                                                    : active_.bytes;
+  uint64_t to = active_.bytes + buf_.size();  // a failed write may have left part of buf_
+  buf_.clear();
+  std::string outcome;
+  if (active_fd_ && to > from) {
+    error e;
+    if (active_alloc_ > from) {  // preallocated: zero the records, keep the allocation
+      e = zero_fill(from, std::min(to, active_alloc_));
+      if (!e && to > active_alloc_) e = truncate_file(active_fd_.get(), active_alloc_, active_path_);
+    } else {
+      e = truncate_file(active_fd_.get(), from, active_path_);
+    }
+    if (!e) e = sync_data(active_fd_.get(), active_path_);
+    outcome = e ? "; the unacknowledged records after offset " + std::to_string(from) + " of " + active_path_ +
+                      " could not be taken back (" + e.message() + "): a reopen may show them"
+                : "; the unacknowledged records after offset " + std::to_string(from) + " of " + active_path_ +
+                      " were taken back";
+    active_.bytes = std::min(active_.bytes, from);
+    publish_usage();
   }
-  syncs_.fetch_add(1, std::memory_order_relaxed);
-  trace_sync();
-  raise_durable(next_lsn_ - 1);
-  return {};
+  fail_err_ = error(cause.code() == ec::none ? ec::io_error : cause.code(),
+                    "WAL " + dir_ + " stopped accepting writes after a failed write or fdatasync (" + cause.message() +
+                        outcome + "); reopen the database to recover");
+  return fail_err_;
+}
+
+error log::refusal() {
+  error cause;
+  {
+    std::unique_lock<std::mutex> g(sync_mu_);
+    wait_sync_idle(g);
+    cause = sync_err_;
+  }
+  return take_back(cause ? cause : error(ec::io_error, "an earlier failure"));
 }
 
 void log::publish_usage() noexcept {
@@ -496,12 +555,6 @@ void log::write_behind() {
   (void)::sync_file_range(active_fd_.get(), static_cast<off_t>(behind_), static_cast<off_t>(active_.bytes - behind_),
                           SYNC_FILE_RANGE_WRITE);
   behind_ = active_.bytes;
-}
-
-void log::trace_sync() {
-  if (!trace_fd_) return;
-  auto line = segment_file_name(active_.first_lsn) + " " + std::to_string(active_.bytes) + "\n";
-  (void)!::write(trace_fd_.get(), line.data(), line.size());
 }
 
 result<uint64_t> log::append_batch(std::span<wal_entry> entries) {
@@ -542,6 +595,17 @@ result<compact_report> log::compact(uint64_t below_lsn) {
     if (auto e = make_dirs(archive)) return e;
   }
   size_t n = 0;
+  // Whatever happens, the segments already gone leave the in-memory list, and the directory
+  // entry changes made so far are synced (a failure loses nothing: the rest stays readable).
+  auto finish = [&](error e) -> error {
+    sealed_.erase(sealed_.begin(), sealed_.begin() + static_cast<std::ptrdiff_t>(n));
+    if (n > 0) {
+      if (auto se = sync_dir(dir_); se && !e) e = se;
+      if (cfg_.auto_archive)
+        if (auto se = sync_dir(archive); se && !e) e = se;
+    }
+    return e;
+  };
   while (n < sealed_.size()) {
     uint64_t next_first = n + 1 < sealed_.size() ? sealed_[n + 1].first_lsn : active_.first_lsn;
     if (next_first > below_lsn) break;  // segment n holds an LSN >= below_lsn
@@ -549,21 +613,15 @@ result<compact_report> log::compact(uint64_t below_lsn) {
     auto path = join(dir_, name);
     if (cfg_.auto_archive) {
       auto dst = join(archive, name);
-      if (::rename(path.c_str(), dst.c_str()) != 0) return io_error("cannot archive", path, errno);
-    } else if (::unlink(path.c_str()) != 0) {
-      return io_error("cannot remove", path, errno);
+      if (auto e = rename_file(path, dst)) return finish(error(e.code(), "cannot archive: " + e.message()));
+    } else if (auto e = remove_file(path)) {
+      return finish(e);
     }
     rep.removed.push_back(sealed_[n].first_lsn);
     rep.bytes += sealed_[n].bytes;
     ++n;
   }
-  sealed_.erase(sealed_.begin(), sealed_.begin() + static_cast<std::ptrdiff_t>(n));
-  if (n > 0) {
-    if (auto e = sync_dir(dir_)) return e;
-    if (cfg_.auto_archive) {
-      if (auto e = sync_dir(archive)) return e;
-    }
-  }
+  if (auto e = finish({})) return e;
   rep.oldest_lsn = oldest_lsn();
   return rep;
 }

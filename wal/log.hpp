@@ -120,12 +120,16 @@ class log {
 
   /// Assigns consecutive LSNs to `entries` (setting each `lsn`), frames them and writes
   /// them to the OS. Returns the last LSN assigned. Survives a process crash once it
-  /// returned; durable only after sync(). On error the log is unusable (reopen recovers).
+  /// returned; durable only after sync(). On a write error the log stops for good: it takes
+  /// back what was written after the last good fdatasync (under sync_policy::every_batch) and
+  /// refuses every later append and sync with an error saying why (reopen recovers).
   result<uint64_t> append(std::span<wal_entry> entries);
   /// Like append(), from views (zero-copy for callers that hold the bytes elsewhere); the
   /// entries get LSNs next_lsn(), next_lsn() + 1, ... in order (their `lsn` is ignored).
   result<uint64_t> append_views(std::span<const entry_view> entries);
-  /// fdatasync the active segment: everything appended so far becomes durable.
+  /// fdatasync the active segment: everything appended so far becomes durable. A failed
+  /// fdatasync is never retried (the kernel may have dropped the pages it could not write):
+  /// the log stops as after a failed write, taking back what was not durable.
   error sync();
   /// Pipelined durability: asks a background thread to fdatasync everything appended so far
   /// and returns at once, so the next batch is encoded and written while the disk syncs.
@@ -167,7 +171,8 @@ class log {
   error flush_buffer();
   error append_one(const entry_view& e, uint64_t& lsn);
   error zero_fill(uint64_t from, uint64_t to);
-  void trace_sync();
+  error take_back(error cause);
+  error refusal();
   // Background preparation of the next segment's zero-filled file (off the commit path).
   void want_next_segment();
   void prepare_loop();
@@ -200,13 +205,15 @@ class log {
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
   uint64_t sync_target_ = 0;  // last LSN a requested sync must cover
-  uint64_t sync_bytes_ = 0;   // bytes written to the active segment at that request (trace)
+  uint64_t sync_bytes_ = 0;   // bytes written to the active segment at that request
   bool sync_running_ = false, sync_stop_ = false;
   error sync_err_;
   std::string buf_;  // framed records not yet written
   std::atomic<bool> failed_{false};
   durable_mark mark_;   // the durable LSN for readers in other processes (wal/DURABLE)
-  unique_fd trace_fd_;  // DOSQL_WAL_SYNC_TRACE: test hook for power-loss simulation
+  // Bytes of the active segment known fdatasync'd: a failure takes back what lies beyond.
+  std::atomic<uint64_t> synced_bytes_{0};
+  error fail_err_;  // owner thread: why the log stopped accepting writes (set once)
   std::thread prep_thread_;
   std::mutex prep_mu_;
   std::condition_variable prep_cv_;

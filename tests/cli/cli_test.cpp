@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1227,4 +1228,156 @@ TEST_CASE("wal retention: shows, records and applies the policy; slots keep what
   r = dosql_run("tail " + dir + " --from 0");  // history before lsn `oldest` is gone, and says so
   CHECK(r.code == 1);
   CHECK(has(r.err, "LSN_NOT_FOUND"));
+}
+
+namespace {
+
+// The disk-full scenarios, run by sh inside a user+mount namespace (`unshare -rm`) on a small
+// tmpfs of its own: $1 mount point, $2 results directory (outside the mount), $3 the dosql
+// binary. Exit 77: no tmpfs could be mounted here.
+constexpr const char* disk_full_script = R"SH(set -u
+MNT=$1; OUT=$2; D=$3
+mount -t tmpfs -o size=8m tmpfs "$MNT" 2>"$OUT/mount.err" || exit 77
+free_pages() { df --output=avail -B4096 "$MNT" | tail -1; }
+# fill K: leave K 4-KiB pages free
+fill() { rm -f "$MNT/filler"; n=$(( ($(free_pages) - $1) * 4096 )); [ $n -gt 0 ] && head -c $n /dev/zero >"$MNT/filler" 2>/dev/null; true; }
+snapshot() { (cd "$MNT/db" && find . -type f ! -name LOCK ! -name db.sqlite-shm -printf '%p %s %T@\n' | sort); }
+
+# (a)/(b) One INSERT of a 100 KB row with K pages free, K = 0, 2, ... 60, each on a fresh copy.
+"$D" sql "$MNT/db" -e "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)" >/dev/null || exit 3
+cp -a "$MNT/db" "$OUT/base"
+k=0
+while [ $k -le 60 ]; do
+  rm -rf "$MNT/db" "$MNT/filler"; cp -a "$OUT/base" "$MNT/db"
+  fill $k
+  "$D" sql "$MNT/db" -e "INSERT INTO t VALUES(1, randomblob(100000))" >"$OUT/ins.$k.out" 2>"$OUT/ins.$k.err"
+  echo $? >"$OUT/ins.$k.rc"
+  rm -f "$MNT/filler"
+  "$D" sql "$MNT/db" -e "SELECT count(*) FROM t" >"$OUT/cnt.$k.out" 2>"$OUT/cnt.$k.err"
+  echo $? >"$OUT/cnt.$k.rc"
+  k=$((k + 2))
+done
+
+# (b) dosql's own WAL cannot grow: 60 KB rows, one process each, until the segment must roll
+# (a new 2 MiB segment) with 1 MiB free.
+rm -rf "$MNT/db" "$MNT/filler"
+"$D" sql "$MNT/db" -e "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)" >/dev/null || exit 3
+s=""; i=1; while [ $i -le 25 ]; do s="$s INSERT INTO t VALUES($i, randomblob(60000));"; i=$((i + 1)); done
+"$D" sql "$MNT/db" -e "$s" >/dev/null 2>"$OUT/roll.setup.err" || exit 4
+"$D" sql "$MNT/db" -e "SELECT 1" >/dev/null 2>&1 || exit 5
+fill 256
+: >"$OUT/roll.acked"
+i=26
+while [ $i -le 80 ]; do
+  if "$D" sql "$MNT/db" -e "INSERT INTO t VALUES($i, randomblob(60000))" >/dev/null 2>"$OUT/roll.err"; then
+    echo $i >>"$OUT/roll.acked"
+  else
+    echo $i >"$OUT/roll.failed"; break
+  fi
+  i=$((i + 1))
+done
+# Still full: opens keep failing cleanly, and leave nothing behind.
+"$D" sql "$MNT/db" -e "INSERT INTO t VALUES(1000, randomblob(60000))" >/dev/null 2>"$OUT/roll.again.err"
+echo $? >"$OUT/roll.again.rc"
+(cd "$MNT/db" && find . -name '*.tmp' -o -name next.prealloc) >"$OUT/full.leftovers"
+# (c) Space freed: the directory opens; no leftover.
+rm -f "$MNT/filler"
+"$D" sql "$MNT/db" -e "SELECT id FROM t ORDER BY id" >"$OUT/roll.ids" 2>"$OUT/roll.ids.err"
+echo $? >"$OUT/roll.ids.rc"
+(cd "$MNT/db" && find . -name '*.tmp' -o -name next.prealloc) >"$OUT/freed.leftovers"
+
+# (d) Read-only commands on a completely full disk write nothing.
+"$D" slots "$MNT/db" create reader >/dev/null 2>&1 || exit 6
+fill 0
+snapshot >"$OUT/ro.before"
+"$D" sql "$MNT/db" -e "SELECT count(*) FROM t" >"$OUT/ro.sql.out" 2>"$OUT/ro.sql.err"; echo $? >"$OUT/ro.sql.rc"
+"$D" tail "$MNT/db" >"$OUT/ro.tail.out" 2>"$OUT/ro.tail.err"; echo $? >"$OUT/ro.tail.rc"
+"$D" slots "$MNT/db" list >"$OUT/ro.slots.out" 2>"$OUT/ro.slots.err"; echo $? >"$OUT/ro.slots.rc"
+snapshot >"$OUT/ro.after"
+exit 0
+)SH";
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("disk full, for real (a tmpfs): a durable commit is never reported failed, a commit that cannot be "
+          "written fails and stays invisible, the directory opens once space is freed, read-only runs write nothing",
+          "[cli][faults][diskfull]") {
+  test::temp_dir d;
+  std::string mnt = d / "mnt", out = d / "out";
+  REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(out.c_str(), 0755) == 0);
+  test::write_file(d / "disk_full.sh", disk_full_script);
+  std::string cmd = "unshare -rm sh " + q(d / "disk_full.sh") + " " + q(mnt) + " " + q(out) + " " + q(DOSQL_CLI) +
+                    " >" + q(d / "script.log") + " 2>&1";
+  int st = std::system(cmd.c_str());
+  int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  bool ran = ::access((out + "/mount.err").c_str(), F_OK) == 0;  // unshare worked, the script started
+  if (code == 77 || !ran) {
+    WARN("SKIPPED: cannot mount a tmpfs in a user+mount namespace here (unshare -rm; mount -t tmpfs): "
+         << test::read_file(d / "script.log"));
+    return;
+  }
+  INFO("script log: " << test::read_file(d / "script.log"));
+  REQUIRE(code == 0);
+  auto rd = [&](const std::string& name) { return test::read_file(out + "/" + name); };
+
+  // (a) and (b), at every amount of free space: exit 0 means the row is there after space is
+  // freed; an error means it is not. Both happen, and a checkpoint failure is only a warning.
+  bool durable_but_checkpoint_failed = false, refused = false;
+  for (int k = 0; k <= 60; k += 2) {
+    auto ks = std::to_string(k);
+    INFO(k << " pages free; stderr: " << rd("ins." + ks + ".err") << "; then: " << rd("cnt." + ks + ".err"));
+    int rc = std::stoi(rd("ins." + ks + ".rc"));
+    REQUIRE(rd("cnt." + ks + ".rc") == "0\n");
+    auto count = lines(rd("cnt." + ks + ".out"));
+    REQUIRE(count.size() >= 3);
+    auto n = trimmed(count.back());
+    n.erase(0, n.find_first_not_of(' '));
+    if (rc == 0) {
+      CHECK(n == "1");  // a commit reported durable is there
+      if (has(rd("ins." + ks + ".err"), "checkpoint at close failed")) durable_but_checkpoint_failed = true;
+    } else {
+      CHECK(n == "0");  // a failed commit is not
+      CHECK(has(rd("ins." + ks + ".err"), "full"));  // says why
+      CHECK(rd("ins." + ks + ".out").empty());
+      refused = true;
+    }
+  }
+  CHECK(durable_but_checkpoint_failed);
+  CHECK(refused);
+
+  // (b) dosql's WAL itself full at a roll: a clear error naming the file, the rows acknowledged
+  // before it are all there, the refused one is not.
+  auto failed = trimmed(rd("roll.failed"));
+  REQUIRE_FALSE(failed.empty());
+  CHECK(has(rd("roll.err"), "No space left on device"));
+  CHECK(has(rd("roll.err"), ".wal"));
+  CHECK(rd("roll.again.rc") != "0\n");
+  CHECK(trimmed(rd("full.leftovers")).empty());
+  // (c) Space freed: opens, no leftovers, exactly the acknowledged rows.
+  REQUIRE(rd("roll.ids.rc") == "0\n");
+  CHECK(trimmed(rd("freed.leftovers")).empty());
+  std::vector<std::string> want;
+  for (int i = 1; i < std::stoi(failed); ++i) want.push_back(std::to_string(i));
+  auto got = lines(rd("roll.ids"));
+  std::vector<std::string> ids;
+  for (size_t i = 2; i < got.size(); ++i) {  // after the header and the rule
+    auto v = trimmed(got[i]);
+    v.erase(0, v.find_first_not_of(' '));
+    if (!v.empty()) ids.push_back(v);
+  }
+  CHECK(ids == want);
+
+  // (d) On a full disk, read-only runs succeed and change no file (LOCK files take the pid of
+  // their owner; db.sqlite-shm is SQLite's shared-memory index).
+  CHECK(rd("ro.sql.rc") == "0\n");
+  CHECK(rd("ro.tail.rc") == "0\n");
+  CHECK(rd("ro.slots.rc") == "0\n");
+  CHECK(has(rd("ro.slots.out"), "reader"));
+  CHECK(rd("ro.after") == rd("ro.before"));
 }

@@ -20,6 +20,7 @@
 #include <random>
 #include <sstream>
 
+#include "fault_fs.hpp"
 #include "replica.hpp"
 #include "runtime/database.hpp"
 #include "test_util.hpp"
@@ -147,7 +148,12 @@ bool one_txn(database& db, std::mt19937_64& rng, int64_t seq) {
 }
 
 [[noreturn]] void child(const std::string& dir, int out_fd, uint64_t seed, const std::string& trace) {
-  if (!trace.empty()) ::setenv("DOSQL_WAL_SYNC_TRACE", trace.c_str(), 1);
+  // Power-loss simulation: the child records each fdatasync through the test's file_io.
+  static test::fault_fs fs;
+  if (!trace.empty()) {
+    fs.trace_syncs(trace);
+    wal::install_io(&fs);
+  }
   try {
     runtime rt;
     // Odd seeds stream every statement's changes to the WAL before COMMIT (threshold 1

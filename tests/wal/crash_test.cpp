@@ -14,6 +14,7 @@
 #include <random>
 #include <sstream>
 
+#include "fault_fs.hpp"
 #include "test_util.hpp"
 
 using namespace dosql;
@@ -26,7 +27,12 @@ int rounds() {
 }
 
 [[noreturn]] void writer_child(const std::string& dir, int out_fd, uint64_t seed, const std::string& trace) {
-  if (!trace.empty()) ::setenv("DOSQL_WAL_SYNC_TRACE", trace.c_str(), 1);
+  // Power-loss simulation: the child records each fdatasync through the test's file_io.
+  static test::fault_fs fs;
+  if (!trace.empty()) {
+    fs.trace_syncs(trace);
+    wal::install_io(&fs);
+  }
   wal_config cfg;
   cfg.target_segment_size = 256 * 1024;  // roll often
   cfg.max_entries_per_segment = 700;

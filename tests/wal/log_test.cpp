@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "fault_fs.hpp"
 #include "test_util.hpp"
 #include "wal/durable_mark.hpp"
 #include "wal/format.hpp"
@@ -314,4 +315,88 @@ TEST_CASE("retention_point: sealed segments past the age or beyond the newest by
   auto one = test::open_log(e.path(), cfg);
   test::append_n(*one, 0, 10, 10);
   CHECK(*wal::retention_point(e.path(), wal_config::retention_policy{true, 1, 1}, now + hours(1)) == 0);
+}
+
+// The log's own failure rules, with faults injected through wal::file_io ([faults]; the
+// database-level suite is tests/runtime/fault_test.cpp).
+TEST_CASE("faults: after a failed write or fdatasync the log takes back what was not durable, never syncs "
+          "again, and refuses everything saying why", "[log][faults]") {
+  test::fault_fs fs;
+  test::fault_fs::scope installed(fs);
+  using op = test::fault_fs::op;
+  struct c {
+    op kind;
+    int err;
+    bool short_write;
+  };
+  auto f = GENERATE(c{op::sync, EIO, false}, c{op::write, ENOSPC, false}, c{op::write, 0, true});
+  auto pipelined = GENERATE(false, true);
+  auto prealloc = GENERATE(true, false);
+  INFO("fault " << test::fault_fs::name(f.kind) << (f.short_write ? " (short)" : "") << ", pipelined " << pipelined
+                << ", preallocate " << prealloc);
+  test::temp_dir d;
+  wal_config cfg;
+  cfg.preallocate = prealloc;
+  uint64_t durable = 0;
+  {
+    auto log = test::open_log(d.path(), cfg);
+    test::append_n(*log, 0, 30, 10);
+    durable = log->durable_lsn();
+    REQUIRE(durable == 30);
+    fs.arm(f.kind, 1, f.err, f.short_write);
+    std::vector<wal_entry> b;
+    for (uint64_t k = 0; k < 10; ++k) b.push_back(make_entry(30 + k));
+    error first;
+    if (pipelined) {
+      auto r = log->append(b);
+      if (!r) first = r.err();
+      log->sync_async();
+      if (auto e = log->sync()) first = first ? first : e;
+    } else {
+      auto r = log->append_batch(b);
+      if (!r) first = r.err();
+    }
+    REQUIRE(fs.hit());
+    fs.disarm();
+    REQUIRE(first);
+    CHECK(log->durable_lsn() == durable);
+    uint64_t syncs = fs.calls(op::sync);
+    // Refused for good, with the reason; no fdatasync is tried again.
+    for (int i = 0; i < 3; ++i) {
+      auto r = log->append_batch(b);
+      REQUIRE_FALSE(r);
+      CHECK_THAT(r.err().message(), Catch::Contains("stopped accepting writes"));
+      CHECK_THAT(r.err().message(), Catch::Contains(f.kind == op::sync ? "fdatasync" : "write"));
+      CHECK(log->sync());
+    }
+    CHECK(fs.calls(op::sync) == syncs);
+  }
+  // Reopened: exactly the durable entries, and the next LSN follows them.
+  auto log = test::open_log(d.path(), cfg);
+  CHECK(log->last_lsn() == durable);
+  auto got = test::read_from(d.path(), 0);
+  REQUIRE(got.size() == durable);
+  for (uint64_t i = 0; i < got.size(); ++i) CHECK(got[i].lsn == i + 1);
+}
+
+TEST_CASE("faults: a background fdatasync that failed unasked still takes back what it did not make durable",
+          "[log][faults]") {
+  test::fault_fs fs;
+  test::fault_fs::scope installed(fs);
+  test::temp_dir d;
+  {
+    auto log = test::open_log(d.path());
+    test::append_n(*log, 0, 20, 10);
+    fs.arm(test::fault_fs::op::sync, 1, EIO);
+    std::vector<wal_entry> b;
+    for (uint64_t k = 0; k < 10; ++k) b.push_back(make_entry(20 + k));
+    REQUIRE(log->append(b));
+    log->sync_async();
+    for (int i = 0; i < 10000 && !fs.hit(); ++i) ::usleep(1000);  // bounded: 10 s
+    REQUIRE(fs.hit());
+    fs.disarm();
+    CHECK(log->durable_lsn() == 20);
+  }  // closed without another call: the destructor takes back
+  auto log = test::open_log(d.path());
+  CHECK(log->last_lsn() == 20);
 }
