@@ -348,17 +348,34 @@ error database::impl::step_write(sqlite3_stmt* st, const detail::statement_info&
       for (auto& col : t->stored) c.emplace_back(col.name, col.type);
     return c;
   };
+  // SQLite's schema cookie: DDL that changed nothing (IF NOT EXISTS on an existing object,
+  // IF EXISTS on a missing one) leaves it as it was, and is not a schema change to capture.
+  auto schema_cookie = [&]() -> result<int64_t> {
+    auto q = detail::prepare(db, "PRAGMA schema_version");
+    if (!q) return q.err();
+    if (int rc = sqlite3_step(q->get()); rc != SQLITE_ROW) return detail::sql_error(db, "PRAGMA schema_version", rc);
+    return static_cast<int64_t>(sqlite3_column_int64(q->get(), 0));
+  };
   std::vector<std::string> tables_before;
   cols_t before;
+  int64_t cookie_before = 0;
   if (info.ddl_code) {
     before = columns_of(info.ddl_table);
     for (auto& [name, _] : cap.tables().tables()) tables_before.push_back(name);
+    auto c = schema_cookie();
+    if (!c) return c.err();
+    cookie_before = *c;
   }
   cap.set_enabled(true);
   auto e = step_rows(st, text, out);
   cap.set_enabled(false);
   if (auto he = cap.take_hook_error()) return error(he.code(), he.message() + " in statement: " + trim_sql(text));
   if (e || !info.ddl_code) return e;
+  if (auto c = schema_cookie(); !c) {
+    return c.err();
+  } else if (*c == cookie_before) {
+    return {};
+  }
   if (auto le = reload_catalog()) return le;
   cap.txn_has_ddl = true;
   row img;

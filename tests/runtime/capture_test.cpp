@@ -204,6 +204,36 @@ TEST_CASE("schema changes are SCHEMA entries with the guide's fields", "[capture
   f.check_replica();
 }
 
+TEST_CASE("DDL that changes nothing (IF NOT EXISTS / IF EXISTS) writes no SCHEMA entry", "[capture]") {
+  fixture f;
+  must(f.db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT); CREATE INDEX ta ON t(a); "
+                  "CREATE VIEW v AS SELECT id FROM t; "
+                  "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END"));
+  auto schema_entries = [&] {
+    size_t n = 0;
+    for (auto& e : test::read_from(f.db->wal_dir(), 0)) n += e.op == op_type::schema;
+    return n;
+  };
+  auto before = schema_entries();
+  uint64_t last = f.db->last_lsn();
+  for (auto sql : {"CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, a TEXT)", "CREATE INDEX IF NOT EXISTS ta ON t(a)",
+                   "CREATE VIEW IF NOT EXISTS v AS SELECT 1", "CREATE TRIGGER IF NOT EXISTS tr AFTER INSERT ON t BEGIN SELECT 2; END",
+                   "DROP TABLE IF EXISTS missing", "DROP INDEX IF EXISTS missing_i", "DROP VIEW IF EXISTS missing_v",
+                   "DROP TRIGGER IF EXISTS missing_tr"}) {
+    INFO(sql);
+    must(f.db->exec(sql));
+    CHECK(schema_entries() == before);
+    CHECK(f.db->last_lsn() == last);  // nothing at all was written: no empty transaction either
+  }
+  // In a transaction with real changes: only the changes are captured.
+  must(f.db->exec("BEGIN; CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t(a) VALUES('r'); COMMIT"));
+  CHECK(schema_entries() == before);
+  // And a real one is still captured, with the next schema version.
+  must(f.db->exec("CREATE TABLE IF NOT EXISTS u(id INTEGER PRIMARY KEY)"));
+  CHECK(schema_entries() == before + 1);
+  f.check_replica();
+}
+
 TEST_CASE("JSON text: escapes, invalid UTF-8, REALs that stay REALs, and it always parses", "[json]") {
   CHECK(to_json(value(std::string("a\"b\\c\n\t\x01 é €"))) == "\"a\\\"b\\\\c\\n\\t\\u0001 é €\"");
   CHECK(to_json(value(std::string("bad \xff\xfe end \xC3"))) == "\"bad \xEF\xBF\xBD\xEF\xBF\xBD end \xEF\xBF\xBD\"");
