@@ -463,6 +463,13 @@ TEST_CASE("serve: /metrics has the WAL, subscription and slot figures", "[serve]
     o.start_lsn = 4;
     must(slots->create_slot("behind", o));
     must(slots->create_slot("current"));
+    must(slots->create_slot("broken"));
+  }
+  {  // one flipped byte in a slot file: reported, not skipped
+    auto path = d / "slots/broken.slot";
+    auto bytes = test::read_file(path);
+    bytes.back() ^= 0x40;
+    test::write_file(path, bytes);
   }
   server s(d.path(), {"--token", token});
   plain_client c(s.port(), token);
@@ -494,6 +501,9 @@ TEST_CASE("serve: /metrics has the WAL, subscription and slot figures", "[serve]
   CHECK(m["dosql_slot_lag_entries{slot=\"current\"}"] == 0);
   CHECK(m["dosql_slot_lag_bytes{slot=\"current\"}"] == 0);
   CHECK(m["dosql_slot_invalidated{slot=\"current\"}"] == 0);
+  CHECK(m["dosql_slot_damaged{slot=\"current\"}"] == 0);
+  CHECK(m["dosql_slot_damaged{slot=\"broken\"}"] == 1);
+  CHECK(m.count("dosql_slot_confirmed_lsn{slot=\"broken\"}") == 0);  // its position is unknown
 
   // New commits: the WAL figures move; the subscription catches up.
   must(db->exec("INSERT INTO t(v) VALUES('y')"));

@@ -146,8 +146,14 @@ class registry {
   std::map<uint64_t, std::shared_ptr<subscription_stats>> subs_;
 };
 
-/// The slots of DIR (DIR/slots/NAME.slot), read without the lock; none if the folder is missing.
-result<std::vector<cdc::slot_info>> read_slots(const std::string& dir);
+/// The slots of DIR (DIR/slots/NAME.slot), read without the lock; none if the folder is
+/// missing. A damaged slot file is listed in `damaged` (name, the reason naming the file), never
+/// skipped silently: /metrics reports it as dosql_slot_damaged.
+struct slot_listing {
+  std::vector<cdc::slot_info> slots;
+  std::vector<std::pair<std::string, std::string>> damaged;
+};
+result<slot_listing> read_slots(const std::string& dir);
 
 /// The Prometheus text exposition (format 0.0.4) of GET /metrics for the data directory `dir`.
 result<std::string> metrics_text(const std::string& dir, const registry& reg);

@@ -357,18 +357,24 @@ std::vector<std::shared_ptr<subscription_stats>> registry::subscriptions() const
 
 // ---- slots and metrics ----
 
-result<std::vector<cdc::slot_info>> read_slots(const std::string& dir) {
-  std::vector<cdc::slot_info> out;
+result<slot_listing> read_slots(const std::string& dir) {
+  slot_listing out;
   auto slots_dir = wal::join(dir, "slots");
   if (!wal::path_exists(slots_dir)) return out;
   auto names = wal::list_dir(slots_dir);
   if (!names) return names.err();
   for (auto& n : *names) {
     if (!n.ends_with(".slot")) continue;  // not NAME.slot.tmp, a replacement being written
-    // Dropped meanwhile, or damaged (the owner reports that when it loads the slots).
-    if (auto s = actors::read_slot_file(wal::join(slots_dir, n))) out.push_back(std::move(*s));
+    auto path = wal::join(slots_dir, n);
+    auto s = actors::read_slot_file(path);
+    if (s) {
+      out.slots.push_back(std::move(*s));
+    } else if (wal::path_exists(path)) {  // (not dropped meanwhile): damaged, its position unknown
+      out.damaged.emplace_back(n.substr(0, n.size() - 5), s.err().message());
+    }
   }
-  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  std::sort(out.slots.begin(), out.slots.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  std::sort(out.damaged.begin(), out.damaged.end());
   return out;
 }
 
@@ -377,8 +383,9 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   if (!wd) return wd.err();
   auto st = scan_wal(*wd);
   if (!st) return st.err();
-  auto slots = read_slots(dir);
-  if (!slots) return slots.err();
+  auto listing = read_slots(dir);
+  if (!listing) return listing.err();
+  auto* slots = &listing->slots;
   const uint64_t last = st->last_lsn;
   std::string out;
   family(out, "dosql_wal_last_lsn", "gauge", "LSN of the newest entry in the WAL segment files.");
@@ -469,6 +476,11 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   }
   family(out, "dosql_slot_invalidated", "gauge", "1 if the slot was invalidated (it no longer holds the WAL back).");
   for (auto& s : *slots) sample(out, "dosql_slot_invalidated", s.invalidated ? 1 : 0, "slot=\"" + label(s.name) + "\"");
+  family(out, "dosql_slot_damaged", "gauge",
+         "1 if the slot's file is damaged (checksum or length): its position is unknown, so no compaction runs "
+         "and the slot cannot be used until it is dropped and re-created (dosql slots DIR list names the problem).");
+  for (auto& s : *slots) sample(out, "dosql_slot_damaged", 0, "slot=\"" + label(s.name) + "\"");
+  for (auto& [name, why] : listing->damaged) sample(out, "dosql_slot_damaged", 1, "slot=\"" + label(name) + "\"");
   return out;
 }
 
