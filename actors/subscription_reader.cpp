@@ -6,6 +6,7 @@
 #include <deque>
 #include <map>
 
+#include "actors/errors.hpp"
 #include "runtime/value.hpp"
 #include "wal/format.hpp"
 #include "wal/msgpack_sink.hpp"
@@ -279,7 +280,16 @@ void pump(reader_actor* self) {
               self->state.inflight_first.erase(id);
               pump(self);
             },
-            [=](caf::error& err) { consumer_failed(self, "the consumer failed: " + self->system().render(err)); });
+            [=](caf::error& err) {
+              auto e = from_caf(err, "the consumer failed");
+              if (err.category() == error_category && e.code() == ec::subscription_failed && e.lsn) {
+                finish(self, e);  // it says which entry, as itself
+                self->quit();
+              } else {
+                consumer_failed(self, err.category() == error_category ? "the consumer failed: " + e.to_string()
+                                                                       : e.message());
+              }
+            });
   }
   // A consumer that chose "fail instead of waiting": entries are waiting but its window is full.
   if (!st.ended && o.on_overflow == cdc::overflow_policy::fail && st.inflight >= o.max_buffer_size &&

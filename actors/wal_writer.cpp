@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 
+#include "actors/errors.hpp"
 #include "actors/messages.hpp"
 
 namespace dosql::actors {
@@ -138,12 +139,12 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
     },
     [=](sync_atom) -> caf::result<uint64_t> {
       flush(self);
-      if (self->state.failed) return caf::make_error(caf::sec::runtime_error, "WAL failed");
+      if (self->state.failed) return to_caf(self->state.tail->failure());
       return self->state.log->durable_lsn();
     },
     [=](compact_atom, uint64_t below) -> caf::result<std::vector<uint64_t>> {
       auto r = self->state.log->compact(below);
-      if (!r) return caf::make_error(caf::sec::runtime_error, r.err().to_string());
+      if (!r) return to_caf(r.err());
       std::vector<uint64_t> out{r->oldest_lsn, r->bytes, r->archived ? 1u : 0u};
       out.insert(out.end(), r->removed.begin(), r->removed.end());
       return out;

@@ -17,6 +17,7 @@
 
 #include "actors/durable_tail.hpp"
 #include "actors/messages.hpp"
+#include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
 #include "actors/wal_writer.hpp"
 #include "runtime/apply.hpp"
@@ -979,7 +980,8 @@ result<wal::compact_report> database::compact(uint64_t below_lsn) {
             out = rep;
           },
           [&](caf::error& e) {
-            out = error(ec::io_error, "compaction of " + wal_dir() + " failed: " + p_->rt->system().render(e));
+            auto err = actors::from_caf(e, "the WAL writer");  // (its code crosses the actor boundary)
+            out = error(err.code(), "compaction of " + wal_dir() + " failed: " + err.message());
           });
   return out;
 }
@@ -1121,6 +1123,7 @@ runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
     opts.policy = runtime_options::scheduler_policy::stealing;
   s_->cfg.set("scheduler.policy", opts.policy == runtime_options::scheduler_policy::sharing ? caf::atom("sharing")
                                                                                             : caf::atom("stealing"));
+  actors::register_error_category(s_->cfg);  // dosql::error crosses actors as itself
   s_->sys = std::make_unique<caf::actor_system>(s_->cfg);
 }
 

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
 #include "runtime/sqlite_util.hpp"
 #include "wal/msgpack_sink.hpp"
@@ -31,7 +32,7 @@ struct slot_manager::impl {
                 err = error(ec::decode_error, std::string("slot manager reply: ") + e.what());
               }
             },
-            [&](caf::error& e) { err = error(ec::io_error, db->owner().system().render(e)); });
+            [&](caf::error& e) { err = actors::from_caf(e, "the slot manager"); });
     return err;
   }
   template <class... Ts>

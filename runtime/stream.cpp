@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 
+#include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
 #include "actors/subscription_reader.hpp"
 #include "wal/reader.hpp"
@@ -105,7 +106,7 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state>* self, std::sha
       // Nothing of this batch is acknowledged: the reader ends the subscription.
       st.c->on_end(e);
       self->quit();
-      return caf::make_error(caf::sec::runtime_error, e.to_string());
+      return actors::to_caf(e);
     },
     [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
       self->state.c->on_end(end_error(code, msg, oldest, lsn));

@@ -583,6 +583,11 @@ TEST_CASE("a consumer that throws or dies ends its subscription with SUBSCRIPTIO
     });
     CHECK(sub.outcome()->code() == ec::subscription_failed);
     CHECK(sub.outcome()->lsn == c->first);
+    // The consumer's own error crossed the actor boundary as itself: said once, not wrapped.
+    auto msg = sub.outcome()->message();
+    CHECK(msg.find("consumer broke") != std::string::npos);
+    CHECK(msg.find("subscription failed at lsn") == msg.rfind("subscription failed at lsn"));
+    CHECK(msg.find("SUBSCRIPTION_FAILED") == std::string::npos);
   }
   SECTION("a user actor dies holding a batch") {
     auto h = std::make_shared<holder>();
