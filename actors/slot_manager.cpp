@@ -20,11 +20,6 @@
 namespace dosql::actors {
 namespace {
 
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 using detail::string_packer;
 using detail::string_sink;
 

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,11 +36,6 @@ namespace {
 constexpr int data_format_version = 1;
 constexpr const char* marker_name = "DOSQL";
 constexpr const char* sqlite_name = "db.sqlite";
-
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 bool starts_with_keyword(std::string_view text, std::string_view kw) {
   size_t i = 0;
@@ -1328,14 +1322,8 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   }
   if (auto e = check_marker(dir, p->rec.created)) return e;
   // One owner at a time, across processes; the kernel releases the lock if we die.
-  auto lock_path = wal::join(dir, "LOCK");
-  auto lfd = wal::open_file(lock_path, O_RDWR | O_CREAT);
+  auto lfd = wal::lock_dir(dir, dir);
   if (!lfd) return lfd.err();
-  if (::flock(lfd->get(), LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = {};
-    (void)wal::pread_full(lfd->get(), pid, sizeof pid - 1, 0, lock_path);
-    return error(ec::busy, dir + " is open by pid " + std::string(pid[0] ? pid : "?"));
-  }
   p->dir_lock = std::move(*lfd);
   // Recovery decides before it changes anything (docs/ARCHITECTURE.md, "Recovery"): SQLite's
   // checkpointed LSN is read without touching its -wal, and the WAL refuses to end below it
@@ -1372,9 +1360,7 @@ result<std::shared_ptr<database>> runtime::open(const std::string& dir, const da
   }
   auto log = wal::log::open(wal::join(dir, "wal"), p->opts.wal, wal_recovery_options(*checkpointed, opts.repair));
   if (!log) return log.err();
-  auto pid = std::to_string(::getpid());
-  if (auto e = wal::truncate_file(p->dir_lock.get(), 0, lock_path)) return e;
-  if (auto e = wal::pwrite_full(p->dir_lock.get(), pid.data(), pid.size(), 0, lock_path)) return e;
+  if (auto e = wal::record_lock_owner(p->dir_lock, dir)) return e;
   if (auto e = save_options(dir, p->opts)) return e;
   std::shared_ptr<wal::log> shared_log(std::move(*log));
   p->rec.wal = shared_log->report();

@@ -19,11 +19,6 @@ using pause_atom = caf::atom_constant<caf::atom("d_pause")>;
 using resume_atom = caf::atom_constant<caf::atom("d_resume")>;
 using ack_atom = caf::atom_constant<caf::atom("d_sack")>;
 
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
 error decode_batch(const std::string& msg, std::vector<entry_view>& out) { return actors::decode_batch(msg, out); }

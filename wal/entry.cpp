@@ -1,10 +1,16 @@
 #include "wal/entry.hpp"
 
+#include <chrono>
 #include <cstring>
 
 #include "wal/endian.hpp"
 
 namespace dosql {
+
+int64_t now_ms() noexcept {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
 
 std::string_view to_string(op_type op) noexcept {
   switch (op) {

@@ -29,6 +29,10 @@ enum class op_type : uint8_t {
   schema = 7,
 };
 
+/// Unix time in milliseconds (system clock): entry timestamps, slot times, lag ages. The one
+/// clock reading of the tree.
+int64_t now_ms() noexcept;
+
 /// "INSERT", "UPDATE", ...
 std::string_view to_string(op_type op) noexcept;
 /// Parses "INSERT"/"insert" etc.; nullopt for anything else.

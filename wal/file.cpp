@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -163,6 +164,25 @@ std::string join(const std::string& dir, std::string_view name) {
   if (!s.empty() && s.back() != '/') s += '/';
   s += name;
   return s;
+}
+
+result<unique_fd> lock_dir(const std::string& dir, std::string_view who) {
+  auto path = join(dir, "LOCK");
+  auto fd = open_file(path, O_RDWR | O_CREAT);
+  if (!fd) return fd.err();
+  if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)pread_full(fd->get(), pid, sizeof pid - 1, 0, path);
+    return error(ec::busy, std::string(who) + " is open by pid " + std::string(pid[0] ? pid : "?"));
+  }
+  return fd;
+}
+
+error record_lock_owner(const unique_fd& lock, const std::string& dir) {
+  auto path = join(dir, "LOCK");
+  auto pid = std::to_string(::getpid());
+  if (auto e = truncate_file(lock.get(), 0, path)) return e;
+  return pwrite_full(lock.get(), pid.data(), pid.size(), 0, path);
 }
 
 }  // namespace dosql::wal

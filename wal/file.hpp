@@ -54,6 +54,12 @@ error sync_dir(const std::string& dir);
 /// (no 0-byte leftovers) and `path` is as it was. The one implementation for dosql's small
 /// metadata files (DOSQL marker, dosql.conf, slot files).
 error replace_file(const std::string& path, std::string_view data);
+/// The one directory lock: an flock on DIR/LOCK, one owner across processes (the kernel
+/// releases it if the owner dies). Held: BUSY "<who> is open by pid N" (N read from the file).
+/// The caller records its pid with record_lock_owner() once it keeps the lock (an open that
+/// refuses writes nothing).
+result<unique_fd> lock_dir(const std::string& dir, std::string_view who);
+error record_lock_owner(const unique_fd& lock, const std::string& dir);
 result<uint64_t> file_size(int fd, const std::string& path);
 error make_dirs(const std::string& dir);
 /// Names of the regular entries in `dir` (not . or ..).

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,11 +14,6 @@
 
 namespace dosql::wal {
 namespace {
-
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 constexpr size_t write_chunk = 1 << 20;  // flush the record buffer at this size
 constexpr const char* prepared_name = "next.prealloc";  // not a segment name: ignored by readers
@@ -157,22 +151,13 @@ result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config&
   std::unique_ptr<log> l(new log(dir, cfg));
   if (auto e = make_dirs(dir)) return e;
   // One writer per directory, across processes.
-  auto lock_path = join(dir, "LOCK");
-  auto lfd = open_file(lock_path, O_RDWR | O_CREAT);
+  auto lfd = lock_dir(dir, "WAL directory " + dir);
   if (!lfd) return lfd.err();
-  if (::flock(lfd->get(), LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = {};
-    (void)pread_full(lfd->get(), pid, sizeof pid - 1, 0, lock_path);
-    return error(ec::busy, "WAL directory " + dir + " is open by pid " +
-                               std::string(pid[0] ? pid : "?") + " (another writer)");
-  }
   // Recovery decides first, reading only; then it changes files (or refuses, changing none).
   auto plan = plan_recovery(dir, cfg, ro);
   if (!plan) return plan.err();
   if (plan->below_floor && !ro.accept_loss) return plan->below_floor;
-  auto pid = std::to_string(::getpid());
-  if (auto e = truncate_file(lfd->get(), 0, lock_path)) return e;
-  if (auto e = pwrite_full(lfd->get(), pid.data(), pid.size(), 0, lock_path)) return e;
+  if (auto e = record_lock_owner(*lfd, dir)) return e;
   l->lock_fd_ = std::move(*lfd);
   if (auto e = l->recover(*plan)) return e;
   l->publish_usage();

@@ -11,11 +11,6 @@
 namespace dosql::cli {
 namespace {
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 result<std::optional<row>> image(bool present, std::string_view bytes, const entry_view& e, const char* which) {
   if (!present) return std::optional<row>{};
   auto r = codec::decode_row(bytes);
