@@ -6,8 +6,12 @@
 #include <unistd.h>
 
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <initializer_list>
+#include <string_view>
+#include <utility>
 
 #include "actors/slot_manager.hpp"
 #include "runtime/database.hpp"
@@ -265,32 +269,35 @@ std::string retention_text(const wal_config::retention_policy& r, bool json) {
 
 }  // namespace
 
-result<uint64_t> parse_duration_ms(const std::string& text, const std::string& what) {
+namespace {
+// "<digits><unit>", the unit one of `units` (suffix, multiplier); a bare 0 is always 0. The one
+// parser behind --max-age and --max-bytes.
+result<uint64_t> parse_scaled(const std::string& text, const std::string& what, std::string_view kind,
+                              std::string_view examples,
+                              std::initializer_list<std::pair<std::string_view, uint64_t>> units) {
   auto bad = [&] {
-    return error(ec::invalid_argument, what + ": bad duration '" + text + "' (e.g. 0, 500ms, 30s, 15m, 12h, 7d)");
+    return error(ec::invalid_argument,
+                 what + ": bad " + std::string(kind) + " '" + text + "' (" + std::string(examples) + ")");
   };
   size_t digits = std::min(text.find_first_not_of("0123456789"), text.size());
   if (digits == 0 || digits > 15) return bad();
   uint64_t n = std::stoull(text.substr(0, digits));
-  std::string unit = text.substr(digits);
-  if (unit.empty()) return n == 0 ? result<uint64_t>(uint64_t{0}) : bad();  // a bare number needs its unit
-  uint64_t mult = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000
-                : unit == "d" ? 86'400'000 : 0;
-  if (mult == 0) return bad();
-  return n * mult;
+  std::string_view unit = std::string_view(text).substr(digits);
+  if (n == 0 && unit.empty()) return uint64_t{0};
+  for (auto& [suffix, mult] : units)
+    if (unit == suffix) return n * mult;
+  return bad();
+}
+}  // namespace
+
+result<uint64_t> parse_duration_ms(const std::string& text, const std::string& what) {
+  return parse_scaled(text, what, "duration", "e.g. 0, 500ms, 30s, 15m, 12h, 7d",
+                      {{"ms", 1}, {"s", 1000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}});
 }
 
 result<uint64_t> parse_byte_size(const std::string& text, const std::string& what) {
-  auto bad = [&] {
-    return error(ec::invalid_argument, what + ": bad size '" + text + "' (bytes, or with k, M, G: e.g. 512k, 64M, 2G)");
-  };
-  size_t digits = std::min(text.find_first_not_of("0123456789"), text.size());
-  if (digits == 0 || digits > 15) return bad();
-  uint64_t n = std::stoull(text.substr(0, digits));
-  std::string unit = text.substr(digits);
-  int shift = unit.empty() ? 0 : (unit == "k" || unit == "K") ? 10 : unit == "M" ? 20 : unit == "G" ? 30 : -1;
-  if (shift < 0) return bad();
-  return n << shift;
+  return parse_scaled(text, what, "size", "bytes, or with k, M, G: e.g. 512k, 64M, 2G",
+                      {{"", 1}, {"k", 1 << 10}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}});
 }
 
 int run_wal_retention(const wal_options& o) {
