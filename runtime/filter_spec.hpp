@@ -1,0 +1,61 @@
+// The one filter spec (issue 12): what a subscription may see, as data. Serialisable, so a slot
+// persists it whole, `dosql tail` and WebSocket clients send it, and a remote subscriber can
+// carry it. It holds the guide's CDCFilter (tables, operations, txn ids), the per-table column
+// masks, and per-table row filters written as SQL expressions over the row's columns
+// (sql_predicate: `status = 'shipped' AND total > 100`).
+//
+// Invariants:
+//  - JSON form (camelCase, as the events): {"tables":[...],"operations":["insert",...],
+//    "txnIds":[...],"columns":{"t":{"include":[...],"exclude":[...]}},"where":{"t":"expr"}};
+//    empty members are left out, so {} is "everything". parse(to_json(f)) == f.
+//  - Parsing refuses what it does not know (a field, an operation name, a wrong type) with
+//    INVALID_ARGUMENT naming the field ("filter.operations[1]: ..."); nothing is ignored.
+//  - validate() checks the spec against the tables as they are now: every `where` compiles
+//    against its table's columns (an invalid expression is an error naming it at subscribe
+//    time, never at the first event), and names a table that exists.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/cdc.hpp"
+#include "runtime/sql_predicate.hpp"
+
+namespace dosql::cdc {
+
+struct filter_spec {
+  std::vector<std::string> tables;          ///< empty: every table
+  std::vector<op_type> operations;          ///< insert, update, delete, schema; empty: all
+  std::vector<std::string> txn_ids;         ///< empty: every transaction
+  std::map<std::string, column_mask> columns;  ///< per table: the columns it may see
+  std::map<std::string, std::string> where;    ///< per table: a SQL expression over the row
+  bool operator==(const filter_spec& o) const {
+    auto same_mask = [](const column_mask& a, const column_mask& b) {
+      return a.include == b.include && a.exclude == b.exclude;
+    };
+    if (tables != o.tables || operations != o.operations || txn_ids != o.txn_ids || where != o.where ||
+        columns.size() != o.columns.size())
+      return false;
+    for (auto& [t, m] : columns) {
+      auto it = o.columns.find(t);
+      if (it == o.columns.end() || !same_mask(m, it->second)) return false;
+    }
+    return true;
+  }
+};
+
+std::string to_json(const filter_spec& f);
+/// `what` names the spec in errors ("filter", "slot 's' filter", "--where").
+result<filter_spec> parse_filter_spec(std::string_view json, std::string_view what = "filter");
+
+/// A table's current column names, or nullopt if there is no such table.
+using columns_lookup = std::function<std::optional<std::vector<std::string>>(const std::string& table)>;
+/// Compiles every `where` against its table's current columns: INVALID_ARGUMENT naming the
+/// table and the expression (no such table, or not a valid expression over its columns).
+result<std::map<std::string, sql_predicate>> compile_where(const filter_spec& f, const columns_lookup& columns_of);
+
+}  // namespace dosql::cdc
