@@ -7,6 +7,7 @@
 #include <map>
 
 #include "actors/errors.hpp"
+#include "runtime/sql_predicate.hpp"
 #include "runtime/value.hpp"
 #include "wal/format.hpp"
 #include "wal/msgpack_sink.hpp"
@@ -37,6 +38,7 @@ struct reader_state {
   uint64_t batch_first = 0;
   bool ended = false, pump_scheduled = false;
   std::string scratch[2];  // images rewritten by a column mask or row filter
+  std::map<std::string, cdc::sql_predicate> where;  // opts.where, compiled (validated at subscribe)
   bool first = true;      // no entry at or after the start seen yet
   bool resumed_mid = false;  // inside the transaction the start fell into (its BEGIN unseen)
   std::map<uint64_t, uint64_t> inflight_first;  // batch number -> its first LSN (sent, not acked)
@@ -76,11 +78,13 @@ void emit(reader_state& st, const entry_view& e) {
 
 // Applies the table's row filter (enter/leave) and column mask to a row change; returns false
 // if the entry is not delivered. `scratch` owns any rewritten images that `v` points to.
-bool shape(const cdc::subscribe_options& o, entry_view& v, std::string (&scratch)[2], error& err) {
+bool shape(const cdc::subscribe_options& o, std::map<std::string, cdc::sql_predicate>& where, entry_view& v,
+           std::string (&scratch)[2], error& err) {
   std::string table(v.table);
   auto rf = o.row_filters.find(table);
+  auto wh = where.find(table);
   auto cm = o.columns.find(table);
-  if (rf == o.row_filters.end() && cm == o.columns.end()) return true;
+  if (rf == o.row_filters.end() && wh == where.end() && cm == o.columns.end()) return true;
   auto decode = [&](bool has, std::string_view img, std::optional<row>& out) {
     if (!has) return true;
     auto r = codec::decode_row(img);
@@ -93,8 +97,20 @@ bool shape(const cdc::subscribe_options& o, entry_view& v, std::string (&scratch
   };
   std::optional<row> before, after;
   if (!decode(v.has_before, v.before, before) || !decode(v.has_after, v.after, after)) return false;
-  if (rf != o.row_filters.end()) {
-    bool b = before && rf->second(*before), a = after && rf->second(*after);
+  if (rf != o.row_filters.end() || wh != where.end()) {
+    auto in_set = [&](const std::optional<row>& r) {
+      if (!r || err) return false;
+      if (rf != o.row_filters.end() && !rf->second(*r)) return false;
+      if (wh == where.end()) return true;
+      auto m = wh->second.matches(*r);
+      if (!m) {
+        err = error(m.err().code(), "lsn " + std::to_string(v.lsn) + ": " + m.err().message()).at(v.lsn);
+        return false;
+      }
+      return *m;
+    };
+    bool b = in_set(before), a = in_set(after);
+    if (err) return false;
     if (v.op == op_type::insert && !a) return false;
     if (v.op == op_type::del && !b) return false;
     if (v.op == op_type::update) {
@@ -223,7 +239,7 @@ error fill(reader_state& st, uint32_t room) {
         if (!o.filter.matches(v)) break;
         if (is_row_change(v.op)) {
           error err;
-          if (!shape(o, v, st.scratch, err)) {
+          if (!shape(o, st.where, v, st.scratch, err)) {
             if (err) return err;
             break;
           }
@@ -319,6 +335,11 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
   st.cfg = cfg;
   st.heartbeat = cfg->start_lsn - 1;
   auto init = [&]() -> error {
+    for (auto& [table, expr] : cfg->opts.where) {  // (validated against the tables at subscribe)
+      auto p = cdc::sql_predicate::compile(table, expr, {});
+      if (!p) return p.err();
+      st.where.emplace(table, std::move(*p));
+    }
     wal::reader_options ro;
     // With the look-ahead running (committed-only mode), every record the delivering cursor
     // reads has been read and checksummed by the look-ahead already: verify once. The

@@ -1,4 +1,6 @@
 #include "runtime/cdc.hpp"
+#include "runtime/filter_spec.hpp"
+#include "runtime/sqlite_util.hpp"
 
 #include <caf/all.hpp>
 
@@ -329,6 +331,16 @@ result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cd
       e.oldest_lsn = *oldest;
       return e;
     }
+  }
+  if (!opts.where.empty()) {  // an invalid row filter is an error now, not at the first event
+    filter_spec spec;
+    spec.where = opts.where;
+    auto compiled = compile_where(spec, [&](const std::string& table) -> std::optional<std::vector<std::string>> {
+      auto cols = cdc.db().query("SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
+      if (!cols) return std::nullopt;  // no such table (or view)
+      return cols->columns;
+    });
+    if (!compiled) return compiled.err();
   }
   cfg->start_lsn = from + 1;
   cfg->opts = std::move(opts);

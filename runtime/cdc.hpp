@@ -92,6 +92,13 @@ struct subscribe_options {
   /// delivered as an INSERT (origin entered), one that makes it stop matching as a DELETE
   /// (origin left), so the consumer's copy of the filtered set stays exact.
   std::map<std::string, std::function<bool(const row&)>> row_filters;
+  /// Per table: only rows for which this SQL expression over the row's columns is true
+  /// (`status = 'shipped' AND total > 100`; runtime/sql_predicate.hpp), with the same
+  /// enter/leave semantics (and ANDed with a row_filters entry of the same table). Compiled
+  /// at subscribe time: an invalid expression, or one naming a table that does not exist, is
+  /// INVALID_ARGUMENT naming it. One that stops compiling after a schema change (a column it
+  /// names was dropped) ends the subscription with INVALID_ARGUMENT at that entry's LSN.
+  std::map<std::string, std::string> where;
   overflow_policy on_overflow = overflow_policy::wait;
   /// Heartbeats (PostgreSQL keepalives, Debezium heartbeats): when the consumer is caught up
   /// and the reader has passed entries the filter skipped, it learns the position it is at

@@ -299,7 +299,11 @@ TEST_CASE("a row filter delivers rows entering and leaving the set as insert and
   cdc::subscribe_options o;
   o.filter.tables = {"orders"};
   o.filter.operations = {op_type::insert, op_type::update, op_type::del};
-  o.row_filters["orders"] = [](const row& r) { return std::get<double>(*r.find("total")) > 100; };
+  if (GENERATE(false, true)) {
+    o.where["orders"] = "total > 100";  // the same filter as a SQL expression
+  } else {
+    o.row_filters["orders"] = [](const row& r) { return std::get<double>(*r.find("total")) > 100; };
+  }
   auto es = f.drain(o);
   REQUIRE(f.names(es) == std::vector<std::string>{"INSERT orders", "UPDATE orders", "DELETE orders", "INSERT orders",
                                                   "DELETE orders"});
@@ -320,6 +324,44 @@ TEST_CASE("a row filter delivers rows entering and leaving the set as insert and
     if (ev.type == cdc::change_type::del) ids.erase(id); else ids.insert(id);
   }
   CHECK(ids.empty());
+}
+
+TEST_CASE("SQL row filters: invalid at subscribe time is an error naming it; a dropped column ends the stream at its LSN",
+          "[cdc][filter]") {
+  fixture f;
+  auto cdc = cdc::create_cdc(f.db);
+  for (auto [table, expr, says] : {std::tuple{"orders", "totl > 100", "no such column: totl"},
+                                   std::tuple{"orders", "total >", "syntax error"},
+                                   std::tuple{"ordrs", "total > 100", "no such table"}}) {
+    INFO(expr);
+    cdc::subscribe_options o;
+    o.where[table] = expr;
+    auto s = cdc.subscribe(o);
+    REQUIRE_FALSE(s);
+    CHECK(s.err().code() == ec::invalid_argument);
+    CHECK(s.err().message().find("'" + std::string(expr) + "'") != std::string::npos);
+    CHECK(s.err().message().find(says) != std::string::npos);
+  }
+  // Valid now; then the column it names is dropped: the stream ends at the first row it can
+  // no longer judge, naming the LSN, instead of guessing.
+  cdc::subscribe_options o;
+  o.from_lsn = f.db->last_lsn();
+  o.filter.tables = {"orders"};
+  o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+  o.where["orders"] = "total > 100";
+  auto sub = must(cdc.subscribe(o));
+  must(f.db->exec("INSERT INTO orders VALUES(7, 500)"));
+  auto first = sub->next();
+  REQUIRE(first.has_value());
+  must(f.db->exec("CREATE TABLE orders2(id INTEGER PRIMARY KEY, note TEXT); INSERT INTO orders2 SELECT id, 'x' FROM orders; "
+                  "DROP TABLE orders; ALTER TABLE orders2 RENAME TO orders"));
+  auto bad = must(f.db->exec("INSERT INTO orders VALUES(8, 'y')"));
+  auto next = sub->next();
+  CHECK_FALSE(next.has_value());
+  CHECK(sub->err().code() == ec::invalid_argument);
+  CHECK(sub->err().lsn > 0);
+  CHECK(sub->err().lsn <= bad.commit_lsn);
+  CHECK(sub->err().message().find("no such column: total") != std::string::npos);
 }
 
 TEST_CASE("BUFFER_OVERFLOW only for a consumer that chose to fail instead of waiting", "[cdc]") {
