@@ -60,6 +60,7 @@ struct filter {
 struct column_mask {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  bool operator==(const column_mask&) const = default;
   /// True if the mask lets `column` through.
   bool visible(std::string_view column) const {
     if (!include.empty() && std::find(include.begin(), include.end(), column) == include.end()) return false;

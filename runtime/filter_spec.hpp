@@ -33,19 +33,7 @@ struct filter_spec {
   std::vector<std::string> txn_ids;         ///< empty: every transaction
   std::map<std::string, column_mask> columns;  ///< per table: the columns it may see
   std::map<std::string, std::string> where;    ///< per table: a SQL expression over the row
-  bool operator==(const filter_spec& o) const {
-    auto same_mask = [](const column_mask& a, const column_mask& b) {
-      return a.include == b.include && a.exclude == b.exclude;
-    };
-    if (tables != o.tables || operations != o.operations || txn_ids != o.txn_ids || where != o.where ||
-        columns.size() != o.columns.size())
-      return false;
-    for (auto& [t, m] : columns) {
-      auto it = o.columns.find(t);
-      if (it == o.columns.end() || !same_mask(m, it->second)) return false;
-    }
-    return true;
-  }
+  bool operator==(const filter_spec&) const = default;
 };
 
 std::string to_json(const filter_spec& f);
