@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "actors/subscription_reader.hpp"
+#include "actors/slot_manager.hpp"
 #include "runtime/json.hpp"
 #include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"
@@ -121,6 +122,8 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
 struct subscription::impl {
   std::shared_ptr<shared_queue> q;
   caf::actor bridge, reader;
+  std::shared_ptr<database> db;  // for status(): the durable tail and the WAL to measure lag
+  cdc::filter filter;
   std::vector<entry_view> views;
   ~impl() {
     if (reader) caf::anon_send_exit(reader, caf::exit_reason::user_shutdown);
@@ -136,6 +139,26 @@ size_t subscription::buffered() const {
   std::lock_guard<std::mutex> g(p_->q->mu);
   for (auto& it : p_->q->items) n += it.count;
   return n;
+}
+
+subscription_status subscription::status() const {
+  subscription_status st;
+  st.current_lsn = handed_lsn_.load(std::memory_order_relaxed);
+  st.entries_processed = handed_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> g(p_->q->mu);
+    auto& q = *p_->q;
+    st.active = !q.ended || !q.items.empty();
+    for (auto& it : q.items) st.buffered_entries += it.count;
+  }
+  if (p_->db) {  // lag as a slot's: what it would still receive, and how old the oldest of it is
+    uint64_t durable = p_->db->durable_lsn();
+    auto p = actors::pending_for(p_->db->wal_dir(), st.current_lsn, durable,
+                                 [&](const entry_view& e) { return p_->filter.matches(e); });
+    st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
+    st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
+  }
+  return st;
 }
 
 uint64_t subscription::settled_lsn() const {
@@ -213,6 +236,8 @@ bool subscription::advance() {
   }
   assign(current_, views_[next_++]);
   position_ = current_.lsn;
+  handed_.store(handed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // (one writer)
+  handed_lsn_.store(position_, std::memory_order_relaxed);
   return true;
 }
 
@@ -233,6 +258,8 @@ std::vector<wal_entry> subscription::next_batch() {
   out.reserve(views_.size() - next_);
   for (; next_ < views_.size(); ++next_) out.push_back(views_[next_].to_entry());
   position_ = out.back().lsn;
+  handed_.store(handed_.load(std::memory_order_relaxed) + out.size(), std::memory_order_relaxed);
+  handed_lsn_.store(position_, std::memory_order_relaxed);
   return out;
 }
 
@@ -360,8 +387,11 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   cfg->consumer = p->bridge;
   p->reader = actors::spawn_subscription_reader(sys, cfg);
   caf::anon_send(p->bridge, watch_atom::value, p->reader);
+  p->db = db_;
+  p->filter = cfg->opts.filter;
   std::unique_ptr<subscription> s(new subscription(std::move(p)));
   s->position_ = from;
+  s->handed_lsn_.store(from, std::memory_order_relaxed);
   s->p_->q->processed = s->p_->q->heartbeat = from;
   return s;
 }

@@ -113,6 +113,23 @@ class subscription;
 template <class T>
 class change_subscription;
 
+/// The guide's getStatus(), for every kind of subscription (subscription::status(),
+/// cdc_stream::status()).
+struct subscription_status {
+  bool active = false;
+  bool paused = false;
+  uint64_t current_lsn = 0;        ///< last LSN processed by the handlers
+  uint64_t entries_processed = 0;
+  uint64_t buffered_entries = 0;   ///< received, waiting (paused) or unacknowledged
+  int64_t last_entry_at = 0;       ///< Unix ms when the last entry was processed
+  /// Entries the handlers would still receive: row changes and SCHEMA entries of committed
+  /// transactions after current_lsn that match the filter (no BEGIN/COMMIT); 0 when caught up.
+  uint64_t lag_entries = 0;
+  /// Age of the oldest commit among those entries (now - its COMMIT timestamp): it grows while
+  /// the stream is paused or its handlers stall; 0 when caught up.
+  int64_t lag_ms = 0;
+};
+
 /// A blocking input range of raw entries: `for (const wal_entry& e : sub) { ... }`.
 /// It follows the live tail until stop() or the database closes; errors end the range and
 /// are then available from error().
@@ -164,6 +181,13 @@ class subscription {
   /// Entries received from the reader and not yet handed out (bounded by max_buffer_size
   /// plus the batch being iterated).
   size_t buffered() const;
+  /// The guide's getStatus(), callable from any thread: active (entries may still come),
+  /// current_lsn (the last entry handed out, or the start), entries_processed (handed out),
+  /// buffered_entries (received from the reader, not yet taken by the iterating thread),
+  /// lag_entries / lag_ms as for slots (entries of committed transactions after current_lsn
+  /// that match the filter, and the age of the oldest such commit; 0 when caught up).
+  /// paused and last_entry_at stay false / 0 (an iterator is paused by not iterating).
+  subscription_status status() const;
 
   struct impl;
 
@@ -181,6 +205,7 @@ class subscription {
   size_t next_ = 0;
   wal_entry current_;
   uint64_t position_ = 0;
+  std::atomic<uint64_t> handed_{0}, handed_lsn_{0};  // for status() from other threads
   error err_;
   bool ended_ = false;
 };

@@ -116,21 +116,8 @@ struct stream_options {
   std::shared_ptr<reliability::dead_letter_queue> dead_letters;
 };
 
-/// The guide's getStatus().
-struct stream_status {
-  bool active = false;
-  bool paused = false;
-  uint64_t current_lsn = 0;        ///< last LSN processed by the handlers
-  uint64_t entries_processed = 0;
-  uint64_t buffered_entries = 0;   ///< received, waiting (paused) or unacknowledged
-  int64_t last_entry_at = 0;       ///< Unix ms when the last entry was processed
-  /// Entries the handlers would still receive: row changes and SCHEMA entries of committed
-  /// transactions after current_lsn that match the filter (no BEGIN/COMMIT); 0 when caught up.
-  uint64_t lag_entries = 0;
-  /// Age of the oldest commit among those entries (now - its COMMIT timestamp): it grows while
-  /// the stream is paused or its handlers stall; 0 when caught up.
-  int64_t lag_ms = 0;
-};
+/// The guide's getStatus() (the same shape for every kind of subscription).
+using stream_status = subscription_status;
 
 class cdc_stream {
  public:

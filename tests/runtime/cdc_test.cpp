@@ -364,6 +364,39 @@ TEST_CASE("SQL row filters: invalid at subscribe time is an error naming it; a d
   CHECK(sub->err().message().find("no such column: total") != std::string::npos);
 }
 
+TEST_CASE("status() of an iterator subscription: processed, current LSN, buffered, lag as its consumer sees it",
+          "[cdc][status]") {
+  fixture f;
+  cdc::subscribe_options o;
+  o.from_lsn = f.db->last_lsn();
+  o.filter.tables = {"users"};
+  auto sub = must(cdc::create_cdc(f.db).subscribe(o));
+  auto st = sub->status();
+  CHECK(st.active);
+  CHECK(st.current_lsn == o.from_lsn);
+  CHECK(st.entries_processed == 0);
+  CHECK(st.lag_entries == 0);
+  CHECK(st.lag_ms == 0);
+  for (int i = 0; i < 3; ++i) must(f.db->exec("INSERT INTO users(name) VALUES('u')"));
+  must(f.db->exec("INSERT INTO orders VALUES(1, 5)"));  // filtered out: never lag
+  st = sub->status();
+  CHECK(st.lag_entries == 3);
+  auto a = sub->next();
+  auto b = sub->next();
+  REQUIRE(a);
+  REQUIRE(b);
+  st = sub->status();
+  CHECK(st.entries_processed == 2);
+  CHECK(st.current_lsn == b->lsn);
+  CHECK(st.lag_entries == 1);
+  REQUIRE(sub->next());
+  st = sub->status();
+  CHECK(st.entries_processed == 3);
+  CHECK(st.lag_entries == 0);  // caught up, whatever other tables did
+  CHECK(st.lag_ms == 0);
+  sub->stop();
+}
+
 TEST_CASE("BUFFER_OVERFLOW only for a consumer that chose to fail instead of waiting", "[cdc]") {
   fixture f;
   cdc::subscribe_options o;
