@@ -1,5 +1,7 @@
-#include "runtime/cdc.hpp"
-#include "wal/filter.hpp"
+#include <dosql/cdc.hpp>
+#include "runtime/reader_setup.hpp"
+#include <dosql/filter.hpp>
+#include "wal/sql_predicate.hpp"
 #include "wal/sqlite_util.hpp"
 
 #include <caf/all.hpp>
@@ -13,7 +15,7 @@
 
 #include "actors/subscription_reader.hpp"
 #include "actors/slot_manager.hpp"
-#include "runtime/json.hpp"
+#include <dosql/json.hpp>
 #include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"
 

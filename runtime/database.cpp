@@ -1,6 +1,7 @@
 // The database: open/recovery, the exec wrapper and its commit protocol (see
 // docs/ARCHITECTURE.md, "Commit protocol"), transactions, queries, checkpoints.
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
+#include "runtime/recovery.hpp"
 
 #include <caf/all.hpp>
 #include <fcntl.h>
