@@ -2,6 +2,7 @@
 // docs/ARCHITECTURE.md, "Commit protocol"), transactions, queries, checkpoints.
 #include <dosql/database.hpp>
 #include "runtime/recovery.hpp"
+#include "runtime/ddl.hpp"
 
 #include <caf/all.hpp>
 #include <fcntl.h>
@@ -337,7 +338,7 @@ error database::impl::step_rows(sqlite3_stmt* st, std::string_view text, query_r
 // Steps a statement that writes, and records a SCHEMA entry for DDL.
 error database::impl::step_write(sqlite3_stmt* st, const detail::statement_info& info, std::string_view text,
                                  query_result* out) {
-  using cols_t = std::vector<std::pair<std::string, std::string>>;
+  using cols_t = detail::column_list;
   auto columns_of = [&](const std::string& table) {
     cols_t c;
     if (auto* t = cap.tables().find(table))
@@ -374,58 +375,16 @@ error database::impl::step_write(sqlite3_stmt* st, const detail::statement_info&
   }
   if (auto le = reload_catalog()) return le;
   cap.txn_has_ddl = true;
-  row img;
+  std::vector<std::string> tables_after;
+  for (auto& [name, _] : cap.tables().tables()) tables_after.push_back(name);
+  auto change = detail::classify_ddl({info.ddl_code, info.ddl_table, info.ddl_object}, tables_before, tables_after,
+                                     before, columns_of(info.ddl_table));
+  row img = detail::schema_change_row(change);
   auto add = [&](const char* k, value v) {
     img.columns.emplace_back(k);
     img.values.push_back(std::move(v));
   };
-  std::string change, table = info.ddl_table;
-  switch (info.ddl_code) {
-    case SQLITE_CREATE_TABLE: change = "create_table"; break;
-    case SQLITE_DROP_TABLE: change = "drop_table"; break;
-    case SQLITE_CREATE_INDEX: change = "create_index"; break;
-    case SQLITE_DROP_INDEX: change = "drop_index"; break;
-    case SQLITE_CREATE_TRIGGER: change = "create_trigger"; break;
-    case SQLITE_DROP_TRIGGER: change = "drop_trigger"; break;
-    case SQLITE_CREATE_VIEW: change = "create_view"; break;
-    case SQLITE_DROP_VIEW: change = "drop_view"; break;
-    default: break;
-  }
-  add("change_type", std::string());  // filled below
-  add("table", std::string());
-  if (info.ddl_code == SQLITE_ALTER_TABLE) {
-    auto after = columns_of(table);
-    if (!cap.tables().find(table)) {  // RENAME TO: the new name is the table that appeared
-      for (auto& [name, _] : cap.tables().tables())
-        if (std::find(tables_before.begin(), tables_before.end(), name) == tables_before.end()) table = name;
-      change = "rename_table";
-      add("old_table", info.ddl_table);
-    } else if (after.size() > before.size()) {
-      change = "add_column";
-      add("column", after.back().first);
-      add("new_type", after.back().second);
-    } else if (after.size() < before.size()) {
-      change = "drop_column";
-      for (auto& b : before)
-        if (std::find(after.begin(), after.end(), b) == after.end()) {
-          add("column", b.first);
-          add("old_type", b.second);
-        }
-    } else {
-      change = "alter_column";
-      for (size_t i = 0; i < after.size(); ++i)
-        if (after[i] != before[i]) {
-          add("column", after[i].first);
-          add("old_column", before[i].first);
-          add("old_type", before[i].second);
-          add("new_type", after[i].second);
-        }
-    }
-  } else if (info.ddl_object != info.ddl_table) {
-    add("object", info.ddl_object);
-  }
-  img.values[0] = change;
-  img.values[1] = table;
+  const std::string& table = change.table;
   add("schema_version", static_cast<int64_t>(++pending_schema));
   char* expanded = sqlite3_expanded_sql(st);
   add("sql", trim_sql(expanded ? expanded : std::string(text)));
