@@ -1,7 +1,8 @@
 // Reliability helpers: backoff schedule and with_retry, the persistent dead-letter queue
 // (including kill -9 of a process right after an add), the token-bucket rate limiter, the
 // adaptive batch sizer, and the exactly-once sink (including kill -9 at a random moment of
-// an apply loop: output rows == stored LSN, nothing acknowledged lost, no duplicates).
+// an apply loop: output rows == stored LSN, nothing acknowledged lost, no duplicates), and the
+// exactly-once rule over a second offset store (in memory, written here).
 #include <catch2/catch.hpp>
 #include <poll.h>
 #include <signal.h>
@@ -9,9 +10,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <dosql/reliability.hpp>
 #include "wal/sqlite_util.hpp"
@@ -581,4 +587,174 @@ TEST_CASE("reliability: exactly_once_sink under kill -9 keeps output and LSN tog
   CHECK(runs == static_cast<int>(n - before));
   CHECK(must(sink->last_applied("src")) == n);
   CHECK(count_rows(sink->db(), "SELECT count(*) FROM out") == static_cast<int64_t>(n));
+}
+
+// ---- exactly_once over another offset_store ------------------------------------------------
+
+namespace {
+
+/// An offset store whose "transaction" is its own commit: a map of positions and an output
+/// list, both changed only at commit, under a mutex. Work stages its output with `stage`
+/// (only inside a unit); `fail_next_commit` makes the next commit fail after the work ran.
+class memory_offset_store final : public offset_store {
+ public:
+  result<uint64_t> last_applied(const std::string& source) const override {
+    std::lock_guard lock(mu_);
+    auto it = positions_.find(source);
+    return it == positions_.end() ? uint64_t{0} : it->second;
+  }
+
+  error commit(const std::string& source, uint64_t lsn, const unit_body& body) override {
+    std::lock_guard lock(mu_);
+    ++units_;
+    staged_.clear();
+    if (foreign_) {  // another writer's unit, committed just before this one reads
+      output_.push_back(foreign_->what);
+      positions_[foreign_->source] = foreign_->lsn;
+      foreign_.reset();
+    }
+    auto it = positions_.find(source);
+    auto action = body(it == positions_.end() ? 0 : it->second);
+    std::vector<std::string> staged = std::move(staged_);
+    staged_.clear();
+    if (!action) return action.err();
+    if (*action == unit_action::skip) return {};
+    if (fail_next_commit_) {
+      fail_next_commit_ = false;
+      return error(ec::io_error, "memory store: commit refused");
+    }
+    output_.insert(output_.end(), staged.begin(), staged.end());
+    positions_[source] = lsn;
+    return {};
+  }
+
+  void stage(std::string s) { staged_.push_back(std::move(s)); }  // inside a unit only
+  void commit_elsewhere_before_next_unit(std::string source, uint64_t lsn, std::string what) {
+    std::lock_guard lock(mu_);
+    foreign_ = foreign{std::move(source), lsn, std::move(what)};
+  }
+  void fail_next_commit() {
+    std::lock_guard lock(mu_);
+    fail_next_commit_ = true;
+  }
+  std::vector<std::string> output() const {
+    std::lock_guard lock(mu_);
+    return output_;
+  }
+  int units() const {
+    std::lock_guard lock(mu_);
+    return units_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, uint64_t> positions_;
+  std::vector<std::string> output_, staged_;
+  struct foreign {
+    std::string source;
+    uint64_t lsn;
+    std::string what;
+  };
+  std::optional<foreign> foreign_;
+  bool fail_next_commit_ = false;
+  int units_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("reliability: exactly_once over an in-memory offset store", "[reliability]") {
+  memory_offset_store store;
+  exactly_once once(store);
+  int runs = 0;
+  auto work = [&](const std::string& what) {
+    return [&, what]() -> error {
+      ++runs;
+      store.stage(what);
+      return {};
+    };
+  };
+  using out = std::vector<std::string>;
+
+  SECTION("applied LSNs are skipped, per source") {
+    CHECK(must(once.last_applied("a")) == 0);
+    ok(once.apply("a", 5, work("a5")));
+    ok(once.apply("a", 5, work("a5 again")));  // redelivered
+    ok(once.apply("a", 2, work("a2")));        // older
+    CHECK(runs == 1);
+    ok(once.apply("b", 1, work("b1")));  // another source has its own position
+    ok(once.apply("a", 6, work("a6")));
+    CHECK(runs == 3);
+    CHECK(must(once.last_applied("a")) == 6);
+    CHECK(must(once.last_applied("b")) == 1);
+    CHECK(must(store.last_applied("c")) == 0);
+    CHECK(store.output() == out{"a5", "b1", "a6"});
+  }
+
+  SECTION("failed work keeps neither output nor LSN, and the retry applies it once") {
+    ok(once.apply("s", 1, work("s1")));
+    error e = once.apply("s", 2, [&]() -> error {
+      store.stage("s2 half");
+      return error(ec::io_error, "downstream refused");
+    });
+    CHECK(e.code() == ec::io_error);
+    CHECK(e.message() == "downstream refused");
+    CHECK_THROWS_AS(once.apply("s", 2,
+                               [&]() -> error {
+                                 store.stage("s2 thrown");
+                                 throw std::runtime_error("bug");
+                               }),
+                    std::runtime_error);
+    CHECK(must(once.last_applied("s")) == 1);
+    CHECK(store.output() == out{"s1"});
+    ok(once.apply("s", 2, work("s2")));
+    ok(once.apply("s", 2, work("s2 again")));
+    CHECK(store.output() == out{"s1", "s2"});
+    CHECK(must(once.last_applied("s")) == 2);
+  }
+
+  SECTION("a failed commit keeps neither output nor LSN; the work runs again on redelivery") {
+    store.fail_next_commit();
+    error e = once.apply("s", 7, work("s7"));
+    CHECK(e.code() == ec::io_error);
+    CHECK(e.message() == "memory store: commit refused");
+    CHECK(runs == 1);
+    CHECK(must(once.last_applied("s")) == 0);
+    CHECK(store.output().empty());
+    ok(once.apply("s", 7, work("s7")));
+    CHECK(runs == 2);
+    CHECK(store.output() == out{"s7"});
+    CHECK(must(once.last_applied("s")) == 7);
+  }
+
+  SECTION("lsn 0 is refused before any unit starts") {
+    error e = once.apply("s", 0, work("s0"));
+    CHECK(e.code() == ec::invalid_argument);
+    CHECK(e.message().find("lsn 0") != std::string::npos);
+    CHECK(runs == 0);
+    CHECK(store.units() == 0);
+  }
+}
+
+TEST_CASE("reliability: exactly_once decides inside the unit, not before it", "[reliability]") {
+  // Another writer commits lsn 5 for the source after the caller could have looked at the
+  // position but before the unit reads it: the work for 5 must not run, 6 must.
+  memory_offset_store store;
+  exactly_once once(store);
+  CHECK(must(once.last_applied("s")) == 0);
+  store.commit_elsewhere_before_next_unit("s", 5, "s5 elsewhere");
+  int runs = 0;
+  ok(once.apply("s", 5, [&]() -> error {
+    ++runs;
+    store.stage("s5 here");
+    return {};
+  }));
+  CHECK(runs == 0);
+  ok(once.apply("s", 6, [&]() -> error {
+    ++runs;
+    store.stage("s6");
+    return {};
+  }));
+  CHECK(runs == 1);
+  CHECK(store.output() == std::vector<std::string>{"s5 elsewhere", "s6"});
+  CHECK(must(once.last_applied("s")) == 6);
 }
