@@ -81,7 +81,7 @@ struct database::impl {
   std::mutex mu;  // the writer lock: SQLite writes and LSN prediction happen under it
   std::shared_ptr<actors::durable_tail> tail;
   std::weak_ptr<wal::log> log_ref;
-  caf::actor writer;
+  actors::wal_writer_actor writer;
   uint64_t next_lsn = 1;         // guarded by mu: the LSN the next entry handed over gets
   uint64_t txn_first = 0;        // guarded by mu: LSN of the open transaction's BEGIN, once streamed
   uint64_t last_chunk = 0;       // guarded by mu: last LSN of its last chunk handed over
@@ -809,7 +809,7 @@ wal::log::active_usage database::wal_active_segment() const {
   return l ? l->active_segment_usage() : wal::log::active_usage{};
 }
 const recovery_info& database::recovery() const noexcept { return p_->rec; }
-caf::actor database::wal_writer() const { return p_->writer; }
+actors::wal_writer_actor database::wal_writer() const { return p_->writer; }
 runtime& database::owner() noexcept { return *p_->rt; }
 
 result<exec_result> database::exec(std::string_view sql, const std::vector<value>& params) {
@@ -965,14 +965,7 @@ result<wal::compact_report> database::compact(uint64_t below_lsn) {
   result<wal::compact_report> out = error(ec::io_error, "no reply from the WAL writer");
   self->request(p_->writer, std::chrono::minutes(5), actors::compact_atom::value, below_lsn)
       .receive(
-          [&](const std::vector<uint64_t>& r) {
-            wal::compact_report rep;
-            rep.oldest_lsn = r.at(0);
-            rep.bytes = r.at(1);
-            rep.archived = r.at(2) != 0;
-            rep.removed.assign(r.begin() + 3, r.end());
-            out = rep;
-          },
+          [&](wal::compact_report& r) { out = std::move(r); },
           [&](caf::error& e) {
             auto err = actors::from_caf(e, "the WAL writer");  // (its code crosses the actor boundary)
             out = error(err.code(), "compaction of " + wal_dir() + " failed: " + err.message());
@@ -1117,7 +1110,7 @@ runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
     opts.policy = runtime_options::scheduler_policy::stealing;
   s_->cfg.set("scheduler.policy", opts.policy == runtime_options::scheduler_policy::sharing ? caf::atom("sharing")
                                                                                             : caf::atom("stealing"));
-  actors::register_error_category(s_->cfg);  // dosql::error crosses actors as itself
+  actors::register_protocol(s_->cfg);  // typed messages; dosql::error crosses actors as itself
   s_->sys = std::make_unique<caf::actor_system>(s_->cfg);
 }
 

@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "actors/protocol.hpp"
 #include "runtime/value.hpp"
 #include "wal/config.hpp"
 #include "wal/error.hpp"
@@ -169,7 +170,7 @@ class database : public std::enable_shared_from_this<database> {
   wal::log::active_usage wal_active_segment() const;
   const recovery_info& recovery() const noexcept;
   /// The WAL-writer actor (for subscriptions and tools).
-  caf::actor wal_writer() const;
+  actors::wal_writer_actor wal_writer() const;
   runtime& owner() noexcept;
 
   /// Removes (with wal.auto_archive: moves to wal/archive/) every sealed WAL segment whose

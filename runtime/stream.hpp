@@ -2,9 +2,9 @@
 //
 // A consumer is an actor that receives batches from a subscription's reader actor and answers
 // each with the LSN it processed (the ack that returns credit). Users either write such an
-// actor themselves (handle `(batch_atom, std::string)` -> uint64_t and
-// `(end_atom, uint8_t code, std::string message, uint64_t oldest_lsn, uint64_t lsn)`, decoding
-// with decode_batch), or fill the small `consumer` interface, or use the callback stream.
+// actor themselves (actors::consumer_actor, documented with an example in actors/protocol.hpp:
+// `(batch_atom, batch)` -> uint64_t, `(end_atom, subscription_end)`, heartbeats, watch), or
+// fill the small `consumer` interface, or use the callback stream.
 // Invariant: a consumer holds at most max_buffer_size unacknowledged entries; pausing a stream
 // stops acknowledging, so its reader stops reading (backpressure down to the WAL on disk).
 // Endings: the database closing ends every subscription with CLOSED; a consumer actor that
@@ -12,7 +12,6 @@
 // whose `lsn` is the first entry not acknowledged (see actor_subscription::outcome()).
 #pragma once
 
-#include <caf/actor.hpp>
 
 #include <atomic>
 #include <functional>
@@ -21,13 +20,14 @@
 #include <optional>
 #include <span>
 
+#include "actors/protocol.hpp"
 #include "runtime/cdc.hpp"
 #include "runtime/reliability.hpp"
 
 namespace dosql::cdc {
 
-/// Decodes a batch message into views pointing into `msg` (valid while `msg` lives).
-error decode_batch(const std::string& msg, std::vector<entry_view>& out);
+/// Decodes a batch into views pointing into its records (valid while `b` lives, unmodified).
+error decode_batch(const actors::batch& b, std::vector<entry_view>& out);
 
 /// A running subscription that feeds an actor; stops when destroyed unless detach()ed.
 class actor_subscription {
@@ -39,7 +39,8 @@ class actor_subscription {
     error err;           // guarded by mu
   };
   actor_subscription() = default;
-  actor_subscription(caf::actor reader, caf::actor consumer, std::shared_ptr<end_state> end = nullptr);
+  actor_subscription(actors::subscription_reader_actor reader, actors::consumer_actor consumer,
+                     std::shared_ptr<end_state> end = nullptr);
   actor_subscription(actor_subscription&&) noexcept = default;
   actor_subscription& operator=(actor_subscription&&) noexcept = default;
   ~actor_subscription();
@@ -47,20 +48,22 @@ class actor_subscription {
   void stop();
   /// Lets the subscription run after this handle is gone.
   void detach() { reader_ = nullptr; }
-  const caf::actor& reader() const noexcept { return reader_; }
-  const caf::actor& consumer() const noexcept { return consumer_; }
+  const actors::subscription_reader_actor& reader() const noexcept { return reader_; }
+  const actors::consumer_actor& consumer() const noexcept { return consumer_; }
   /// Never blocks: nullopt while the range runs (or after stop()); once it ended, why
   /// (error{}: stop_at_tail reached the tail; CLOSED: the database closed; SUBSCRIPTION_FAILED
   /// with error::lsn: the consumer died or failed on that entry's batch).
   std::optional<error> outcome() const;
 
  private:
-  caf::actor reader_, consumer_;
+  actors::subscription_reader_actor reader_;
+  actors::consumer_actor consumer_;
   std::shared_ptr<end_state> end_;
 };
 
-/// Feeds `consumer` (an actor speaking the batch protocol above).
-result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts);
+/// Feeds `consumer` (actors::consumer_actor, see actors/protocol.hpp). The caller sends it
+/// (watch_atom, reader()) if it should notice a reader that stops without an end_atom.
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, actors::consumer_actor consumer, subscribe_options opts);
 
 /// The small consumer interface, run by an actor on its own thread.
 struct consumer {
