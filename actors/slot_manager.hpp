@@ -1,5 +1,5 @@
-// The slot-manager actor: owns the replication slots of one database (see runtime/slots.hpp
-// for the semantics). Detached: it fsyncs slot files and compacts the WAL.
+// The slot-manager actor: owns the replication slots of one database (runtime/slots.hpp
+// documents the semantics). Detached: it fsyncs slot files and compacts the WAL.
 //
 // Protocol: slot_manager_actor (actors/protocol.hpp); a failure is a caf::error in the dosql
 // category (actors/errors.hpp) carrying the dosql code and message:
@@ -19,11 +19,22 @@
 
 #include "actors/protocol.hpp"
 #include "actors/wal_writer.hpp"  // retention_mutex()
-#include "runtime/slots.hpp"
+#include "actors/slot_types.hpp"
+#include "wal/log.hpp"
 
 namespace dosql::actors {
 
-slot_manager_actor spawn_slot_manager(std::shared_ptr<database> db, cdc::slot_config cfg);
+/// What the slot manager needs of its database (the runtime fills it in): where it lives, its
+/// durable end, the active segment's use, and applying its retention policy.
+struct slot_host {
+  std::string dir;      ///< the data directory (slots live in DIR/slots)
+  std::string wal_dir;
+  std::function<uint64_t()> durable_lsn;
+  std::function<wal::log::active_usage()> active_segment;
+  std::function<result<wal::compact_report>()> apply_retention;
+};
+
+slot_manager_actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg);
 
 /// Slot (de)serialisation shared by the actor and the facade.
 std::string encode_slot(const cdc::slot_info& s);

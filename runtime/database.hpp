@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "actors/protocol.hpp"
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "wal/config.hpp"
 #include "wal/error.hpp"
 #include "wal/log.hpp"
