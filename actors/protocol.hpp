@@ -73,6 +73,8 @@
 
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
+#include <caf/meta/load_callback.hpp>
+#include <caf/meta/save_callback.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -91,7 +93,19 @@
 namespace dosql::cdc {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, slot_filter& x) {
-  return f(caf::meta::type_name("dosql.slot_filter"), x.tables, x.operations);
+  // Operations travel as their bytes (CAF 0.17 reads a vector of enums through an
+  // uninitialised temporary, which g++ warns about).
+  std::vector<uint8_t> ops;
+  auto save = caf::meta::save_callback([&]() -> caf::error {
+    for (auto o : x.operations) ops.push_back(static_cast<uint8_t>(o));
+    return caf::none;
+  });
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    x.operations.clear();
+    for (auto o : ops) x.operations.push_back(static_cast<op_type>(o));
+    return caf::none;
+  });
+  return f(caf::meta::type_name("dosql.slot_filter"), x.tables, save, ops, load);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, slot_info& x) {

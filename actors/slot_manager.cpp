@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 
+#include "actors/errors.hpp"
 #include "wal/crc32c.hpp"
 #include "wal/endian.hpp"
 #include "wal/file.hpp"

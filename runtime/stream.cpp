@@ -24,8 +24,6 @@ using stream_actor_handle = actors::consumer_actor::extend<caf::reacts_to<pause_
 
 }  // namespace
 
-error decode_batch(const actors::batch& b, std::vector<entry_view>& out) { return actors::decode_batch(b, out); }
-
 actor_subscription::actor_subscription(actors::subscription_reader_actor reader, actors::consumer_actor consumer,
                                        std::shared_ptr<end_state> end)
     : reader_(std::move(reader)), consumer_(std::move(consumer)), end_(std::move(end)) {}

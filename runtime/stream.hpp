@@ -26,8 +26,8 @@
 
 namespace dosql::cdc {
 
-/// Decodes a batch into views pointing into its records (valid while `b` lives, unmodified).
-error decode_batch(const actors::batch& b, std::vector<entry_view>& out);
+/// Decodes a batch into views pointing into its records (valid while it lives, unmodified).
+using actors::decode_batch;
 
 /// A running subscription that feeds an actor; stops when destroyed unless detach()ed.
 class actor_subscription {
