@@ -5,7 +5,7 @@
 #include "actors/errors.hpp"
 #include "wal/format.hpp"
 
-namespace dosql::actors {
+namespace dosql::cdc {
 
 error decode_records(std::string_view records, uint32_t count, std::vector<entry_view>& out) {
   out.clear();
@@ -51,6 +51,12 @@ subscription_end subscription_end::of(const error& e) {
   return x;
 }
 
+caf::error to_caf(const error& e) { return actors::to_caf(e); }
+
+}  // namespace dosql::cdc
+
+namespace dosql::actors {
+
 void register_protocol(caf::actor_system_config& cfg) {
   register_error_category(cfg);
   cfg.add_message_type<batch>("dosql.batch");
@@ -58,7 +64,7 @@ void register_protocol(caf::actor_system_config& cfg) {
   cfg.add_message_type<cdc::slot_info>("dosql.slot_info");
   cfg.add_message_type<cdc::slot_filter>("dosql.slot_filter");
   cfg.add_message_type<slot_listing>("dosql.slot_listing");
-  cfg.add_message_type<wal::compact_report>("dosql.compact_report");
+  cfg.add_message_type<compact_report>("dosql.compact_report");
 }
 
 }  // namespace dosql::actors

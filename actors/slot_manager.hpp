@@ -1,4 +1,4 @@
-// The slot-manager actor: owns the replication slots of one database (runtime/slots.hpp
+// The slot-manager actor: owns the replication slots of one database (include/dosql/slots.hpp
 // documents the semantics). Detached: it fsyncs slot files and compacts the WAL.
 //
 // Protocol: slot_manager_actor (actors/protocol.hpp); a failure is a caf::error in the dosql
@@ -19,7 +19,7 @@
 
 #include "actors/protocol.hpp"
 #include "actors/wal_writer.hpp"  // retention_mutex()
-#include "actors/slot_types.hpp"
+#include <dosql/slot_types.hpp>
 #include "wal/log.hpp"
 
 namespace dosql::actors {

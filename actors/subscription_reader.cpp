@@ -8,7 +8,7 @@
 
 #include "actors/errors.hpp"
 #include "wal/sql_predicate.hpp"
-#include "wal/value.hpp"
+#include <dosql/value.hpp>
 #include "wal/format.hpp"
 #include "wal/reader.hpp"
 

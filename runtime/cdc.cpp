@@ -1,5 +1,7 @@
-#include "runtime/cdc.hpp"
-#include "wal/filter.hpp"
+#include <dosql/cdc.hpp>
+#include "runtime/reader_setup.hpp"
+#include <dosql/filter.hpp>
+#include "wal/sql_predicate.hpp"
 #include "wal/sqlite_util.hpp"
 
 #include <caf/all.hpp>
@@ -13,7 +15,7 @@
 
 #include "actors/subscription_reader.hpp"
 #include "actors/slot_manager.hpp"
-#include "runtime/json.hpp"
+#include <dosql/json.hpp>
 #include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"
 
@@ -75,7 +77,7 @@ bridge_actor::behavior_type bridge(bridge_actor::stateful_pointer<bridge_state> 
                                                                   self->system().render(dm.reason) + ")"));
   });
   return {
-    [=](watch_atom, const actors::subscription_reader_actor& reader) { self->monitor(reader); },
+    [=](watch_atom, const actors::reader_control_actor& reader) { self->monitor(reader); },
     [=](actors::batch_atom, actors::batch& batch) -> caf::result<uint64_t> {
       auto& st = self->state;
       auto rp = self->make_response_promise<uint64_t>();
@@ -322,7 +324,8 @@ result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cd
     return error(ec::invalid_argument, "max_buffer_size and batch_size must be at least 1");
   auto cfg = std::make_shared<actors::reader_config>();
   cfg->wal_dir = cdc.db().wal_dir();
-  cfg->writer = cdc.db().wal_writer();
+  // (database.hpp is public and untyped; the handle is the typed wal_writer_actor it spawned)
+  cfg->writer = caf::actor_cast<actors::wal_tail_source_actor>(cdc.db().wal_writer());
   // (A close racing with this call is caught by the reader, which monitors the writer.)
   if (!cfg->writer) return error(ec::closed, "cannot subscribe: database " + cdc.db().dir() + " is closed");
   uint64_t from = opts.from_lsn;
@@ -374,7 +377,7 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   p->bridge = sys.spawn(bridge, p->q);
   cfg->consumer = p->bridge;
   p->reader = actors::spawn_subscription_reader(sys, cfg);
-  caf::anon_send(p->bridge, watch_atom::value, p->reader);
+  caf::anon_send(p->bridge, watch_atom::value, actors::reader_control_actor{p->reader});
   p->db = db_;
   p->filter = cfg->opts.filter;
   std::unique_ptr<subscription> s(new subscription(std::move(p)));

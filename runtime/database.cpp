@@ -1,6 +1,7 @@
 // The database: open/recovery, the exec wrapper and its commit protocol (see
 // docs/ARCHITECTURE.md, "Commit protocol"), transactions, queries, checkpoints.
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
+#include "runtime/recovery.hpp"
 
 #include <caf/all.hpp>
 #include <fcntl.h>
@@ -809,7 +810,7 @@ wal::log::active_usage database::wal_active_segment() const {
   return l ? l->active_segment_usage() : wal::log::active_usage{};
 }
 const recovery_info& database::recovery() const noexcept { return p_->rec; }
-actors::wal_writer_actor database::wal_writer() const { return p_->writer; }
+caf::actor database::wal_writer() const { return caf::actor_cast<caf::actor>(p_->writer); }
 runtime& database::owner() noexcept { return *p_->rt; }
 
 result<exec_result> database::exec(std::string_view sql, const std::vector<value>& params) {

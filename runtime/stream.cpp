@@ -1,4 +1,5 @@
-#include "runtime/stream.hpp"
+#include <dosql/stream.hpp>
+#include "runtime/reader_setup.hpp"
 
 #include <caf/all.hpp>
 
@@ -15,16 +16,14 @@
 namespace dosql::cdc {
 namespace {
 
-using actors::pause_atom;
-using actors::resume_atom;
 using ack_atom = caf::atom_constant<caf::atom("d_sack")>;
 // The callback stream's actor: a consumer that its cdc_stream also pauses, resumes and acks.
-using stream_actor_handle = actors::consumer_actor::extend<caf::reacts_to<pause_atom>, caf::reacts_to<resume_atom>,
+using stream_actor_handle = consumer_actor::extend<caf::reacts_to<pause_atom>, caf::reacts_to<resume_atom>,
                                                            caf::reacts_to<ack_atom, uint64_t>>;
 
 }  // namespace
 
-actor_subscription::actor_subscription(actors::subscription_reader_actor reader, actors::consumer_actor consumer,
+actor_subscription::actor_subscription(reader_control_actor reader, consumer_actor consumer,
                                        std::shared_ptr<end_state> end)
     : reader_(std::move(reader)), consumer_(std::move(consumer)), end_(std::move(end)) {}
 actor_subscription::~actor_subscription() { stop(); }
@@ -40,7 +39,7 @@ std::optional<error> actor_subscription::outcome() const {
   return end_->err;
 }
 
-result<actor_subscription> subscribe_actor(cdc_handle& cdc, actors::consumer_actor consumer, subscribe_options opts) {
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consumer, subscribe_options opts) {
   auto cfg = make_reader_config(cdc, std::move(opts));
   if (!cfg) return cfg.err();
   (*cfg)->consumer = consumer;
@@ -71,7 +70,7 @@ struct consumer_state {
   static inline const char* name = "dosql.consumer";
 };
 
-actors::consumer_actor::behavior_type consumer_behavior(actors::consumer_actor::stateful_pointer<consumer_state> self,
+consumer_actor::behavior_type consumer_behavior(consumer_actor::stateful_pointer<consumer_state> self,
                                                         std::shared_ptr<consumer> c) {
   self->state.c = std::move(c);
   self->set_down_handler([=](caf::down_msg& dm) {
@@ -79,8 +78,8 @@ actors::consumer_actor::behavior_type consumer_behavior(actors::consumer_actor::
     self->quit();
   });
   return {
-    [=](actors::watch_atom, const actors::subscription_reader_actor& reader) { self->monitor(reader); },
-    [=](actors::batch_atom, const actors::batch& b) -> caf::result<uint64_t> {
+    [=](watch_atom, const reader_control_actor& reader) { self->monitor(reader); },
+    [=](batch_atom, const batch& b) -> caf::result<uint64_t> {
       auto& st = self->state;
       error e = decode_batch(b, st.views);
       if (!e) {
@@ -99,11 +98,11 @@ actors::consumer_actor::behavior_type consumer_behavior(actors::consumer_actor::
       self->quit();
       return actors::to_caf(e);
     },
-    [=](actors::end_atom, const actors::subscription_end& end) {
+    [=](end_atom, const subscription_end& end) {
       self->state.c->on_end(end.to_error());
       self->quit();
     },
-    [=](actors::heartbeat_atom, uint64_t) {},
+    [=](heartbeat_atom, uint64_t) {},
   };
 }
 
@@ -116,7 +115,7 @@ result<actor_subscription> spawn_consumer(cdc_handle& cdc, std::shared_ptr<consu
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return sub;
   }
-  caf::anon_send(actor, actors::watch_atom::value, sub->reader());
+  caf::anon_send(actor, watch_atom::value, sub->reader());
   return sub;
 }
 
@@ -139,7 +138,7 @@ struct stream_actor_state {
   std::shared_ptr<cdc_stream::state> s;
   struct pending {
     caf::typed_response_promise<uint64_t> rp;
-    actors::batch msg;
+    batch msg;
     uint64_t last = 0;
     uint32_t count = 0;
   };
@@ -265,8 +264,8 @@ stream_actor_handle::behavior_type stream_behavior(stream_actor* self, std::shar
     }
   });
   return {
-    [=](actors::watch_atom, const actors::subscription_reader_actor& reader) { self->monitor(reader); },
-    [=](actors::batch_atom, actors::batch& msg) -> caf::result<uint64_t> {
+    [=](watch_atom, const reader_control_actor& reader) { self->monitor(reader); },
+    [=](batch_atom, batch& msg) -> caf::result<uint64_t> {
       auto& st = self->state;
       stream_actor_state::pending p;
       p.rp = self->make_response_promise<uint64_t>();
@@ -298,11 +297,11 @@ stream_actor_handle::behavior_type stream_behavior(stream_actor* self, std::shar
       }
       refresh_buffered(self);
     },
-    [=](actors::end_atom, const actors::subscription_end& end) {
+    [=](end_atom, const subscription_end& end) {
       end_stream(self->state.s, end.to_error());
       self->quit();
     },
-    [=](actors::heartbeat_atom, uint64_t) {},
+    [=](heartbeat_atom, uint64_t) {},
   };
 }
 
@@ -334,7 +333,7 @@ error cdc_stream::start() {
     return sub.err();
   }
   s_->sub = std::move(*sub);
-  caf::anon_send(s_->actor, actors::watch_atom::value, s_->sub.reader());
+  caf::anon_send(s_->actor, watch_atom::value, s_->sub.reader());
   std::lock_guard<std::mutex> g(s_->mu);
   s_->st.active = true;
   s_->st.current_lsn = s_->opts.from_lsn;

@@ -70,7 +70,7 @@ test_consumer_actor::behavior_type test_consumer(test_consumer_actor::pointer se
         self->quit();
       },
       [=](da::heartbeat_atom, uint64_t) {},
-      [=](da::watch_atom, const da::subscription_reader_actor& r) { self->monitor(r); },
+      [=](da::watch_atom, const da::reader_control_actor& r) { self->monitor(r); },
       [=](t_ack_atom, uint32_t n) {
         for (uint32_t i = 0; i < n && !p->unacked.empty(); ++i) {
           auto x = p->unacked.front();
@@ -153,7 +153,7 @@ struct reader_fixture {
     rc->on_finish = [this](const error& e) { finished = e; };
     reader = da::spawn_subscription_reader(sys, rc);
     caf::actor_cast<caf::abstract_actor*>(reader)->attach_functor([this] { reader_gone = true; });
-    caf::anon_send(consumer, da::watch_atom::value, reader);
+    caf::anon_send(consumer, da::watch_atom::value, da::reader_control_actor{reader});
     sched.run();
   }
   void tail(uint64_t lsn) {

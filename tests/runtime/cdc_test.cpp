@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "actors/messages.hpp"
-#include "runtime/cdc.hpp"
+#include <dosql/cdc.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 #include "wal/log.hpp"

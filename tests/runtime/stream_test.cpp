@@ -7,7 +7,7 @@
 #include <mutex>
 #include <thread>
 
-#include "runtime/stream.hpp"
+#include <dosql/stream.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 
@@ -225,7 +225,7 @@ TEST_CASE("the callback stream: handlers, pause/resume, status, manual ack", "[s
 #include <cstdio>
 
 #include "actors/subscription_reader.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/slots.hpp>
 
 namespace {
 
@@ -286,19 +286,19 @@ struct ending_consumer : cdc::consumer {
 };
 
 // A user actor speaking the consumer protocol: acknowledges everything, records the end.
-actors::consumer_actor::behavior_type acking_actor(actors::consumer_actor::pointer self, std::shared_ptr<ending> e) {
+cdc::consumer_actor::behavior_type acking_actor(cdc::consumer_actor::pointer self, std::shared_ptr<ending> e) {
   return {
-    [](actors::batch_atom, const actors::batch& b) -> uint64_t {
+    [](cdc::batch_atom, const cdc::batch& b) -> uint64_t {
       std::vector<entry_view> v;
       (void)cdc::decode_batch(b, v);  // (no Catch2 assertions off the test thread)
       return v.empty() ? 0 : v.back().lsn;
     },
-    [=](actors::end_atom, const actors::subscription_end& end) {
+    [=](cdc::end_atom, const cdc::subscription_end& end) {
       e->error_seen(end.to_error());
       e->end();
     },
-    [](actors::heartbeat_atom, uint64_t) {},
-    [=](actors::watch_atom, const actors::subscription_reader_actor& r) { self->monitor(r); },
+    [](cdc::heartbeat_atom, uint64_t) {},
+    [=](cdc::watch_atom, const cdc::reader_control_actor& r) { self->monitor(r); },
   };
 }
 
@@ -535,9 +535,9 @@ struct holder {
   std::condition_variable cv;
   uint64_t first = 0;
 };
-actors::consumer_actor::behavior_type holding_actor(actors::consumer_actor::pointer self, std::shared_ptr<holder> h) {
+cdc::consumer_actor::behavior_type holding_actor(cdc::consumer_actor::pointer self, std::shared_ptr<holder> h) {
   return {
-    [=](actors::batch_atom, const actors::batch& b) -> caf::result<uint64_t> {
+    [=](cdc::batch_atom, const cdc::batch& b) -> caf::result<uint64_t> {
       std::vector<entry_view> v;
       (void)cdc::decode_batch(b, v);
       {
@@ -547,9 +547,9 @@ actors::consumer_actor::behavior_type holding_actor(actors::consumer_actor::poin
       h->cv.notify_all();
       return self->make_response_promise<uint64_t>();
     },
-    [](actors::end_atom, const actors::subscription_end&) {},
-    [](actors::heartbeat_atom, uint64_t) {},
-    [](actors::watch_atom, const actors::subscription_reader_actor&) {},
+    [](cdc::end_atom, const cdc::subscription_end&) {},
+    [](cdc::heartbeat_atom, uint64_t) {},
+    [](cdc::watch_atom, const cdc::reader_control_actor&) {},
   };
 }
 

@@ -14,10 +14,10 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/json.hpp"
-#include "wal/value.hpp"
+#include <dosql/json.hpp>
+#include <dosql/value.hpp>
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::cli {
 

@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "runtime/cdc.hpp"
+#include <dosql/cdc.hpp>
 #include "tools/cli/cli.hpp"
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::wal {
 class reader;

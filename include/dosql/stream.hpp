@@ -2,7 +2,7 @@
 //
 // A consumer is an actor that receives batches from a subscription's reader actor and answers
 // each with the LSN it processed (the ack that returns credit). Users either write such an
-// actor themselves (actors::consumer_actor, documented with an example in actors/protocol.hpp:
+// actor themselves (consumer_actor, documented with an example in <dosql/consumer.hpp>:
 // `(batch_atom, batch)` -> uint64_t, `(end_atom, subscription_end)`, heartbeats, watch), or
 // fill the small `consumer` interface, or use the callback stream.
 // Invariant: a consumer holds at most max_buffer_size unacknowledged entries; pausing a stream
@@ -20,14 +20,11 @@
 #include <optional>
 #include <span>
 
-#include "actors/protocol.hpp"
-#include "runtime/cdc.hpp"
-#include "runtime/reliability.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/consumer.hpp>
+#include <dosql/reliability.hpp>
 
 namespace dosql::cdc {
-
-/// Decodes a batch into views pointing into its records (valid while it lives, unmodified).
-using actors::decode_batch;
 
 /// A running subscription that feeds an actor; stops when destroyed unless detach()ed.
 class actor_subscription {
@@ -39,7 +36,7 @@ class actor_subscription {
     error err;           // guarded by mu
   };
   actor_subscription() = default;
-  actor_subscription(actors::subscription_reader_actor reader, actors::consumer_actor consumer,
+  actor_subscription(reader_control_actor reader, consumer_actor consumer,
                      std::shared_ptr<end_state> end = nullptr);
   actor_subscription(actor_subscription&&) noexcept = default;
   actor_subscription& operator=(actor_subscription&&) noexcept = default;
@@ -48,22 +45,24 @@ class actor_subscription {
   void stop();
   /// Lets the subscription run after this handle is gone.
   void detach() { reader_ = nullptr; }
-  const actors::subscription_reader_actor& reader() const noexcept { return reader_; }
-  const actors::consumer_actor& consumer() const noexcept { return consumer_; }
+  /// The reader: it takes (pause_atom) and (resume_atom); send it to the consumer with
+  /// (watch_atom, reader()) so that the consumer notices a reader that stops.
+  const reader_control_actor& reader() const noexcept { return reader_; }
+  const consumer_actor& consumer() const noexcept { return consumer_; }
   /// Never blocks: nullopt while the range runs (or after stop()); once it ended, why
   /// (error{}: stop_at_tail reached the tail; CLOSED: the database closed; SUBSCRIPTION_FAILED
   /// with error::lsn: the consumer died or failed on that entry's batch).
   std::optional<error> outcome() const;
 
  private:
-  actors::subscription_reader_actor reader_;
-  actors::consumer_actor consumer_;
+  reader_control_actor reader_;
+  consumer_actor consumer_;
   std::shared_ptr<end_state> end_;
 };
 
-/// Feeds `consumer` (actors::consumer_actor, see actors/protocol.hpp). The caller sends it
-/// (watch_atom, reader()) if it should notice a reader that stops without an end_atom.
-result<actor_subscription> subscribe_actor(cdc_handle& cdc, actors::consumer_actor consumer, subscribe_options opts);
+/// Feeds `consumer` (<dosql/consumer.hpp>). The caller sends it (watch_atom, reader()) if it
+/// should notice a reader that stops without an end_atom.
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consumer, subscribe_options opts);
 
 /// The small consumer interface, run by an actor on its own thread.
 struct consumer {

@@ -35,16 +35,12 @@
 #include <variant>
 #include <vector>
 
-#include "runtime/database.hpp"
-#include "runtime/json.hpp"
-#include "wal/value.hpp"
-#include "actors/subscribe_options.hpp"
-#include "wal/filter.hpp"
-#include "wal/entry.hpp"
-
-namespace dosql::actors {
-struct reader_config;
-}
+#include <dosql/database.hpp>
+#include <dosql/json.hpp>
+#include <dosql/value.hpp>
+#include <dosql/subscribe_options.hpp>
+#include <dosql/filter.hpp>
+#include <dosql/entry.hpp>
 
 namespace dosql::cdc {
 
@@ -202,7 +198,7 @@ using decoder = std::function<T(const row&)>;
 ///  - "begin" / "commit" / "rollback": nothing more;
 ///  - "schema_change": "table", "changeType", "column", "oldColumn", "oldType", "newType"
 ///    (those that apply), "schemaVersion", "sql" (absent when a column mask withheld it).
-/// `o.lossless_text`: TEXT that is not valid UTF-8 as {"$text_base64": ...} (see runtime/json.hpp).
+/// `o.lossless_text`: TEXT that is not valid UTF-8 as {"$text_base64": ...} (see include/dosql/json.hpp).
 std::string to_json(const change_event<row>& e, const json_options& o = {});
 std::string to_json(const transaction_event& e);
 std::string to_json(const schema_change_event& e);
@@ -386,9 +382,6 @@ result<change_subscription<T>> subscribe_table(std::shared_ptr<database> db, con
   return cdc_handle(std::move(db)).subscribe_changes<T>(std::move(o), std::move(dec));
 }
 
-/// (Internal) The reader configuration for a subscription (start position, LSN_NOT_FOUND
-/// check); shared by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
-result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
 
 inline cdc_handle create_cdc(std::shared_ptr<database> db) { return cdc_handle(std::move(db)); }
 
