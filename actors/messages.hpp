@@ -1,5 +1,5 @@
-// The actor protocol's atoms and the msgpack encoding of a transaction handed to the
-// WAL writer (messages that cross actors carry msgpack bytes, ready for CAF's middleman).
+// The msgpack encoding of a transaction handed to the WAL writer in (append_atom, std::string)
+// (actors/protocol.hpp holds the atoms and the typed interfaces).
 //
 // Transaction message (msgpack array):
 //   [ version=1, txn_id: str, first_lsn: uint, timestamp_ms: int, flags: uint,
@@ -12,8 +12,6 @@
 //   rolls back after streaming ends with a ROLLBACK chunk.
 #pragma once
 
-#include <caf/atom.hpp>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -23,16 +21,6 @@
 #include <dosql/error.hpp>
 
 namespace dosql::actors {
-
-using append_atom = caf::atom_constant<caf::atom("d_append")>;
-using flush_atom = caf::atom_constant<caf::atom("d_flush")>;
-using sync_atom = caf::atom_constant<caf::atom("d_sync")>;
-using compact_atom = caf::atom_constant<caf::atom("d_compact")>;
-using listen_atom = caf::atom_constant<caf::atom("d_listen")>;
-using tail_atom = caf::atom_constant<caf::atom("d_tail")>;
-using retain_atom = caf::atom_constant<caf::atom("d_retain")>;
-/// The WAL writer failed and accepts nothing more: (failed_atom, std::string why) to listeners.
-using failed_atom = caf::atom_constant<caf::atom("d_failed")>;
 
 constexpr uint8_t txn_message_version = 1;
 constexpr uint32_t txn_opens = 1;

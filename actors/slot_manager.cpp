@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 
+#include "actors/errors.hpp"
 #include "wal/crc32c.hpp"
 #include "wal/endian.hpp"
 #include "wal/file.hpp"
@@ -40,24 +41,9 @@ void pack_slot(string_packer& pk, const cdc::slot_info& s) {
   pk.pack_int64(s.lag_ms);
 }
 
-std::string reply(ec code, const std::string& msg, const cdc::slot_info* one = nullptr,
-                  const std::vector<cdc::slot_info>* many = nullptr) {
-  std::string out;
-  string_sink sink{out};
-  string_packer pk(sink);
-  pk.pack_array(3);
-  pk.pack_uint8(static_cast<uint8_t>(code));
-  pk.pack(msg);
-  if (one) {
-    pack_slot(pk, *one);
-  } else if (many) {
-    pk.pack_array(static_cast<uint32_t>(many->size()));
-    for (auto& s : *many) pack_slot(pk, s);
-  } else {
-    pk.pack_nil();
-  }
-  return out;
-}
+// A failed request's reply: the dosql error, as a caf::error in the dosql category.
+caf::error fail(ec code, std::string msg) { return to_caf(error(code, std::move(msg))); }
+caf::error fail(const error& e) { return to_caf(e); }
 
 struct slot_manager_state {
   std::shared_ptr<const slot_host> db;
@@ -67,7 +53,7 @@ struct slot_manager_state {
   std::map<std::string, error> damaged;  // slot files that cannot be read: their errors
   static inline const char* name = "dosql.slot_manager";
 };
-using manager_actor = caf::stateful_actor<slot_manager_state>;
+using manager_actor = slot_manager_actor::stateful_base<slot_manager_state>;
 
 // Atomic, durable replacement of a slot's file.
 error persist(const std::string& dir, const cdc::slot_info& s) {
@@ -159,7 +145,8 @@ bool valid_name(const std::string& n) {
   return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
 }
 
-caf::behavior slot_manager(manager_actor* self, std::shared_ptr<const slot_host> db, cdc::slot_config cfg) {
+slot_manager_actor::behavior_type slot_manager(manager_actor* self, std::shared_ptr<const slot_host> db,
+                                               cdc::slot_config cfg) {
   auto& st = self->state;
   st.db = std::move(db);
   st.cfg = cfg;
@@ -195,100 +182,99 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<const slot_host>
   }
   if (cfg.check_interval.count() > 0) self->delayed_send(self, cfg.check_interval, slot_check_atom::value);
   auto not_found = [](const std::string& name) {
-    return reply(ec::slot_not_found, "replication slot '" + name + "' does not exist");
+    return fail(ec::slot_not_found, "replication slot '" + name + "' does not exist");
   };
   return {
-    [=](slot_create_atom, const std::string& name, uint64_t start, const std::vector<std::string>& tables,
-        const std::vector<uint8_t>& ops) -> std::string {
+    [=](slot_create_atom, const std::string& name, uint64_t start, const cdc::slot_filter& filter)
+        -> caf::result<cdc::slot_info> {
       auto& st = self->state;
       if (!valid_name(name))
-        return reply(ec::invalid_argument,
+        return fail(ec::invalid_argument,
                      "bad slot name '" + name + "': use letters, digits, _ and - (not first), at most 64");
-      if (st.slots.count(name)) return reply(ec::slot_exists, "replication slot '" + name + "' already exists");
-      if (auto d = st.damaged.find(name); d != st.damaged.end()) return reply(d->second.code(), d->second.message());
+      if (st.slots.count(name)) return fail(ec::slot_exists, "replication slot '" + name + "' already exists");
+      if (auto d = st.damaged.find(name); d != st.damaged.end()) return fail(d->second);
       // The position must exist: not beyond the durable end, and every entry after it retained.
       std::lock_guard<std::mutex> hold(retention_mutex());  // no compaction until the file is written
       uint64_t tail = st.db->durable_lsn();
       if (start > tail)
-        return reply(ec::invalid_argument, "slot '" + name + "': start lsn " + std::to_string(start) +
+        return fail(ec::invalid_argument, "slot '" + name + "': start lsn " + std::to_string(start) +
                                                " is beyond the end of the WAL (last durable lsn " + std::to_string(tail) + ")");
       if (start < tail) {
         auto r = wal::reader::open(st.db->wal_dir);
-        if (!r) return reply(r.err().code(), r.err().message());
+        if (!r) return fail(r.err());
         auto oldest = (*r)->oldest_lsn();
-        if (!oldest) return reply(oldest.err().code(), oldest.err().message());
+        if (!oldest) return fail(oldest.err());
         if (*oldest > start + 1) {
           error e(ec::lsn_not_found, "slot '" + name + "': start lsn " + std::to_string(start) +
                                          " is before the oldest retained entry (" + std::to_string(*oldest) +
                                          "): the entries after it were compacted away");
-          return reply(e.code(), e.message());
+          return fail(e);
         }
       }
       cdc::slot_info s;
       s.name = name;
       s.acked_lsn = start;
       s.created_at = s.last_ack_at = now_ms();
-      s.filter.tables = tables;
-      for (auto o : ops) s.filter.operations.push_back(static_cast<op_type>(o));
-      if (auto e = persist(st.dir, s)) return reply(e.code(), e.message());
+      s.filter = filter;
+      if (auto e = persist(st.dir, s)) return fail(e);
       refresh_lag(st, s);
       st.slots[name] = s;
-      return reply(ec::none, "", &s);
+      return s;
     },
-    [=](caf::get_atom, const std::string& name) -> std::string {
+    [=](caf::get_atom, const std::string& name) -> caf::result<cdc::slot_info> {
       auto& st = self->state;
       auto it = st.slots.find(name);
-      if (auto d = st.damaged.find(name); d != st.damaged.end()) return reply(d->second.code(), d->second.message());
+      if (auto d = st.damaged.find(name); d != st.damaged.end()) return fail(d->second);
       if (it == st.slots.end()) return not_found(name);
       if (!it->second.invalidated) refresh_lag(st, it->second);
-      return reply(ec::none, "", &it->second);
+      return it->second;
     },
-    [=](slot_list_atom) -> std::string {
+    [=](slot_list_atom) -> slot_listing {
       auto& st = self->state;
-      std::vector<cdc::slot_info> all;
+      slot_listing out;
       for (auto& [n, s] : st.slots) {
         if (!s.invalidated) refresh_lag(st, s);
-        all.push_back(s);
+        out.slots.push_back(s);
       }
-      if (!st.damaged.empty()) return reply(ec::decode_error, damaged_message(st), nullptr, &all);
-      return reply(ec::none, "", nullptr, &all);
+      if (!st.damaged.empty()) out.problem = fail(ec::decode_error, damaged_message(st));
+      return out;
     },
-    [=](slot_ack_atom, const std::string& name, uint64_t lsn) -> std::string {
+    [=](slot_ack_atom, const std::string& name, uint64_t lsn) -> caf::result<cdc::slot_info> {
       auto& st = self->state;
       auto it = st.slots.find(name);
-      if (auto d = st.damaged.find(name); d != st.damaged.end()) return reply(d->second.code(), d->second.message());
+      if (auto d = st.damaged.find(name); d != st.damaged.end()) return fail(d->second);
       if (it == st.slots.end()) return not_found(name);
       auto& s = it->second;
       if (uint64_t tail = st.db->durable_lsn(); lsn > tail)
-        return reply(ec::invalid_argument, "slot '" + name + "': cannot acknowledge lsn " + std::to_string(lsn) +
+        return fail(ec::invalid_argument, "slot '" + name + "': cannot acknowledge lsn " + std::to_string(lsn) +
                                                ", beyond the end of the WAL (last durable lsn " + std::to_string(tail) + ")");
       if (lsn < s.acked_lsn)
-        return reply(ec::invalid_argument, "slot '" + name + "' is at lsn " + std::to_string(s.acked_lsn) +
+        return fail(ec::invalid_argument, "slot '" + name + "' is at lsn " + std::to_string(s.acked_lsn) +
                                                "; an acknowledgement never moves it back (got " + std::to_string(lsn) + ")");
-      if (s.invalidated) return reply(ec::lsn_not_found, "slot '" + name + "' was invalidated: " + s.invalid_reason);
+      if (s.invalidated) return fail(ec::lsn_not_found, "slot '" + name + "' was invalidated: " + s.invalid_reason);
       auto updated = s;
       updated.acked_lsn = lsn;
       updated.last_ack_at = now_ms();
-      if (auto e = persist(st.dir, updated)) return reply(e.code(), e.message());
+      if (auto e = persist(st.dir, updated)) return fail(e);
       s = updated;
       s.stalled = false;
-      return reply(ec::none, "", &s);
+      return s;
     },
-    [=](slot_drop_atom, const std::string& name) -> std::string {
+    [=](slot_drop_atom, const std::string& name) -> caf::result<void> {
       auto& st = self->state;
       if (!st.slots.count(name) && !st.damaged.count(name)) return not_found(name);
       auto path = wal::join(st.dir, name + ".slot");
-      if (auto e = wal::remove_file(path)) return reply(e.code(), e.message());
-      if (auto e = wal::sync_dir(st.dir)) return reply(e.code(), e.message());
+      if (auto e = wal::remove_file(path)) return fail(e);
+      if (auto e = wal::sync_dir(st.dir)) return fail(e);
       st.slots.erase(name);
       st.damaged.erase(name);
-      return reply(ec::none, "");
+      return caf::unit;
     },
-    [=](slot_check_atom) -> std::string {
+    [=](slot_check_atom) -> caf::result<void> {
       check(self->state);
       if (self->state.cfg.check_interval.count() > 0 && !self->current_mailbox_element()->mid.is_request())
         self->delayed_send(self, self->state.cfg.check_interval, slot_check_atom::value);
-      return reply(ec::none, "");
+      return caf::unit;
     },
   };
 }
@@ -449,7 +435,7 @@ bool decode_slot(const msgpack::object& o, cdc::slot_info& s) {
   }
 }
 
-caf::actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg) {
+slot_manager_actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg) {
   return sys.spawn<caf::detached>(slot_manager, std::make_shared<const slot_host>(std::move(host)), cfg);
 }
 

@@ -1,32 +1,28 @@
 // The slot-manager actor: owns the replication slots of one database (include/dosql/slots.hpp
 // documents the semantics). Detached: it fsyncs slot files and compacts the WAL.
 //
-// Protocol (every reply is a msgpack std::string [code: uint8, message: str, payload]):
-//   (slot_create_atom, name, msgpack{start_lsn, tables, ops})  -> payload: slot
-//   (get_atom, name) -> slot;  (slot_list_atom) -> [slot...];  (slot_ack_atom, name, lsn) -> slot
-//   (slot_drop_atom, name) -> nil;  (slot_check_atom) -> nil (idle, retention, compaction)
-// A slot is msgpack [name, acked, created_ms, last_ack_ms, [tables], [ops], invalidated, reason,
-// stalled, lag_entries, lag_bytes, lag_ms].
+// Protocol: slot_manager_actor (actors/protocol.hpp); a failure is a caf::error in the dosql
+// category (actors/errors.hpp) carrying the dosql code and message:
+//   (slot_create_atom, name, uint64_t start_lsn, slot_filter) -> slot_info
+//   (get_atom, name) -> slot_info;  (slot_ack_atom, name, lsn) -> slot_info
+//   (slot_list_atom) -> slot_listing (every readable slot; `problem` names damaged slot files)
+//   (slot_drop_atom, name) -> nothing;  (slot_check_atom) -> nothing (idle, retention, compaction)
+// A slot file holds msgpack [name, acked, created_ms, last_ack_ms, [tables], [ops], invalidated,
+// reason, stalled, lag_entries, lag_bytes, lag_ms] (encode_slot).
 #pragma once
 
-#include <caf/actor.hpp>
 #include <msgpack.hpp>
 
 #include <functional>
 #include <memory>
 #include <mutex>
 
+#include "actors/protocol.hpp"
 #include "actors/wal_writer.hpp"  // retention_mutex()
 #include <dosql/slot_types.hpp>
 #include "wal/log.hpp"
 
 namespace dosql::actors {
-
-using slot_create_atom = caf::atom_constant<caf::atom("s_create")>;
-using slot_list_atom = caf::atom_constant<caf::atom("s_list")>;
-using slot_ack_atom = caf::atom_constant<caf::atom("s_ack")>;
-using slot_drop_atom = caf::atom_constant<caf::atom("s_drop")>;
-using slot_check_atom = caf::atom_constant<caf::atom("s_check")>;
 
 /// What the slot manager needs of its database (the runtime fills it in): where it lives, its
 /// durable end, the active segment's use, and applying its retention policy.
@@ -38,7 +34,7 @@ struct slot_host {
   std::function<result<wal::compact_report>()> apply_retention;
 };
 
-caf::actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg);
+slot_manager_actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg);
 
 /// Slot (de)serialisation shared by the actor and the facade.
 std::string encode_slot(const cdc::slot_info& s);

@@ -10,7 +10,6 @@
 #include "wal/sql_predicate.hpp"
 #include <dosql/value.hpp>
 #include "wal/format.hpp"
-#include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"
 
 namespace dosql::actors {
@@ -35,8 +34,9 @@ struct reader_state {
   wal_entry pending_begin;
   std::string batch;
   uint32_t batch_count = 0;
-  uint64_t batch_first = 0;
+  uint64_t batch_first = 0, batch_last = 0;
   bool ended = false, pump_scheduled = false;
+  bool paused = false;  // (pause_atom): no new batch until resume_atom
   std::string scratch[2];  // images rewritten by a column mask or row filter
   std::map<std::string, cdc::sql_predicate> where;  // opts.where, compiled (validated at subscribe)
   bool first = true;      // no entry at or after the start seen yet
@@ -46,14 +46,14 @@ struct reader_state {
   uint64_t heartbeat = 0;    // the last position sent in a heartbeat (opts.heartbeats)
   static inline const char* name = "dosql.subscription_reader";
 };
-using reader_actor = caf::stateful_actor<reader_state>;
+using reader_actor = subscription_reader_actor::stateful_base<reader_state>;
 
 void finish(reader_actor* self, const error& e) {
   auto& st = self->state;
   if (st.ended) return;
   st.ended = true;
   if (st.cfg->consumer)
-    self->send(st.cfg->consumer, end_atom::value, static_cast<uint8_t>(e.code()), e.message(), e.oldest_lsn, e.lsn);
+    self->send(st.cfg->consumer, end_atom::value, subscription_end::of(e));
   if (st.cfg->on_finish) st.cfg->on_finish(e);
 }
 
@@ -72,6 +72,7 @@ void consumer_failed(reader_actor* self, const std::string& why) {
 
 void emit(reader_state& st, const entry_view& e) {
   if (st.batch_count == 0) st.batch_first = e.lsn;
+  st.batch_last = e.lsn;
   wal::append_record(st.batch, e.lsn, e);
   ++st.batch_count;
 }
@@ -258,7 +259,7 @@ error fill(reader_state& st, uint32_t room) {
 void pump(reader_actor* self) {
   auto& st = self->state;
   const auto& o = st.cfg->opts;
-  while (!st.ended && st.inflight < o.max_buffer_size) {
+  while (!st.ended && !st.paused && st.inflight < o.max_buffer_size) {
     uint32_t room = static_cast<uint32_t>(std::min<uint64_t>(o.batch_size, o.max_buffer_size - st.inflight));
     if (auto e = fill(st, room)) {
       finish(self, e);
@@ -273,15 +274,11 @@ void pump(reader_actor* self) {
       }
       break;
     }
-    std::string msg;
-    msg.reserve(st.batch.size() + 24);
-    detail::string_sink sink{msg};
-    msgpack::packer<detail::string_sink> pk(sink);
-    pk.pack_array(3);
-    pk.pack_uint64(st.batch_first);
-    pk.pack_uint32(st.batch_count);
-    pk.pack_bin(static_cast<uint32_t>(st.batch.size()));
-    pk.pack_bin_body(st.batch.data(), static_cast<uint32_t>(st.batch.size()));
+    batch b;
+    b.first_lsn = st.batch_first;
+    b.last_lsn = st.batch_last;
+    b.count = st.batch_count;
+    b.records = std::move(st.batch);  // the WAL's own records, as framed on disk
     uint32_t n = st.batch_count;
     uint64_t id = ++st.batches_sent;
     st.inflight_first.emplace(id, st.batch_first);
@@ -289,7 +286,7 @@ void pump(reader_actor* self) {
     st.batch.clear();
     st.batch_count = 0;
     // No timeout: a slow consumer is backpressure; a dead one is noticed by the monitor.
-    self->request(st.cfg->consumer, caf::infinite, batch_atom::value, std::move(msg))
+    self->request(st.cfg->consumer, caf::infinite, batch_atom::value, std::move(b))
         .then(
             [=](uint64_t) {
               self->state.inflight -= n;
@@ -330,7 +327,14 @@ void pump(reader_actor* self) {
   if (st.ended) self->quit();
 }
 
-caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const reader_config> cfg) {
+// A reader whose range ended before it began: it ignores everything until it is gone.
+subscription_reader_actor::behavior_type ended_reader() {
+  return {[](tail_atom, uint64_t) {}, [](failed_atom, const std::string&) {}, [](pause_atom) {}, [](resume_atom) {},
+          [](pump_atom) {}};
+}
+
+subscription_reader_actor::behavior_type subscription_reader(reader_actor* self,
+                                                             std::shared_ptr<const reader_config> cfg) {
   auto& st = self->state;
   st.cfg = cfg;
   st.heartbeat = cfg->start_lsn - 1;
@@ -361,11 +365,11 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
   };
   if (!cfg->writer) {
     finish(self, error(ec::closed, "cannot subscribe: the database of " + cfg->wal_dir + " is closed"));
-    return {[=](tail_atom, uint64_t) {}, [=](failed_atom, const std::string&) {}};
+    return ended_reader();
   }
   if (auto e = init()) {
     finish(self, e);
-    return {[=](tail_atom, uint64_t) {}, [=](failed_atom, const std::string&) {}};
+    return ended_reader();
   }
   // Never wait on a dead peer: the writer stopping means the database closed; the consumer
   // dying means nobody acknowledges again.
@@ -380,7 +384,7 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
   });
   self->monitor(cfg->writer);
   if (cfg->consumer) self->monitor(cfg->consumer);
-  self->send(cfg->writer, listen_atom::value, caf::actor_cast<caf::actor>(self));
+  self->send(cfg->writer, listen_atom::value, caf::actor_cast<wal_listener_actor>(self));
   return {
     [=](tail_atom, uint64_t durable) {
       auto& s = self->state;
@@ -390,6 +394,11 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
     },
     [=](pump_atom) {
       self->state.pump_scheduled = false;
+      pump(self);
+    },
+    [=](pause_atom) { self->state.paused = true; },
+    [=](resume_atom) {
+      self->state.paused = false;
       pump(self);
     },
     [=](failed_atom, const std::string& why) {
@@ -402,50 +411,8 @@ caf::behavior subscription_reader(reader_actor* self, std::shared_ptr<const read
 
 }  // namespace
 
-caf::actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg) {
+subscription_reader_actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg) {
   return sys.spawn(subscription_reader, std::move(cfg));
-}
-
-uint32_t batch_count(std::string_view msg) noexcept {
-  // [first_lsn, count, records]: fixarray(3), then two msgpack unsigned integers.
-  auto p = reinterpret_cast<const uint8_t*>(msg.data());
-  size_t n = msg.size(), i = 1;
-  if (n < 3 || p[0] != 0x93) return 0;
-  auto read_uint = [&](uint64_t& v) {
-    if (i >= n) return false;
-    uint8_t t = p[i++];
-    size_t len = t < 0x80 ? 0 : t == 0xcc ? 1 : t == 0xcd ? 2 : t == 0xce ? 4 : t == 0xcf ? 8 : 99;
-    if (len == 99 || i + len > n) return false;
-    v = len == 0 ? t : 0;
-    for (size_t k = 0; k < len; ++k) v = v << 8 | p[i++];
-    return true;
-  };
-  uint64_t first = 0, count = 0;
-  if (!read_uint(first) || !read_uint(count)) return 0;
-  return static_cast<uint32_t>(count);
-}
-
-error decode_batch(const std::string& msg, std::vector<entry_view>& out) {
-  out.clear();
-  msgpack::object_handle oh;
-  try {
-    size_t off = 0;
-    oh = msgpack::unpack(msg.data(), msg.size(), off, detail::reference_all);
-  } catch (const std::exception& e) {
-    return error(ec::decode_error, std::string("batch: ") + e.what());
-  }
-  const auto& o = oh.get();
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != 3 || o.via.array.ptr[2].type != msgpack::type::BIN)
-    return error(ec::decode_error, "batch: bad envelope");
-  const auto& bin = o.via.array.ptr[2].via.bin;
-  size_t off = 0;
-  while (off < bin.size) {
-    auto r = wal::parse_record(bin.ptr + off, bin.size - off, false);
-    if (r.status != wal::parse_status::ok) return error(ec::decode_error, "batch: bad record");
-    out.push_back(r.entry);
-    off += r.size;
-  }
-  return {};
 }
 
 }  // namespace dosql::actors

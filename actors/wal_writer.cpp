@@ -8,6 +8,7 @@
 
 #include "actors/errors.hpp"
 #include "actors/messages.hpp"
+#include "actors/protocol.hpp"
 
 namespace dosql::actors {
 namespace {
@@ -15,7 +16,7 @@ namespace {
 struct wal_writer_state {
   std::shared_ptr<wal::log> log;
   std::shared_ptr<durable_tail> tail;
-  std::vector<caf::actor> listeners;
+  std::vector<wal_listener_actor> listeners;
   txn_message scratch;
   bool flush_scheduled = false;
   std::chrono::steady_clock::time_point first_unsynced;  // first append since the last sync
@@ -25,7 +26,7 @@ struct wal_writer_state {
   static inline const char* name = "dosql.wal_writer";
 };
 
-using writer_actor = caf::stateful_actor<wal_writer_state>;
+using writer_actor = wal_writer_actor::stateful_base<wal_writer_state>;
 
 void fail(writer_actor* self, error e) {
   spdlog::error("WAL writer failed: {}", e.to_string());
@@ -83,8 +84,8 @@ void retain(writer_actor* self) {
                   r->archived ? "archived" : "removed", r->removed.size(), r->bytes, r->oldest_lsn);
 }
 
-caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
-                         std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor) {
+wal_writer_actor::behavior_type wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
+                                           std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor) {
   self->state.log = std::move(log);
   self->state.tail = std::move(tail);
   self->state.slot_floor = std::move(slot_floor);
@@ -95,7 +96,7 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
   });
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& ls = self->state.listeners;
-    ls.erase(std::remove_if(ls.begin(), ls.end(), [&](const caf::actor& a) { return a.address() == dm.source; }),
+    ls.erase(std::remove_if(ls.begin(), ls.end(), [&](const wal_listener_actor& a) { return a.address() == dm.source; }),
              ls.end());
   });
   return {
@@ -142,15 +143,13 @@ caf::behavior wal_writer(writer_actor* self, std::shared_ptr<wal::log> log,
       if (self->state.failed) return to_caf(self->state.tail->failure());
       return self->state.log->durable_lsn();
     },
-    [=](compact_atom, uint64_t below) -> caf::result<std::vector<uint64_t>> {
+    [=](compact_atom, uint64_t below) -> caf::result<wal::compact_report> {
       auto r = self->state.log->compact(below);
       if (!r) return to_caf(r.err());
-      std::vector<uint64_t> out{r->oldest_lsn, r->bytes, r->archived ? 1u : 0u};
-      out.insert(out.end(), r->removed.begin(), r->removed.end());
-      return out;
+      return std::move(*r);
     },
     [=](retain_atom) { retain(self); },
-    [=](listen_atom, caf::actor who) {
+    [=](listen_atom, const wal_listener_actor& who) {
       self->monitor(who);
       self->state.listeners.push_back(who);
       self->send(who, tail_atom::value, self->state.log->durable_lsn());
@@ -166,8 +165,8 @@ std::mutex& retention_mutex() {
   return m;
 }
 
-caf::actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
-                            std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor) {
+wal_writer_actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
+                                  std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor) {
   return sys.spawn<caf::detached>(wal_writer, std::move(log), std::move(tail), std::move(slot_floor));
 }
 

@@ -8,14 +8,15 @@
 // appended (the database predicts LSNs under its writer lock); anything else is refused and
 // fails the WAL, because it would mean the database and the log disagree.
 //
-// Protocol:
+// Protocol: wal_writer_actor (actors/protocol.hpp):
 //   (append_atom, std::string txn_message)          -> nothing (progress via the tail)
 //   (sync_atom)                                     -> uint64_t durable lsn
-//   (compact_atom, uint64_t below_lsn)              -> std::vector<uint64_t>{oldest lsn after,
-//                                                      bytes removed, archived 0|1, first lsn of each removed segment...}
-//   (listen_atom, caf::actor)                       -> nothing; the actor gets (tail_atom, uint64_t),
+//   (compact_atom, uint64_t below_lsn)              -> wal::compact_report
+//   (listen_atom, wal_listener_actor)               -> nothing; the listener gets (tail_atom, uint64_t),
 //                                                      and (failed_atom, std::string) if the WAL fails
 //   (retain_atom)                                   -> nothing; applies the retention policy now
+//   (flush_atom)                                    -> nothing; its own group-commit turn
+// Errors (sync, compact) are caf::errors in the dosql category (actors/errors.hpp).
 //
 // Retention (wal_config::retention_policy): after a segment seals, the writer removes the
 // sealed segments that neither the policy nor any replication slot keeps, below
@@ -23,13 +24,13 @@
 // being created or someone compacts meanwhile, it skips, and the next seal tries again.
 #pragma once
 
-#include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
 
 #include "actors/durable_tail.hpp"
+#include "actors/protocol.hpp"
 #include "wal/log.hpp"
 
 namespace dosql::actors {
@@ -44,7 +45,7 @@ std::mutex& retention_mutex();
 using slot_floor_fn = std::function<result<uint64_t>()>;
 
 /// `slot_floor` may be empty (no slots: retention alone decides).
-caf::actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
-                            std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor = {});
+wal_writer_actor spawn_wal_writer(caf::actor_system& sys, std::shared_ptr<wal::log> log,
+                                  std::shared_ptr<durable_tail> tail, slot_floor_fn slot_floor = {});
 
 }  // namespace dosql::actors

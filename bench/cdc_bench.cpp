@@ -30,7 +30,7 @@
 
 #include <caf/all.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/protocol.hpp"
 #include <dosql/cdc.hpp>
 #include <dosql/database.hpp>
 
@@ -196,10 +196,11 @@ int cmd_latency(const std::string& dir, int n, double pace_ms) {
   // each durable-tail notification arrives (splits "durable" from "delivered").
   auto tails = std::make_shared<std::vector<std::pair<uint64_t, clk::time_point>>>();
   tails->reserve(static_cast<size_t>(n) * 2 + 16);
-  auto probe = rt.system().spawn([tails](caf::event_based_actor*) -> caf::behavior {
+  auto probe = rt.system().spawn([tails](actors::wal_listener_actor::pointer) -> actors::wal_listener_actor::behavior_type {
     return {[tails](actors::tail_atom, uint64_t durable) {
-      if (tails->size() < tails->capacity()) tails->emplace_back(durable, clk::now());
-    }};
+              if (tails->size() < tails->capacity()) tails->emplace_back(durable, clk::now());
+            },
+            [](actors::failed_atom, const std::string&) {}};
   });
   caf::anon_send(db->wal_writer(), actors::listen_atom::value, probe);
   std::vector<uint64_t> commit_lsn(n);

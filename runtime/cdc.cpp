@@ -29,12 +29,14 @@ namespace {
 
 using ack_atom = caf::atom_constant<caf::atom("d_ack")>;
 using actors::watch_atom;
+// A consumer that the iterating thread acknowledges through: (ack_atom, batch seq, lsn).
+using bridge_actor = actors::consumer_actor::extend<caf::reacts_to<ack_atom, uint64_t, uint64_t>>;
 
 struct shared_queue {
   std::mutex mu;
   std::condition_variable cv;
   struct item {
-    std::string batch;
+    actors::batch batch;
     uint64_t seq = 0;
     uint32_t count = 0;
   };
@@ -49,7 +51,7 @@ struct shared_queue {
 
 struct bridge_state {
   std::shared_ptr<shared_queue> q;
-  std::map<uint64_t, caf::response_promise> promises;
+  std::map<uint64_t, caf::typed_response_promise<uint64_t>> promises;
   uint64_t seq = 0;
   static inline const char* name = "dosql.subscription_bridge";
 };
@@ -65,7 +67,7 @@ void end_queue(shared_queue& q, error e) {
   q.cv.notify_all();
 }
 
-caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<shared_queue> q) {
+bridge_actor::behavior_type bridge(bridge_actor::stateful_pointer<bridge_state> self, std::shared_ptr<shared_queue> q) {
   self->state.q = q;
   // The iterating thread never waits on a dead peer: the reader stopping without ending the
   // range, or this actor stopping (the actor system going down), ends it.
@@ -75,13 +77,13 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
                                                                   self->system().render(dm.reason) + ")"));
   });
   return {
-    [=](watch_atom, caf::actor reader) { self->monitor(reader); },
-    [=](actors::batch_atom, std::string& batch) -> caf::result<uint64_t> {
+    [=](watch_atom, const actors::reader_control_actor& reader) { self->monitor(reader); },
+    [=](actors::batch_atom, actors::batch& batch) -> caf::result<uint64_t> {
       auto& st = self->state;
       auto rp = self->make_response_promise<uint64_t>();
       uint64_t seq = ++st.seq;
       st.promises.emplace(seq, rp);
-      uint32_t count = actors::batch_count(batch);
+      uint32_t count = batch.count;
       {
         std::lock_guard<std::mutex> g(st.q->mu);
         st.q->items.push_back({std::move(batch), seq, count});
@@ -100,15 +102,7 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
         ps.erase(it);
       }
     },
-    [=](actors::end_atom, uint8_t code, std::string& msg, uint64_t oldest, uint64_t lsn) {
-      error e;
-      if (code) {
-        e = error(static_cast<ec>(code), std::move(msg));
-        e.oldest_lsn = oldest;
-        e.lsn = lsn;
-      }
-      end_queue(*self->state.q, std::move(e));
-    },
+    [=](actors::end_atom, const actors::subscription_end& end) { end_queue(*self->state.q, end.to_error()); },
   };
 }
 
@@ -116,7 +110,8 @@ caf::behavior bridge(caf::stateful_actor<bridge_state>* self, std::shared_ptr<sh
 
 struct subscription::impl {
   std::shared_ptr<shared_queue> q;
-  caf::actor bridge, reader;
+  bridge_actor bridge;
+  actors::subscription_reader_actor reader;
   std::shared_ptr<database> db;  // for status(): the durable tail and the WAL to measure lag
   cdc::filter filter;
   std::vector<entry_view> views;
@@ -193,8 +188,8 @@ subscription::fill_status subscription::fill(const std::chrono::steady_clock::ti
     it = std::move(p_->q->items.front());
     p_->q->items.pop_front();
   }
-  batch_msg_ = std::move(it.batch);
-  if (auto e = actors::decode_batch(batch_msg_, views_)) {
+  batch_msg_ = std::move(it.batch.records);  // the WAL's records; views_ point into them
+  if (auto e = actors::decode_records(batch_msg_, it.batch.count, views_)) {
     err_ = e;
     return fill_status::ended;
   }
@@ -375,7 +370,8 @@ result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cd
     return error(ec::invalid_argument, "max_buffer_size and batch_size must be at least 1");
   auto cfg = std::make_shared<actors::reader_config>();
   cfg->wal_dir = cdc.db().wal_dir();
-  cfg->writer = cdc.db().wal_writer();
+  // (database.hpp is public and untyped; the handle is the typed wal_writer_actor it spawned)
+  cfg->writer = caf::actor_cast<actors::wal_tail_source_actor>(cdc.db().wal_writer());
   // (A close racing with this call is caught by the reader, which monitors the writer.)
   if (!cfg->writer) return error(ec::closed, "cannot subscribe: database " + cdc.db().dir() + " is closed");
   uint64_t from = opts.from_lsn;
@@ -427,7 +423,7 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   p->bridge = sys.spawn(bridge, p->q);
   cfg->consumer = p->bridge;
   p->reader = actors::spawn_subscription_reader(sys, cfg);
-  caf::anon_send(p->bridge, watch_atom::value, p->reader);
+  caf::anon_send(p->bridge, watch_atom::value, actors::reader_control_actor{p->reader});
   p->db = db_;
   p->filter = cfg->opts.filter;
   std::unique_ptr<subscription> s(new subscription(std::move(p)));

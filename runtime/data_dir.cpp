@@ -33,7 +33,7 @@ runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
     opts.policy = runtime_options::scheduler_policy::stealing;
   s_->cfg.set("scheduler.policy", opts.policy == runtime_options::scheduler_policy::sharing ? caf::atom("sharing")
                                                                                             : caf::atom("stealing"));
-  actors::register_error_category(s_->cfg);  // dosql::error crosses actors as itself
+  actors::register_protocol(s_->cfg);  // typed messages; dosql::error crosses actors as itself
   s_->sys = std::make_unique<caf::actor_system>(s_->cfg);
 }
 

@@ -66,7 +66,7 @@ wal::log::active_usage database::wal_active_segment() const {
   return l ? l->active_segment_usage() : wal::log::active_usage{};
 }
 const recovery_info& database::recovery() const noexcept { return p_->rec; }
-caf::actor database::wal_writer() const { return p_->writer; }
+caf::actor database::wal_writer() const { return caf::actor_cast<caf::actor>(p_->writer); }
 runtime& database::owner() noexcept { return *p_->rt; }
 
 result<exec_result> database::exec(std::string_view sql, const std::vector<value>& params) {
@@ -111,14 +111,7 @@ result<wal::compact_report> database::compact(uint64_t below_lsn) {
   result<wal::compact_report> out = error(ec::io_error, "no reply from the WAL writer");
   self->request(p_->writer, std::chrono::minutes(5), actors::compact_atom::value, below_lsn)
       .receive(
-          [&](const std::vector<uint64_t>& r) {
-            wal::compact_report rep;
-            rep.oldest_lsn = r.at(0);
-            rep.bytes = r.at(1);
-            rep.archived = r.at(2) != 0;
-            rep.removed.assign(r.begin() + 3, r.end());
-            out = rep;
-          },
+          [&](compact_report& r) { out = std::move(r); },
           [&](caf::error& e) {
             auto err = actors::from_caf(e, "the WAL writer");  // (its code crosses the actor boundary)
             out = error(err.code(), "compaction of " + wal_dir() + " failed: " + err.message());

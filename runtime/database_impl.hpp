@@ -28,6 +28,7 @@
 
 #include "actors/durable_tail.hpp"
 #include "actors/messages.hpp"
+#include "actors/protocol.hpp"
 #include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
 #include "actors/wal_writer.hpp"
@@ -94,7 +95,7 @@ struct database::impl {
   std::mutex mu;  // the writer lock: SQLite writes and LSN prediction happen under it
   std::shared_ptr<actors::durable_tail> tail;
   std::weak_ptr<wal::log> log_ref;
-  caf::actor writer;
+  actors::wal_writer_actor writer;
   uint64_t next_lsn = 1;         // guarded by mu: the LSN the next entry handed over gets
   uint64_t txn_first = 0;        // guarded by mu: LSN of the open transaction's BEGIN, once streamed
   uint64_t last_chunk = 0;       // guarded by mu: last LSN of its last chunk handed over

@@ -7,41 +7,30 @@
 #include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
 #include "wal/sqlite_util.hpp"
-#include "wal/msgpack_sink.hpp"
 
 namespace dosql::cdc {
 
 struct slot_manager::impl {
   std::shared_ptr<database> db;
-  caf::actor actor;
+  actors::slot_manager_actor actor;
 
-  // Sends a request and decodes the [code, message, payload] reply; payload goes to `out`.
-  template <class... Ts>
-  error call(msgpack::object_handle& out, Ts&&... xs) {
+  // One request, waited for; the manager's error (a caf::error in the dosql category) comes
+  // back as the dosql::error it was.
+  template <class T, class... Ts>
+  result<T> call(Ts&&... xs) {
     caf::scoped_actor self{db->owner().system()};
-    error err(ec::io_error, "the slot manager did not answer");
+    result<T> out = error(ec::io_error, "the slot manager did not answer");
     self->request(actor, std::chrono::minutes(1), std::forward<Ts>(xs)...)
-        .receive(
-            [&](const std::string& r) {
-              try {
-                out = msgpack::unpack(r.data(), r.size());
-                auto& a = out.get().via.array;
-                auto code = static_cast<ec>(a.ptr[0].as<uint8_t>());
-                err = code == ec::none ? error{} : error(code, a.ptr[1].as<std::string>());
-              } catch (const std::exception& e) {
-                err = error(ec::decode_error, std::string("slot manager reply: ") + e.what());
-              }
-            },
-            [&](caf::error& e) { err = actors::from_caf(e, "the slot manager"); });
-    return err;
+        .receive([&](T& r) { out = std::move(r); }, [&](caf::error& e) { out = actors::from_caf(e, "the slot manager"); });
+    return out;
   }
   template <class... Ts>
-  result<slot_info> call_slot(Ts&&... xs) {
-    msgpack::object_handle oh;
-    if (auto e = call(oh, std::forward<Ts>(xs)...)) return e;
-    slot_info s;
-    if (!actors::decode_slot(oh.get().via.array.ptr[2], s)) return error(ec::decode_error, "slot manager reply");
-    return s;
+  error call_void(Ts&&... xs) {
+    caf::scoped_actor self{db->owner().system()};
+    error out(ec::io_error, "the slot manager did not answer");
+    self->request(actor, std::chrono::minutes(1), std::forward<Ts>(xs)...)
+        .receive([&] { out = {}; }, [&](caf::error& e) { out = actors::from_caf(e, "the slot manager"); });
+    return out;
   }
 };
 
@@ -64,11 +53,9 @@ slot_manager::~slot_manager() {
 }
 
 result<slot_info> slot_manager::create_slot(const std::string& name, create_slot_options opts, slot_snapshot* snapshot) {
-  std::vector<uint8_t> ops;
-  for (auto o : opts.filter.operations) ops.push_back(static_cast<uint8_t>(o));
   if (!opts.snapshot) {
     uint64_t start = opts.start_lsn == UINT64_MAX ? p_->db->durable_lsn() : opts.start_lsn;
-    return p_->call_slot(actors::slot_create_atom::value, name, start, opts.filter.tables, ops);
+    return p_->call<slot_info>(actors::slot_create_atom::value, name, start, opts.filter);
   }
   // Snapshot then stream: a read snapshot shows exactly the transactions up to its LSN
   // (all durable); the slot starts there, and its stream continues with the next
@@ -90,44 +77,32 @@ result<slot_info> slot_manager::create_slot(const std::string& name, create_slot
     if (!rows) return rows.err();
     snap.tables[t] = std::move(*rows);
   }
-  auto slot = p_->call_slot(actors::slot_create_atom::value, name, lsn, opts.filter.tables, ops);
+  auto slot = p_->call<slot_info>(actors::slot_create_atom::value, name, lsn, opts.filter);
   if (!slot) return slot;
   if (snapshot) *snapshot = std::move(snap);
   return slot;
 }
 
-result<slot_info> slot_manager::get_slot(const std::string& name) { return p_->call_slot(caf::get_atom::value, name); }
+result<slot_info> slot_manager::get_slot(const std::string& name) { return p_->call<slot_info>(caf::get_atom::value, name); }
 
 std::vector<slot_info> slot_manager::list_slots(error* problem) {
-  msgpack::object_handle oh;
-  std::vector<slot_info> out;
-  auto err = p_->call(oh, actors::slot_list_atom::value);
-  if (problem) *problem = err;
-  if (oh.get().type != msgpack::type::ARRAY || oh.get().via.array.size != 3 ||
-      oh.get().via.array.ptr[2].type != msgpack::type::ARRAY)
-    return out;
-  auto& arr = oh.get().via.array.ptr[2].via.array;
-  for (uint32_t i = 0; i < arr.size; ++i) {
-    slot_info s;
-    if (actors::decode_slot(arr.ptr[i], s)) out.push_back(std::move(s));
+  auto r = p_->call<actors::slot_listing>(actors::slot_list_atom::value);
+  if (!r) {
+    if (problem) *problem = r.err();
+    return {};
   }
-  return out;
+  if (problem) *problem = actors::from_caf(r->problem);
+  return std::move(r->slots);
 }
 
 error slot_manager::update_slot(const std::string& name, uint64_t lsn) {
-  auto r = p_->call_slot(actors::slot_ack_atom::value, name, lsn);
+  auto r = p_->call<slot_info>(actors::slot_ack_atom::value, name, lsn);
   return r ? error{} : r.err();
 }
 
-error slot_manager::delete_slot(const std::string& name) {
-  msgpack::object_handle oh;
-  return p_->call(oh, actors::slot_drop_atom::value, name);
-}
+error slot_manager::delete_slot(const std::string& name) { return p_->call_void(actors::slot_drop_atom::value, name); }
 
-error slot_manager::check() {
-  msgpack::object_handle oh;
-  return p_->call(oh, actors::slot_check_atom::value);
-}
+error slot_manager::check() { return p_->call_void(actors::slot_check_atom::value); }
 
 result<std::unique_ptr<subscription>> slot_manager::subscribe_from_slot(const std::string& name, subscribe_options extra) {
   auto s = get_slot(name);

@@ -16,15 +16,15 @@
 namespace dosql::cdc {
 namespace {
 
-using pause_atom = caf::atom_constant<caf::atom("d_pause")>;
-using resume_atom = caf::atom_constant<caf::atom("d_resume")>;
 using ack_atom = caf::atom_constant<caf::atom("d_sack")>;
+// The callback stream's actor: a consumer that its cdc_stream also pauses, resumes and acks.
+using stream_actor_handle = consumer_actor::extend<caf::reacts_to<pause_atom>, caf::reacts_to<resume_atom>,
+                                                           caf::reacts_to<ack_atom, uint64_t>>;
 
 }  // namespace
 
-error decode_batch(const std::string& msg, std::vector<entry_view>& out) { return actors::decode_batch(msg, out); }
-
-actor_subscription::actor_subscription(caf::actor reader, caf::actor consumer, std::shared_ptr<end_state> end)
+actor_subscription::actor_subscription(reader_control_actor reader, consumer_actor consumer,
+                                       std::shared_ptr<end_state> end)
     : reader_(std::move(reader)), consumer_(std::move(consumer)), end_(std::move(end)) {}
 actor_subscription::~actor_subscription() { stop(); }
 void actor_subscription::stop() {
@@ -39,7 +39,7 @@ std::optional<error> actor_subscription::outcome() const {
   return end_->err;
 }
 
-result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts) {
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consumer, subscribe_options opts) {
   auto cfg = make_reader_config(cdc, std::move(opts));
   if (!cfg) return cfg.err();
   (*cfg)->consumer = consumer;
@@ -55,13 +55,6 @@ result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer,
 }
 
 namespace {
-error end_error(uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
-  if (!code) return {};
-  error e(static_cast<ec>(code), msg);
-  e.oldest_lsn = oldest;
-  e.lsn = lsn;
-  return e;
-}
 // Why a reader that stopped without an end_atom stopped (nullopt: stop() by its owner).
 std::optional<error> reader_down(caf::actor_system& sys, const caf::down_msg& dm) {
   if (dm.reason == caf::exit_reason::user_shutdown) return std::nullopt;
@@ -77,17 +70,18 @@ struct consumer_state {
   static inline const char* name = "dosql.consumer";
 };
 
-caf::behavior consumer_actor(caf::stateful_actor<consumer_state>* self, std::shared_ptr<consumer> c) {
+consumer_actor::behavior_type consumer_behavior(consumer_actor::stateful_pointer<consumer_state> self,
+                                                        std::shared_ptr<consumer> c) {
   self->state.c = std::move(c);
   self->set_down_handler([=](caf::down_msg& dm) {
     if (auto e = reader_down(self->system(), dm)) self->state.c->on_end(*e);
     self->quit();
   });
   return {
-    [=](actors::watch_atom, caf::actor reader) { self->monitor(reader); },
-    [=](actors::batch_atom, const std::string& msg) -> caf::result<uint64_t> {
+    [=](watch_atom, const reader_control_actor& reader) { self->monitor(reader); },
+    [=](batch_atom, const batch& b) -> caf::result<uint64_t> {
       auto& st = self->state;
-      error e = decode_batch(msg, st.views);
+      error e = decode_batch(b, st.views);
       if (!e) {
         try {
           return st.c->on_batch(st.views);
@@ -104,23 +98,24 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state>* self, std::sha
       self->quit();
       return actors::to_caf(e);
     },
-    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
-      self->state.c->on_end(end_error(code, msg, oldest, lsn));
+    [=](end_atom, const subscription_end& end) {
+      self->state.c->on_end(end.to_error());
       self->quit();
     },
+    [=](heartbeat_atom, uint64_t) {},
   };
 }
 
 }  // namespace
 
 result<actor_subscription> spawn_consumer(cdc_handle& cdc, std::shared_ptr<consumer> c, subscribe_options opts) {
-  auto actor = cdc.db().owner().system().spawn<caf::detached>(consumer_actor, std::move(c));
+  auto actor = cdc.db().owner().system().spawn<caf::detached>(consumer_behavior, std::move(c));
   auto sub = subscribe_actor(cdc, actor, std::move(opts));
   if (!sub) {
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return sub;
   }
-  caf::anon_send(actor, actors::watch_atom::value, sub->reader());
+  caf::anon_send(actor, watch_atom::value, sub->reader());
   return sub;
 }
 
@@ -133,7 +128,7 @@ struct cdc_stream::state {
   stream_status st;  // guarded by mu
   bool ended = false;
   actor_subscription sub;
-  caf::actor actor;
+  stream_actor_handle actor;
   state(cdc_handle c, stream_options o) : cdc(std::move(c)), opts(std::move(o)) {}
 };
 
@@ -142,8 +137,8 @@ namespace {
 struct stream_actor_state {
   std::shared_ptr<cdc_stream::state> s;
   struct pending {
-    caf::response_promise rp;
-    std::string msg;
+    caf::typed_response_promise<uint64_t> rp;
+    batch msg;
     uint64_t last = 0;
     uint32_t count = 0;
   };
@@ -153,7 +148,7 @@ struct stream_actor_state {
   std::vector<entry_view> views;
   static inline const char* name = "dosql.cdc_stream";
 };
-using stream_actor = caf::stateful_actor<stream_actor_state>;
+using stream_actor = stream_actor_handle::stateful_base<stream_actor_state>;
 
 void end_stream(std::shared_ptr<cdc_stream::state> s, const error& e) {
   {
@@ -260,7 +255,7 @@ void drain(stream_actor* self) {
   refresh_buffered(self);
 }
 
-caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::state> s) {
+stream_actor_handle::behavior_type stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::state> s) {
   self->state.s = std::move(s);
   self->set_down_handler([=](caf::down_msg& dm) {
     if (auto e = reader_down(self->system(), dm)) {
@@ -269,12 +264,12 @@ caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::st
     }
   });
   return {
-    [=](actors::watch_atom, caf::actor reader) { self->monitor(reader); },
-    [=](actors::batch_atom, std::string& msg) -> caf::result<uint64_t> {
+    [=](watch_atom, const reader_control_actor& reader) { self->monitor(reader); },
+    [=](batch_atom, batch& msg) -> caf::result<uint64_t> {
       auto& st = self->state;
       stream_actor_state::pending p;
       p.rp = self->make_response_promise<uint64_t>();
-      p.count = actors::batch_count(msg);
+      p.count = msg.count;
       p.msg = std::move(msg);
       auto rp = p.rp;
       st.waiting.push_back(std::move(p));
@@ -302,10 +297,11 @@ caf::behavior stream_behavior(stream_actor* self, std::shared_ptr<cdc_stream::st
       }
       refresh_buffered(self);
     },
-    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t oldest, uint64_t lsn) {
-      end_stream(self->state.s, end_error(code, msg, oldest, lsn));
+    [=](end_atom, const subscription_end& end) {
+      end_stream(self->state.s, end.to_error());
       self->quit();
     },
+    [=](heartbeat_atom, uint64_t) {},
   };
 }
 
@@ -337,7 +333,7 @@ error cdc_stream::start() {
     return sub.err();
   }
   s_->sub = std::move(*sub);
-  caf::anon_send(s_->actor, actors::watch_atom::value, s_->sub.reader());
+  caf::anon_send(s_->actor, watch_atom::value, s_->sub.reader());
   std::lock_guard<std::mutex> g(s_->mu);
   s_->st.active = true;
   s_->st.current_lsn = s_->opts.from_lsn;

@@ -167,7 +167,8 @@ class database : public std::enable_shared_from_this<database> {
   /// All zero once the database is closed.
   segment_usage wal_active_segment() const;
   const recovery_info& recovery() const noexcept;
-  /// The WAL-writer actor (for subscriptions and tools).
+  /// The WAL-writer actor (for subscriptions and tools; internally typed as
+  /// actors::wal_writer_actor, actors/protocol.hpp).
   caf::actor wal_writer() const;
   runtime& owner() noexcept;
 

@@ -9,6 +9,7 @@
 //   <dosql/filter.hpp>     filters: tables, operations, txn ids, column masks, SQL row filters
 //   <dosql/cdc.hpp>        subscriptions: iterators, typed events, JSON, the WAL capturer
 //   <dosql/stream.hpp>     callback streams and consumer actors (backpressure, pause/resume)
+//   <dosql/consumer.hpp>   the typed consumer-actor interface (batch, ack, end, heartbeat)
 //   <dosql/slots.hpp>      durable replication slots
 //   <dosql/reliability.hpp> retry, dead-letter queue, exactly-once sink, rate limiter
 // Invariants every header keeps: no internal (wal::, actors::) types, no spdlog or msgpack;
@@ -17,6 +18,7 @@
 
 #include <dosql/cdc.hpp>
 #include <dosql/config.hpp>
+#include <dosql/consumer.hpp>
 #include <dosql/database.hpp>
 #include <dosql/entry.hpp>
 #include <dosql/error.hpp>

@@ -2,9 +2,9 @@
 //
 // A consumer is an actor that receives batches from a subscription's reader actor and answers
 // each with the LSN it processed (the ack that returns credit). Users either write such an
-// actor themselves (handle `(batch_atom, std::string)` -> uint64_t and
-// `(end_atom, uint8_t code, std::string message, uint64_t oldest_lsn, uint64_t lsn)`, decoding
-// with decode_batch), or fill the small `consumer` interface, or use the callback stream.
+// actor themselves (consumer_actor, documented with an example in <dosql/consumer.hpp>:
+// `(batch_atom, batch)` -> uint64_t, `(end_atom, subscription_end)`, heartbeats, watch), or
+// fill the small `consumer` interface, or use the callback stream.
 // Invariant: a consumer holds at most max_buffer_size unacknowledged entries; pausing a stream
 // stops acknowledging, so its reader stops reading (backpressure down to the WAL on disk).
 // Endings: the database closing ends every subscription with CLOSED; a consumer actor that
@@ -12,7 +12,6 @@
 // whose `lsn` is the first entry not acknowledged (see actor_subscription::outcome()).
 #pragma once
 
-#include <caf/actor.hpp>
 
 #include <atomic>
 #include <functional>
@@ -22,12 +21,10 @@
 #include <span>
 
 #include <dosql/cdc.hpp>
+#include <dosql/consumer.hpp>
 #include <dosql/reliability.hpp>
 
 namespace dosql::cdc {
-
-/// Decodes a batch message into views pointing into `msg` (valid while `msg` lives).
-error decode_batch(const std::string& msg, std::vector<entry_view>& out);
 
 /// A running subscription that feeds an actor; stops when destroyed unless detach()ed.
 class actor_subscription {
@@ -39,7 +36,8 @@ class actor_subscription {
     error err;           // guarded by mu
   };
   actor_subscription() = default;
-  actor_subscription(caf::actor reader, caf::actor consumer, std::shared_ptr<end_state> end = nullptr);
+  actor_subscription(reader_control_actor reader, consumer_actor consumer,
+                     std::shared_ptr<end_state> end = nullptr);
   actor_subscription(actor_subscription&&) noexcept = default;
   actor_subscription& operator=(actor_subscription&&) noexcept = default;
   ~actor_subscription();
@@ -47,20 +45,24 @@ class actor_subscription {
   void stop();
   /// Lets the subscription run after this handle is gone.
   void detach() { reader_ = nullptr; }
-  const caf::actor& reader() const noexcept { return reader_; }
-  const caf::actor& consumer() const noexcept { return consumer_; }
+  /// The reader: it takes (pause_atom) and (resume_atom); send it to the consumer with
+  /// (watch_atom, reader()) so that the consumer notices a reader that stops.
+  const reader_control_actor& reader() const noexcept { return reader_; }
+  const consumer_actor& consumer() const noexcept { return consumer_; }
   /// Never blocks: nullopt while the range runs (or after stop()); once it ended, why
   /// (error{}: stop_at_tail reached the tail; CLOSED: the database closed; SUBSCRIPTION_FAILED
   /// with error::lsn: the consumer died or failed on that entry's batch).
   std::optional<error> outcome() const;
 
  private:
-  caf::actor reader_, consumer_;
+  reader_control_actor reader_;
+  consumer_actor consumer_;
   std::shared_ptr<end_state> end_;
 };
 
-/// Feeds `consumer` (an actor speaking the batch protocol above).
-result<actor_subscription> subscribe_actor(cdc_handle& cdc, caf::actor consumer, subscribe_options opts);
+/// Feeds `consumer` (<dosql/consumer.hpp>). The caller sends it (watch_atom, reader()) if it
+/// should notice a reader that stops without an end_atom.
+result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consumer, subscribe_options opts);
 
 /// The small consumer interface, run by an actor on its own thread.
 struct consumer {

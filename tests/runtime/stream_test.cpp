@@ -285,18 +285,20 @@ struct ending_consumer : cdc::consumer {
   }
 };
 
-// A user actor speaking the batch protocol: acknowledges everything, records the end.
-caf::behavior acking_actor(caf::event_based_actor*, std::shared_ptr<ending> e) {
+// A user actor speaking the consumer protocol: acknowledges everything, records the end.
+cdc::consumer_actor::behavior_type acking_actor(cdc::consumer_actor::pointer self, std::shared_ptr<ending> e) {
   return {
-    [](actors::batch_atom, const std::string& msg) -> uint64_t {
+    [](cdc::batch_atom, const cdc::batch& b) -> uint64_t {
       std::vector<entry_view> v;
-      (void)cdc::decode_batch(msg, v);  // (no Catch2 assertions off the test thread)
+      (void)cdc::decode_batch(b, v);  // (no Catch2 assertions off the test thread)
       return v.empty() ? 0 : v.back().lsn;
     },
-    [=](actors::end_atom, uint8_t code, const std::string& msg, uint64_t, uint64_t) {
-      e->error_seen(error(static_cast<ec>(code), msg));
+    [=](cdc::end_atom, const cdc::subscription_end& end) {
+      e->error_seen(end.to_error());
       e->end();
     },
+    [](cdc::heartbeat_atom, uint64_t) {},
+    [=](cdc::watch_atom, const cdc::reader_control_actor& r) { self->monitor(r); },
   };
 }
 
@@ -533,11 +535,11 @@ struct holder {
   std::condition_variable cv;
   uint64_t first = 0;
 };
-caf::behavior holding_actor(caf::event_based_actor* self, std::shared_ptr<holder> h) {
+cdc::consumer_actor::behavior_type holding_actor(cdc::consumer_actor::pointer self, std::shared_ptr<holder> h) {
   return {
-    [=](actors::batch_atom, const std::string& msg) -> caf::result<uint64_t> {
+    [=](cdc::batch_atom, const cdc::batch& b) -> caf::result<uint64_t> {
       std::vector<entry_view> v;
-      (void)cdc::decode_batch(msg, v);
+      (void)cdc::decode_batch(b, v);
       {
         std::lock_guard<std::mutex> g(h->mu);
         if (!h->first && !v.empty()) h->first = v.front().lsn;
@@ -545,6 +547,9 @@ caf::behavior holding_actor(caf::event_based_actor* self, std::shared_ptr<holder
       h->cv.notify_all();
       return self->make_response_promise<uint64_t>();
     },
+    [](cdc::end_atom, const cdc::subscription_end&) {},
+    [](cdc::heartbeat_atom, uint64_t) {},
+    [](cdc::watch_atom, const cdc::reader_control_actor&) {},
   };
 }
 
