@@ -60,7 +60,7 @@ std::string reply(ec code, const std::string& msg, const cdc::slot_info* one = n
 }
 
 struct slot_manager_state {
-  std::shared_ptr<database> db;
+  std::shared_ptr<const slot_host> db;
   cdc::slot_config cfg;
   std::string dir;  // DIR/slots
   std::map<std::string, cdc::slot_info> slots;
@@ -81,9 +81,9 @@ error persist(const std::string& dir, const cdc::slot_info& s) {
 // WAL bytes a slot at `acked` holds back: every segment holding an LSN above it.
 // WAL bytes from the segment holding acked + 1 on: sealed segments by their file size (their
 // zero fill is cut off when sealed), the active one by its bytes in use.
-uint64_t retained_bytes(const database& db, uint64_t acked) {
-  auto wal_dir = db.wal_dir();
-  auto active = db.wal_active_segment();
+uint64_t retained_bytes(const slot_host& db, uint64_t acked) {
+  auto wal_dir = db.wal_dir;
+  auto active = db.active_segment();
   auto r = wal::reader::open(wal_dir);
   if (!r) return 0;
   auto firsts = (*r)->segment_firsts();
@@ -107,8 +107,8 @@ uint64_t retained_bytes(const database& db, uint64_t acked) {
 // transactions only, no BEGIN/COMMIT), and the age of the oldest commit among them.
 void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
   uint64_t tail = st.db->durable_lsn();
-  auto p = pending_for(st.db->wal_dir(), s.acked_lsn, tail, [&](const entry_view& e) { return slot_matches(s.filter, e); });
-  if (!p) spdlog::warn("dosql {}: slot '{}': lag: {}", st.db->dir(), s.name, p.err().to_string());
+  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, [&](const entry_view& e) { return slot_matches(s.filter, e); });
+  if (!p) spdlog::warn("dosql {}: slot '{}': lag: {}", st.db->dir, s.name, p.err().to_string());
   s.lag_entries = p ? p->entries : 0;
   s.lag_bytes = tail > s.acked_lsn ? retained_bytes(*st.db, s.acked_lsn) : 0;
   s.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
@@ -122,7 +122,7 @@ std::string damaged_message(const slot_manager_state& st) {
 }
 
 void invalidate(slot_manager_state& st, cdc::slot_info& s, std::string reason) {
-  spdlog::warn("dosql {}: replication slot '{}' invalidated: {}", st.db->dir(), s.name, reason);
+  spdlog::warn("dosql {}: replication slot '{}' invalidated: {}", st.db->dir, s.name, reason);
   s.invalidated = true;
   s.invalid_reason = std::move(reason);
   if (auto e = persist(st.dir, s)) spdlog::error("dosql: slot '{}': {}", s.name, e.to_string());
@@ -146,11 +146,11 @@ void check(slot_manager_state& st) {
     }
   }
   if (!st.damaged.empty()) {  // their positions are unknown: keep everything
-    spdlog::error("dosql {}: no compaction: {}", st.db->dir(), damaged_message(st));
+    spdlog::error("dosql {}: no compaction: {}", st.db->dir, damaged_message(st));
     return;
   }
   auto r = st.db->apply_retention();
-  if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir(), r.err().to_string());
+  if (!r) spdlog::warn("dosql {}: compaction: {}", st.db->dir, r.err().to_string());
 }
 
 // Letters, digits, _ and -, not starting with '-' (a shell or the CLI would read it as an option).
@@ -159,11 +159,11 @@ bool valid_name(const std::string& n) {
   return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
 }
 
-caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cdc::slot_config cfg) {
+caf::behavior slot_manager(manager_actor* self, std::shared_ptr<const slot_host> db, cdc::slot_config cfg) {
   auto& st = self->state;
   st.db = std::move(db);
   st.cfg = cfg;
-  st.dir = wal::join(st.db->dir(), "slots");
+  st.dir = wal::join(st.db->dir, "slots");
   // (slots/ is created by the first slot: opening the manager writes nothing)
   auto ends_with = [](const std::string& n, const char* suf) {
     size_t k = std::strlen(suf);
@@ -213,7 +213,7 @@ caf::behavior slot_manager(manager_actor* self, std::shared_ptr<database> db, cd
         return reply(ec::invalid_argument, "slot '" + name + "': start lsn " + std::to_string(start) +
                                                " is beyond the end of the WAL (last durable lsn " + std::to_string(tail) + ")");
       if (start < tail) {
-        auto r = wal::reader::open(st.db->wal_dir());
+        auto r = wal::reader::open(st.db->wal_dir);
         if (!r) return reply(r.err().code(), r.err().message());
         auto oldest = (*r)->oldest_lsn();
         if (!oldest) return reply(oldest.err().code(), oldest.err().message());
@@ -449,9 +449,8 @@ bool decode_slot(const msgpack::object& o, cdc::slot_info& s) {
   }
 }
 
-caf::actor spawn_slot_manager(std::shared_ptr<database> db, cdc::slot_config cfg) {
-  auto& sys = db->owner().system();
-  return sys.spawn<caf::detached>(slot_manager, std::move(db), cfg);
+caf::actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg) {
+  return sys.spawn<caf::detached>(slot_manager, std::make_shared<const slot_host>(std::move(host)), cfg);
 }
 
 }  // namespace dosql::actors

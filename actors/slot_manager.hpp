@@ -1,5 +1,5 @@
-// The slot-manager actor: owns the replication slots of one database (see runtime/slots.hpp
-// for the semantics). Detached: it fsyncs slot files and compacts the WAL.
+// The slot-manager actor: owns the replication slots of one database (runtime/slots.hpp
+// documents the semantics). Detached: it fsyncs slot files and compacts the WAL.
 //
 // Protocol (every reply is a msgpack std::string [code: uint8, message: str, payload]):
 //   (slot_create_atom, name, msgpack{start_lsn, tables, ops})  -> payload: slot
@@ -17,7 +17,8 @@
 #include <mutex>
 
 #include "actors/wal_writer.hpp"  // retention_mutex()
-#include "runtime/slots.hpp"
+#include "actors/slot_types.hpp"
+#include "wal/log.hpp"
 
 namespace dosql::actors {
 
@@ -27,7 +28,17 @@ using slot_ack_atom = caf::atom_constant<caf::atom("s_ack")>;
 using slot_drop_atom = caf::atom_constant<caf::atom("s_drop")>;
 using slot_check_atom = caf::atom_constant<caf::atom("s_check")>;
 
-caf::actor spawn_slot_manager(std::shared_ptr<database> db, cdc::slot_config cfg);
+/// What the slot manager needs of its database (the runtime fills it in): where it lives, its
+/// durable end, the active segment's use, and applying its retention policy.
+struct slot_host {
+  std::string dir;      ///< the data directory (slots live in DIR/slots)
+  std::string wal_dir;
+  std::function<uint64_t()> durable_lsn;
+  std::function<wal::log::active_usage()> active_segment;
+  std::function<result<wal::compact_report>()> apply_retention;
+};
+
+caf::actor spawn_slot_manager(caf::actor_system& sys, slot_host host, cdc::slot_config cfg);
 
 /// Slot (de)serialisation shared by the actor and the facade.
 std::string encode_slot(const cdc::slot_info& s);

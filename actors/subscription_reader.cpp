@@ -7,8 +7,8 @@
 #include <map>
 
 #include "actors/errors.hpp"
-#include "runtime/sql_predicate.hpp"
-#include "runtime/value.hpp"
+#include "wal/sql_predicate.hpp"
+#include "wal/value.hpp"
 #include "wal/format.hpp"
 #include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"

@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
-#include "runtime/cdc.hpp"
+#include "actors/subscribe_options.hpp"
 
 namespace dosql::actors {
 
@@ -60,12 +60,6 @@ struct reader_config {
 caf::actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg);
 
 }  // namespace dosql::actors
-
-namespace dosql::cdc {
-/// The reader configuration for a subscription (start position, LSN_NOT_FOUND check); shared
-/// by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
-result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
-}  // namespace dosql::cdc
 
 namespace dosql::actors {
 

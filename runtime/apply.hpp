@@ -16,7 +16,7 @@
 #include <string>
 
 #include "runtime/catalog.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 #include "wal/entry.hpp"
 
 namespace dosql::detail {

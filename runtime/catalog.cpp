@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::detail {
 namespace {

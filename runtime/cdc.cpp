@@ -1,6 +1,6 @@
 #include "runtime/cdc.hpp"
-#include "runtime/filter_spec.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/filter.hpp"
+#include "wal/sqlite_util.hpp"
 
 #include <caf/all.hpp>
 
@@ -18,13 +18,6 @@
 #include "wal/reader.hpp"
 
 namespace dosql::cdc {
-
-bool filter::matches(const entry_view& e) const {
-  if (!tables.empty() && std::find(tables.begin(), tables.end(), e.table) == tables.end()) return false;
-  if (!operations.empty() && std::find(operations.begin(), operations.end(), e.op) == operations.end()) return false;
-  if (!txn_ids.empty() && std::find(txn_ids.begin(), txn_ids.end(), e.txn_id) == txn_ids.end()) return false;
-  return !predicate || predicate(e);
-}
 
 // ---- the consumer side of a blocking subscription ------------------------------------------
 // A bridge actor receives batch requests and parks them (with their response promises) in a

@@ -37,77 +37,16 @@
 
 #include "runtime/database.hpp"
 #include "runtime/json.hpp"
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
+#include "actors/subscribe_options.hpp"
+#include "wal/filter.hpp"
 #include "wal/entry.hpp"
 
+namespace dosql::actors {
+struct reader_config;
+}
+
 namespace dosql::cdc {
-
-/// The guide's CDCFilter. Empty lists match everything.
-struct filter {
-  std::vector<std::string> tables;
-  std::vector<op_type> operations;  ///< e.g. {op_type::insert, op_type::update}
-  std::vector<std::string> txn_ids;
-  /// A predicate over the raw entry (row changes and SCHEMA entries only).
-  std::function<bool(const entry_view&)> predicate;
-
-  /// True if the row change or SCHEMA entry `e` passes every criterion.
-  bool matches(const entry_view& e) const;
-};
-
-/// Which columns of a table a subscription may see: only `include` (if not empty), never
-/// `exclude`. Masked columns never leave the reader actor; when a mask removes any column,
-/// the entry's key is withheld too (it may hold a masked primary-key column).
-struct column_mask {
-  std::vector<std::string> include;
-  std::vector<std::string> exclude;
-  bool operator==(const column_mask&) const = default;
-  /// True if the mask lets `column` through.
-  bool visible(std::string_view column) const {
-    if (!include.empty() && std::find(include.begin(), include.end(), column) == include.end()) return false;
-    return std::find(exclude.begin(), exclude.end(), column) == exclude.end();
-  }
-};
-
-/// What a subscription does when its consumer's window is full and entries are waiting.
-enum class overflow_policy : uint8_t {
-  wait,  ///< backpressure: the reader waits (entries stay on disk)
-  fail,  ///< drop nothing, end the subscription with BUFFER_OVERFLOW instead of waiting
-};
-
-struct subscribe_options {
-  uint64_t from_lsn = 0;                 ///< exclusive; beyond the durable end: INVALID_ARGUMENT
-  /// When the entries after from_lsn were compacted away: start at the oldest retained entry
-  /// (knowingly skipping the lost history) instead of failing with LSN_NOT_FOUND.
-  bool from_oldest = false;
-  std::optional<int64_t> from_time;      ///< Unix ms: start at the first transaction committed at or after it
-  cdc::filter filter;
-  bool include_transaction_control = false;
-  bool include_uncommitted = false;
-  uint32_t max_buffer_size = 4096;       ///< entries sent to the consumer and not yet acknowledged
-  uint32_t batch_size = 512;             ///< entries per batch at most
-  /// Stop at the tail present when the subscription started instead of following it.
-  bool stop_at_tail = false;
-  /// Per table: the columns this subscription may see.
-  std::map<std::string, column_mask> columns;
-  /// Per table: only rows matching the predicate. An UPDATE that makes a row match is
-  /// delivered as an INSERT (origin entered), one that makes it stop matching as a DELETE
-  /// (origin left), so the consumer's copy of the filtered set stays exact.
-  std::map<std::string, std::function<bool(const row&)>> row_filters;
-  /// Per table: only rows for which this SQL expression over the row's columns is true
-  /// (`status = 'shipped' AND total > 100`; runtime/sql_predicate.hpp), with the same
-  /// enter/leave semantics (and ANDed with a row_filters entry of the same table). Compiled
-  /// at subscribe time: an invalid expression, or one naming a table that does not exist, is
-  /// INVALID_ARGUMENT naming it. One that stops compiling after a schema change (a column it
-  /// names was dropped) ends the subscription with INVALID_ARGUMENT at that entry's LSN.
-  std::map<std::string, std::string> where;
-  overflow_policy on_overflow = overflow_policy::wait;
-  /// Heartbeats (PostgreSQL keepalives, Debezium heartbeats): when the consumer is caught up
-  /// and the reader has passed entries the filter skipped, it learns the position it is at
-  /// (subscription::settled_lsn()), so that a filtered consumer can acknowledge past other
-  /// tables' changes. On for subscribe_from_slot. A consumer actor then also receives
-  /// (heartbeat_atom, uint64_t lsn) messages (actors/subscription_reader.hpp).
-  bool heartbeats = false;
-};
 
 class subscription;
 template <class T>
@@ -446,6 +385,10 @@ result<change_subscription<T>> subscribe_table(std::shared_ptr<database> db, con
   o.filter.operations = {op_type::insert, op_type::update, op_type::del};
   return cdc_handle(std::move(db)).subscribe_changes<T>(std::move(o), std::move(dec));
 }
+
+/// (Internal) The reader configuration for a subscription (start position, LSN_NOT_FOUND
+/// check); shared by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
+result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
 
 inline cdc_handle create_cdc(std::shared_ptr<database> db) { return cdc_handle(std::move(db)); }
 

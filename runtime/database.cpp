@@ -21,7 +21,7 @@
 #include "actors/wal_writer.hpp"
 #include "runtime/apply.hpp"
 #include "runtime/capture.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 #include "wal/file.hpp"
 #include "wal/format.hpp"
 #include "wal/reader.hpp"

@@ -27,7 +27,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "wal/config.hpp"
 #include "wal/error.hpp"
 #include "wal/log.hpp"

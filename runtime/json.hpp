@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 
 namespace dosql {
 

@@ -6,7 +6,7 @@
 #include <random>
 #include <thread>
 
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 #include "wal/file.hpp"
 #include "wal/format.hpp"
 

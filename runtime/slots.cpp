@@ -6,7 +6,7 @@
 
 #include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 #include "wal/msgpack_sink.hpp"
 
 namespace dosql::cdc {
@@ -47,7 +47,13 @@ struct slot_manager::impl {
 
 slot_manager::slot_manager(std::shared_ptr<database> db, slot_config cfg) : p_(std::make_unique<impl>()) {
   p_->db = db;
-  p_->actor = actors::spawn_slot_manager(std::move(db), cfg);
+  actors::slot_host host;
+  host.dir = db->dir();
+  host.wal_dir = db->wal_dir();
+  host.durable_lsn = [db] { return db->durable_lsn(); };
+  host.active_segment = [db] { return db->wal_active_segment(); };
+  host.apply_retention = [db] { return db->apply_retention(); };
+  p_->actor = actors::spawn_slot_manager(db->owner().system(), std::move(host), cfg);
 }
 
 slot_manager::~slot_manager() {

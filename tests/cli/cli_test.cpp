@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "runtime/database.hpp"
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "cli/support.hpp"
 #include "test_util.hpp"
 #include "wal/file.hpp"

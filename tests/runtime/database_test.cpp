@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "runtime/database.hpp"
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 

@@ -19,7 +19,7 @@
 #include "fault_fs.hpp"
 #include "runtime/cdc.hpp"
 #include "runtime/slots.hpp"
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "support.hpp"
 #include "wal/file.hpp"
 #include "wal/reader.hpp"

@@ -1,8 +1,8 @@
-// The serialisable filter spec (runtime/filter_spec.hpp): its JSON both ways, errors that name
+// The serialisable filter spec (wal/filter.hpp): its JSON both ways, errors that name
 // the field, and row filters compiled against the tables at subscribe time.
 #include <catch2/catch.hpp>
 
-#include "runtime/filter_spec.hpp"
+#include "wal/filter.hpp"
 
 using namespace dosql;
 using cdc::filter_spec;

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "runtime/reliability.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 #include "support.hpp"
 
 using namespace dosql;

@@ -4,7 +4,7 @@
 #include <stdexcept>
 
 #include "runtime/catalog.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::test {
 

@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include "runtime/reliability.hpp"
 #include "runtime/slots.hpp"
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 #include "runtime/support.hpp"
 #include "wal/reader.hpp"
 

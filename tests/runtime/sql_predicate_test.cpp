@@ -1,9 +1,9 @@
-// Row filters written as SQL expressions (runtime/sql_predicate.hpp): compile-time errors that
+// Row filters written as SQL expressions (wal/sql_predicate.hpp): compile-time errors that
 // name the expression, SQL truth, schema changes, and expressions that try to do more than read
 // the row.
 #include <catch2/catch.hpp>
 
-#include "runtime/sql_predicate.hpp"
+#include "wal/sql_predicate.hpp"
 
 using namespace dosql;
 using cdc::sql_predicate;

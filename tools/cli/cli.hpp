@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "runtime/json.hpp"
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "wal/entry.hpp"
 #include "wal/error.hpp"
 

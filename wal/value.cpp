@@ -1,4 +1,4 @@
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 
 
 #include "wal/msgpack_reader.hpp"

@@ -1,4 +1,4 @@
-#include "runtime/filter_spec.hpp"
+#include "wal/filter.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -37,6 +37,13 @@ struct parser {
 };
 
 }  // namespace
+
+bool filter::matches(const entry_view& e) const {
+  if (!tables.empty() && std::find(tables.begin(), tables.end(), e.table) == tables.end()) return false;
+  if (!operations.empty() && std::find(operations.begin(), operations.end(), e.op) == operations.end()) return false;
+  if (!txn_ids.empty() && std::find(txn_ids.begin(), txn_ids.end(), e.txn_id) == txn_ids.end()) return false;
+  return !predicate || predicate(e);
+}
 
 std::string to_json(const filter_spec& f) {
   json j = json::object();

@@ -22,10 +22,39 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/cdc.hpp"
-#include "runtime/sql_predicate.hpp"
+#include <algorithm>
+
+#include "wal/entry.hpp"
+#include "wal/sql_predicate.hpp"
 
 namespace dosql::cdc {
+
+/// The guide's CDCFilter. Empty lists match everything.
+struct filter {
+  std::vector<std::string> tables;
+  std::vector<op_type> operations;  ///< e.g. {op_type::insert, op_type::update}
+  std::vector<std::string> txn_ids;
+  /// A predicate over the raw entry (row changes and SCHEMA entries only).
+  std::function<bool(const entry_view&)> predicate;
+
+  /// True if the row change or SCHEMA entry `e` passes every criterion.
+  bool matches(const entry_view& e) const;
+};
+
+/// Which columns of a table a subscription may see: only `include` (if not empty), never
+/// `exclude`. Masked columns never leave the reader actor; when a mask removes any column,
+/// the entry's key is withheld too (it may hold a masked primary-key column).
+struct column_mask {
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+  bool operator==(const column_mask&) const = default;
+  /// True if the mask lets `column` through.
+  bool visible(std::string_view column) const {
+    if (!include.empty() && std::find(include.begin(), include.end(), column) == include.end()) return false;
+    return std::find(exclude.begin(), exclude.end(), column) == exclude.end();
+  }
+};
+
 
 struct filter_spec {
   std::vector<std::string> tables;          ///< empty: every table

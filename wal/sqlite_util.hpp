@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "wal/error.hpp"
 
 namespace dosql::detail {

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/value.hpp"
+#include "wal/value.hpp"
 #include "wal/error.hpp"
 
 namespace dosql::cdc {

@@ -1,10 +1,10 @@
-#include "runtime/sql_predicate.hpp"
+#include "wal/sql_predicate.hpp"
 
 #include <sqlite3.h>
 
 #include <map>
 
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::cdc {
 

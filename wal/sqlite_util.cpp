@@ -1,4 +1,4 @@
-#include "runtime/sqlite_util.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::detail {
 
