@@ -58,9 +58,9 @@ struct cursor_options {
   std::map<std::string, column_mask> columns;  ///< per table: the columns delivered
   /// Per table: only rows matching (enter/leave, see above); ANDed with `where` of the table.
   std::map<std::string, std::function<bool(const row&)>> row_filters;
-  /// Per table: a SQL expression over the row (wal/sql_predicate.hpp), compiled by open().
-  /// Callers check them against the tables first (compile_where); a row the expression can no
-  /// longer judge (a column it names was dropped) is an error at that row's LSN.
+  /// Per table: a SQL expression over the row (wal/sql_predicate.hpp). Callers check them
+  /// against the tables first (compile_where: an invalid one is an error at subscribe time); a
+  /// row the expression cannot judge (a column it names was dropped) is an error at its LSN.
   std::map<std::string, std::string> where;
   size_t reader_buffer_bytes = 1 << 20;  ///< per wal::reader (the cursor has two)
   size_t step = 65536;                   ///< entries read per next() call at most
@@ -76,7 +76,7 @@ class cursor {
   };
 
   /// Opens `wal_dir` positioned at o.start_lsn: LSN_NOT_FOUND (with oldest_lsn) if that was
-  /// compacted away; INVALID_ARGUMENT for a `where` that is not an expression.
+  /// compacted away.
   static result<std::unique_ptr<cursor>> open(const std::string& wal_dir, cursor_options o);
   ~cursor();
   cursor(const cursor&) = delete;

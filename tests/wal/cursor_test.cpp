@@ -272,8 +272,11 @@ TEST_CASE("cursor: the one filter; a SCHEMA entry passes an operation list only 
   SECTION("a list naming schema") {
     o.filter.operations = {op_type::schema};
     CHECK(lsns(drain(*open(d.path(), o))) == std::vector<uint64_t>{1, 4, 5});
-    CHECK(cdc::filter{{}, {op_type::schema}, {}, {}}.matches(view_of(wal_entry{.op = op_type::schema})));
-    CHECK_FALSE(cdc::filter{{}, {op_type::insert}, {}, {}}.matches(view_of(wal_entry{.op = op_type::schema})));
+    wal_entry schema;
+    schema.op = op_type::schema;
+    CHECK(cdc::filter{{}, {op_type::schema}, {}, {}}.matches(view_of(schema)));
+    CHECK(cdc::filter{}.matches(view_of(schema)));
+    CHECK_FALSE(cdc::filter{{}, {op_type::insert}, {}, {}}.matches(view_of(schema)));
   }
   SECTION("txn ids; a transaction none of whose changes pass yields no BEGIN/COMMIT") {
     o.filter.txn_ids = {"txn_6"};
@@ -361,11 +364,6 @@ TEST_CASE("cursor: a row the SQL predicate can no longer judge is an error at it
   CHECK(c->last_error().lsn == 2);
   CHECK(c->last_error().message().find("lsn 2") != std::string::npos);
   CHECK(c->next(v) == cursor::status::error);  // sticky
-  cdc::cursor_options bad;
-  bad.where["t"] = "status = ";
-  auto b = cursor::open(d.path(), bad);
-  REQUIRE_FALSE(b);
-  CHECK(b.err().code() == ec::invalid_argument);
 }
 
 TEST_CASE("cursor: nothing past the limit; moving it delivers the rest", "[cursor]") {
