@@ -24,6 +24,7 @@ result<std::unique_ptr<cursor>> cursor::open(const std::string& wal_dir, cursor_
   return c;
 }
 
+cursor::cursor(std::string dir, cursor_options o) : dir_(std::move(dir)), o_(std::move(o)) {}
 cursor::~cursor() = default;
 
 error cursor::reopen() {
@@ -245,9 +246,14 @@ cursor::status cursor::next(entry_view& out) {
     if (s == wal::reader::status::error) return fail(main_->last_error());
     if (s == wal::reader::status::tail) {
       if (!committed_only) return status::tail;
+      // Damage ahead: what was decided before it has been handed out; now the error.
+      if (ahead_err_) return fail(ahead_err_);
       uint64_t was = decided();
       bool reached = false;
-      if (auto e = look_ahead(reached)) return fail(e);
+      if (auto e = look_ahead(reached)) {
+        ahead_err_ = e;
+        if (decided() == was) return fail(e);
+      }
       work += o_.step / 2 + 1;  // a look-ahead step counts as half a step of work
       uint64_t now = decided();
       if (now > was) {

@@ -27,7 +27,8 @@
 //    consumer may acknowledge (a slot, a heartbeat) or restart after without loss or a split.
 //  - next() does bounded work per call (options.step entries read): `more` says it stopped
 //    early with work left (a long undecided transaction, a long filtered stretch); call again.
-//  - A damaged record is `error` with last_error() naming the LSN; the cursor then stays failed.
+//  - A damaged record is `error` with last_error() naming the LSN, once everything decided
+//    before it was handed out (nothing deliverable is held back); the cursor then stays failed.
 // Thread safety: none; one cursor per consumer.
 #pragma once
 
@@ -103,7 +104,7 @@ class cursor {
     uint64_t begin = 0, end = 0;  // begin 0: the transaction the start fell into
     bool committed = false;
   };
-  cursor(std::string dir, cursor_options o) : dir_(std::move(dir)), o_(std::move(o)) {}
+  cursor(std::string dir, cursor_options o);
   error reopen();
   error look_ahead(bool& reached_limit);
   uint64_t decided() const noexcept;
@@ -122,6 +123,7 @@ class cursor {
   // The look-ahead: decided outcomes of the transactions ahead of main_, and the transaction it
   // is inside (ahead_in_; ahead_begin_ 0: the one the start fell into).
   std::deque<decision> decisions_;
+  error ahead_err_;  // what stopped the look-ahead: reported once everything before it is out
   bool ahead_in_ = false, ahead_seen_ = false;
   uint64_t ahead_begin_ = 0;
   // The delivering side.

@@ -409,21 +409,23 @@ TEST_CASE("cursor: release() frees the readers; the next call goes on where it w
   CHECK(got == std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
 }
 
-TEST_CASE("cursor: a damaged record is an error naming its LSN", "[cursor]") {
+TEST_CASE("cursor: a damaged record is an error naming its LSN, after what was decided before it", "[cursor]") {
   test::temp_dir d;
   wal_config cfg;
-  cfg.max_entries_per_segment = 4;  // lsn 1..4 sealed in the first segment
+  cfg.max_entries_per_segment = 4;  // lsn 1..4 sealed in the first segment, 5..8 in the active one
   {
     wal_writer w(d.path(), cfg);
     w.txn("t", 2);  // 1..4
     w.txn("t", 2);  // 5..8
   }
-  auto path = d / wal::segment_file_name(1);
+  auto damaged = GENERATE(3, 7);  // a change in the first transaction, or in the second
+  auto include_uncommitted = GENERATE(false, true);
+  CAPTURE(damaged, include_uncommitted);
+  auto path = d / wal::segment_file_name(damaged < 5 ? 1 : 5);
   std::string data = test::read_file(path);
   auto offs = test::record_offsets(data);
-  data[offs[2] + 30] ^= 1;  // inside lsn 3
+  data[offs[(damaged - 1) % 4] + 30] ^= 1;
   test::write_file(path, data);
-  auto include_uncommitted = GENERATE(false, true);
   cdc::cursor_options o;
   o.include_uncommitted = include_uncommitted;
   auto c = open(d.path(), o);
@@ -434,9 +436,12 @@ TEST_CASE("cursor: a damaged record is an error naming its LSN", "[cursor]") {
     if (s == cursor::status::entry) got.push_back(v.lsn);
   REQUIRE(s == cursor::status::error);
   CHECK(c->last_error().code() == ec::corruption);
-  CHECK(c->last_error().message().find("lsn 3") != std::string::npos);
-  // Committed-only: nothing of the damaged transaction was handed out.
-  CHECK(got == (include_uncommitted ? std::vector<uint64_t>{2} : std::vector<uint64_t>{}));
+  CHECK(c->last_error().message().find("lsn " + std::to_string(damaged)) != std::string::npos);
+  // Committed-only: nothing of the damaged transaction, everything decided before it.
+  std::vector<uint64_t> want = damaged == 3 ? std::vector<uint64_t>{} : std::vector<uint64_t>{2, 3};
+  if (include_uncommitted) want = damaged == 3 ? std::vector<uint64_t>{2} : std::vector<uint64_t>{2, 3, 6};
+  CHECK(got == want);
+  CHECK(c->next(v) == cursor::status::error);  // sticky
 }
 
 TEST_CASE("cursor: durable_limit reads wal/DURABLE (none published: no limit)", "[cursor]") {
