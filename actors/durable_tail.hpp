@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <mutex>
 
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::actors {
 

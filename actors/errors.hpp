@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace caf {
 class actor_system_config;

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::actors {
 

@@ -1,4 +1,4 @@
-// The slot-manager actor: owns the replication slots of one database (runtime/slots.hpp
+// The slot-manager actor: owns the replication slots of one database (include/dosql/slots.hpp
 // documents the semantics). Detached: it fsyncs slot files and compacts the WAL.
 //
 // Protocol (every reply is a msgpack std::string [code: uint8, message: str, payload]):
@@ -17,7 +17,7 @@
 #include <mutex>
 
 #include "actors/wal_writer.hpp"  // retention_mutex()
-#include "actors/slot_types.hpp"
+#include <dosql/slot_types.hpp>
 #include "wal/log.hpp"
 
 namespace dosql::actors {

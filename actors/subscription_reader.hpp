@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
-#include "actors/subscribe_options.hpp"
+#include <dosql/subscribe_options.hpp>
 
 namespace dosql::actors {
 

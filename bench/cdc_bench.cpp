@@ -1,4 +1,4 @@
-// Change-stream subscription benchmarks (runtime/cdc.hpp): consumer throughput over a large
+// Change-stream subscription benchmarks (include/dosql/cdc.hpp): consumer throughput over a large
 // WAL, live-tail commit-to-delivery latency, and memory with a stalled consumer.
 // A table-printing binary (not Google Benchmark fixtures: the phases need one large WAL
 // built once and reused); every figure it prints is measured in that run.
@@ -31,8 +31,8 @@
 #include <caf/all.hpp>
 
 #include "actors/messages.hpp"
-#include "runtime/cdc.hpp"
-#include "runtime/database.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/database.hpp>
 
 using namespace dosql;
 using clk = std::chrono::steady_clock;

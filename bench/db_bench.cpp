@@ -38,7 +38,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 #include "wal/file_io.hpp"
 
 using namespace dosql;

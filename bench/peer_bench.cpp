@@ -11,7 +11,7 @@
 //          "BEGIN;" and "COMMIT;" runs in one transaction (database::begin(), exec() per
 //          statement, commit()), any other line is one autocommit exec(). Timed:
 //          commit_txn_per_s, stmt_per_s.
-//       2. decode and deliver: one consumer subscribes from LSN 0 (runtime/cdc.hpp, up to the
+//       2. decode and deliver: one consumer subscribes from LSN 0 (include/dosql/cdc.hpp, up to the
 //          tail), turns every entry into the guide's event (cdc::to_event) and its JSON
 //          (cdc::to_json; BEGIN/COMMIT as small JSON objects, as wal2json writes B/C lines)
 //          and writes one line per event to --events (default DIR.events.jsonl). Timed from
@@ -59,9 +59,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/cdc.hpp"
-#include "runtime/database.hpp"
-#include "runtime/json.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/database.hpp>
+#include <dosql/json.hpp>
 
 using namespace dosql;
 using clk = std::chrono::steady_clock;

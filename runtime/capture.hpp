@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "runtime/catalog.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::detail {
 

@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::detail {
 

@@ -1,5 +1,7 @@
-#include "runtime/cdc.hpp"
-#include "wal/filter.hpp"
+#include <dosql/cdc.hpp>
+#include "runtime/reader_setup.hpp"
+#include <dosql/filter.hpp>
+#include "wal/sql_predicate.hpp"
 #include "wal/sqlite_util.hpp"
 
 #include <caf/all.hpp>
@@ -13,7 +15,7 @@
 
 #include "actors/subscription_reader.hpp"
 #include "actors/slot_manager.hpp"
-#include "runtime/json.hpp"
+#include <dosql/json.hpp>
 #include "wal/msgpack_sink.hpp"
 #include "wal/reader.hpp"
 
@@ -167,19 +169,25 @@ void subscription::stop() {
   p_->q->cv.notify_all();
 }
 
-// Takes the next batch from the queue (blocking) and acknowledges it.
-bool subscription::fill() {
+// Takes the next batch from the queue (blocking; until `deadline` if given) and acknowledges it.
+subscription::fill_status subscription::fill(const std::chrono::steady_clock::time_point* deadline) {
   shared_queue::item it;
   {
     std::unique_lock<std::mutex> g(p_->q->mu);
     p_->q->processed = position_;  // the entries handed out before were processed
     p_->q->waiting = true;
-    p_->q->cv.wait(g, [&] { return p_->q->stopped || !p_->q->items.empty() || p_->q->ended; });
+    auto ready = [&] { return p_->q->stopped || !p_->q->items.empty() || p_->q->ended; };
+    bool got = true;
+    if (deadline)
+      got = p_->q->cv.wait_until(g, *deadline, ready);
+    else
+      p_->q->cv.wait(g, ready);
     p_->q->waiting = false;
-    if (p_->q->stopped) return false;
+    if (!got) return fill_status::timeout;
+    if (p_->q->stopped) return fill_status::ended;
     if (p_->q->items.empty()) {  // ended
       err_ = p_->q->end_error;
-      return false;
+      return fill_status::ended;
     }
     it = std::move(p_->q->items.front());
     p_->q->items.pop_front();
@@ -187,12 +195,12 @@ bool subscription::fill() {
   batch_msg_ = std::move(it.batch);
   if (auto e = actors::decode_batch(batch_msg_, views_)) {
     err_ = e;
-    return false;
+    return fill_status::ended;
   }
   next_ = 0;
   uint64_t last = views_.empty() ? position_ : views_.back().lsn;
   caf::anon_send(p_->bridge, ack_atom::value, it.seq, last);
-  return true;
+  return fill_status::got;
 }
 
 namespace {
@@ -221,7 +229,7 @@ void assign(wal_entry& dst, const entry_view& v) {
 bool subscription::advance() {
   if (ended_) return false;
   while (next_ >= views_.size()) {
-    if (!fill()) {
+    if (fill(nullptr) != fill_status::got) {
       ended_ = true;
       return false;
     }
@@ -239,20 +247,53 @@ std::optional<wal_entry> subscription::next() {
 }
 
 std::vector<wal_entry> subscription::next_batch() {
+  if (batching_) return next_batch(*batching_);
   std::vector<wal_entry> out;
   if (ended_) return out;
   while (next_ >= views_.size()) {
-    if (!fill()) {
+    if (fill(nullptr) != fill_status::got) {
       ended_ = true;
       return out;
     }
   }
-  out.reserve(views_.size() - next_);
-  for (; next_ < views_.size(); ++next_) out.push_back(views_[next_].to_entry());
-  position_ = out.back().lsn;
-  handed_.store(handed_.load(std::memory_order_relaxed) + out.size(), std::memory_order_relaxed);
-  handed_lsn_.store(position_, std::memory_order_relaxed);
+  take(out, views_.size() - next_);
   return out;
+}
+
+std::vector<wal_entry> subscription::next_batch(const batch_options& b) {
+  std::vector<wal_entry> out;
+  if (ended_) return out;
+  const size_t max = std::max<uint32_t>(b.max_batch_size, 1);
+  // The first entry may take as long as it takes; the batch's age counts from it.
+  while (next_ >= views_.size()) {
+    if (fill(nullptr) != fill_status::got) {
+      ended_ = true;
+      return out;
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + b.max_batch_age;
+  out.reserve(std::min(max, size_t{4096}));
+  for (;;) {
+    take(out, std::min(max - out.size(), views_.size() - next_));
+    if (out.size() >= max) break;
+    // The batch has room: wait for more until its age is up (an ended range returns what was
+    // gathered; the next call reports the end).
+    auto st = fill(&deadline);
+    if (st == fill_status::timeout) break;
+    if (st == fill_status::ended) {
+      ended_ = true;
+      break;
+    }
+  }
+  return out;
+}
+
+void subscription::take(std::vector<wal_entry>& out, size_t n) {
+  if (n == 0) return;
+  for (size_t i = 0; i < n; ++i) out.push_back(views_[next_++].to_entry());
+  position_ = out.back().lsn;
+  handed_.store(handed_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // (one writer)
+  handed_lsn_.store(position_, std::memory_order_relaxed);
 }
 
 std::optional<capture_batch> wal_capturer::capture_next() {
@@ -273,7 +314,7 @@ std::optional<capture_batch> wal_capturer::capture_next() {
     }
     sub_ = std::move(*s);
   }
-  auto entries = sub_->next_batch();
+  auto entries = sub_->next_batch(batch_options{opts_.max_batch_size, opts_.max_batch_age});
   if (entries.empty()) {
     err_ = sub_->err();
     return std::nullopt;
@@ -294,6 +335,13 @@ void wal_capturer::set_position(uint64_t lsn) {
     sub_->stop();
     restart_ = true;
   }
+}
+
+subscription_status wal_capturer::status() const {
+  if (sub_) return sub_->status();
+  subscription_status st;
+  st.current_lsn = position_ ? position_ : opts_.from_lsn;
+  return st;
 }
 
 void wal_capturer::stop() {

@@ -1,4 +1,4 @@
-#include "runtime/json.hpp"
+#include <dosql/json.hpp>
 
 #include <climits>
 #include <ctime>

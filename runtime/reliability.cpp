@@ -1,4 +1,4 @@
-#include "runtime/reliability.hpp"
+#include <dosql/reliability.hpp>
 
 #include <cassert>
 #include <cmath>

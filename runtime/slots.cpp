@@ -1,4 +1,4 @@
-#include "runtime/slots.hpp"
+#include <dosql/slots.hpp>
 
 #include <caf/all.hpp>
 

@@ -1,4 +1,5 @@
-#include "runtime/stream.hpp"
+#include <dosql/stream.hpp>
+#include "runtime/reader_setup.hpp"
 
 #include <caf/all.hpp>
 

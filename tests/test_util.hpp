@@ -42,7 +42,7 @@ std::map<std::string, std::string> dir_bytes(const std::string& dir);
 #include <chrono>
 #include <functional>
 #include <memory>
-#include "wal/config.hpp"
+#include <dosql/config.hpp>
 #include "wal/log.hpp"
 #include "wal/reader.hpp"
 

@@ -39,11 +39,12 @@
 #include <memory>
 #include <string>
 
-#include "wal/entry.hpp"
-#include "wal/error.hpp"
-#include "wal/filter.hpp"
+#include <dosql/entry.hpp>
+#include <dosql/error.hpp>
+#include <dosql/filter.hpp>
+#include <dosql/value.hpp>
+
 #include "wal/sql_predicate.hpp"
-#include "wal/value.hpp"
 
 namespace dosql::wal {
 class reader;

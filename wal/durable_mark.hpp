@@ -23,7 +23,7 @@
 #include <optional>
 #include <string>
 
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 #include "wal/file.hpp"
 
 namespace dosql::wal {

@@ -1,4 +1,4 @@
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql {
 

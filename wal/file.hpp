@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::wal {
 

@@ -1,4 +1,5 @@
-#include "wal/filter.hpp"
+#include <dosql/filter.hpp>
+#include "wal/sql_predicate.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::wal {
 

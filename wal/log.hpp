@@ -24,13 +24,16 @@
 #include <string>
 #include <vector>
 
-#include "wal/config.hpp"
+#include <dosql/config.hpp>
 #include "wal/durable_mark.hpp"
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 #include "wal/file.hpp"
 
 namespace dosql::wal {
+
+using open_report = dosql::wal_open_report;
+using compact_report = dosql::compact_report;
 
 struct segment_info {
   uint64_t first_lsn = 0;
@@ -40,13 +43,6 @@ struct segment_info {
 };
 
 /// What open() found and did.
-struct open_report {
-  bool created = false;         ///< the directory held no segment
-  uint64_t torn_bytes = 0;      ///< bytes dropped from the tail of the last segment
-  uint64_t torn_offset = 0;     ///< where the dropped bytes began
-  std::string torn_segment;     ///< file name of that segment
-  std::string torn_reason;      ///< what was wrong with the first dropped record
-};
 
 /// What recovery must keep besides the WAL's own durable mark (wal/DURABLE), and whether
 /// an operator accepted a loss.
@@ -72,12 +68,6 @@ struct recovery_plan {
   error below_floor;
 };
 
-struct compact_report {
-  std::vector<uint64_t> removed;  ///< first LSNs of the removed (or archived) segments
-  uint64_t bytes = 0;             ///< their total size
-  bool archived = false;          ///< moved to archive/ rather than deleted
-  uint64_t oldest_lsn = 0;        ///< oldest LSN still readable afterwards
-};
 
 /// Retention's part of compaction (wal_config::retention_policy): the first LSN the policy
 /// keeps in the WAL directory `dir`. Every sealed segment before it was sealed more than
@@ -138,9 +128,7 @@ class log {
   void sync_async();
   /// The active segment's first LSN and the bytes written to it (header and records, not
   /// its zero fill). Safe from any thread (a snapshot, for lag and retention figures).
-  struct active_usage {
-    uint64_t first_lsn = 0, bytes = 0;
-  };
+  using active_usage = dosql::segment_usage;
   active_usage active_segment_usage() const;
   /// Starts the writeback of what was written since the last call (sync_file_range
   /// WRITE, no waiting), so that a later sync() has less left to do. Durability still

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 #include "wal/file.hpp"
 
 namespace dosql::wal {

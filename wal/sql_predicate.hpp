@@ -19,10 +19,15 @@
 
 #include <memory>
 #include <string>
+#include <functional>
+#include <map>
+#include <optional>
 #include <vector>
 
-#include "wal/value.hpp"
-#include "wal/error.hpp"
+#include <dosql/filter.hpp>
+
+#include <dosql/value.hpp>
+#include <dosql/error.hpp>
 
 namespace dosql::cdc {
 
@@ -48,5 +53,12 @@ class sql_predicate {
   explicit sql_predicate(std::unique_ptr<impl> p);
   std::unique_ptr<impl> p_;
 };
+
+
+/// A table's current column names, or nullopt if there is no such table.
+using columns_lookup = std::function<std::optional<std::vector<std::string>>(const std::string& table)>;
+/// Compiles every `where` against its table's current columns: INVALID_ARGUMENT naming the
+/// table and the expression (no such table, or not a valid expression over its columns).
+result<std::map<std::string, sql_predicate>> compile_where(const filter_spec& f, const columns_lookup& columns_of);
 
 }  // namespace dosql::cdc

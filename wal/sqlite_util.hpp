@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "wal/value.hpp"
-#include "wal/error.hpp"
+#include <dosql/value.hpp>
+#include <dosql/error.hpp>
 
 namespace dosql::detail {
 

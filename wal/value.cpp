@@ -1,4 +1,4 @@
-#include "wal/value.hpp"
+#include <dosql/value.hpp>
 
 
 #include "wal/msgpack_reader.hpp"

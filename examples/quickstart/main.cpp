@@ -1,23 +1,10 @@
 // Embedding dosql: open a data directory, write with SQL, read the captured change stream.
 // This file is the README's embedding example (a test keeps the two identical) and the demo
 // that tools/demo.sh runs.
+#include <dosql/dosql.hpp>
+
 #include <cstdio>
 #include <string>
-
-#include "runtime/database.hpp"
-#include "wal/reader.hpp"
-
-using dosql::value;
-
-// Prints a row image {column: value, ...}.
-static std::string render(std::string_view image) {
-  auto row = dosql::codec::decode_row(image);
-  if (!row) return row.err().to_string();
-  std::string s = "{";
-  for (size_t i = 0; i < row->size(); ++i)
-    s += (i ? ", " : "") + row->columns[i] + ": " + dosql::to_string(row->values[i]);
-  return s + "}";
-}
 
 int main(int argc, char** argv) {
   const std::string dir = argc > 1 ? argv[1] : "dosql-data";
@@ -50,18 +37,21 @@ int main(int argc, char** argv) {
   if (ok(rows))
     for (auto& r : rows->rows) std::printf("row: %s %s\n", dosql::to_string(r[0]).c_str(), dosql::to_string(r[1]).c_str());
 
-  // Every committed change is in the WAL, in LSN order: read back what we just did.
-  auto reader = dosql::wal::reader::open(d.wal_dir());
-  if (!reader || (*reader)->seek(from + 1)) return 1;
-  dosql::entry_view e;
-  while ((*reader)->next(e) == dosql::wal::reader::status::entry) {
-    std::printf("lsn %-4llu %-7s %-8.*s %.*s", static_cast<unsigned long long>(e.lsn),
-                std::string(dosql::to_string(e.op)).c_str(), static_cast<int>(e.txn_id.size()), e.txn_id.data(),
-                static_cast<int>(e.table.size()), e.table.data());
-    if (e.has_before) std::printf(" before=%s", render(e.before).c_str());
-    if (e.has_after) std::printf(" after=%s", render(e.after).c_str());
-    std::printf("\n");
+  {
+    auto tx = d.begin();  // rolled back: it is in the WAL, but no subscriber ever sees it
+    if (!ok(tx)) return 1;
+    ok(tx->exec("UPDATE users SET email = 'nobody@example.com'"));
   }
+
+  // Every committed change, in LSN order: read back what we just did as change events.
+  dosql::cdc::subscribe_options o;
+  o.from_lsn = from;       // exclusive: what follows the table's creation
+  o.stop_at_tail = true;   // end at the tail present now instead of following it
+  auto changes = dosql::cdc::create_cdc(*db).subscribe_changes<dosql::row>(o);
+  if (!ok(changes)) return 1;
+  for (const auto& ev : *changes) std::printf("%s\n", dosql::cdc::to_json(ev).c_str());
+  if (changes->err()) return std::fprintf(stderr, "dosql: %s\n", changes->err().to_string().c_str()), 1;
+
   std::printf("data directory: %s (last lsn %llu, durable %llu)\n", d.dir().c_str(),
               static_cast<unsigned long long>(d.last_lsn()), static_cast<unsigned long long>(d.durable_lsn()));
   return 0;

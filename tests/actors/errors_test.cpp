@@ -6,7 +6,7 @@
 #include <caf/all.hpp>
 
 #include "actors/errors.hpp"
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 
 using namespace dosql;
 

@@ -17,8 +17,8 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/database.hpp"
-#include "wal/value.hpp"
+#include <dosql/database.hpp>
+#include <dosql/value.hpp>
 #include "cli/support.hpp"
 #include "test_util.hpp"
 #include "wal/file.hpp"

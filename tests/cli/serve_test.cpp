@@ -23,8 +23,8 @@
 #include <thread>
 
 #include "cli/support.hpp"
-#include "runtime/database.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/database.hpp>
+#include <dosql/slots.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 

@@ -12,7 +12,7 @@
 #include <optional>
 #include <sstream>
 
-#include "wal/value.hpp"
+#include <dosql/value.hpp>
 #include "test_util.hpp"
 #include "wal/file.hpp"
 #include "wal/log.hpp"

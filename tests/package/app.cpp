@@ -1,8 +1,7 @@
-// Uses the installed headers and library: write, then read the change stream back.
-#include <cstdio>
+// Uses the installed headers and library, public API only: write, then read the change stream back.
+#include <dosql/dosql.hpp>
 
-#include "runtime/cdc.hpp"
-#include "runtime/database.hpp"
+#include <cstdio>
 
 int main(int argc, char** argv) {
   if (argc < 2) return 2;

@@ -9,9 +9,9 @@
 
 #include "replica.hpp"
 #include "actors/messages.hpp"
-#include "runtime/json.hpp"
+#include <dosql/json.hpp>
 #include "wal/msgpack_sink.hpp"
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 
@@ -338,7 +338,7 @@ TEST_CASE("transaction messages to the WAL writer decode exactly; damage is DECO
   CHECK(actors::decode_txn_message(msg + "x", m).code() == ec::decode_error);
 }
 
-#include "runtime/cdc.hpp"
+#include <dosql/cdc.hpp>
 
 TEST_CASE("invalid UTF-8 TEXT: U+FFFD by default, its exact bytes as $text_base64 with lossless_text", "[json]") {
   const std::string bad("ok \xff\xfe \xC3", 7);

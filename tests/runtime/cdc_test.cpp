@@ -3,11 +3,12 @@
 #include <catch2/catch.hpp>
 #include <caf/all.hpp>
 
+#include <future>
 #include <set>
 #include <thread>
 
 #include "actors/messages.hpp"
-#include "runtime/cdc.hpp"
+#include <dosql/cdc.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 #include "wal/log.hpp"
@@ -449,4 +450,82 @@ TEST_CASE("include_uncommitted delivers entries as they become durable, ending w
   std::vector<std::string> ops;
   for (auto& e : *sub) ops.push_back(std::string(to_string(e.op)));
   CHECK(ops == std::vector<std::string>{"BEGIN", "INSERT", "ROLLBACK"});
+}
+
+TEST_CASE("subscribe_batched: a batch goes out full, or when its age is up, never split otherwise", "[cdc][batched]") {
+  fixture f;
+  uint64_t from = f.db->last_lsn();
+  // Five one-row transactions: 15 entries with BEGIN/COMMIT, 5 inserts without.
+  for (int i = 1; i <= 5; ++i) must(f.db->exec("INSERT INTO users VALUES(" + std::to_string(i) + ", 'u')"));
+  cdc::subscribe_options o;
+  o.from_lsn = from;
+  o.batch_size = 1;  // the reader sends one entry per batch: gathering is next_batch's work
+
+  SECTION("by size: full batches of max_batch_size, across the reader's batches") {
+    auto sub = must(cdc::create_cdc(f.db).subscribe_batched(o, cdc::batch_options{2, std::chrono::milliseconds(60000)}));
+    auto b1 = sub->next_batch();
+    auto b2 = sub->next_batch();
+    REQUIRE(b1.size() == 2);  // waited for nothing but the second entry: a 60 s age never ran out
+    REQUIRE(b2.size() == 2);
+    CHECK(b1[0].lsn < b1[1].lsn);
+    CHECK(b1[1].lsn < b2[0].lsn);
+    CHECK(sub->status().entries_processed == 4);
+  }
+  SECTION("by age: a batch that cannot fill goes out when its age is up, with everything that arrived") {
+    auto sub = must(cdc::create_cdc(f.db).subscribe_batched(o, cdc::batch_options{1000, std::chrono::milliseconds(200)}));
+    std::vector<wal_entry> b;
+    auto got = std::async(std::launch::async, [&] { b = sub->next_batch(); });
+    // Without the age timer this never returns (1000 entries never come).
+    REQUIRE(got.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+    REQUIRE(b.size() == 5);
+    for (auto& e : b) CHECK(e.op == op_type::insert);
+    // A commit while the next batch waits joins it.
+    auto next = std::async(std::launch::async, [&] { return sub->next_batch(); });
+    must(f.db->exec("INSERT INTO users VALUES(6, 'u'); INSERT INTO users VALUES(7, 'u')"));
+    REQUIRE(next.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+    auto b2 = next.get();
+    REQUIRE(b2.size() == 2);
+    CHECK(b2[0].lsn > b.back().lsn);
+    sub->stop();
+  }
+  SECTION("an age of 0 takes what has arrived; the end of the range ends the last batch") {
+    o.stop_at_tail = true;
+    auto sub = must(cdc::create_cdc(f.db).subscribe_batched(o, cdc::batch_options{1000, std::chrono::milliseconds(0)}));
+    size_t total = 0, batches = 0;
+    for (auto b = sub->next_batch(); !b.empty(); b = sub->next_batch()) total += b.size(), ++batches;
+    CHECK(total == 5);
+    CHECK(batches >= 1);
+    CHECK_FALSE(sub->err());
+  }
+}
+
+TEST_CASE("the WAL capturer batches by max_batch_size and max_batch_age, and reports status()", "[cdc][batched]") {
+  fixture f;
+  uint64_t from = f.db->last_lsn();
+  for (int i = 1; i <= 7; ++i) must(f.db->exec("INSERT INTO orders VALUES(" + std::to_string(i) + ", 1.5)"));
+  cdc::capturer_options o;
+  o.from_lsn = from;
+  o.max_batch_size = 3;
+  o.max_batch_age = std::chrono::milliseconds(100);
+  auto cap = cdc::create_cdc(f.db).create_wal_capturer(o);
+  CHECK_FALSE(cap.status().active);
+  CHECK(cap.status().current_lsn == from);
+  std::vector<size_t> sizes;
+  uint64_t last = from;
+  while (sizes.size() < 3) {
+    auto b = cap.capture_next();
+    REQUIRE(b);
+    sizes.push_back(b->entries.size());
+    CHECK(b->start_lsn > last);
+    last = b->end_lsn;
+    cap.set_position(b->end_lsn);
+  }
+  // 7 inserts: two full batches of 3, then one that goes out by age with the last insert.
+  CHECK(sizes == std::vector<size_t>{3, 3, 1});
+  auto st = cap.status();
+  CHECK(st.active);
+  CHECK(st.entries_processed == 7);
+  CHECK(st.current_lsn == last);
+  CHECK(st.lag_entries == 0);
+  cap.stop();
 }

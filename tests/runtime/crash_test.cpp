@@ -22,7 +22,7 @@
 
 #include "fault_fs.hpp"
 #include "replica.hpp"
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 #include "test_util.hpp"
 #include "wal/crc32c.hpp"
 #include "wal/format.hpp"

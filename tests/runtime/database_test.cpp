@@ -2,8 +2,8 @@
 
 #include <thread>
 
-#include "runtime/database.hpp"
-#include "wal/value.hpp"
+#include <dosql/database.hpp>
+#include <dosql/value.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 

@@ -17,9 +17,9 @@
 #include <thread>
 
 #include "fault_fs.hpp"
-#include "runtime/cdc.hpp"
-#include "runtime/slots.hpp"
-#include "wal/value.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/slots.hpp>
+#include <dosql/value.hpp>
 #include "support.hpp"
 #include "wal/file.hpp"
 #include "wal/reader.hpp"

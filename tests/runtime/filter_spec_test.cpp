@@ -2,7 +2,8 @@
 // the field, and row filters compiled against the tables at subscribe time.
 #include <catch2/catch.hpp>
 
-#include "wal/filter.hpp"
+#include <dosql/filter.hpp>
+#include "wal/sql_predicate.hpp"
 
 using namespace dosql;
 using cdc::filter_spec;

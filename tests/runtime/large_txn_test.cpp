@@ -11,8 +11,8 @@
 #include <thread>
 
 #include "replica.hpp"
-#include "runtime/cdc.hpp"
-#include "runtime/database.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/database.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 

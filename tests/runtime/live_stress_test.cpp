@@ -14,8 +14,8 @@
 #include <random>
 #include <thread>
 
-#include "runtime/slots.hpp"
-#include "runtime/stream.hpp"
+#include <dosql/slots.hpp>
+#include <dosql/stream.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 

@@ -13,7 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "runtime/reliability.hpp"
+#include <dosql/reliability.hpp>
 #include "wal/sqlite_util.hpp"
 #include "support.hpp"
 

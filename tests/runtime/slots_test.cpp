@@ -19,8 +19,8 @@
 #include <caf/all.hpp>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include "runtime/reliability.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/reliability.hpp>
+#include <dosql/slots.hpp>
 #include "wal/sqlite_util.hpp"
 #include "runtime/support.hpp"
 #include "wal/reader.hpp"

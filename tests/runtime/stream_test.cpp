@@ -7,7 +7,7 @@
 #include <mutex>
 #include <thread>
 
-#include "runtime/stream.hpp"
+#include <dosql/stream.hpp>
 #include "runtime/support.hpp"
 #include "test_util.hpp"
 
@@ -225,7 +225,7 @@ TEST_CASE("the callback stream: handlers, pause/resume, status, manual ack", "[s
 #include <cstdio>
 
 #include "actors/subscription_reader.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/slots.hpp>
 
 namespace {
 

@@ -6,7 +6,7 @@
 
 #include <memory>
 
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 #include "test_util.hpp"
 
 namespace dosql::test {

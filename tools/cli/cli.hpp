@@ -15,11 +15,11 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/json.hpp"
-#include "wal/filter.hpp"
-#include "wal/value.hpp"
+#include <dosql/filter.hpp>
+#include <dosql/json.hpp>
+#include <dosql/value.hpp>
 #include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/error.hpp>
 
 namespace dosql::cli {
 

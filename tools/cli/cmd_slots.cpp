@@ -1,7 +1,7 @@
 // `dosql slots DIR list|create NAME [--from LSN] [--table T]...|ack NAME LSN|drop NAME`:
 // replication slots, through the database's slot manager (needs the directory's lock).
 #include "cli.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/slots.hpp>
 
 namespace dosql::cli {
 

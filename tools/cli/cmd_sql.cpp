@@ -4,8 +4,8 @@
 #include <iostream>
 #include <iterator>
 
-#include "runtime/database.hpp"
-#include "runtime/json.hpp"
+#include <dosql/database.hpp>
+#include <dosql/json.hpp>
 #include "tools/cli/cli.hpp"
 #include "wal/reader.hpp"
 

@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <thread>
 
-#include "runtime/database.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/database.hpp>
+#include <dosql/slots.hpp>
 #include "tools/cli/cli.hpp"
 #include "wal/cursor.hpp"
 #include "wal/sqlite_util.hpp"

@@ -14,8 +14,9 @@
 #include <utility>
 
 #include "actors/slot_manager.hpp"
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 #include "tools/cli/cli.hpp"
+#include "runtime/recovery.hpp"
 #include "wal/file.hpp"
 #include "wal/log.hpp"
 #include "wal/reader.hpp"

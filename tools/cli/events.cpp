@@ -5,8 +5,8 @@
 #include <chrono>
 #include <cstdio>
 
-#include "runtime/cdc.hpp"
-#include "runtime/json.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/json.hpp>
 #include "tools/cli/cli.hpp"
 
 namespace dosql::cli {

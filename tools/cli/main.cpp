@@ -22,7 +22,7 @@
 
 #include <cstdio>
 
-#include "runtime/database.hpp"
+#include <dosql/database.hpp>
 #include "tools/cli/cli.hpp"
 
 using namespace dosql::cli;

@@ -30,15 +30,15 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/cdc.hpp"
-#include "runtime/slots.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/slots.hpp>
 #include "tools/cli/cli.hpp"
 
 namespace dosql::cli::serve {
 
 // ---- the client protocol -------------------------------------------------------------------
 
-/// runtime/cdc.hpp's subscribe_options and filter, as far as a remote client may set them.
+/// include/dosql/cdc.hpp's subscribe_options and filter, as far as a remote client may set them.
 struct subscribe_request {
   /// exclusive; 0: from lsn 1 (LSN_NOT_FOUND if compacted); beyond the WAL's end: an error
   uint64_t from_lsn = 0;
@@ -74,7 +74,7 @@ const char* format_name(tail_format f);
 struct token_scope {
   /// The tables its subscriptions may read; nullopt: every table, empty: none (e.g. /metrics only).
   std::optional<std::vector<std::string>> tables;
-  /// Per table: the columns its events carry (runtime/cdc.hpp's column_mask).
+  /// Per table: the columns its events carry (include/dosql/cdc.hpp's column_mask).
   std::map<std::string, cdc::column_mask> columns;
   /// May read GET /metrics (which shows every subscription and slot of the server). Default:
   /// true for a token without table or column limits, false otherwise.

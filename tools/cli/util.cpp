@@ -4,7 +4,7 @@
 #include <ctime>
 
 #include "tools/cli/cli.hpp"
-#include "runtime/json.hpp"
+#include <dosql/json.hpp>
 #include "wal/file.hpp"
 
 namespace dosql::cli {

@@ -21,8 +21,8 @@
 #include <optional>
 #include <span>
 
-#include "runtime/cdc.hpp"
-#include "runtime/reliability.hpp"
+#include <dosql/cdc.hpp>
+#include <dosql/reliability.hpp>
 
 namespace dosql::cdc {
 

@@ -25,8 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "actors/slot_types.hpp"
-#include "runtime/cdc.hpp"
+#include <dosql/slot_types.hpp>
+#include <dosql/cdc.hpp>
 
 namespace dosql::cdc {
 

@@ -27,10 +27,9 @@
 #include <string_view>
 #include <vector>
 
-#include "wal/value.hpp"
-#include "wal/config.hpp"
-#include "wal/error.hpp"
-#include "wal/log.hpp"
+#include <dosql/value.hpp>
+#include <dosql/config.hpp>
+#include <dosql/error.hpp>
 
 struct sqlite3;  // sqlite3.h
 
@@ -87,7 +86,7 @@ struct query_result {
 
 /// What opening the directory found and repaired.
 struct recovery_info {
-  wal::open_report wal;
+  wal_open_report wal;
   bool created = false;
   bool discarded_sqlite_wal = false;  ///< SQLite was ahead of the WAL (its -wal was dropped)
   bool rebuilt_sqlite = false;        ///< repair: SQLite's file was ahead; moved aside, rebuilt from the WAL
@@ -166,7 +165,7 @@ class database : public std::enable_shared_from_this<database> {
   uint64_t durable_lsn() const;  ///< last LSN known durable
   /// The WAL's active segment: first LSN and bytes in use (not its preallocated zero fill).
   /// All zero once the database is closed.
-  wal::log::active_usage wal_active_segment() const;
+  segment_usage wal_active_segment() const;
   const recovery_info& recovery() const noexcept;
   /// The WAL-writer actor (for subscriptions and tools).
   caf::actor wal_writer() const;
@@ -177,11 +176,11 @@ class database : public std::enable_shared_from_this<database> {
   /// still needs (above the acknowledged LSN of any slot file in DIR/slots that is not
   /// invalidated; a damaged slot file fails the compaction with DECODE_ERROR naming it).
   /// The active segment always stays.
-  result<wal::compact_report> compact(uint64_t below_lsn);
+  result<compact_report> compact(uint64_t below_lsn);
   /// Applies the retention policy (wal.retention) now, as the WAL writer does after each
   /// segment seals: compact(wal::retention_point(...)), so slots still pin what they need.
   /// Removes nothing when the policy is not automatic.
-  result<wal::compact_report> apply_retention();
+  result<compact_report> apply_retention();
 
   /// Makes everything durable, checkpoints SQLite, stops the writer. Idempotent.
   error close();
@@ -196,11 +195,6 @@ class database : public std::enable_shared_from_this<database> {
   std::unique_ptr<impl> p_;
 };
 
-/// What opening `dir` would do to its WAL, decided reading only (no lock taken: meant for
-/// a directory no owner holds, e.g. `dosql wal repair` saying what it drops). Includes
-/// SQLite's checkpointed LSN as a durable floor; `sqlite_checkpointed_lsn` gets it.
-result<wal::recovery_plan> plan_database_recovery(const std::string& dir, const database_options& opts,
-                                                 uint64_t* sqlite_checkpointed_lsn = nullptr);
 
 /// The options the data directory was last opened with (WAL settings are recorded in
 /// DIR/dosql.conf at every open), so that tools act on it as its owner would; defaults if none.

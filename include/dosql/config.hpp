@@ -1,7 +1,10 @@
-// The guide's WALConfig, in C++: segment sizing, checksums, archiving, and durability.
+// The guide's WALConfig, in C++: segment sizing, checksums, archiving, durability and
+// retention; and what the WAL reports about itself (opening, compaction, the active segment).
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace dosql {
 
@@ -46,6 +49,28 @@ struct wal_config {
   retention_policy retention;
 
   friend bool operator==(const wal_config&, const wal_config&) = default;
+};
+
+/// What opening the WAL found (database::recovery().wal).
+struct wal_open_report {
+  bool created = false;         ///< the directory held no segment
+  uint64_t torn_bytes = 0;      ///< bytes dropped from the tail of the last segment
+  uint64_t torn_offset = 0;     ///< where the dropped bytes began
+  std::string torn_segment;     ///< file name of that segment
+  std::string torn_reason;      ///< what was wrong with the first dropped record
+};
+
+/// What a compaction removed (database::compact, apply_retention).
+struct compact_report {
+  std::vector<uint64_t> removed;  ///< first LSNs of the removed (or archived) segments
+  uint64_t bytes = 0;             ///< their total size
+  bool archived = false;          ///< moved to archive/ rather than deleted
+  uint64_t oldest_lsn = 0;        ///< oldest LSN still readable afterwards
+};
+
+/// The WAL's active segment: its first LSN and the bytes in use (not its preallocated fill).
+struct segment_usage {
+  uint64_t first_lsn = 0, bytes = 0;
 };
 
 }  // namespace dosql

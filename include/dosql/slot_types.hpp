@@ -1,5 +1,5 @@
 // The replication-slot vocabulary shared by the slot-manager actor (actors/slot_manager.hpp)
-// and the runtime's slot API (runtime/slots.hpp, which documents the semantics).
+// and the runtime's slot API (include/dosql/slots.hpp, which documents the semantics).
 #pragma once
 
 #include <chrono>
@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "wal/entry.hpp"
-#include "wal/filter.hpp"
+#include <dosql/entry.hpp>
+#include <dosql/filter.hpp>
 
 namespace dosql::cdc {
 

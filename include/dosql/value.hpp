@@ -13,8 +13,8 @@
 #include <variant>
 #include <vector>
 
-#include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/entry.hpp>
+#include <dosql/error.hpp>
 
 namespace dosql {
 

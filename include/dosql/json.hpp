@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "wal/value.hpp"
+#include <dosql/value.hpp>
 
 namespace dosql {
 

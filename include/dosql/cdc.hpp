@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -35,22 +36,27 @@
 #include <variant>
 #include <vector>
 
-#include "runtime/database.hpp"
-#include "runtime/json.hpp"
-#include "wal/value.hpp"
-#include "actors/subscribe_options.hpp"
-#include "wal/filter.hpp"
-#include "wal/entry.hpp"
-
-namespace dosql::actors {
-struct reader_config;
-}
+#include <dosql/database.hpp>
+#include <dosql/json.hpp>
+#include <dosql/value.hpp>
+#include <dosql/subscribe_options.hpp>
+#include <dosql/filter.hpp>
+#include <dosql/entry.hpp>
 
 namespace dosql::cdc {
 
 class subscription;
 template <class T>
 class change_subscription;
+
+/// The guide's batching options (subscribeBatched, createWALCapturer): a batch goes out when it
+/// holds max_batch_size entries, or when max_batch_age has passed since its first entry
+/// arrived, whichever comes first (Kafka's batch.size / linger.ms). An age of 0 takes what has
+/// arrived and does not wait for more.
+struct batch_options {
+  uint32_t max_batch_size = 1000;
+  std::chrono::milliseconds max_batch_age{5000};
+};
 
 /// The guide's getStatus(), for every kind of subscription (subscription::status(),
 /// cdc_stream::status()).
@@ -105,8 +111,14 @@ class subscription {
 
   /// The next entry (blocking); nullopt when the range has ended (stop, error, tail).
   std::optional<wal_entry> next();
-  /// The rest of the current batch, or the next whole batch (blocking; empty: ended).
+  /// The next batch (blocking; empty: the range ended). From subscribe_batched: batched by
+  /// its batch_options. Otherwise: the rest of the current batch, or the next whole batch as
+  /// the reader sent it (up to subscribe_options::batch_size).
   std::vector<wal_entry> next_batch();
+  /// The next batch by `b`: blocks for the first entry, then gathers entries until the batch
+  /// holds b.max_batch_size or b.max_batch_age has passed since that first entry (or the range
+  /// ended: what was gathered is returned, and the next call returns empty).
+  std::vector<wal_entry> next_batch(const batch_options& b);
   /// Ends the iteration promptly; callable from any thread.
   void stop();
   /// Why the range ended, if not by stop(): LSN_NOT_FOUND, DECODE_ERROR, CORRUPTION, ...
@@ -135,7 +147,9 @@ class subscription {
   template <class T>
   friend class change_subscription;
   explicit subscription(std::unique_ptr<impl> p);
-  bool fill();
+  enum class fill_status : uint8_t { got, timeout, ended };
+  fill_status fill(const std::chrono::steady_clock::time_point* deadline);
+  void take(std::vector<wal_entry>& out, size_t n);
   /// Moves to the next entry, decoding it into current_ (capacity reused).
   bool advance();
   std::unique_ptr<impl> p_;
@@ -147,6 +161,7 @@ class subscription {
   std::atomic<uint64_t> handed_{0}, handed_lsn_{0};  // for status() from other threads
   error err_;
   bool ended_ = false;
+  std::optional<batch_options> batching_;  // set by subscribe_batched
 };
 
 // ---- structured change events (the guide's ChangeEvent / TransactionEvent / SchemaChangeEvent)
@@ -202,7 +217,7 @@ using decoder = std::function<T(const row&)>;
 ///  - "begin" / "commit" / "rollback": nothing more;
 ///  - "schema_change": "table", "changeType", "column", "oldColumn", "oldType", "newType"
 ///    (those that apply), "schemaVersion", "sql" (absent when a column mask withheld it).
-/// `o.lossless_text`: TEXT that is not valid UTF-8 as {"$text_base64": ...} (see runtime/json.hpp).
+/// `o.lossless_text`: TEXT that is not valid UTF-8 as {"$text_base64": ...} (see include/dosql/json.hpp).
 std::string to_json(const change_event<row>& e, const json_options& o = {});
 std::string to_json(const transaction_event& e);
 std::string to_json(const schema_change_event& e);
@@ -279,6 +294,8 @@ class change_subscription {
   /// Decode errors met so far (with decode_error_policy::skip, the skipped entries' errors).
   const std::vector<error>& decode_errors() const noexcept { return skipped_errors_; }
   uint64_t position() const noexcept { return sub_->position(); }
+  /// The guide's getStatus() (subscription::status()), callable from any thread.
+  subscription_status status() const { return sub_->status(); }
   subscription& raw() { return *sub_; }
 
  private:
@@ -317,6 +334,9 @@ struct capture_batch {
 struct capturer_options {
   uint64_t from_lsn = 0;              ///< exclusive
   uint32_t max_batch_size = 1000;
+  /// How long a batch that is not full waits for more entries, from its first entry (the
+  /// guide's maxBatchAge; batch_options). 0: what has arrived goes out at once.
+  std::chrono::milliseconds max_batch_age{0};
   cdc::filter filter;
   bool include_transaction_control = false;
   bool stop_at_tail = false;
@@ -334,6 +354,9 @@ class wal_capturer {
   uint64_t position() const noexcept { return position_; }
   void stop();
   const error& err() const noexcept { return err_; }
+  /// The guide's getStatus() of the running capture stream (subscription::status()); before
+  /// the first capture_next(), inactive at position().
+  subscription_status status() const;
 
  private:
   std::shared_ptr<database> db_;
@@ -365,8 +388,13 @@ class cdc_handle {
     if (!sub) return sub.err();
     return change_subscription<T>(std::move(*sub), std::move(dec), policy);
   }
-  /// The guide's subscribeBatched: raw entries a batch at a time (use subscription::next_batch()).
-  result<std::unique_ptr<subscription>> subscribe_batched(subscribe_options opts) { return subscribe(std::move(opts)); }
+  /// The guide's subscribeBatched: raw entries a batch at a time, by max batch size and max
+  /// batch age (subscription::next_batch(); see batch_options).
+  result<std::unique_ptr<subscription>> subscribe_batched(subscribe_options opts, batch_options b = {}) {
+    auto s = subscribe(std::move(opts));
+    if (s) (*s)->batching_ = b;
+    return s;
+  }
   wal_capturer create_wal_capturer(capturer_options opts) { return wal_capturer(db_, std::move(opts)); }
   database& db() { return *db_; }
   const std::shared_ptr<database>& db_ptr() const { return db_; }
@@ -386,9 +414,6 @@ result<change_subscription<T>> subscribe_table(std::shared_ptr<database> db, con
   return cdc_handle(std::move(db)).subscribe_changes<T>(std::move(o), std::move(dec));
 }
 
-/// (Internal) The reader configuration for a subscription (start position, LSN_NOT_FOUND
-/// check); shared by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
-result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
 
 inline cdc_handle create_cdc(std::shared_ptr<database> db) { return cdc_handle(std::move(db)); }
 

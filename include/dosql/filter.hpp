@@ -24,8 +24,7 @@
 
 #include <algorithm>
 
-#include "wal/entry.hpp"
-#include "wal/sql_predicate.hpp"
+#include <dosql/entry.hpp>
 
 namespace dosql::cdc {
 
@@ -68,11 +67,5 @@ struct filter_spec {
 std::string to_json(const filter_spec& f);
 /// `what` names the spec in errors ("filter", "slot 's' filter", "--where").
 result<filter_spec> parse_filter_spec(std::string_view json, std::string_view what = "filter");
-
-/// A table's current column names, or nullopt if there is no such table.
-using columns_lookup = std::function<std::optional<std::vector<std::string>>(const std::string& table)>;
-/// Compiles every `where` against its table's current columns: INVALID_ARGUMENT naming the
-/// table and the expression (no such table, or not a valid expression over its columns).
-result<std::map<std::string, sql_predicate>> compile_where(const filter_spec& f, const columns_lookup& columns_of);
 
 }  // namespace dosql::cdc

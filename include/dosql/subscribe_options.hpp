@@ -1,7 +1,7 @@
 // What a subscription asks of its reader (the guide's subscribe options): start position,
 // filter, transaction framing, the consumer's credit window, column masks and row filters.
 // Shared by the subscription reader actor (actors/subscription_reader.hpp) and the runtime's
-// subscription API (runtime/cdc.hpp); the semantics are documented there.
+// subscription API (include/dosql/cdc.hpp); the semantics are documented there.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +10,8 @@
 #include <optional>
 #include <string>
 
-#include "wal/filter.hpp"
-#include "wal/value.hpp"
+#include <dosql/filter.hpp>
+#include <dosql/value.hpp>
 
 namespace dosql::cdc {
 

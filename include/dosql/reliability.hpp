@@ -33,8 +33,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "wal/entry.hpp"
-#include "wal/error.hpp"
+#include <dosql/entry.hpp>
+#include <dosql/error.hpp>
 
 namespace dosql::reliability {
 

@@ -1,0 +1,18 @@
+// (Internal) From subscribe options to a subscription reader's configuration: the start
+// position (from_lsn, from_time, from_oldest), the LSN_NOT_FOUND check and the compiled
+// filter. Shared by cdc_handle::subscribe and subscribe_actor; defined in runtime/cdc.cpp.
+#pragma once
+
+#include <memory>
+
+#include <dosql/cdc.hpp>
+
+#include "actors/subscription_reader.hpp"
+
+namespace dosql::cdc {
+
+/// The reader configuration for a subscription (start position, LSN_NOT_FOUND
+/// check); shared by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
+result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
+
+}  // namespace dosql::cdc
