@@ -408,6 +408,19 @@ TEST_CASE("tail --where TABLE:EXPR prints the rows that match, updates entering 
   CHECK(has(r.err, "twice"));
   r = dosql_run("tail --help");
   CHECK(has(r.out, "--where"));
+
+  // As a slot's consumer: the same filter, checked against the open database's tables.
+  CHECK_OK(dosql_run("slots " + q(d.path()) + " create s1 --from 0"));
+  r = dosql_run("tail " + q(d.path()) + " --slot s1 --where " + q("o:nosuch = 1"));
+  CHECK(r.code == 2);
+  CHECK(r.out.empty());
+  CHECK(has(r.err, "--where"));
+  r = dosql_run("tail " + q(d.path()) + " --slot s1" + changes + " --where " + q("o:status = 'shipped' AND total > 100"));
+  CHECK_OK(r);
+  CHECK(lines(r.out).size() == 4);
+  r = dosql_run("tail " + q(d.path()) + " --slot s1" + changes);  // acknowledged: nothing new
+  CHECK_OK(r);
+  CHECK(r.out.empty());
 }
 
 TEST_CASE("beside an owner, compact fails with the owner pid while info, verify, tail and tail --follow work", "[cli]") {
