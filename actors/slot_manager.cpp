@@ -16,6 +16,7 @@
 #include "wal/file.hpp"
 #include "wal/format.hpp"
 #include "wal/msgpack_sink.hpp"
+#include "wal/cursor.hpp"
 #include "wal/reader.hpp"
 
 namespace dosql::actors {
@@ -93,7 +94,7 @@ uint64_t retained_bytes(const slot_host& db, uint64_t acked) {
 // transactions only, no BEGIN/COMMIT), and the age of the oldest commit among them.
 void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
   uint64_t tail = st.db->durable_lsn();
-  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, [&](const entry_view& e) { return slot_matches(s.filter, e); });
+  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, s.filter.to_filter());
   if (!p) spdlog::warn("dosql {}: slot '{}': lag: {}", st.db->dir, s.name, p.err().to_string());
   s.lag_entries = p ? p->entries : 0;
   s.lag_bytes = tail > s.acked_lsn ? retained_bytes(*st.db, s.acked_lsn) : 0;
@@ -332,11 +333,6 @@ result<cdc::slot_info> read_slot_file(const std::string& path) {
   return s;
 }
 
-bool slot_matches(const cdc::slot_filter& f, const entry_view& e) {
-  if (!f.tables.empty() && std::find(f.tables.begin(), f.tables.end(), e.table) == f.tables.end()) return false;
-  return f.operations.empty() || std::find(f.operations.begin(), f.operations.end(), e.op) != f.operations.end();
-}
-
 result<slot_floor> read_slot_floor(const std::string& dir) {
   slot_floor f;
   auto sdir = wal::join(dir, "slots");
@@ -356,47 +352,39 @@ result<slot_floor> read_slot_floor(const std::string& dir) {
   return f;
 }
 
-result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit,
-                                 const std::function<bool(const entry_view&)>& match) {
+result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit, const cdc::filter& f) {
   pending_info p;
   if (after >= limit) return p;
-  auto r = wal::reader::open(wal_dir);
-  if (!r) return r.err();
-  auto& rd = **r;
-  if (auto e = rd.seek(after + 1)) return e;
-  rd.set_limit(limit);
-  bool in_txn = false;
+  cdc::cursor_options o;
+  o.start_lsn = after + 1;
+  o.include_transaction_control = true;  // COMMIT: the transaction's count and timestamp
+  o.filter = f;
+  auto c = cdc::cursor::open(wal_dir, std::move(o));
+  if (!c) return c.err();
+  auto& cur = **c;
+  cur.set_limit(limit);
   uint64_t txn_count = 0;
+  int64_t first_ts = 0;  // of a change delivered outside a transaction
   entry_view v;
-  for (bool first = true;; first = false) {
-    auto st = rd.next(v);
-    if (st == wal::reader::status::error) return rd.last_error();
-    if (st == wal::reader::status::tail) break;
-    if (first && v.op != op_type::begin) in_txn = true;  // resumed inside a transaction
-    switch (v.op) {
-      case op_type::begin:
-        in_txn = true;
-        txn_count = 0;
-        break;
-      case op_type::commit:
-        if (txn_count && !p.entries) p.oldest_commit_ms = v.timestamp;
-        p.entries += txn_count;
-        in_txn = false;
-        txn_count = 0;
-        break;
-      case op_type::rollback:
-        in_txn = false;
-        txn_count = 0;
-        break;
-      default:
-        if (!match(v)) break;
-        if (in_txn) {
-          ++txn_count;
-        } else {
-          if (!p.entries) p.oldest_commit_ms = v.timestamp;
-          ++p.entries;
-        }
+  for (;;) {
+    auto s = cur.next(v);
+    if (s == cdc::cursor::status::error) return cur.last_error();
+    if (s == cdc::cursor::status::tail) break;
+    if (s == cdc::cursor::status::more) continue;
+    if (v.op == op_type::begin) {
+      txn_count = 0;
+    } else if (v.op == op_type::commit) {
+      if (txn_count && !p.entries) p.oldest_commit_ms = v.timestamp;
+      p.entries += txn_count;
+      txn_count = 0;
+    } else {
+      if (!txn_count && !first_ts) first_ts = v.timestamp;
+      ++txn_count;
     }
+  }
+  if (txn_count) {  // changes outside any transaction
+    if (!p.entries) p.oldest_commit_ms = first_ts;
+    p.entries += txn_count;
   }
   return p;
 }

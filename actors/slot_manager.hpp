@@ -58,17 +58,14 @@ struct slot_floor {
 result<slot_floor> read_slot_floor(const std::string& dir);
 
 /// What a consumer positioned after `after` would still receive from the WAL in `wal_dir`, up
-/// to `limit`: the row changes and SCHEMA entries of committed transactions that `match`
-/// accepts (no BEGIN/COMMIT, nothing rolled back, nothing of a transaction not yet decided),
-/// and the COMMIT timestamp (Unix ms) of the oldest such transaction (0: none).
+/// to `limit`: the row changes and SCHEMA entries of committed transactions that `f` passes
+/// (no BEGIN/COMMIT, nothing rolled back, nothing of a transaction not yet decided), and the
+/// COMMIT timestamp (Unix ms) of the oldest such transaction (0: none). Counted by the delivery
+/// engine itself (cdc::cursor), so it is what a subscription with that filter would deliver.
 struct pending_info {
   uint64_t entries = 0;
   int64_t oldest_commit_ms = 0;
 };
-/// Whether a slot's filter (tables, operations; SCHEMA entries only without an operation
-/// list) passes the row change or SCHEMA entry `e`, as tail and subscriptions filter.
-bool slot_matches(const cdc::slot_filter& f, const entry_view& e);
-result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit,
-                                 const std::function<bool(const entry_view&)>& match);
+result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit, const cdc::filter& f);
 
 }  // namespace dosql::actors

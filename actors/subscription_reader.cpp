@@ -3,44 +3,27 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
-#include <deque>
 #include <map>
 
 #include "actors/errors.hpp"
-#include "wal/sql_predicate.hpp"
-#include <dosql/value.hpp>
+#include "wal/cursor.hpp"
 #include "wal/format.hpp"
-#include "wal/reader.hpp"
 
 namespace dosql::actors {
 namespace {
 
-struct decision {
-  uint64_t begin = 0, end = 0;
-  bool committed = false;
-};
-
 struct reader_state {
   std::shared_ptr<const reader_config> cfg;
-  std::unique_ptr<wal::reader> main, ahead;  // delivering cursor, look-ahead cursor
+  std::unique_ptr<cdc::cursor> cur;  // the delivery engine (wal/cursor.hpp)
   uint64_t durable = 0;
   uint64_t stop_at = UINT64_MAX;  // stop_at_tail: the tail when we started
   uint64_t inflight = 0;
-  std::deque<decision> decisions;  // outcomes of transactions ahead of `main`
-  uint64_t ahead_txn = 0;          // BEGIN lsn of the transaction the look-ahead is inside
-  bool ahead_more = false;         // the look-ahead stopped short of the durable tail
-  // The transaction `main` is inside: its BEGIN (held until a change of it is delivered).
-  bool in_txn = false, begin_sent = false;
-  wal_entry pending_begin;
+  bool more = false;  // the cursor stopped with work left (a long undecided transaction)
   std::string batch;
   uint32_t batch_count = 0;
   uint64_t batch_first = 0, batch_last = 0;
   bool ended = false, pump_scheduled = false;
   bool paused = false;  // (pause_atom): no new batch until resume_atom
-  std::string scratch[2];  // images rewritten by a column mask or row filter
-  std::map<std::string, cdc::sql_predicate> where;  // opts.where, compiled (validated at subscribe)
-  bool first = true;      // no entry at or after the start seen yet
-  bool resumed_mid = false;  // inside the transaction the start fell into (its BEGIN unseen)
   std::map<uint64_t, uint64_t> inflight_first;  // batch number -> its first LSN (sent, not acked)
   uint64_t batches_sent = 0;
   uint64_t heartbeat = 0;    // the last position sent in a heartbeat (opts.heartbeats)
@@ -63,7 +46,7 @@ void consumer_failed(reader_actor* self, const std::string& why) {
   auto& st = self->state;
   uint64_t lsn = 0;
   for (auto& [n, first] : st.inflight_first) lsn = lsn ? std::min(lsn, first) : first;
-  if (!lsn && st.main) lsn = st.main->next_lsn();
+  if (!lsn && st.cur) lsn = st.cur->next_lsn();
   error e(ec::subscription_failed, "subscription failed at lsn " + std::to_string(lsn) + ": " + why);
   e.lsn = lsn;
   finish(self, e);
@@ -77,180 +60,23 @@ void emit(reader_state& st, const entry_view& e) {
   ++st.batch_count;
 }
 
-// Applies the table's row filter (enter/leave) and column mask to a row change; returns false
-// if the entry is not delivered. `scratch` owns any rewritten images that `v` points to.
-bool shape(const cdc::subscribe_options& o, std::map<std::string, cdc::sql_predicate>& where, entry_view& v,
-           std::string (&scratch)[2], error& err) {
-  std::string table(v.table);
-  auto rf = o.row_filters.find(table);
-  auto wh = where.find(table);
-  auto cm = o.columns.find(table);
-  if (rf == o.row_filters.end() && wh == where.end() && cm == o.columns.end()) return true;
-  auto decode = [&](bool has, std::string_view img, std::optional<row>& out) {
-    if (!has) return true;
-    auto r = codec::decode_row(img);
-    if (!r) {
-      err = error(ec::decode_error, "lsn " + std::to_string(v.lsn) + ": " + r.err().message()).at(v.lsn);
-      return false;
-    }
-    out = std::move(*r);
-    return true;
-  };
-  std::optional<row> before, after;
-  if (!decode(v.has_before, v.before, before) || !decode(v.has_after, v.after, after)) return false;
-  if (rf != o.row_filters.end() || wh != where.end()) {
-    auto in_set = [&](const std::optional<row>& r) {
-      if (!r || err) return false;
-      if (rf != o.row_filters.end() && !rf->second(*r)) return false;
-      if (wh == where.end()) return true;
-      auto m = wh->second.matches(*r);
-      if (!m) {
-        err = error(m.err().code(), "lsn " + std::to_string(v.lsn) + ": " + m.err().message()).at(v.lsn);
-        return false;
-      }
-      return *m;
-    };
-    bool b = in_set(before), a = in_set(after);
-    if (err) return false;
-    if (v.op == op_type::insert && !a) return false;
-    if (v.op == op_type::del && !b) return false;
-    if (v.op == op_type::update) {
-      if (!a && !b) return false;
-      if (a && !b) {  // entered the filtered set
-        v.op = op_type::insert;
-        v.origin = entry_origin::entered;
-        v.has_before = false;
-        before.reset();
-      } else if (b && !a) {  // left it
-        v.op = op_type::del;
-        v.origin = entry_origin::left;
-        v.has_after = false;
-        after.reset();
-      }
-    }
-  }
-  if (cm != o.columns.end()) {
-    auto visible = [&](const std::string& c) { return cm->second.visible(c); };
-    bool removed = false;
-    for (auto* r : {&before, &after}) {
-      if (!*r) continue;
-      row kept;
-      for (size_t i = 0; i < (*r)->size(); ++i) {
-        if (visible((*r)->columns[i])) {
-          kept.columns.push_back((*r)->columns[i]);
-          kept.values.push_back((*r)->values[i]);
-        } else {
-          removed = true;
-        }
-      }
-      **r = std::move(kept);
-    }
-    if (removed) {
-      v.has_key = false;
-      v.key = {};
-    }
-  }
-  scratch[0].clear();
-  scratch[1].clear();
-  if (before) codec::encode_row(*before, scratch[0]);
-  if (after) codec::encode_row(*after, scratch[1]);
-  v.before = v.has_before ? std::string_view(scratch[0]) : std::string_view{};
-  v.after = v.has_after ? std::string_view(scratch[1]) : std::string_view{};
-  return true;
-}
-
-// Moves the look-ahead cursor toward the durable tail, recording each transaction's outcome;
-// at most a bounded number of entries per call (the actor stays responsive): `st.ahead_more`
-// says it stopped before the tail.
-error look_ahead(reader_state& st) {
-  st.ahead->set_limit(std::min(st.durable, st.stop_at));
-  st.ahead_more = true;
-  entry_view v;
-  for (int i = 0; i < 65536; ++i) {
-    auto s = st.ahead->next(v);
-    if (s == wal::reader::status::tail) {
-      st.ahead_more = false;
-      return {};
-    }
-    if (s == wal::reader::status::error) return st.ahead->last_error();
-    if (v.op == op_type::begin) st.ahead_txn = v.lsn;
-    if (v.op == op_type::commit || v.op == op_type::rollback) {
-      st.decisions.push_back({st.ahead_txn, v.lsn, v.op == op_type::commit});
-      st.ahead_txn = 0;
-    }
-  }
-  return {};
-}
-
-// Fills the batch with up to `room` entries; returns an error to end the range.
+// Fills the batch with up to `room` entries from the cursor; returns an error to end the range.
 error fill(reader_state& st, uint32_t room) {
-  const auto& o = st.cfg->opts;
-  uint64_t limit = std::min(st.durable, st.stop_at);
-  if (!o.include_uncommitted) {
-    if (auto e = look_ahead(st)) return e;
-    // Everything before the transaction the look-ahead is still inside has been decided.
-    uint64_t decided = st.ahead_txn ? st.ahead_txn - 1 : st.ahead->next_lsn() - 1;
-    limit = std::min(limit, decided);
-  }
-  st.main->set_limit(limit);
+  st.cur->set_limit(std::min(st.durable, st.stop_at));
+  st.more = false;
   entry_view v;
   while (st.batch_count < room) {
-    auto s = st.main->next(v);
-    if (s == wal::reader::status::tail) return {};
-    if (s == wal::reader::status::error) return st.main->last_error();
-    if (v.lsn < st.cfg->start_lsn) continue;
-    if (st.first) {
-      st.first = false;
-      // Resuming inside a transaction: its BEGIN (and earlier changes) went to this consumer
-      // before, so its COMMIT belongs to the stream.
-      if (v.op != op_type::begin) st.in_txn = st.begin_sent = st.resumed_mid = true;
-    }
-    switch (v.op) {
-      case op_type::begin:
-        if (!o.include_uncommitted) {
-          while (!st.decisions.empty() && st.decisions.front().begin < v.lsn) st.decisions.pop_front();
-          if (!st.decisions.empty() && st.decisions.front().begin == v.lsn && !st.decisions.front().committed) {
-            // Rolled back: skip the whole transaction.
-            uint64_t end = st.decisions.front().end;
-            st.decisions.pop_front();
-            if (auto e = st.main->seek(end + 1)) return e;
-            st.main->set_limit(limit);
-            continue;
-          }
-        }
-        st.in_txn = true;
-        st.begin_sent = false;
-        if (o.include_transaction_control) st.pending_begin = v.to_entry();
-        break;
-      case op_type::commit:
-      case op_type::rollback: {
-        bool dropped = !o.include_uncommitted && st.resumed_mid && !st.decisions.empty() &&
-                       st.decisions.front().begin == 0 && !st.decisions.front().committed;
-        if (o.include_transaction_control && st.begin_sent && !dropped) emit(st, v);
-        st.in_txn = st.begin_sent = st.resumed_mid = false;
-        if (!st.decisions.empty() && st.decisions.front().end == v.lsn) st.decisions.pop_front();
-        break;
-      }
-      default:
-        // Resuming inside a transaction (its BEGIN is before the start): its outcome is the
-        // look-ahead's first decision.
-        if (!o.include_uncommitted && st.resumed_mid && !st.decisions.empty() && st.decisions.front().begin == 0 &&
-            !st.decisions.front().committed)
-          break;
-        if (!o.filter.matches(v)) break;
-        if (is_row_change(v.op)) {
-          error err;
-          if (!shape(o, st.where, v, st.scratch, err)) {
-            if (err) return err;
-            break;
-          }
-        }
-        if (o.include_transaction_control && st.in_txn && !st.begin_sent) {
-          emit(st, view_of(st.pending_begin));
-          st.begin_sent = true;
-        }
-        st.begin_sent = true;
+    switch (st.cur->next(v)) {
+      case cdc::cursor::status::entry:
         emit(st, v);
+        break;
+      case cdc::cursor::status::tail:
+        return {};
+      case cdc::cursor::status::more:
+        st.more = true;
+        return {};
+      case cdc::cursor::status::error:
+        return st.cur->last_error();
     }
   }
   return {};
@@ -268,7 +94,7 @@ void pump(reader_actor* self) {
     if (st.batch_count == 0) {
       // Nothing decided yet, but the look-ahead has more to read (a long transaction):
       // continue in a later turn.
-      if (st.ahead_more && !st.pump_scheduled) {
+      if (st.more && !st.pump_scheduled) {
         st.pump_scheduled = true;
         self->send(self, pump_atom::value);
       }
@@ -306,23 +132,23 @@ void pump(reader_actor* self) {
   }
   // A consumer that chose "fail instead of waiting": entries are waiting but its window is full.
   if (!st.ended && o.on_overflow == cdc::overflow_policy::fail && st.inflight >= o.max_buffer_size &&
-      st.main->next_lsn() <= std::min(st.durable, st.stop_at)) {
+      st.cur->next_lsn() <= std::min(st.durable, st.stop_at)) {
     error e(ec::buffer_overflow, "subscription buffer full (" + std::to_string(o.max_buffer_size) +
                                      " entries unacknowledged) with entries waiting from lsn " +
-                                     std::to_string(st.main->next_lsn()));
+                                     std::to_string(st.cur->next_lsn()));
     finish(self, e);
   }
   // Heartbeat: caught up (nothing in flight, nothing to send) past entries the filter skipped:
   // the consumer learns that everything up to there is settled, and may acknowledge it.
   if (!st.ended && o.heartbeats && st.inflight == 0 && st.batch_count == 0) {
-    uint64_t at = st.main->next_lsn() - 1;
+    uint64_t at = st.cur->settled_lsn();
     if (at > st.heartbeat) {
       st.heartbeat = at;
       self->send(st.cfg->consumer, heartbeat_atom::value, at);
     }
   }
   // stop_at_tail: done once everything up to the starting tail went out and was acked.
-  if (!st.ended && st.stop_at != UINT64_MAX && st.inflight == 0 && st.main->next_lsn() > st.stop_at)
+  if (!st.ended && st.stop_at != UINT64_MAX && st.inflight == 0 && st.cur->next_lsn() > st.stop_at)
     finish(self, error{});
   if (st.ended) self->quit();
 }
@@ -339,27 +165,18 @@ subscription_reader_actor::behavior_type subscription_reader(reader_actor* self,
   st.cfg = cfg;
   st.heartbeat = cfg->start_lsn - 1;
   auto init = [&]() -> error {
-    for (auto& [table, expr] : cfg->opts.where) {  // (validated against the tables at subscribe)
-      auto p = cdc::sql_predicate::compile(table, expr, {});
-      if (!p) return p.err();
-      st.where.emplace(table, std::move(*p));
-    }
-    wal::reader_options ro;
-    // With the look-ahead running (committed-only mode), every record the delivering cursor
-    // reads has been read and checksummed by the look-ahead already: verify once. The
-    // look-ahead itself always verifies: a damaged COMMIT misread as ROLLBACK would make the
-    // delivering cursor skip a committed transaction.
-    wal::reader_options main_ro = ro;
-    main_ro.verify_checksums = cfg->opts.include_uncommitted;
-    auto m = wal::reader::open(cfg->wal_dir, main_ro);
-    if (!m) return m.err();
-    st.main = std::move(*m);
-    if (auto e = st.main->seek(cfg->start_lsn)) return e;
-    auto a = wal::reader::open(cfg->wal_dir, ro);
-    if (!a) return a.err();
-    st.ahead = std::move(*a);
-    // The look-ahead starts at the transaction boundary at or before the start.
-    if (auto e = st.ahead->seek(cfg->start_lsn)) return e;
+    cdc::cursor_options co;
+    co.start_lsn = cfg->start_lsn;
+    co.include_uncommitted = cfg->opts.include_uncommitted;
+    co.include_transaction_control = cfg->opts.include_transaction_control;
+    co.filter = cfg->opts.filter;
+    co.columns = cfg->opts.columns;
+    co.row_filters = cfg->opts.row_filters;
+    co.where = cfg->opts.where;  // (validated against the tables at subscribe)
+    auto c = cdc::cursor::open(cfg->wal_dir, std::move(co));
+    if (!c) return c.err();
+    st.cur = std::move(*c);
+    st.cur->set_limit(0);  // nothing before the writer's first tail notification
     st.durable = 0;
     return {};
   };

@@ -1,5 +1,5 @@
 // The subscription reader actor: one per subscription. It reads the WAL segments itself (its
-// own wal::reader, never the writer's memory), only up to the durable tail, filters, and
+// own cdc::cursor, wal/cursor.hpp: never the writer's memory), only up to the durable tail, filters, and
 // pushes batches to its consumer under a count-bounded credit window.
 //
 // Protocol: subscription_reader_actor and consumer_actor (actors/protocol.hpp, which documents

@@ -143,8 +143,7 @@ subscription_status subscription::status() const {
   }
   if (p_->db) {  // lag as a slot's: what it would still receive, and how old the oldest of it is
     uint64_t durable = p_->db->durable_lsn();
-    auto p = actors::pending_for(p_->db->wal_dir(), st.current_lsn, durable,
-                                 [&](const entry_view& e) { return p_->filter.matches(e); });
+    auto p = actors::pending_for(p_->db->wal_dir(), st.current_lsn, durable, p_->filter);
     st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
     st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
   }

@@ -371,8 +371,7 @@ stream_status cdc_stream::status() const {
   // Lag as the consumer sees it: entries it would still receive, and the age of the oldest
   // commit among them (growing while paused or stalled); the WAL is read outside the lock.
   uint64_t durable = s_->cdc.db().durable_lsn();
-  auto p = actors::pending_for(s_->cdc.db().wal_dir(), st.current_lsn, durable,
-                               [&](const entry_view& e) { return s_->opts.filter.matches(e); });
+  auto p = actors::pending_for(s_->cdc.db().wal_dir(), st.current_lsn, durable, s_->opts.filter);
   st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
   st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
   return st;

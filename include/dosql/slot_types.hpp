@@ -8,13 +8,16 @@
 #include <vector>
 
 #include <dosql/entry.hpp>
+#include <dosql/filter.hpp>
 
 namespace dosql::cdc {
 
-/// The serialisable part of a filter that a slot remembers.
+/// The serialisable part of a filter that a slot remembers; it filters as cdc::filter (the one
+/// filter, wal/filter.hpp) with these tables and operations.
 struct slot_filter {
   std::vector<std::string> tables;
   std::vector<op_type> operations;
+  cdc::filter to_filter() const { return cdc::filter{tables, operations, {}, {}}; }
 };
 
 struct slot_info {

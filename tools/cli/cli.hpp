@@ -9,11 +9,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <dosql/filter.hpp>
 #include <dosql/json.hpp>
 #include <dosql/value.hpp>
 #include "wal/entry.hpp"
@@ -54,11 +56,12 @@ struct tail_options {
   bool from_oldest = false;       ///< --from oldest: from the oldest retained entry
   std::vector<std::string> tables;
   std::vector<op_type> ops;       ///< insert, update, del
+  std::map<std::string, std::string> where;  ///< --where TABLE:EXPR (a SQL row predicate per table)
   bool tx = false;
   tail_format format = tail_format::json;
   bool follow = false;
   uint32_t poll_ms = 50;
-  size_t max_buffer_bytes = 64 << 20;  ///< beyond this a transaction is re-read at COMMIT
+  size_t max_buffer_bytes = 64 << 20;  ///< (accepted for old scripts; delivery buffers nothing)
   std::optional<std::string> slot;     ///< consume this slot: start after its ack, ack what was printed
   bool lossless_text = false;          ///< TEXT that is not valid UTF-8 as {"$text_base64": ...}
 };
@@ -117,10 +120,6 @@ std::string display(const value& v);
 /// An aligned text table: header, separator, rows (numbers right-aligned).
 std::string render_table(const std::vector<std::string>& columns, const std::vector<std::vector<value>>& rows);
 
-/// The last LSN a reader may deliver: a live owner's published durable LSN (wal/DURABLE),
-/// so that nothing a power loss could take back is shown; UINT64_MAX when none is published.
-uint64_t readable_limit(const std::string& wal_dir);
-
 /// DIR/wal, after checking that it exists (IO_ERROR otherwise).
 result<std::string> wal_dir_of(const std::string& dir);
 
@@ -158,5 +157,26 @@ result<std::string> render_change(tail_format f, const entry_view& e, uint64_t t
 /// A BEGIN or COMMIT event line; `tables` (name, count) for Debezium's END event.
 std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
                       const std::vector<std::pair<std::string, uint64_t>>& tables);
+
+/// The event lines of what a cdc::cursor hands out (`dosql tail`, `dosql serve`): it keeps the
+/// per-transaction counts that Debezium's transaction fields and END event carry.
+class event_renderer {
+ public:
+  event_renderer(tail_format f, bool tx, json_options jo) : f_(f), tx_(tx), jo_(jo) {}
+  /// The line for a BEGIN, a row change or SCHEMA entry, or a COMMIT (no newline); empty: none
+  /// (a COMMIT after no event of its transaction, as when resumed inside it past every change).
+  result<std::string> render(const entry_view& e);
+
+ private:
+  tail_format f_;
+  bool tx_;
+  json_options jo_;
+  uint64_t printed_ = 0;  // events of the current transaction
+  std::vector<std::pair<std::string, uint64_t>> tables_;  // its tables, in order, with counts
+};
+
+/// The cursor options of `dosql tail` and `dosql serve` for a format: SCHEMA entries exist
+/// only in the json format (the others have no event for them).
+void exclude_schema_unless_json(tail_format f, cdc::filter& filter);
 
 }  // namespace dosql::cli

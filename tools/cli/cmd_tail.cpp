@@ -1,9 +1,9 @@
-// `dosql tail DIR`: committed change events, one per line (the tailer in tailer.hpp decides what
-// is committed and renders it).
+// `dosql tail DIR`: committed change events, one per line (the delivery engine, cdc::cursor in
+// wal/cursor.hpp, decides what is committed and passes; event_renderer renders it).
 //
 // Without --slot it reads the WAL files without the lock, beside a running owner. With --slot it
 // is that slot's consumer: it opens the database (taking the lock), starts after the slot's
-// acknowledged LSN, and acknowledges (forward only) the tailer's settled LSN after each flush of
+// acknowledged LSN, and acknowledges (forward only) the cursor's settled LSN after each flush of
 // stdout and at exit (also on SIGINT/SIGTERM). Delivery is at-least-once: a tail killed between a
 // flush and its acknowledgement prints those events again on the next run.
 #include <atomic>
@@ -14,8 +14,8 @@
 #include <dosql/database.hpp>
 #include <dosql/slots.hpp>
 #include "tools/cli/cli.hpp"
-#include "tools/cli/tailer.hpp"
-#include "wal/reader.hpp"
+#include "wal/cursor.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::cli {
 namespace {
@@ -32,7 +32,7 @@ void catch_stop_signals() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// Writes what the tailer rendered; false if stdout refused it.
+// Writes what was rendered; false if stdout refused it.
 bool flush(std::string& out) {
   bool ok = true;
   if (!out.empty()) ok = std::fwrite(out.data(), 1, out.size(), stdout) == out.size();
@@ -40,58 +40,80 @@ bool flush(std::string& out) {
   return std::fflush(stdout) == 0 && ok;
 }
 
-tailer_options tailer_options_of(const tail_options& o) {
-  tailer_options t;
-  t.format = o.format;
-  t.json.lossless_text = o.lossless_text;
-  t.tx = o.tx;
-  t.filters.push_back(event_filter{o.tables, o.ops});
-  t.max_buffer_bytes = o.max_buffer_bytes;
-  return t;
+// What tail delivers, after `from`: its tables and operations, BEGIN/COMMIT with --tx.
+cdc::cursor_options cursor_options_of(const tail_options& o, uint64_t from) {
+  cdc::cursor_options c;
+  c.start_lsn = from + 1;
+  c.include_transaction_control = o.tx;
+  c.filter.tables = o.tables;
+  c.filter.operations = o.ops;
+  exclude_schema_unless_json(o.format, c.filter);
+  c.where = o.where;
+  return c;
 }
 
-// Feeds `rd` to `t` until the tail (then polls with --follow, calling `refresh` to move the
-// reader's limit) or a stop signal. `flushed` runs after each successful flush of stdout.
-error pump(const tail_options& o, wal::reader& rd, tailer& t, std::string& out, const std::function<void()>& refresh,
+// --where: every expression compiles against its table's current columns (an error naming it
+// now, never at the first event). `columns_of` gives a table's columns (nullopt: no such table).
+error check_where(const tail_options& o, const cdc::columns_lookup& columns_of) {
+  if (o.where.empty()) return {};
+  cdc::filter_spec spec;
+  spec.where = o.where;
+  auto compiled = cdc::compile_where(spec, columns_of);
+  if (!compiled) return error(compiled.err().code(), "--where: " + compiled.err().message());
+  return {};
+}
+
+// A table's columns from the data directory's SQLite file, opened read-only (beside an owner).
+std::optional<std::vector<std::string>> sqlite_columns(const std::string& dir, const std::string& table) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2((dir + "/db.sqlite").c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close);
+  if (rc != SQLITE_OK) return std::nullopt;
+  auto st = detail::prepare(db.get(), "SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
+  if (!st) return std::nullopt;  // no such table (or view)
+  std::vector<std::string> cols;
+  for (int i = 0; i < sqlite3_column_count(st->get()); ++i) cols.push_back(sqlite3_column_name(st->get(), i));
+  return cols;
+}
+
+// Prints what `c` delivers until the tail (then polls with --follow, calling `refresh` to move
+// the cursor's limit) or a stop signal. `flushed` runs after each successful flush of stdout.
+error pump(const tail_options& o, cdc::cursor& c, const std::function<void()>& refresh,
            const std::function<error()>& flushed) {
+  std::string out;
   auto flush_now = [&]() -> error {
     if (!flush(out)) return error(ec::io_error, "cannot write to stdout");
     return flushed();
   };
+  event_renderer r(o.format, o.tx, json_options{.lossless_text = o.lossless_text});
   entry_view e;
   while (!g_stop.load()) {
-    auto st = rd.next(e);
-    if (st == wal::reader::status::error) {
+    auto st = c.next(e);
+    if (st == cdc::cursor::status::error) {
       (void)flush_now();
-      return rd.last_error();
+      return c.last_error();
     }
-    if (st == wal::reader::status::tail) {
+    if (st == cdc::cursor::status::more) continue;
+    if (st == cdc::cursor::status::tail) {
       if (auto err = flush_now()) return err;
       if (!o.follow) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(o.poll_ms));
       refresh();
       continue;
     }
-    error err = t.on_entry(e);
-    while (!err && t.replaying()) {  // a spilled transaction: flush as it is read again
-      err = t.replay(4096);
-      if (!err && out.size() >= (64 << 10)) err = flush_now();
-    }
-    if (err) {
+    auto line = r.render(e);
+    if (!line) {
       (void)flush_now();
-      return err;
+      return line.err();
+    }
+    if (!line->empty()) {
+      out += *line;
+      out += '\n';
     }
     if (out.size() >= (64 << 10))
       if (auto ferr = flush_now()) return ferr;
   }
   return flush_now();
-}
-
-auto line_sink(std::string& out) {
-  return [&out](uint64_t, std::string line) {
-    out += line;
-    out += '\n';
-  };
 }
 
 // `tail --slot NAME`: the slot's consumer, holding the directory's lock.
@@ -112,21 +134,28 @@ int run_tail_slot(const tail_options& o) {
       rc = fail(slot.err());
     } else if (slot->invalidated) {
       rc = fail(error(ec::lsn_not_found, "replication slot '" + slot->name + "' is invalidated: " + slot->invalid_reason));
+    } else if (auto we = check_where(o, [&](const std::string& table) -> std::optional<std::vector<std::string>> {
+                 auto cols = (*db)->query("SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
+                 if (!cols) return std::nullopt;  // no such table (or view)
+                 return cols->columns;
+               })) {
+      (void)fail(we);
+      rc = 2;  // a usage error, as for the read-only tail
     } else {
       catch_stop_signals();
       uint64_t acked = slot->acked_lsn;
-      auto t_opts = tailer_options_of(o);
-      t_opts.filters.push_back(event_filter{slot->filter.tables, slot->filter.operations});
-      std::string out;
-      tailer t(std::move(t_opts), (*db)->wal_dir(), line_sink(out), acked);
-      auto r = wal::reader::open((*db)->wal_dir());
-      error err = r ? (*r)->seek(acked + 1) : r.err();
-      if (!err) {
-        auto& rd = **r;
-        rd.set_limit((*db)->durable_lsn());  // the tail present now (we hold the lock)
-        err = pump(o, rd, t, out, [&] { rd.set_limit((*db)->durable_lsn()); },
+      auto co = cursor_options_of(o, acked);
+      // The slot's own filter too: an entry passes both.
+      co.filter.predicate = [slot_filter = slot->filter.to_filter(), also = std::move(co.filter.predicate)](
+                                const entry_view& e) { return slot_filter.matches(e) && (!also || also(e)); };
+      auto c = cdc::cursor::open((*db)->wal_dir(), std::move(co));
+      error err = c ? error{} : c.err();
+      if (c) {
+        auto& cur = **c;
+        cur.set_limit((*db)->durable_lsn());  // the tail present now (we hold the lock)
+        err = pump(o, cur, [&] { cur.set_limit((*db)->durable_lsn()); },
                    [&]() -> error {
-                     uint64_t lsn = t.settled_lsn();
+                     uint64_t lsn = cur.settled_lsn();
                      if (lsn <= acked) return {};
                      if (auto e = slots->update_slot(*o.slot, lsn)) return e;
                      acked = lsn;
@@ -150,27 +179,25 @@ int run_tail(const tail_options& o) {
   // --follow, the published LSN read now is where it stops. The reader itself judges the
   // records up to there, so damage below that LSN is an error naming segment, offset and LSN
   // (a cap from a separate scan would stop silently in front of it).
-  uint64_t stop_at = readable_limit(*wd);
+  if (auto e = check_where(o, [&](const std::string& t) { return sqlite_columns(o.dir, t); })) return fail(e), 2;
+  uint64_t stop_at = cdc::durable_limit(*wd);
   auto st = scan_wal(*wd);
   if (!st) return fail(st.err());
   uint64_t from = o.from.value_or(0);
   // An LSN that does not exist yet is an error, not a wait.
-  if (auto e = check_lsn_not_beyond(from, std::min(readable_limit(*wd), st->last_lsn), "--from")) return fail(e);
-  auto r = wal::reader::open(*wd);
-  if (!r) return fail(r.err());
-  auto& rd = **r;
-  if (o.from_oldest) {
-    from = st->oldest_lsn ? st->oldest_lsn - 1 : 0;  // the reader starts there
-  } else if (auto e = st->segments.empty() ? error{} : rd.seek(from + 1)) {
+  if (auto e = check_lsn_not_beyond(from, std::min(stop_at, st->last_lsn), "--from")) return fail(e);
+  if (o.from_oldest) from = st->oldest_lsn ? st->oldest_lsn - 1 : 0;
+  auto c = cdc::cursor::open(*wd, cursor_options_of(o, from));
+  if (!c) {
+    auto e = c.err();
     if (e.code() == ec::lsn_not_found)
       e = error(e.code(), e.message() + "; use --from oldest to start at the oldest retained entry, skipping the rest");
     return fail(e);
   }
-  rd.set_limit(stop_at);
+  auto& cur = **c;
+  cur.set_limit(stop_at);
   if (o.follow) catch_stop_signals();
-  std::string out;
-  tailer t(tailer_options_of(o), *wd, line_sink(out), from);
-  if (auto err = pump(o, rd, t, out, [&] { rd.set_limit(readable_limit(*wd)); }, [] { return error{}; }))
+  if (auto err = pump(o, cur, [&] { cur.set_limit(cdc::durable_limit(*wd)); }, [] { return error{}; }))
     return fail(err);
   return 0;
 }

@@ -1,6 +1,7 @@
 // Change-event lines of `dosql tail` and `dosql serve`: the guide's structured change event
 // (json: cdc::to_json, the one renderer of that shape), PostgreSQL wal2json format-version 2,
 // and the Debezium envelope.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -132,6 +133,36 @@ std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
     }
   }
   return std::string();
+}
+
+result<std::string> event_renderer::render(const entry_view& e) {
+  if (e.op == op_type::begin) {
+    printed_ = 0;
+    tables_.clear();
+    return render_tx(f_, e, 0, {});
+  }
+  if (e.op == op_type::commit || e.op == op_type::rollback) {
+    std::string line = printed_ ? render_tx(f_, e, printed_, tables_) : std::string();
+    printed_ = 0;
+    tables_.clear();
+    return line;
+  }
+  uint64_t table_order = 0;
+  if (tx_) {
+    auto it = std::find_if(tables_.begin(), tables_.end(), [&](auto& t) { return t.first == e.table; });
+    if (it == tables_.end()) it = tables_.insert(tables_.end(), {std::string(e.table), 0});
+    table_order = ++it->second;
+  }
+  auto line = render_change(f_, e, tx_ ? printed_ + 1 : 0, table_order, jo_);
+  if (line && !line->empty()) ++printed_;
+  return line;
+}
+
+void exclude_schema_unless_json(tail_format f, cdc::filter& filter) {
+  if (f == tail_format::json) return;
+  filter.predicate = [also = std::move(filter.predicate)](const entry_view& e) {
+    return e.op != op_type::schema && (!also || also(e));
+  };
 }
 
 }  // namespace dosql::cli

@@ -105,6 +105,12 @@ int main(int argc, char** argv) {
   tail->add_option("--op", ops, "Only these operations: insert, update, delete (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->check(CLI::IsMember({"insert", "update", "delete"}, CLI::ignore_case));
+  std::vector<std::string> wheres;
+  tail->add_option("--where", wheres,
+                   "TABLE:EXPR -- only rows of TABLE for which the SQL expression EXPR over its columns is true "
+                   "(repeatable, one per table; e.g. \"orders:status = 'shipped' AND total > 100\"). An update "
+                   "into the set prints as an insert, one out of it as a delete. An invalid expression exits 2")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tail->add_flag("--tx", to.tx, "Also print transaction begin/commit events");
   std::string format = "json";
   tail->add_option("--format", format, "Event format: json (the guide's change event), wal2json (format-version 2), "
@@ -289,6 +295,19 @@ int main(int argc, char** argv) {
     for (auto& op : ops) {
       auto t = dosql::parse_op(op);
       if (t) to.ops.push_back(*t);
+    }
+    for (auto& w : wheres) {
+      auto colon = w.find(':');
+      if (colon == std::string::npos || colon == 0 || w.find_first_not_of(" \t", colon + 1) == std::string::npos) {
+        fail("--where: '" + w + "' is not TABLE:EXPR (a table name, a colon, a SQL expression)");
+        return 2;
+      }
+      auto table = w.substr(0, colon);
+      if (to.where.count(table)) {
+        fail("--where: table '" + table + "' is given twice (combine the expressions with AND)");
+        return 2;
+      }
+      to.where[table] = w.substr(colon + 1);
     }
     return run_tail(to);
   }

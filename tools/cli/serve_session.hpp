@@ -4,15 +4,14 @@
 // Beast's composed operations cost ~35 s of -O2 each); serve.cpp accepts and starts them.
 //
 // Each connection's handlers run on its own strand, so its state needs no lock; /metrics reads
-// the subscriptions' atomics. A subscription reads the WAL files with its own wal::reader and
-// tailer (committed transactions only), without the directory's lock, polling at the tail.
-// Backpressure and memory: a connection's outgoing queue is bounded in bytes (max_queue_bytes,
-// exceeded by at most one held transaction's events, which the tailer holds up to half of it, or
-// one replay step of a few entries); while it is full the connection stops reading the WAL and
-// closes its reader (buffer and file), reopening it at the same LSN once the queue has drained to
-// half. The readers' buffers are small (reader_buffer_bytes; a larger record grows one). So a
-// stalled connection holds about max_queue_bytes * 1.5 plus Beast's few KiB, an idle one a
-// reader buffer. With a window, events are written only while fewer than `window` await an ack;
+// the subscriptions' atomics. A subscription reads the WAL files with its own cdc::cursor (the
+// delivery engine, wal/cursor.hpp: committed transactions only, nothing buffered), without the
+// directory's lock, polling at the tail. Backpressure and memory: a connection's outgoing queue
+// is bounded in bytes (max_queue_bytes, exceeded by at most one event); while it is full the
+// connection stops reading the WAL and releases its cursor's readers (buffers and files), which
+// reopen where they were once the queue has drained to half. The readers' buffers are small
+// (reader_buffer_bytes; a larger record grows one). So a stalled connection holds about
+// max_queue_bytes plus Beast's few KiB, an idle one two reader buffers. With a window, events are written only while fewer than `window` await an ack;
 // an ack beyond the last event sent closes the connection (1008).
 #pragma once
 
@@ -28,8 +27,7 @@
 #include <optional>
 
 #include "tools/cli/serve.hpp"
-#include "tools/cli/tailer.hpp"
-#include "wal/reader.hpp"
+#include "wal/cursor.hpp"
 
 namespace dosql::cli::serve {
 
@@ -48,8 +46,7 @@ using response = http::response<http::string_body>;
 constexpr auto io_timeout = std::chrono::seconds(30);  // TLS handshake, one HTTP request or response
 constexpr uint32_t header_limit = 8 << 10;
 constexpr size_t pump_budget = 4096;  // WAL entries per turn before yielding to other connections
-constexpr size_t reader_buffer_bytes = 16 << 10;  // per wal::reader of a connection
-constexpr size_t replay_step = 8;  // entries of a re-read transaction per step (the queue is checked between)
+constexpr size_t reader_buffer_bytes = 16 << 10;  // per wal::reader of a connection's cursor (it has two)
 constexpr size_t frame_overhead = 64;  // a queued frame's bookkeeping (deque slot, allocation), counted as bytes
 constexpr unsigned http_headroom = 64;  // connections beyond max_connections for /metrics, /healthz, refusals
 
@@ -185,22 +182,16 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     auto m = parse_client_message(beast::buffers_to_string(in_.data()));
     if (!m) return close_now(websocket::close_code::protocol_error, m.err().message());
     if (m->type == client_message::kind::subscribe) {
-      if (tailer_) return close_now(websocket::close_code::protocol_error, "already subscribed");
+      if (cursor_) return close_now(websocket::close_code::protocol_error, "already subscribed");
       return subscribe(m->subscribe);
     }
-    if (!tailer_) return close_now(websocket::close_code::protocol_error, "ack before subscribe");
+    if (!cursor_) return close_now(websocket::close_code::protocol_error, "ack before subscribe");
     if (m->ack_lsn > sent_lsn_)  // acknowledging what it never received would open the window
       return close_now(websocket::close_code::policy_error,
                        "ack for lsn " + std::to_string(m->ack_lsn) + ", which was not sent (the last event sent is lsn " +
                            std::to_string(sent_lsn_) + ")");
     while (!inflight_.empty() && inflight_.front() <= m->ack_lsn) inflight_.pop_front();
     do_write();
-  }
-
-  wal::reader_options reader_opts() const {
-    wal::reader_options ro;
-    ro.buffer_size = reader_buffer_bytes;
-    return ro;
   }
 
   // The token's scope applied to a request: no tables asked means every table the token may read.
@@ -228,29 +219,30 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
       return do_write();
     }
     const subscribe_request& r = *sr;
-    auto rd = wal::reader::open(srv_.wal_dir, reader_opts());  // at the oldest retained entry ("from_lsn":"oldest")
     auto now = scan_wal(srv_.wal_dir);
-    error err = !rd ? rd.err() : !now ? now.err() : error{};
+    if (!now) return close_with_error(now.err());
     uint64_t from = r.from_lsn;
-    if (!err && r.from_oldest) from = now->oldest_lsn ? now->oldest_lsn - 1 : 0;
-    if (!err && !r.from_oldest)  // an LSN that does not exist yet, or was compacted away: an error
-      err = check_lsn_not_beyond(from, std::min(readable_limit(srv_.wal_dir), now->last_lsn), "from_lsn");
-    if (!err && !r.from_oldest) err = (*rd)->seek(from + 1);
-    if (err) return close_with_error(err);
-    reader_ = std::move(*rd);
-    limit_ = readable_limit(srv_.wal_dir);  // only what the owner made durable
-    reader_->set_limit(limit_);
-    tailer_options t;
-    t.format = r.format;
-    t.json.lossless_text = r.lossless_text;
-    t.tx = r.include_transactions;
-    t.filters.push_back(event_filter{r.tables, r.operations});
-    t.max_buffer_bytes = srv_.o.max_queue_bytes / 2;  // a larger transaction is re-read at its COMMIT
-    t.reader_buffer_bytes = reader_buffer_bytes;
-    t.columns = scope_.columns;
-    tailer_ = std::make_unique<tailer>(
-        std::move(t), srv_.wal_dir, [this](uint64_t lsn, std::string text) { enqueue({std::move(text), lsn, true}); },
-        from);
+    if (r.from_oldest) {
+      from = now->oldest_lsn ? now->oldest_lsn - 1 : 0;
+    } else if (auto err = check_lsn_not_beyond(from, std::min(cdc::durable_limit(srv_.wal_dir), now->last_lsn),
+                                               "from_lsn")) {  // an LSN that does not exist yet: an error
+      return close_with_error(err);
+    }
+    cdc::cursor_options co;
+    co.start_lsn = from + 1;
+    co.include_transaction_control = r.include_transactions;
+    co.filter.tables = r.tables;
+    co.filter.operations = r.operations;
+    exclude_schema_unless_json(r.format, co.filter);
+    co.columns = scope_.columns;
+    co.reader_buffer_bytes = reader_buffer_bytes;
+    co.step = pump_budget;
+    auto c = cdc::cursor::open(srv_.wal_dir, std::move(co));  // LSN_NOT_FOUND if compacted away
+    if (!c) return close_with_error(c.err());
+    cursor_ = std::move(*c);
+    limit_ = cdc::durable_limit(srv_.wal_dir);  // only what the owner made durable
+    cursor_->set_limit(limit_);
+    renderer_.emplace(r.format, r.include_transactions, json_options{.lossless_text = r.lossless_text});
     window_ = r.window;
     stats_ = srv_.reg.add_subscription(cdc::slot_filter{r.tables, r.operations});
     stats_->position = from;
@@ -270,69 +262,46 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     out_.push_back(std::move(f));
   }
 
-  // Paused (the queue is full): the reader's buffer and file are released until it drains.
-  void release_reader() {
-    if (!reader_ || !tailer_) return;
-    resume_lsn_ = reader_->next_lsn();
-    reader_.reset();
-  }
-
-  error reopen_reader() {
-    auto rd = wal::reader::open(srv_.wal_dir, reader_opts());
-    error err = !rd ? rd.err() : (*rd)->seek(resume_lsn_);
-    if (err) return err;
-    reader_ = std::move(*rd);
-    reader_->set_limit(limit_);
-    resume_lsn_ = 0;
-    return {};
-  }
-
   // Reads the WAL into the queue until the tail (then polls), a full queue (resumed by on_write)
   // or the turn's budget (then yields).
   void pump() {
     // (a timer that had already fired, or a post, may still run after a close)
-    if (closing_ || finished_ || close_after_drain_ || !tailer_) return;
-    if (!reader_) {
-      if (!resume_lsn_) return;  // closed with an error
-      if (auto err = reopen_reader()) return close_with_error(err);
-    }
+    if (closing_ || finished_ || close_after_drain_ || !cursor_ || failed_) return;
     entry_view e;
     for (size_t n = 0; n < pump_budget; ++n) {
       if (queued_bytes_ >= srv_.o.max_queue_bytes) {
         paused_ = true;
-        release_reader();
+        cursor_->release();  // the readers' buffers and files, until the queue drains
         return do_write();
       }
-      error err;
-      if (tailer_->replaying()) {
-        err = tailer_->replay(replay_step);
-      } else {
-        auto st = reader_->next(e);
-        if (st == wal::reader::status::tail) {
-          if (uint64_t lim = readable_limit(srv_.wal_dir); lim != limit_) {  // the owner synced more
-            reader_->set_limit(limit_ = lim);
-            continue;
-          }
-          do_write();
-          settle();
-          poll_.expires_after(std::chrono::milliseconds(srv_.o.poll_ms));
-          poll_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
-            if (!ec) self->pump();
-          });
-          return;
+      auto st = cursor_->next(e);
+      if (st == cdc::cursor::status::more) break;  // bounded work: yield to other connections
+      if (st == cdc::cursor::status::tail) {
+        if (uint64_t lim = cdc::durable_limit(srv_.wal_dir); lim != limit_) {  // the owner synced more
+          cursor_->set_limit(limit_ = lim);
+          continue;
         }
-        err = st == wal::reader::status::error ? reader_->last_error() : tailer_->on_entry(e);
+        do_write();
+        settle();
+        poll_.expires_after(std::chrono::milliseconds(srv_.o.poll_ms));
+        poll_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+          if (!ec) self->pump();
+        });
+        return;
       }
-      if (err) return close_with_error(err);
+      if (st == cdc::cursor::status::error) return close_with_error(cursor_->last_error());
+      auto line = renderer_->render(e);
+      if (!line) return close_with_error(line.err());
+      if (!line->empty()) enqueue({std::move(*line), e.lsn, true});
     }
     do_write();
     net::post(ex_, [self = this->shared_from_this()] { self->pump(); });
   }
 
-  // With nothing left to write, the position is where the tailer has settled.
+  // With nothing left to write, the position is where the cursor has settled.
   void settle() {
     if (out_.empty() && !writing_ && stats_)
-      stats_->position = std::max(stats_->position.load(), tailer_->settled_lsn());
+      stats_->position = std::max(stats_->position.load(), cursor_->settled_lsn());
   }
 
   void do_write() {
@@ -384,8 +353,8 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     close_after_drain_.emplace(code, err.to_string());
     poll_.cancel();
     paused_ = false;
-    reader_.reset();
-    resume_lsn_ = 0;
+    failed_ = true;
+    if (cursor_) cursor_->release();
     do_write();
   }
 
@@ -420,13 +389,13 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   std::deque<uint64_t> inflight_;  // LSNs of events written and not acknowledged (with a window)
   uint32_t window_ = 0;
   uint64_t sent_lsn_ = 0;  // the highest LSN of an event handed to the WebSocket (acks may not exceed it)
-  std::unique_ptr<wal::reader> reader_;  // null while paused (resume_lsn_ set) or after an error
-  uint64_t resume_lsn_ = 0;  // where a released reader reopens
-  uint64_t limit_ = UINT64_MAX;  // the reader's limit: the owner's published durable LSN
-  std::unique_ptr<tailer> tailer_;
+  std::unique_ptr<cdc::cursor> cursor_;  // its readers released while paused
+  uint64_t limit_ = UINT64_MAX;  // the cursor's limit: the owner's published durable LSN
+  std::optional<event_renderer> renderer_;
   std::shared_ptr<subscription_stats> stats_;
   std::optional<std::pair<websocket::close_code, std::string>> close_after_drain_;
   bool accepted_ = false, writing_ = false, paused_ = false, closing_ = false, finished_ = false;
+  bool failed_ = false;  // closed with an error: the cursor reads no more
 };
 
 // ---- the HTTP session: /healthz, /metrics, the upgrade to /v1/stream --------------------------

@@ -11,6 +11,7 @@
 
 #include "actors/slot_manager.hpp"
 #include "tools/cli/serve.hpp"
+#include "wal/cursor.hpp"
 #include "wal/file.hpp"
 
 namespace dosql::cli::serve {
@@ -426,9 +427,9 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   // Lag as the consumer sees it (as dosql slots list and stream_status): the events it would
   // still receive (its filter, committed transactions, no BEGIN/COMMIT) and the age of the
   // oldest commit among them; both 0 when caught up.
-  const uint64_t readable = std::min(readable_limit(*wd), last);
+  const uint64_t readable = std::min(cdc::durable_limit(*wd), last);
   auto lag_of = [&](uint64_t pos, const cdc::slot_filter& f) {
-    auto p = actors::pending_for(*wd, pos, readable, [&](const entry_view& e) { return actors::slot_matches(f, e); });
+    auto p = actors::pending_for(*wd, pos, readable, f.to_filter());
     return p ? *p : actors::pending_info{readable > pos ? readable - pos : 0, 0};
   };
   auto age = [](const actors::pending_info& p) -> uint64_t {

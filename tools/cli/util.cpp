@@ -5,7 +5,6 @@
 
 #include "tools/cli/cli.hpp"
 #include <dosql/json.hpp>
-#include "wal/durable_mark.hpp"
 #include "wal/file.hpp"
 
 namespace dosql::cli {
@@ -131,12 +130,6 @@ result<std::string> wal_dir_of(const std::string& dir) {
   if (!wal::path_exists(w))
     return error(ec::io_error, dir + " is not a dosql data directory (it has no wal/ directory)");
   return w;
-}
-
-uint64_t readable_limit(const std::string& wal_dir) {
-  auto m = wal::read_durable_mark(wal_dir);
-  if (!m || !*m) return UINT64_MAX;  // nothing published (or unreadable): the files are all there is
-  return **m;
 }
 
 void write_out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
