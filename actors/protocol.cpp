@@ -62,7 +62,7 @@ void register_protocol(caf::actor_system_config& cfg) {
   cfg.add_message_type<batch>("dosql.batch");
   cfg.add_message_type<subscription_end>("dosql.subscription_end");
   cfg.add_message_type<cdc::slot_info>("dosql.slot_info");
-  cfg.add_message_type<cdc::slot_filter>("dosql.slot_filter");
+  cfg.add_message_type<cdc::filter_spec>("dosql.filter_spec");
   cfg.add_message_type<slot_listing>("dosql.slot_listing");
   cfg.add_message_type<compact_report>("dosql.compact_report");
 }

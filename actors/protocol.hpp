@@ -47,20 +47,20 @@
 // The inspect overloads of the shared vocabulary (found by ADL, so in the types' namespaces).
 namespace dosql::cdc {
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, slot_filter& x) {
-  // Operations travel as their bytes (CAF 0.17 reads a vector of enums through an
-  // uninitialised temporary, which g++ warns about).
-  std::vector<uint8_t> ops;
+typename Inspector::result_type inspect(Inspector& f, filter_spec& x) {
+  // The spec travels as its JSON (parse(to_json(f)) == f), the form slots and clients use.
+  std::string json;
   auto save = caf::meta::save_callback([&]() -> caf::error {
-    for (auto o : x.operations) ops.push_back(static_cast<uint8_t>(o));
+    json = to_json(x);
     return caf::none;
   });
   auto load = caf::meta::load_callback([&]() -> caf::error {
-    x.operations.clear();
-    for (auto o : ops) x.operations.push_back(static_cast<op_type>(o));
+    auto p = parse_filter_spec(json);
+    if (!p) return caf::make_error(caf::sec::invalid_argument, p.err().message());
+    x = std::move(*p);
     return caf::none;
   });
-  return f(caf::meta::type_name("dosql.slot_filter"), x.tables, save, ops, load);
+  return f(caf::meta::type_name("dosql.filter_spec"), save, json, load);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, slot_info& x) {

@@ -26,7 +26,9 @@ using detail::string_packer;
 using detail::string_sink;
 
 void pack_slot(string_packer& pk, const cdc::slot_info& s) {
-  pk.pack_array(12);
+  // 12 fields as before, then the whole filter spec as its JSON (files of older dosql versions
+  // have 12: tables and operations only).
+  pk.pack_array(13);
   pk.pack(s.name);
   pk.pack_uint64(s.acked_lsn);
   pk.pack_int64(s.created_at);
@@ -40,6 +42,7 @@ void pack_slot(string_packer& pk, const cdc::slot_info& s) {
   pk.pack_uint64(s.lag_entries);
   pk.pack_uint64(s.lag_bytes);
   pk.pack_int64(s.lag_ms);
+  pk.pack(cdc::to_json(s.filter));
 }
 
 // A failed request's reply: the dosql error, as a caf::error in the dosql category.
@@ -94,7 +97,7 @@ uint64_t retained_bytes(const slot_host& db, uint64_t acked) {
 // transactions only, no BEGIN/COMMIT), and the age of the oldest commit among them.
 void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
   uint64_t tail = st.db->durable_lsn();
-  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, s.filter.to_filter());
+  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, cdc::to_filter(s.filter));
   if (!p) spdlog::warn("dosql {}: slot '{}': lag: {}", st.db->dir, s.name, p.err().to_string());
   s.lag_entries = p ? p->entries : 0;
   s.lag_bytes = tail > s.acked_lsn ? retained_bytes(*st.db, s.acked_lsn) : 0;
@@ -399,7 +402,7 @@ std::string encode_slot(const cdc::slot_info& s) {
 
 bool decode_slot(const msgpack::object& o, cdc::slot_info& s) {
   try {
-    if (o.type != msgpack::type::ARRAY || o.via.array.size != 12) return false;
+    if (o.type != msgpack::type::ARRAY || (o.via.array.size != 12 && o.via.array.size != 13)) return false;
     auto* f = o.via.array.ptr;
     s.name = f[0].as<std::string>();
     s.acked_lsn = f[1].as<uint64_t>();
@@ -417,6 +420,11 @@ bool decode_slot(const msgpack::object& o, cdc::slot_info& s) {
     s.lag_entries = f[9].as<uint64_t>();
     s.lag_bytes = f[10].as<uint64_t>();
     s.lag_ms = f[11].as<int64_t>();
+    if (o.via.array.size == 13) {  // the whole spec (tables and operations included)
+      auto spec = cdc::parse_filter_spec(f[12].as<std::string>(), "slot '" + s.name + "' filter");
+      if (!spec) return false;
+      s.filter = std::move(*spec);
+    }
     return true;
   } catch (const std::exception&) {
     return false;

@@ -395,19 +395,23 @@ result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cd
       return e;
     }
   }
-  if (!opts.where.empty()) {  // an invalid row filter is an error now, not at the first event
-    filter_spec spec;
-    spec.where = opts.where;
-    auto compiled = compile_where(spec, [&](const std::string& table) -> std::optional<std::vector<std::string>> {
-      auto cols = cdc.db().query("SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
-      if (!cols) return std::nullopt;  // no such table (or view)
-      return cols->columns;
-    });
-    if (!compiled) return compiled.err();
-  }
+  // An invalid row filter is an error now, not at the first event.
+  if (auto e = check_where(cdc.db(), opts.where)) return e;
   cfg->start_lsn = from + 1;
   cfg->opts = std::move(opts);
   return cfg;
+}
+
+error check_where(database& db, const std::map<std::string, std::string>& where) {
+  if (where.empty()) return {};
+  filter_spec spec;
+  spec.where = where;
+  auto compiled = compile_where(spec, [&](const std::string& table) -> std::optional<std::vector<std::string>> {
+    auto cols = db.query("SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
+    if (!cols) return std::nullopt;  // no such table (or view)
+    return cols->columns;
+  });
+  return compiled ? error{} : compiled.err();
 }
 
 result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options opts) {

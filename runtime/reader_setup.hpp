@@ -13,6 +13,10 @@ namespace dosql::cdc {
 
 /// The reader configuration for a subscription (start position, LSN_NOT_FOUND
 /// check); shared by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
+/// Every `where` expression compiles against its table's current columns: INVALID_ARGUMENT
+/// naming the table and the expression otherwise (subscribe, create_slot).
+error check_where(database& db, const std::map<std::string, std::string>& where);
+
 result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
 
 }  // namespace dosql::cdc

@@ -7,6 +7,7 @@
 #include "actors/errors.hpp"
 #include "actors/slot_manager.hpp"
 #include "wal/sqlite_util.hpp"
+#include "runtime/reader_setup.hpp"
 
 namespace dosql::cdc {
 
@@ -53,6 +54,9 @@ slot_manager::~slot_manager() {
 }
 
 result<slot_info> slot_manager::create_slot(const std::string& name, create_slot_options opts, slot_snapshot* snapshot) {
+  // The slot's row filters are checked now, not when its consumer first subscribes.
+  if (auto e = check_where(*p_->db, opts.filter.where))
+    return error(e.code(), "slot '" + name + "' filter: " + e.message());
   if (!opts.snapshot) {
     uint64_t start = opts.start_lsn == UINT64_MAX ? p_->db->durable_lsn() : opts.start_lsn;
     return p_->call<slot_info>(actors::slot_create_atom::value, name, start, opts.filter);
@@ -116,6 +120,12 @@ result<std::unique_ptr<subscription>> slot_manager::subscribe_from_slot(const st
   extra.heartbeats = true;  // a filtered consumer learns its position past other tables' changes
   extra.filter.tables = s->filter.tables;
   extra.filter.operations = s->filter.operations;
+  extra.filter.txn_ids = s->filter.txn_ids;
+  for (auto& [t, m] : s->filter.columns) extra.columns.emplace(t, m);
+  for (auto& [t, expr] : s->filter.where) {
+    auto [it, fresh] = extra.where.emplace(t, expr);
+    if (!fresh) it->second = "(" + expr + ") AND (" + it->second + ")";
+  }
   return cdc_handle(p_->db).subscribe(std::move(extra));
 }
 

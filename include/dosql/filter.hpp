@@ -64,6 +64,10 @@ struct filter_spec {
   bool operator==(const filter_spec&) const = default;
 };
 
+/// The spec's entry filter (tables, operations, txn ids); its columns and where are applied by
+/// a subscription's column masks and row filters.
+inline filter to_filter(const filter_spec& f) { return filter{f.tables, f.operations, f.txn_ids, {}}; }
+
 std::string to_json(const filter_spec& f);
 /// `what` names the spec in errors ("filter", "slot 's' filter", "--where").
 result<filter_spec> parse_filter_spec(std::string_view json, std::string_view what = "filter");

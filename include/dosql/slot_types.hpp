@@ -12,13 +12,10 @@
 
 namespace dosql::cdc {
 
-/// The serialisable part of a filter that a slot remembers; it filters as cdc::filter (the one
-/// filter, wal/filter.hpp) with these tables and operations.
-struct slot_filter {
-  std::vector<std::string> tables;
-  std::vector<op_type> operations;
-  cdc::filter to_filter() const { return cdc::filter{tables, operations, {}, {}}; }
-};
+/// What a slot remembers of its consumer's filter: the whole filter spec (tables, operations,
+/// txn ids, column masks, SQL row filters), persisted in the slot file and applied by
+/// subscribe_from_slot and `dosql tail --slot`.
+using slot_filter = filter_spec;
 
 struct slot_info {
   std::string name;

@@ -1446,3 +1446,26 @@ TEST_CASE("disk full, for real (a tmpfs): a durable commit is never reported fai
   CHECK(has(rd("ro.slots.out"), "reader"));
   CHECK(rd("ro.after") == rd("ro.before"));
 }
+
+TEST_CASE("slots create --op --where: the slot keeps them, tail --slot applies them; an invalid one exits 2",
+          "[cli][slot][where]") {
+  test::temp_dir d;
+  const std::string dir = q(d.path());
+  CHECK_OK(dosql_run("sql " + dir + " -e " + q("CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL)")));
+  auto bad = dosql_run("slots " + dir + " create s --where " + q("orders:nope > 1"));
+  CHECK(bad.code == 2);
+  CHECK(has(bad.err, "--where"));
+  CHECK(has(bad.err, "nope"));
+  CHECK(bad.out.empty());
+  CHECK(dosql_run("slots " + dir + " create s --where " + q("orders")).code == 2);
+  CHECK(dosql_run("slots " + dir + " list --json").out.empty());  // nothing was created
+  CHECK_OK(dosql_run("slots " + dir + " create s --op insert --where " + q("orders:total > 100")));
+  CHECK_OK(dosql_run("sql " + dir + " -e " + q("INSERT INTO orders VALUES(1, 50); INSERT INTO orders VALUES(2, 500); "
+                                                "UPDATE orders SET total = 600 WHERE id = 2")));
+  auto r = dosql_run("tail " + dir + " --slot s");
+  CHECK_OK(r);
+  auto ls = lines(r.out);
+  REQUIRE(ls.size() == 1);  // row 2's insert; row 1 fails the filter; the update is not an insert
+  CHECK(has(ls[0], "\"type\":\"insert\""));
+  CHECK(has(ls[0], "\"total\":500"));
+}

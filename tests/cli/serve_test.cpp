@@ -546,6 +546,11 @@ TEST_CASE("serve: malformed, unexpected and oversized client messages close the 
   expect_close({R"({"type":"subscribe","fromLsn":0})"}, 1002, "unknown field \"fromLsn\"");
   expect_close({R"({"type":"ack","lsn":1})"}, 1002, "ack before subscribe");
   expect_close({sub, sub}, 1002, "already subscribed");
+  expect_close({R"({"type":"subscribe","where":"id > 1"})"}, 1002, "where must be an object");
+  expect_close({R"({"type":"subscribe","where":{"t":3}})"}, 1002, "where.t");
+  // A row filter that does not compile against the table, or names none: refused at subscribe.
+  expect_close({R"({"type":"subscribe","where":{"t":"no_such_column = 1"}})"}, 1002, "no_such_column");
+  expect_close({R"({"type":"subscribe","where":{"nope":"id = 1"}})"}, 1002, "nope");
   expect_close({sub, R"({"type":"ack"})"}, 1002, "lsn");
   expect_close({std::string(2000, ' ') + sub}, 1009, "");  // over --max-message-bytes
   {
@@ -1142,4 +1147,27 @@ TEST_CASE("serve: scoped tokens from a JSON-lines token file: tables, columns, /
   bad_file("{\"tables\":[]}\n", "line 1: \"token\" (a string) is required");
   bad_file("{\"token\":\"x\",\"columns\":{\"a\":{\"only\":[\"id\"]}}}\n", "unknown field \"only\"");
   REQUIRE_FALSE(db->close());
+}
+
+TEST_CASE("serve: a where row filter delivers rows entering and leaving the set", "[serve][where]") {
+  test::db_fixture f;
+  must(f.db->exec("CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL)"));
+  const uint64_t base = f.db->last_lsn();
+  server s(f.d.path(), {"--token", token, "--poll-ms", "5"});
+  plain_client c(s.port(), token);
+  REQUIRE(c.status() == 101);
+  c.subscribe({{"from_lsn", base}, {"where", {{"orders", "total > 100"}}}});
+  must(f.db->exec("INSERT INTO orders VALUES(1, 50)"));
+  must(f.db->exec("INSERT INTO orders VALUES(2, 500)"));
+  must(f.db->exec("UPDATE orders SET total = 150 WHERE id = 1"));
+  must(f.db->exec("UPDATE orders SET total = 10 WHERE id = 2"));
+  auto ev = recv_events(c, 3);
+  CHECK(ev[0]["type"] == "insert");
+  CHECK(ev[0]["data"]["id"] == 2);
+  CHECK(ev[1]["type"] == "insert");  // row 1 entered the set
+  CHECK(ev[1]["origin"] == "entered");
+  CHECK(ev[1]["data"]["id"] == 1);
+  CHECK(ev[2]["type"] == "delete");  // row 2 left it
+  CHECK(ev[2]["origin"] == "left");
+  CHECK(ev[2]["oldData"]["id"] == 2);
 }

@@ -80,10 +80,20 @@ struct slots_options {
   std::string name;
   std::optional<uint64_t> from;  ///< create --from (default: the current tail)
   std::vector<std::string> tables;
+  std::vector<op_type> ops;                  ///< create --op
+  std::map<std::string, std::string> where;  ///< create --where TABLE:EXPR
   uint64_t lsn = 0;    ///< ack
   bool json = false;
 };
 int run_slots(const slots_options& o);
+
+/// A table's columns from data directory `dir`'s SQLite file, opened read-only (beside an
+/// owner); nullopt if there is no such table (or view). For checking row filters.
+std::optional<std::vector<std::string>> sqlite_columns(const std::string& dir, const std::string& table);
+
+/// Parses --where TABLE:EXPR arguments (one per table) into `out`; false (the error said on
+/// stderr, naming the argument) if one is malformed or a table is given twice.
+bool parse_where_args(const std::vector<std::string>& args, std::map<std::string, std::string>& out);
 
 struct serve_options {
   std::string dir;

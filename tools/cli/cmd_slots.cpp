@@ -1,7 +1,9 @@
-// `dosql slots DIR list|create NAME [--from LSN] [--table T]...|ack NAME LSN|drop NAME`:
+// `dosql slots DIR list|create NAME [--from LSN] [--table T]... [--op O]... [--where T:EXPR]...|ack NAME LSN|drop NAME`:
 // replication slots, through the database's slot manager (needs the directory's lock).
 #include "cli.hpp"
 #include <dosql/slots.hpp>
+
+#include "runtime/reader_setup.hpp"
 
 namespace dosql::cli {
 
@@ -50,9 +52,16 @@ int run_slots(const slots_options& o) {
       cdc::create_slot_options co;
       if (o.from) co.start_lsn = *o.from;
       co.filter.tables = o.tables;
-      auto s = slots->create_slot(o.name, co);
-      if (!s) rc = fail(s.err());
-      else write_out("created slot " + s->name + " at lsn " + std::to_string(s->acked_lsn) + "\n");
+      co.filter.operations = o.ops;
+      co.filter.where = o.where;
+      if (auto we = cdc::check_where(**db, o.where)) {
+        (void)fail(error(we.code(), "--where: " + we.message()));
+        rc = 2;  // a usage error, as for tail --where
+      } else if (auto s = slots->create_slot(o.name, co); !s) {
+        rc = fail(s.err());
+      } else {
+        write_out("created slot " + s->name + " at lsn " + std::to_string(s->acked_lsn) + "\n");
+      }
     } else if (o.action == "ack") {
       if (auto e = slots->update_slot(o.name, o.lsn)) rc = fail(e);
       else write_out("slot " + o.name + " acknowledged up to lsn " + std::to_string(o.lsn) + "\n");

@@ -63,19 +63,6 @@ error check_where(const tail_options& o, const cdc::columns_lookup& columns_of) 
   return {};
 }
 
-// A table's columns from the data directory's SQLite file, opened read-only (beside an owner).
-std::optional<std::vector<std::string>> sqlite_columns(const std::string& dir, const std::string& table) {
-  sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2((dir + "/db.sqlite").c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
-  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close);
-  if (rc != SQLITE_OK) return std::nullopt;
-  auto st = detail::prepare(db.get(), "SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
-  if (!st) return std::nullopt;  // no such table (or view)
-  std::vector<std::string> cols;
-  for (int i = 0; i < sqlite3_column_count(st->get()); ++i) cols.push_back(sqlite3_column_name(st->get(), i));
-  return cols;
-}
-
 // Prints what `c` delivers until the tail (then polls with --follow, calling `refresh` to move
 // the cursor's limit) or a stop signal. `flushed` runs after each successful flush of stdout.
 error pump(const tail_options& o, cdc::cursor& c, const std::function<void()>& refresh,
@@ -146,8 +133,15 @@ int run_tail_slot(const tail_options& o) {
       uint64_t acked = slot->acked_lsn;
       auto co = cursor_options_of(o, acked);
       // The slot's own filter too: an entry passes both.
-      co.filter.predicate = [slot_filter = slot->filter.to_filter(), also = std::move(co.filter.predicate)](
+      co.filter.predicate = [slot_filter = cdc::to_filter(slot->filter), also = std::move(co.filter.predicate)](
                                 const entry_view& e) { return slot_filter.matches(e) && (!also || also(e)); };
+      // Its column masks, and its row filters (a --where of the same table is ANDed as a C++
+      // row filter would be: both must hold).
+      for (auto& [t, m] : slot->filter.columns) co.columns.emplace(t, m);
+      for (auto& [t, expr] : slot->filter.where) {
+        auto [it, fresh] = co.where.emplace(t, expr);
+        if (!fresh) it->second = "(" + expr + ") AND (" + it->second + ")";
+      }
       auto c = cdc::cursor::open((*db)->wal_dir(), std::move(co));
       error err = c ? error{} : c.err();
       if (c) {

@@ -202,6 +202,15 @@ int main(int argc, char** argv) {
   auto* s_from = s_create->add_option("--from", slot_from, "Start after this LSN (it must exist: not beyond the end "
                                                           "of the WAL, its successors not compacted)");
   s_create->add_option("--table", lo.tables, "Only changes to this table (repeatable)");
+  std::vector<std::string> slot_ops, slot_wheres;
+  s_create->add_option("--op", slot_ops, "Only these operations: insert, update, delete (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check(CLI::IsMember({"insert", "update", "delete"}, CLI::ignore_case));
+  s_create->add_option("--where", slot_wheres,
+                       "TABLE:EXPR -- the slot's consumer sees only rows of TABLE for which the SQL expression is "
+                       "true (repeatable, one per table; as tail --where). Kept in the slot with its tables and "
+                       "operations; checked against the table now: an invalid expression exits 2")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   auto* s_ack = slots->add_subcommand("ack", "Acknowledge everything up to LSN (never moves back)");
   s_ack->add_option("NAME", lo.name, "Slot name")->required();
   s_ack->add_option("LSN", ack_lsn, "Last LSN processed (never beyond the durable end of the WAL)")->required();
@@ -262,6 +271,9 @@ int main(int argc, char** argv) {
   }
   if (slots->parsed()) {
     lo.action = s_list->parsed() ? "list" : s_create->parsed() ? "create" : s_ack->parsed() ? "ack" : "drop";
+    for (auto& op : slot_ops)
+      if (auto t = dosql::parse_op(op)) lo.ops.push_back(*t);
+    if (!parse_where_args(slot_wheres, lo.where)) return 2;
     if (*s_from) {
       auto l = dosql::parse_lsn(slot_from, "--from");
       if (!l) return fail(l.err()), 2;
@@ -296,19 +308,7 @@ int main(int argc, char** argv) {
       auto t = dosql::parse_op(op);
       if (t) to.ops.push_back(*t);
     }
-    for (auto& w : wheres) {
-      auto colon = w.find(':');
-      if (colon == std::string::npos || colon == 0 || w.find_first_not_of(" \t", colon + 1) == std::string::npos) {
-        fail("--where: '" + w + "' is not TABLE:EXPR (a table name, a colon, a SQL expression)");
-        return 2;
-      }
-      auto table = w.substr(0, colon);
-      if (to.where.count(table)) {
-        fail("--where: table '" + table + "' is given twice (combine the expressions with AND)");
-        return 2;
-      }
-      to.where[table] = w.substr(colon + 1);
-    }
+    if (!parse_where_args(wheres, to.where)) return 2;
     return run_tail(to);
   }
   return 2;

@@ -3,7 +3,7 @@
 // live subscriptions and the Prometheus text of GET /metrics.
 //
 // The protocol (WebSocket text frames, JSON):
-//   client -> {"type":"subscribe","from_lsn":N,"tables":[..],"operations":["insert","update","delete"],
+//   client -> {"type":"subscribe","from_lsn":N,"tables":[..],"operations":["insert","update","delete"],"where":{"t":"expr"},
 //              "include_transactions":bool,"format":"json"|"wal2json"|"debezium","window":N}
 //             (every field but "type" optional; once per connection). from_lsn: an LSN (decimal
 //             integer <= the WAL's durable end; 0 = from lsn 1, LSN_NOT_FOUND once compacted) or
@@ -45,6 +45,9 @@ struct subscribe_request {
   bool from_oldest = false;  ///< "from_lsn":"oldest": from the oldest retained entry
   std::vector<std::string> tables;
   std::vector<op_type> operations;
+  /// Per table: a SQL row filter ({"orders":"total > 100"}), as tail --where: checked against
+  /// the table at subscribe time (an invalid one closes with INVALID_ARGUMENT naming it).
+  std::map<std::string, std::string> where;
   bool include_transactions = false;  ///< BEGIN/COMMIT events around delivered changes
   tail_format format = tail_format::json;
   uint32_t window = 0;  ///< events sent and not yet acknowledged, at most (0: no acks needed)

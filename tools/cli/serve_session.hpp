@@ -28,6 +28,7 @@
 
 #include "tools/cli/serve.hpp"
 #include "wal/cursor.hpp"
+#include "wal/sql_predicate.hpp"
 
 namespace dosql::cli::serve {
 
@@ -234,6 +235,13 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     co.filter.tables = r.tables;
     co.filter.operations = r.operations;
     exclude_schema_unless_json(r.format, co.filter);
+    if (!r.where.empty()) {  // checked now against the tables, never at the first event
+      cdc::filter_spec spec;
+      spec.where = r.where;
+      auto compiled = cdc::compile_where(spec, [&](const std::string& t) { return sqlite_columns(srv_.o.dir, t); });
+      if (!compiled) return close_with_error(error(compiled.err().code(), "where: " + compiled.err().message()));
+      co.where = r.where;
+    }
     co.columns = scope_.columns;
     co.reader_buffer_bytes = reader_buffer_bytes;
     co.step = pump_budget;
@@ -244,7 +252,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     cursor_->set_limit(limit_);
     renderer_.emplace(r.format, r.include_transactions, json_options{.lossless_text = r.lossless_text});
     window_ = r.window;
-    stats_ = srv_.reg.add_subscription(cdc::slot_filter{r.tables, r.operations});
+    stats_ = srv_.reg.add_subscription(cdc::slot_filter{r.tables, r.operations, {}, {}, r.where});
     stats_->position = from;
     auto st = scan_wal(srv_.wal_dir);
     enqueue({subscribed_message(stats_->id, r, st ? st->last_lsn : 0), 0, false});
@@ -348,8 +356,11 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   void close_with_error(const error& err) {
     drop_unsent();
     enqueue({error_message(err), 0, false});
-    auto code = err.code() == ec::lsn_not_found ? websocket::close_code::policy_error
-                                                : websocket::close_code::internal_error;
+    // The client asked for something that does not exist or is not valid (a position, a row
+    // filter): 1008 and 1002 as for other refused requests; anything else is the server's.
+    auto code = err.code() == ec::lsn_not_found      ? websocket::close_code::policy_error
+                : err.code() == ec::invalid_argument ? websocket::close_code::protocol_error
+                                                     : websocket::close_code::internal_error;
     close_after_drain_.emplace(code, err.to_string());
     poll_.cancel();
     paused_ = false;

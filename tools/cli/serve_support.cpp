@@ -63,6 +63,13 @@ result<subscribe_request> parse_subscribe(const json& j) {
         if (!op || !is_row_change(*op)) return bad("operations: insert, update or delete, not \"" + s + "\"");
         r.operations.push_back(*op);
       }
+    } else if (k == "where") {
+      if (!v.is_object()) return bad("where must be an object {\"table\": \"SQL expression\"}");
+      for (auto& [t, e] : v.items()) {
+        if (!e.is_string() || e.get_ref<const std::string&>().empty())
+          return bad("where." + t + " must be a SQL expression (a non-empty string)");
+        r.where[t] = e.get<std::string>();
+      }
     } else if (k == "include_transactions") {
       if (!v.is_boolean()) return bad("include_transactions must be true or false");
       r.include_transactions = v.get<bool>();
@@ -429,7 +436,7 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   // oldest commit among them; both 0 when caught up.
   const uint64_t readable = std::min(cdc::durable_limit(*wd), last);
   auto lag_of = [&](uint64_t pos, const cdc::slot_filter& f) {
-    auto p = actors::pending_for(*wd, pos, readable, f.to_filter());
+    auto p = actors::pending_for(*wd, pos, readable, cdc::to_filter(f));
     return p ? *p : actors::pending_info{readable > pos ? readable - pos : 0, 0};
   };
   auto age = [](const actors::pending_info& p) -> uint64_t {

@@ -1,4 +1,6 @@
 // Shared helpers of the dosql CLI: one-line errors, JSON strings, timestamps, text tables.
+#include <sqlite3.h>
+
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -6,6 +8,7 @@
 #include "tools/cli/cli.hpp"
 #include <dosql/json.hpp>
 #include "wal/file.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::cli {
 
@@ -133,5 +136,35 @@ result<std::string> wal_dir_of(const std::string& dir) {
 }
 
 void write_out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+bool parse_where_args(const std::vector<std::string>& args, std::map<std::string, std::string>& out) {
+  for (auto& w : args) {
+    auto colon = w.find(':');
+    if (colon == std::string::npos || colon == 0 || w.find_first_not_of(" \t", colon + 1) == std::string::npos) {
+      fail("--where: '" + w + "' is not TABLE:EXPR (a table name, a colon, a SQL expression)");
+      return false;
+    }
+    auto table = w.substr(0, colon);
+    if (out.count(table)) {
+      fail("--where: table '" + table + "' is given twice (combine the expressions with AND)");
+      return false;
+    }
+    out[table] = w.substr(colon + 1);
+  }
+  return true;
+}
+
+// A table's columns from the data directory's SQLite file, opened read-only (beside an owner).
+std::optional<std::vector<std::string>> sqlite_columns(const std::string& dir, const std::string& table) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2((dir + "/db.sqlite").c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close);
+  if (rc != SQLITE_OK) return std::nullopt;
+  auto st = detail::prepare(db.get(), "SELECT * FROM " + detail::quote_ident(table) + " LIMIT 0");
+  if (!st) return std::nullopt;  // no such table (or view)
+  std::vector<std::string> cols;
+  for (int i = 0; i < sqlite3_column_count(st->get()); ++i) cols.push_back(sqlite3_column_name(st->get(), i));
+  return cols;
+}
 
 }  // namespace dosql::cli
