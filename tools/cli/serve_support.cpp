@@ -440,8 +440,7 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
     return p ? *p : actors::pending_info{readable > pos ? readable - pos : 0, 0};
   };
   auto age = [](const actors::pending_info& p) -> uint64_t {
-    using namespace std::chrono;
-    int64_t now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+    int64_t now = now_ms();  // the one clock reading (dosql/entry.hpp)
     return p.entries && p.oldest_commit_ms ? static_cast<uint64_t>(std::max<int64_t>(0, now - p.oldest_commit_ms)) : 0;
   };
   std::vector<actors::pending_info> sub_lag, slot_lag;
