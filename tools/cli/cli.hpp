@@ -18,6 +18,7 @@
 #include <dosql/filter.hpp>
 #include <dosql/json.hpp>
 #include <dosql/value.hpp>
+#include "wal/cursor.hpp"
 #include "wal/entry.hpp"
 #include <dosql/error.hpp>
 
@@ -185,8 +186,11 @@ class event_renderer {
   std::vector<std::pair<std::string, uint64_t>> tables_;  // its tables, in order, with counts
 };
 
-/// The cursor options of `dosql tail` and `dosql serve` for a format: SCHEMA entries exist
-/// only in the json format (the others have no event for them).
-void exclude_schema_unless_json(tail_format f, cdc::filter& filter);
+/// The cursor options of `dosql tail` and `dosql serve`: after `from`, BEGIN/COMMIT with `tx`,
+/// the tables, operations and row filters asked for; SCHEMA entries only in the json format
+/// (the others have no event for them).
+cdc::cursor_options change_cursor_options(uint64_t from, bool tx, const std::vector<std::string>& tables,
+                                          const std::vector<op_type>& ops, tail_format f,
+                                          const std::map<std::string, std::string>& where);
 
 }  // namespace dosql::cli

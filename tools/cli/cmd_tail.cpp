@@ -40,16 +40,9 @@ bool flush(std::string& out) {
   return std::fflush(stdout) == 0 && ok;
 }
 
-// What tail delivers, after `from`: its tables and operations, BEGIN/COMMIT with --tx.
+// What tail delivers, after `from`: its tables, operations and rows, BEGIN/COMMIT with --tx.
 cdc::cursor_options cursor_options_of(const tail_options& o, uint64_t from) {
-  cdc::cursor_options c;
-  c.start_lsn = from + 1;
-  c.include_transaction_control = o.tx;
-  c.filter.tables = o.tables;
-  c.filter.operations = o.ops;
-  exclude_schema_unless_json(o.format, c.filter);
-  c.where = o.where;
-  return c;
+  return change_cursor_options(from, o.tx, o.tables, o.ops, o.format, o.where);
 }
 
 // --where: every expression compiles against its table's current columns (an error naming it

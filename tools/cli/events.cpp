@@ -158,11 +158,17 @@ result<std::string> event_renderer::render(const entry_view& e) {
   return line;
 }
 
-void exclude_schema_unless_json(tail_format f, cdc::filter& filter) {
-  if (f == tail_format::json) return;
-  filter.predicate = [also = std::move(filter.predicate)](const entry_view& e) {
-    return e.op != op_type::schema && (!also || also(e));
-  };
+cdc::cursor_options change_cursor_options(uint64_t from, bool tx, const std::vector<std::string>& tables,
+                                          const std::vector<op_type>& ops, tail_format f,
+                                          const std::map<std::string, std::string>& where) {
+  cdc::cursor_options c;
+  c.start_lsn = from + 1;
+  c.include_transaction_control = tx;
+  c.filter.tables = tables;
+  c.filter.operations = ops;
+  if (f != tail_format::json) c.filter.predicate = [](const entry_view& e) { return e.op != op_type::schema; };
+  c.where = where;
+  return c;
 }
 
 }  // namespace dosql::cli

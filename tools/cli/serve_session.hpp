@@ -229,19 +229,13 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
                                                "from_lsn")) {  // an LSN that does not exist yet: an error
       return close_with_error(err);
     }
-    cdc::cursor_options co;
-    co.start_lsn = from + 1;
-    co.include_transaction_control = r.include_transactions;
-    co.filter.tables = r.tables;
-    co.filter.operations = r.operations;
-    exclude_schema_unless_json(r.format, co.filter);
     if (!r.where.empty()) {  // checked now against the tables, never at the first event
       cdc::filter_spec spec;
       spec.where = r.where;
       auto compiled = cdc::compile_where(spec, [&](const std::string& t) { return sqlite_columns(srv_.o.dir, t); });
       if (!compiled) return close_with_error(error(compiled.err().code(), "where: " + compiled.err().message()));
-      co.where = r.where;
     }
+    auto co = change_cursor_options(from, r.include_transactions, r.tables, r.operations, r.format, r.where);
     co.columns = scope_.columns;
     co.reader_buffer_bytes = reader_buffer_bytes;
     co.step = pump_budget;
