@@ -109,14 +109,21 @@ void pump(reader_actor* self) {
     uint64_t id = ++st.batches_sent;
     st.inflight_first.emplace(id, st.batch_first);
     st.inflight += n;
+    if (auto& p = st.cfg->progress) p->inflight.store(st.inflight, std::memory_order_relaxed);
     st.batch.clear();
     st.batch_count = 0;
     // No timeout: a slow consumer is backpressure; a dead one is noticed by the monitor.
     self->request(st.cfg->consumer, caf::infinite, batch_atom::value, std::move(b))
         .then(
-            [=](uint64_t) {
+            [=](uint64_t acked) {
               self->state.inflight -= n;
               self->state.inflight_first.erase(id);
+              if (auto& p = self->state.cfg->progress) {
+                p->acked_entries.fetch_add(n, std::memory_order_relaxed);
+                if (acked > p->acked_lsn.load(std::memory_order_relaxed)) p->acked_lsn.store(acked, std::memory_order_relaxed);
+                p->inflight.store(self->state.inflight, std::memory_order_relaxed);
+                p->last_ack_at.store(now_ms(), std::memory_order_relaxed);
+              }
               pump(self);
             },
             [=](caf::error& err) {

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <caf/actor_system.hpp>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +39,14 @@
 
 namespace dosql::actors {
 
+/// What the reader has seen acknowledged, for status() from any thread (written by the reader).
+struct reader_progress {
+  std::atomic<uint64_t> acked_entries{0};  ///< entries of batches the consumer acknowledged
+  std::atomic<uint64_t> acked_lsn{0};      ///< the last LSN it acknowledged
+  std::atomic<uint64_t> inflight{0};       ///< entries sent, not yet acknowledged
+  std::atomic<int64_t> last_ack_at{0};     ///< Unix ms of the last acknowledgement
+};
+
 struct reader_config {
   std::string wal_dir;
   wal_tail_source_actor writer;  // for tail notifications
@@ -47,6 +56,7 @@ struct reader_config {
   // Called once, on the reader's thread, with how the range ended (error{}: the tail was
   // reached with stop_at_tail). Optional.
   std::function<void(const error&)> on_finish;
+  std::shared_ptr<reader_progress> progress;  ///< optional
 };
 
 subscription_reader_actor spawn_subscription_reader(caf::actor_system& sys, std::shared_ptr<const reader_config> cfg);

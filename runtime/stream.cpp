@@ -32,6 +32,13 @@ void actor_subscription::stop() {
   reader_ = nullptr;
 }
 
+subscription_status actor_subscription::status() const {
+  if (!status_) return {};
+  auto st = status_();
+  st.active = !outcome().has_value() && reader_;
+  return st;
+}
+
 std::optional<error> actor_subscription::outcome() const {
   if (!end_) return std::nullopt;
   std::lock_guard<std::mutex> g(end_->mu);
@@ -50,8 +57,24 @@ result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consu
     end->ended = true;
     end->err = e;
   };
+  auto progress = std::make_shared<actors::reader_progress>();
+  (*cfg)->progress = progress;
+  const uint64_t start = (*cfg)->start_lsn - 1;
   auto reader = actors::spawn_subscription_reader(cdc.db().owner().system(), *cfg);
-  return actor_subscription(reader, consumer, std::move(end));
+  actor_subscription sub(reader, consumer, std::move(end));
+  sub.status_ = [progress, start, db = cdc.db_ptr(), f = (*cfg)->opts.filter]() {
+    subscription_status st;
+    st.current_lsn = std::max(start, progress->acked_lsn.load(std::memory_order_relaxed));
+    st.entries_processed = progress->acked_entries.load(std::memory_order_relaxed);
+    st.buffered_entries = progress->inflight.load(std::memory_order_relaxed);
+    st.last_entry_at = progress->last_ack_at.load(std::memory_order_relaxed);
+    uint64_t durable = db->durable_lsn();  // lag as a slot's
+    auto p = actors::pending_for(db->wal_dir(), st.current_lsn, durable, f);
+    st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
+    st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
+    return st;
+  };
+  return sub;
 }
 
 namespace {

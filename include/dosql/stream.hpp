@@ -53,8 +53,16 @@ class actor_subscription {
   /// (error{}: stop_at_tail reached the tail; CLOSED: the database closed; SUBSCRIPTION_FAILED
   /// with error::lsn: the consumer died or failed on that entry's batch).
   std::optional<error> outcome() const;
+  /// The guide's getStatus(), callable from any thread: active until the range ended;
+  /// current_lsn the last LSN the consumer acknowledged (the start before any);
+  /// entries_processed the entries of acknowledged batches; buffered_entries those sent and not
+  /// yet acknowledged; last_entry_at the last acknowledgement's time; lag_entries / lag_ms as
+  /// for slots (what is still to come after current_lsn, and the age of its oldest commit).
+  subscription_status status() const;
 
  private:
+  friend result<actor_subscription> subscribe_actor(cdc_handle&, consumer_actor, subscribe_options);
+  std::function<subscription_status()> status_;
   reader_control_actor reader_;
   consumer_actor consumer_;
   std::shared_ptr<end_state> end_;

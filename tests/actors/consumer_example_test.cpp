@@ -58,4 +58,11 @@ TEST_CASE("the documented consumer actor counts every change and hears the end",
   auto [changes, err] = outcome.get();
   CHECK(changes == 51);  // the CREATE TABLE's SCHEMA entry and the 50 inserts
   CHECK_FALSE(err);
+  // status() as the consumer acknowledged: everything, up to the last insert, nothing in flight.
+  auto st = sub.status();
+  CHECK(st.entries_processed == 51);
+  CHECK(st.current_lsn == f.db->last_lsn() - 1);  // (the last COMMIT is not delivered)
+  CHECK(st.buffered_entries == 0);
+  CHECK(st.lag_entries == 0);
+  CHECK(st.last_entry_at > 0);
 }
