@@ -7,7 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <msgpack.hpp>
+
 #include <optional>
+#include <sstream>
 #include <random>
 #include <thread>
 
@@ -550,15 +553,33 @@ TEST_CASE("slot files: checksummed, a damaged one is an error naming it, old-for
   auto good = test::read_file(path);
   CHECK(good.substr(0, 8) == "DSQSLOT1");
   // An old-format file (bare msgpack, before checksums) is read, and rewritten on its next change.
-  cdc::slot_info legacy;
-  legacy.name = "old";
-  legacy.acked_lsn = 2;
-  test::write_file(f.d / "slots/old.slot", actors::encode_slot(legacy));
+  // [name, acked, created_ms, last_ack_ms, [tables], [ops], invalidated, reason, stalled,
+  //  lag_entries, lag_bytes, lag_ms]: 12 fields, no filter spec (written before issue 12).
+  std::stringstream legacy;
+  msgpack::packer<std::stringstream> pk(legacy);
+  pk.pack_array(12);
+  pk.pack(std::string("old"));
+  pk.pack_uint64(2);
+  pk.pack_int64(1);
+  pk.pack_int64(1);
+  pk.pack(std::vector<std::string>{"t"});
+  pk.pack_array(1);
+  pk.pack_uint8(static_cast<uint8_t>(op_type::insert));
+  pk.pack(false);
+  pk.pack(std::string());
+  pk.pack(false);
+  pk.pack_uint64(0);
+  pk.pack_uint64(0);
+  pk.pack_int64(0);
+  test::write_file(f.d / "slots/old.slot", legacy.str());
   auto bad = good;
   bad[good.size() / 2] = static_cast<char>(bad[good.size() / 2] ^ 0x10);
   test::write_file(path, bad);
   auto slots = cdc::create_slot_manager(f.db, manual());
-  CHECK(must(slots->get_slot("old")).acked_lsn == 2);
+  auto old = must(slots->get_slot("old"));
+  CHECK(old.acked_lsn == 2);
+  CHECK(old.filter.tables == std::vector<std::string>{"t"});
+  CHECK(old.filter.operations == std::vector<op_type>{op_type::insert});
   auto a = slots->get_slot("a");
   REQUIRE_FALSE(a);
   CHECK(a.err().code() == ec::decode_error);
