@@ -253,7 +253,9 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     pump();
   }
 
-  static size_t cost(const frame& f) { return f.text.size() + frame_overhead; }
+  // What a queued frame holds in memory: its string's allocation, not only its text (a rendered
+  // event's capacity can be nearly twice its length), so the queue bound bounds the memory.
+  static size_t cost(const frame& f) { return f.text.capacity() + frame_overhead; }
 
   void enqueue(frame f) {
     queued_bytes_ += cost(f);
