@@ -1,5 +1,5 @@
 // `dosql serve DIR`: the CDC stream over WebSocket (GET /v1/stream), GET /metrics and GET /healthz.
-// This file listens, accepts and stops; the connections are in serve_session.hpp, the protocol,
+// This file listens, accepts and stops; the connections are in serve_http_session.hpp and serve_ws_session.hpp (shared state: serve_server.hpp), the protocol,
 // token and metrics text in serve_support.cpp.
 //
 // Read-only over DIR, like `tail --follow`: it never takes the directory's lock. One io_context
@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "tools/cli/serve_session.hpp"
+#include "tools/cli/serve_http_session.hpp"
 #include "wal/file.hpp"
 
 namespace dosql::cli {

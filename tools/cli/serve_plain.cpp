@@ -1,5 +1,5 @@
-// `dosql serve`: the sessions over plain TCP (the templates of serve_session.hpp, instantiated here).
-#include "tools/cli/serve_session.hpp"
+// `dosql serve`: the sessions over plain TCP (the templates of serve_http_session.hpp and serve_ws_session.hpp, instantiated here).
+#include "tools/cli/serve_http_session.hpp"
 
 namespace dosql::cli::serve {
 
