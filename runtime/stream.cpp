@@ -363,10 +363,14 @@ error cdc_stream::start() {
   return {};
 }
 
+// The stream's actor holds what it has (no acks, no handler calls) and the reader sends no new
+// batch (it reads nothing more from the WAL) until resume.
 void cdc_stream::pause() {
   if (s_->actor) caf::anon_send(s_->actor, pause_atom::value);
+  if (auto& r = s_->sub.reader()) caf::anon_send(r, pause_atom::value);
 }
 void cdc_stream::resume() {
+  if (auto& r = s_->sub.reader()) caf::anon_send(r, resume_atom::value);
   if (s_->actor) caf::anon_send(s_->actor, resume_atom::value);
 }
 void cdc_stream::ack(uint64_t lsn) {
