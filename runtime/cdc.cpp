@@ -141,13 +141,15 @@ subscription_status subscription::status() const {
     st.active = !q.ended || !q.items.empty();
     for (auto& it : q.items) st.buffered_entries += it.count;
   }
-  if (p_->db) {  // lag as a slot's: what it would still receive, and how old the oldest of it is
-    uint64_t durable = p_->db->durable_lsn();
-    auto p = actors::pending_for(p_->db->wal_dir(), st.current_lsn, durable, p_->filter);
-    st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
-    st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
-  }
+  if (p_->db) fill_lag(*p_->db, p_->filter, st);
   return st;
+}
+
+void fill_lag(database& db, const filter& f, subscription_status& st) {
+  uint64_t durable = db.durable_lsn();
+  auto p = actors::pending_for(db.wal_dir(), st.current_lsn, durable, f);
+  st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
+  st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
 }
 
 uint64_t subscription::settled_lsn() const {

@@ -68,10 +68,7 @@ result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consu
     st.entries_processed = progress->acked_entries.load(std::memory_order_relaxed);
     st.buffered_entries = progress->inflight.load(std::memory_order_relaxed);
     st.last_entry_at = progress->last_ack_at.load(std::memory_order_relaxed);
-    uint64_t durable = db->durable_lsn();  // lag as a slot's
-    auto p = actors::pending_for(db->wal_dir(), st.current_lsn, durable, f);
-    st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
-    st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
+    fill_lag(*db, f, st);
     return st;
   };
   return sub;
@@ -397,10 +394,7 @@ stream_status cdc_stream::status() const {
   }
   // Lag as the consumer sees it: entries it would still receive, and the age of the oldest
   // commit among them (growing while paused or stalled); the WAL is read outside the lock.
-  uint64_t durable = s_->cdc.db().durable_lsn();
-  auto p = actors::pending_for(s_->cdc.db().wal_dir(), st.current_lsn, durable, s_->opts.filter);
-  st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
-  st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
+  fill_lag(s_->cdc.db(), s_->opts.filter, st);
   return st;
 }
 
