@@ -17,3 +17,14 @@ configure_build() {
   fi
   cmake --build "$dir" -j "$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
 }
+
+# npm_deps DIR: installs DIR's npm packages (DIR/package.json, locked by DIR/package-lock.json)
+# into DIR/node_modules, only when they are missing or the lock file changed since.
+npm_deps() {
+  local dir=$1
+  [ -f "$dir/package.json" ] || return 0
+  local stamp="$dir/node_modules/.dosql-lock"
+  if [ -f "$stamp" ] && cmp -s "$stamp" "$dir/package-lock.json"; then return 0; fi
+  (cd "$dir" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi) || return 1
+  cp "$dir/package-lock.json" "$stamp" 2>/dev/null || true
+}

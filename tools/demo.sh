@@ -5,5 +5,6 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 bash tools/setup.sh
+for d in examples/*/; do npm_deps "$d" || exit 1; done  # the examples' npm packages
 configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 exec ./build/dosql_quickstart "${1:-dosql-data}"

@@ -9,6 +9,7 @@ packages=(
   libcaf-dev libmsgpack-cxx-dev libspdlog-dev catch2 libbenchmark-dev
   libsqlite3-dev sqlite3 libboost-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl
   clang libfuzzer-14-dev libclang-rt-14-dev
+  libhiredis-dev redis-server chromium
 )
 [ $# -gt 0 ] && packages+=("$@")
 
