@@ -97,7 +97,7 @@ uint64_t retained_bytes(const slot_host& db, uint64_t acked) {
 // transactions only, no BEGIN/COMMIT), and the age of the oldest commit among them.
 void refresh_lag(slot_manager_state& st, cdc::slot_info& s) {
   uint64_t tail = st.db->durable_lsn();
-  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, cdc::to_filter(s.filter));
+  auto p = pending_for(st.db->wal_dir, s.acked_lsn, tail, cdc::selection_of(s.filter));
   if (!p) spdlog::warn("dosql {}: slot '{}': lag: {}", st.db->dir, s.name, p.err().to_string());
   s.lag_entries = p ? p->entries : 0;
   s.lag_bytes = tail > s.acked_lsn ? retained_bytes(*st.db, s.acked_lsn) : 0;
@@ -355,13 +355,12 @@ result<slot_floor> read_slot_floor(const std::string& dir) {
   return f;
 }
 
-result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit, const cdc::filter& f) {
+result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit, cdc::cursor_options o) {
   pending_info p;
   if (after >= limit) return p;
-  cdc::cursor_options o;
   o.start_lsn = after + 1;
+  o.include_uncommitted = false;
   o.include_transaction_control = true;  // COMMIT: the transaction's count and timestamp
-  o.filter = f;
   auto c = cdc::cursor::open(wal_dir, std::move(o));
   if (!c) return c.err();
   auto& cur = **c;

@@ -20,6 +20,7 @@
 #include "actors/protocol.hpp"
 #include "actors/wal_writer.hpp"  // retention_mutex()
 #include <dosql/slot_types.hpp>
+#include "wal/cursor.hpp"
 #include "wal/log.hpp"
 
 namespace dosql::actors {
@@ -58,14 +59,16 @@ struct slot_floor {
 result<slot_floor> read_slot_floor(const std::string& dir);
 
 /// What a consumer positioned after `after` would still receive from the WAL in `wal_dir`, up
-/// to `limit`: the row changes and SCHEMA entries of committed transactions that `f` passes
-/// (no BEGIN/COMMIT, nothing rolled back, nothing of a transaction not yet decided), and the
-/// COMMIT timestamp (Unix ms) of the oldest such transaction (0: none). Counted by the delivery
-/// engine itself (cdc::cursor), so it is what a subscription with that filter would deliver.
+/// to `limit`: the row changes and SCHEMA entries of committed transactions that `selection`
+/// passes (cdc::selection_of: its filter and its row filters, so an UPDATE of a row outside a
+/// `where` does not count; no BEGIN/COMMIT, nothing rolled back, nothing of a transaction not
+/// yet decided), and the COMMIT timestamp (Unix ms) of the oldest such transaction (0: none).
+/// Counted by the delivery engine itself (cdc::cursor), so it is what a subscription with that
+/// selection would deliver.
 struct pending_info {
   uint64_t entries = 0;
   int64_t oldest_commit_ms = 0;
 };
-result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit, const cdc::filter& f);
+result<pending_info> pending_for(const std::string& wal_dir, uint64_t after, uint64_t limit, cdc::cursor_options selection);
 
 }  // namespace dosql::actors

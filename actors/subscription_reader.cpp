@@ -172,14 +172,10 @@ subscription_reader_actor::behavior_type subscription_reader(reader_actor* self,
   st.cfg = cfg;
   st.heartbeat = cfg->start_lsn - 1;
   auto init = [&]() -> error {
-    cdc::cursor_options co;
+    cdc::cursor_options co = cdc::selection_of(cfg->opts);  // (where: validated at subscribe)
     co.start_lsn = cfg->start_lsn;
     co.include_uncommitted = cfg->opts.include_uncommitted;
     co.include_transaction_control = cfg->opts.include_transaction_control;
-    co.filter = cfg->opts.filter;
-    co.columns = cfg->opts.columns;
-    co.row_filters = cfg->opts.row_filters;
-    co.where = cfg->opts.where;  // (validated against the tables at subscribe)
     auto c = cdc::cursor::open(cfg->wal_dir, std::move(co));
     if (!c) return c.err();
     st.cur = std::move(*c);

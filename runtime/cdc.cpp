@@ -113,7 +113,7 @@ struct subscription::impl {
   bridge_actor bridge;
   actors::subscription_reader_actor reader;
   std::shared_ptr<database> db;  // for status(): the durable tail and the WAL to measure lag
-  cdc::filter filter;
+  subscribe_options selection;  // what it delivers (for the lag)
   std::vector<entry_view> views;
   ~impl() {
     if (reader) caf::anon_send_exit(reader, caf::exit_reason::user_shutdown);
@@ -141,13 +141,13 @@ subscription_status subscription::status() const {
     st.active = !q.ended || !q.items.empty();
     for (auto& it : q.items) st.buffered_entries += it.count;
   }
-  if (p_->db) fill_lag(*p_->db, p_->filter, st);
+  if (p_->db) fill_lag(*p_->db, p_->selection, st);
   return st;
 }
 
-void fill_lag(database& db, const filter& f, subscription_status& st) {
+void fill_lag(database& db, const subscribe_options& selection, subscription_status& st) {
   uint64_t durable = db.durable_lsn();
-  auto p = actors::pending_for(db.wal_dir(), st.current_lsn, durable, f);
+  auto p = actors::pending_for(db.wal_dir(), st.current_lsn, durable, selection_of(selection));
   st.lag_entries = p ? p->entries : durable > st.current_lsn ? durable - st.current_lsn : 0;
   st.lag_ms = p && p->entries ? std::max<int64_t>(0, now_ms() - p->oldest_commit_ms) : 0;
 }
@@ -430,7 +430,7 @@ result<std::unique_ptr<subscription>> cdc_handle::subscribe(subscribe_options op
   p->reader = actors::spawn_subscription_reader(sys, cfg);
   caf::anon_send(p->bridge, watch_atom::value, actors::reader_control_actor{p->reader});
   p->db = db_;
-  p->filter = cfg->opts.filter;
+  p->selection = cfg->opts;
   std::unique_ptr<subscription> s(new subscription(std::move(p)));
   s->position_ = from;
   s->handed_lsn_.store(from, std::memory_order_relaxed);

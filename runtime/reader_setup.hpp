@@ -14,9 +14,9 @@ namespace dosql::cdc {
 /// The reader configuration for a subscription (start position, LSN_NOT_FOUND
 /// check); shared by cdc_handle::subscribe and subscribe_actor. Defined in runtime/cdc.cpp.
 /// Fills st.lag_entries / st.lag_ms after st.current_lsn as a slot's lag: the entries a consumer
-/// with filter `f` would still receive up to the durable end, and the age of the oldest commit
+/// with `selection`'s filter and row filters would still receive up to the durable end, and the age of the oldest commit
 /// among them (the WAL is read: call it outside any lock). The one lag of every status().
-void fill_lag(database& db, const filter& f, subscription_status& st);
+void fill_lag(database& db, const subscribe_options& selection, subscription_status& st);
 
 /// Every `where` expression compiles against its table's current columns: INVALID_ARGUMENT
 /// naming the table and the expression otherwise (subscribe, create_slot).

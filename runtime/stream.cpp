@@ -62,13 +62,13 @@ result<actor_subscription> subscribe_actor(cdc_handle& cdc, consumer_actor consu
   const uint64_t start = (*cfg)->start_lsn - 1;
   auto reader = actors::spawn_subscription_reader(cdc.db().owner().system(), *cfg);
   actor_subscription sub(reader, consumer, std::move(end));
-  sub.status_ = [progress, start, db = cdc.db_ptr(), f = (*cfg)->opts.filter]() {
+  sub.status_ = [progress, start, db = cdc.db_ptr(), sel = (*cfg)->opts]() {
     subscription_status st;
     st.current_lsn = std::max(start, progress->acked_lsn.load(std::memory_order_relaxed));
     st.entries_processed = progress->acked_entries.load(std::memory_order_relaxed);
     st.buffered_entries = progress->inflight.load(std::memory_order_relaxed);
     st.last_entry_at = progress->last_ack_at.load(std::memory_order_relaxed);
-    fill_lag(*db, f, st);
+    fill_lag(*db, sel, st);
     return st;
   };
   return sub;
@@ -394,7 +394,9 @@ stream_status cdc_stream::status() const {
   }
   // Lag as the consumer sees it: entries it would still receive, and the age of the oldest
   // commit among them (growing while paused or stalled); the WAL is read outside the lock.
-  fill_lag(s_->cdc.db(), s_->opts.filter, st);
+  subscribe_options sel;
+  sel.filter = s_->opts.filter;
+  fill_lag(s_->cdc.db(), sel, st);
   return st;
 }
 

@@ -335,4 +335,21 @@ uint64_t durable_limit(const std::string& wal_dir) {
   return **m;
 }
 
+cursor_options selection_of(const subscribe_options& o) {
+  cursor_options c;
+  c.filter = o.filter;
+  c.columns = o.columns;
+  c.row_filters = o.row_filters;
+  c.where = o.where;
+  return c;
+}
+
+cursor_options selection_of(const filter_spec& f) {
+  cursor_options c;
+  c.filter = to_filter(f);
+  c.columns = f.columns;
+  c.where = f.where;
+  return c;
+}
+
 }  // namespace dosql::cdc

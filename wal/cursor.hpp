@@ -42,6 +42,7 @@
 #include <dosql/entry.hpp>
 #include <dosql/error.hpp>
 #include <dosql/filter.hpp>
+#include <dosql/subscribe_options.hpp>
 #include <dosql/value.hpp>
 
 #include "wal/sql_predicate.hpp"
@@ -67,6 +68,12 @@ struct cursor_options {
   size_t reader_buffer_bytes = 1 << 20;  ///< per wal::reader (the cursor has two)
   size_t step = 65536;                   ///< entries read per next() call at most
 };
+
+/// What a subscription selects (entry filter, column masks, row filters, where), as cursor
+/// options; the caller sets the position and framing. The one translation: the reader actor,
+/// the lag count (pending_for) and the tools use it.
+cursor_options selection_of(const subscribe_options& o);
+cursor_options selection_of(const filter_spec& f);
 
 class cursor {
  public:

@@ -662,6 +662,32 @@ TEST_CASE("slot lag counts the entries the consumer would receive and the age of
   CHECK(u.lag_ms == 0);
 }
 
+TEST_CASE("slot and subscription lag count only what the row filter (where) would deliver", "[slots][lag][where]") {
+  fixture f;
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options o;
+  o.filter.tables = {"t"};
+  o.filter.where["t"] = "v = 'hot'";
+  const uint64_t start = must(slots->create_slot("hot", o)).acked_lsn;  // after the CREATE TABLEs
+  f.insert(5);                                            // 5 rows outside the filter
+  must(f.db->exec("INSERT INTO t(v) VALUES('hot')"));     // 1 inside
+  must(f.db->exec("UPDATE t SET v = 'hot' WHERE id = 1")); // enters: delivered as an INSERT
+  must(f.db->exec("UPDATE t SET v = 'y' WHERE id = 2"));   // stays outside: nothing
+  auto s = must(slots->get_slot("hot"));
+  CHECK(s.lag_entries == 2);
+  // The same count for an iterator subscription with that where.
+  cdc::subscribe_options so;
+  so.from_lsn = start;
+  so.filter.tables = {"t"};
+  so.where["t"] = "v = 'hot'";
+  auto sub = must(cdc::create_cdc(f.db).subscribe(so));
+  CHECK(sub->status().lag_entries == 2);
+  auto e = sub->next();
+  REQUIRE(e.has_value());
+  CHECK(sub->status().lag_entries == 1);
+  sub->stop();
+}
+
 TEST_CASE("heartbeats: a caught-up filtered slot consumer moves past other tables' changes", "[slots][heartbeat]") {
   fixture f;
   auto slots = cdc::create_slot_manager(f.db, manual());

@@ -188,6 +188,9 @@ TEST_CASE("the callback stream: handlers, pause/resume, status, manual ack", "[s
   std::this_thread::sleep_for(100ms);
   CHECK(changes == 10);  // nothing handled while paused
   CHECK(stream.status().lag_entries > 0);
+  // A paused stream pauses its reader too: nothing more is read from the WAL into memory (the
+  // 30 new entries stay on disk) instead of filling the credit window.
+  CHECK(stream.status().buffered_entries == 0);
   stream.resume();
   REQUIRE(eventually([&] { return changes == 20; }));
   stream.stop();

@@ -436,7 +436,7 @@ result<std::string> metrics_text(const std::string& dir, const registry& reg) {
   // oldest commit among them; both 0 when caught up.
   const uint64_t readable = std::min(cdc::durable_limit(*wd), last);
   auto lag_of = [&](uint64_t pos, const cdc::slot_filter& f) {
-    auto p = actors::pending_for(*wd, pos, readable, cdc::to_filter(f));
+    auto p = actors::pending_for(*wd, pos, readable, cdc::selection_of(f));
     return p ? *p : actors::pending_info{readable > pos ? readable - pos : 0, 0};
   };
   auto age = [](const actors::pending_info& p) -> uint64_t {
