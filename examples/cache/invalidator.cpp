@@ -175,7 +175,17 @@ struct invalidator::core {
   void ack(bool force) {
     if (!slots) return;
     std::lock_guard<std::mutex> g(slot_mu);
-    const uint64_t a = applied_now();
+    uint64_t a = applied_now();
+    // A slot takes no acknowledgement beyond database::durable_lsn(), which can trail what the
+    // reader delivered by a few LSNs: acknowledge the newest applied position within it.
+    if (const uint64_t d = db->durable_lsn(); a > d) {
+      a = acked;
+      for (auto it = samples.rbegin(); it != samples.rend(); ++it)
+        if (it->second <= d) {
+          a = std::max(a, it->second);
+          break;
+        }
+    }
     const int64_t now = steady_ms();
     if (a <= acked || (!force && now - last_ack_ms < o.ack_interval.count())) return;
     if (auto e = slots->update_slot(o.slot, a)) {
@@ -362,6 +372,9 @@ void invalidator::stop() {
     c_->ended = true;
   }
   c_->cv.notify_all();
+  for (int i = 0; i < 200 && c_->db->durable_lsn() < c_->applied_now(); ++i)  // (at most 2 s)
+    std::this_thread::sleep_for(ms(10));
+  c_->samples.emplace_back(steady_ms(), c_->applied_now());  // (the actor is gone: ours now)
   c_->ack(true);
   c_->actor = cdc::consumer_actor{};
 }
