@@ -4,12 +4,15 @@
 namespace dosql::actors {
 
 void durable_tail::publish(uint64_t lsn) {
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    if (lsn <= durable_.load(std::memory_order_relaxed)) return;
-    durable_.store(lsn, std::memory_order_release);
-  }
-  cv_.notify_all();
+  if (advance(lsn)) wake();
+}
+
+bool durable_tail::advance(uint64_t lsn) {
+  // Under the mutex: a waiter checks the value and sleeps under it, so none misses the wake().
+  std::lock_guard<std::mutex> g(mu_);
+  if (lsn <= durable_.load(std::memory_order_relaxed)) return false;
+  durable_.store(lsn, std::memory_order_release);
+  return true;
 }
 
 void durable_tail::fail(error e) {

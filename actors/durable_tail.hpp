@@ -22,6 +22,11 @@ class durable_tail {
 
   uint64_t value() const noexcept { return durable_.load(std::memory_order_acquire); }
   void publish(uint64_t lsn);
+  /// publish() in two steps, so that the new value is visible before anyone hears of it and the
+  /// committers' wake-up (a futex call) comes after the readers' news: advance() stores `lsn`
+  /// (true if it moved), wake() wakes the waiters.
+  bool advance(uint64_t lsn);
+  void wake() { cv_.notify_all(); }
   void fail(error e);
   /// Blocks until every LSN <= `lsn` is durable; the WAL's error if it failed.
   error wait(uint64_t lsn);

@@ -51,9 +51,12 @@ void flush(writer_actor* self) {
   } else {
     durable = st.log->last_lsn();  // sync_policy::none: written is as durable as it gets
   }
-  // Readers first: the delivery path is the latency consumers see.
+  // The value first: a reader's consumer that acknowledges what it was just sent must find
+  // database::durable_lsn() there already (update_slot refuses an LSN beyond it). Then the
+  // readers (the delivery path is the latency consumers see), then the committers' wake-up.
+  const bool moved = st.tail->advance(durable);
   for (auto& l : st.listeners) self->send(l, tail_atom::value, durable);
-  st.tail->publish(durable);
+  if (moved) st.tail->wake();
   if (st.log->rolls() != st.rolls_seen && st.log->config().retention.automatic) {
     st.rolls_seen = st.log->rolls();
     self->send(self, retain_atom::value);  // after the appends already queued

@@ -179,6 +179,31 @@ TEST_CASE("the live tail wakes a waiting subscriber, and stop() from another thr
   stopper.join();
 }
 
+TEST_CASE("a delivered entry is never beyond database::durable_lsn(): a consumer may acknowledge it at once",
+          "[cdc][durable]") {
+  // The writer tells the readers about a new durable tail; a consumer that receives an entry
+  // and acknowledges it (update_slot, subscribe from it) must find durable_lsn() already there,
+  // or it is refused as "beyond the end of the WAL".
+  fixture f;
+  cdc::subscribe_options o;
+  o.from_lsn = f.db->durable_lsn();
+  auto sub = must(cdc::create_cdc(f.db).subscribe(o));
+  constexpr int n = 3000;
+  std::thread writer([&] {
+    for (int i = 0; i < n; ++i) must(f.db->exec("INSERT INTO users(name) VALUES('w')"));
+  });
+  int seen = 0, beyond = 0;
+  uint64_t first_beyond = 0;
+  for (auto& e : *sub) {
+    if (e.lsn > f.db->durable_lsn() && !beyond++) first_beyond = e.lsn;
+    if (++seen == n) break;
+  }
+  writer.join();
+  CHECK(seen == n);
+  INFO("first entry delivered beyond durable_lsn(): " << first_beyond);
+  CHECK(beyond == 0);
+}
+
 TEST_CASE("an LSN below the oldest retained one is LSN_NOT_FOUND naming it", "[cdc]") {
   test::temp_dir d;
   runtime rt;
