@@ -429,7 +429,10 @@ struct parquet_writer::impl {
     auto& st = c.st;
     m.null_count = st.null_count;
     if (c.spec.type == column_type::float64) m.nan_count = st.nan_count;
-    if (st.any && !st.too_long) {
+    // A NaN leaves min/max out (nan_count stays): readers that ignore nan_count (DuckDB 1.5
+    // does) would otherwise prune NaN rows away, e.g. for `d = 'NaN'` or `d > x`. DuckDB's own
+    // writer does the same.
+    if (st.any && !st.too_long && st.nan_count == 0) {
       std::string lo, hi;
       switch (c.spec.type) {
         case column_type::boolean:

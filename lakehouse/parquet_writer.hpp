@@ -22,7 +22,8 @@
 //   TIMESTAMP(isAdjustedToUTC=true, MICROS) (+ ConvertedType TIMESTAMP_MICROS).
 // - every column chunk has Statistics with null_count and, when it has a non-NULL value,
 //   min_value/max_value (PLAIN, byte arrays without length prefix, compared as unsigned bytes;
-//   DOUBLE: NaN excluded and counted in nan_count, a zero min written as -0.0, a zero max as +0.0;
+//   DOUBLE: nan_count always; a chunk holding a NaN has no min/max (readers that ignore
+//   nan_count, DuckDB among them, would prune NaN rows), a zero min is written -0.0, a zero max +0.0;
 //   byte arrays longer than max_stat_bytes leave min/max out rather than truncate them).
 //   FileMetaData.column_orders is TypeDefinedOrder for every column, so readers trust min/max.
 // - a NULL in a REQUIRED column, a value of the wrong kind or an out-of-range integer is refused

@@ -159,8 +159,8 @@ for (const name of files) {
         lo = nonNull.reduce((a, b) => (cmpBytes(b, a) < 0 ? b : a)); hi = nonNull.reduce((a, b) => (cmpBytes(b, a) > 0 ? b : a));
       }
     } else if (c.type === 'DOUBLE') {
-      const d = nonNull.map(hexToDouble).filter((x) => !Number.isNaN(x));
-      if (d.length) { lo = Math.min(...d); hi = Math.max(...d); }
+      const d = nonNull.map(hexToDouble);
+      if (d.length && !d.some(Number.isNaN)) { lo = Math.min(...d); hi = Math.max(...d); }
       if (m.stats_min_value !== null && lo !== undefined && Number(m.stats_min_value) !== lo) fail(name, `${where}: stats min ${m.stats_min_value}, expected ${lo}`);
       if (m.stats_max_value !== null && hi !== undefined && Number(m.stats_max_value) !== hi) fail(name, `${where}: stats max ${m.stats_max_value}, expected ${hi}`);
       // DuckDB hides a non-finite min/max (its own writer's too); hyparquet checks those below.
@@ -187,6 +187,16 @@ for (const name of files) {
       if (probes.size > 12) break;
     }
     const col = ident(c.name);
+    if (c.type === 'DOUBLE') {  // NaN is in no min/max: a NaN query must still find every NaN
+      const nans = want.rows.filter((r) => r[ci] !== null && Number.isNaN(hexToDouble(r[ci]))).length;
+      const a = Number((await q(`SELECT count(*) AS n FROM ${src} WHERE ${col} = 'NaN'::DOUBLE`))[0].n);
+      const b = Number((await q(`SELECT count(*) AS n FROM ${src} WHERE (${col} + 0.0) = 'NaN'::DOUBLE`))[0].n);
+      const gt = want.rows.filter((r) => r[ci] !== null && !(hexToDouble(r[ci]) <= 1.0)).length;  // NaN sorts above all in DuckDB
+      const c1 = Number((await q(`SELECT count(*) AS n FROM ${src} WHERE ${col} > 1.0`))[0].n);
+      const c2 = Number((await q(`SELECT count(*) AS n FROM ${src} WHERE (${col} + 0.0) > 1.0`))[0].n);
+      if (a !== nans || b !== nans) fail(name, `statistics: column ${c.name} = NaN: prunable ${a}, unprunable ${b}, expected ${nans}`);
+      if (c1 !== gt || c2 !== gt) fail(name, `statistics: column ${c.name} > 1.0: prunable ${c1}, unprunable ${c2}, expected ${gt}`);
+    }
     for (const p of probes) {
       if (c.type === 'STRING' && Buffer.byteLength(p) > 10000) continue;
       let lit, pruned, unpruned, expected;
@@ -217,7 +227,7 @@ for (const name of files) {
   });
   if (Number(hmeta.num_rows) !== want.rows.length) fail(name, `hyparquet num_rows ${hmeta.num_rows}`);
   // The raw statistics as written: null_count everywhere; min/max exactly (a zero min is -0.0,
-  // a zero max +0.0, NaN excluded), left out only for byte arrays over 4 KiB.
+  // a zero max +0.0), left out only for byte arrays over 4 KiB and for doubles with a NaN.
   hmeta.row_groups.forEach((rg, g) => rg.columns.forEach((cc, ci) => {
     const c = cols[ci], st = cc.meta_data.statistics ?? {};
     const vals = want.rows.slice(groupStart[g], groupStart[g] + want.row_groups[g]).map((r) => r[ci]);
@@ -230,8 +240,8 @@ for (const name of files) {
       if (big.length) { lo = big.reduce((a, b) => (b < a ? b : a)); hi = big.reduce((a, b) => (b > a ? b : a)); }
       eq = (a, b) => (a instanceof Date ? BigInt(a.getTime()) * 1000n <= b && b < (BigInt(a.getTime()) + 1n) * 1000n : BigInt(a) === b);
     } else if (c.type === 'DOUBLE') {
-      const d = nonNull.map(hexToDouble).filter((x) => !Number.isNaN(x));
-      if (d.length) {
+      const d = nonNull.map(hexToDouble);
+      if (d.length && !d.some(Number.isNaN)) {  // a NaN: no min/max (see parquet_writer.hpp)
         lo = Math.min(...d); hi = Math.max(...d);
         if (lo === 0) lo = -0;
         if (hi === 0) hi = 0;

@@ -47,7 +47,8 @@ bytes to_bytes(std::string_view s) { return bytes(s.begin(), s.end()); }
 // Rows covering every type's edge values, NULLs in every optional column, unicode and empty text.
 std::vector<std::vector<value>> all_types_rows(int n) {
   const double doubles[] = {-1.5, -0.0, 0.0, 1e308, -1e308, 5e-324, 3.141592653589793, -2.5e-300, 1e15 + 0.5,
-                            std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
+                            std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+                            std::numeric_limits<double>::quiet_NaN()};
   const std::string strings[] = {"", "plain", "héllo wörld", "日本語のテキスト", "emoji 😀🎉", "Ω≈ç√∫", "\x7f",
                                  "zzzz", "A", std::string(3000, 'x')};
   const int64_t ints[] = {0, -1, 1, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
@@ -62,7 +63,7 @@ std::vector<std::vector<value>> all_types_rows(int n) {
                                            : i % 13 == 0 ? std::numeric_limits<int32_t>::max()
                                                          : (i * 37) % 2001 - 1000}));
     r.push_back(i % 6 == 2 ? value(nullptr) : value(ints[i % 7] + (i % 7 >= 3 ? 0 : i)));
-    r.push_back(i % 4 == 3 ? value(nullptr) : value(doubles[i % 11]));
+    r.push_back(i % 4 == 3 ? value(nullptr) : value(doubles[i % 12]));
     r.push_back(i % 9 == 4 ? value(nullptr) : value(strings[i % 10] + (i % 10 == 0 ? "" : std::to_string(i % 17))));
     if (i % 8 == 5) r.push_back(value(nullptr));
     else {
@@ -384,6 +385,20 @@ TEST_CASE("parquet files for the outside readers", "[.][outside]") {
     big.target_page_bytes = 256 * 1024;
     big.max_rows_per_row_group = 25;
     write_case(dir, "large_values", s, r, big);
+  }
+
+  // Doubles at the edges of the statistics rules: a zero min is written -0.0, a zero max +0.0,
+  // NaN is left out of min/max (and counted), an all-NaN row group has no min/max.
+  {
+    schema s{{{"g", column_type::int64, false, 1}, {"d", column_type::float64, true, 2}}};
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    std::vector<std::vector<value>> r{{int64_t{0}, 0.0},  {int64_t{0}, 1.5},  {int64_t{0}, nan},
+                                      {int64_t{1}, -2.0}, {int64_t{1}, -0.0}, {int64_t{1}, nan},
+                                      {int64_t{2}, nan},  {int64_t{2}, nan},  {int64_t{2}, nullptr},
+                                      {int64_t{3}, -0.0}, {int64_t{3}, 0.0},  {int64_t{3}, -0.0}};
+    writer_options three = zstd;
+    three.max_rows_per_row_group = 3;
+    write_case(dir, "double_edges", s, r, three);
   }
 
   // No rows at all.
