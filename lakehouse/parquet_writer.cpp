@@ -385,6 +385,8 @@ struct parquet_writer::impl {
     } else {
       body.append(c.values);
     }
+    if (body.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+      return {ec::invalid_argument, "parquet: a page of column '" + c.spec.name + "' exceeds 2 GiB"};
     std::string_view out = body;
     if (opt.compression == compression_codec::zstd) {
       compressed.resize(ZSTD_compressBound(body.size()));
@@ -393,8 +395,6 @@ struct parquet_writer::impl {
         return {ec::io_error, "parquet: zstd compression of column '" + c.spec.name + "' failed: " + ZSTD_getErrorName(n)};
       out = std::string_view(compressed.data(), n);
     }
-    if (body.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
-      return {ec::invalid_argument, "parquet: a page of column '" + c.spec.name + "' exceeds 2 GiB"};
     std::string header;
     thrift::compact_encoder e(header);
     e.field_i32(1, page_data);
