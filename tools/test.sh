@@ -12,7 +12,7 @@ set -uo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 bash tools/setup.sh || exit 1
-for d in examples/*/; do npm_deps "$d" || exit 1; done  # the examples' npm packages
+for d in examples/*/ tests/lakehouse/; do npm_deps "$d" || exit 1; done  # npm packages: the examples', the Parquet readers
 
 passed=0
 failed=0

@@ -1,0 +1,161 @@
+// The changelog schema and rows (lakehouse/changelog.hpp): types from SQLite declared types,
+// stable field ids, and storage-class mismatches stored exactly or refused naming LSN and column.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+#include "lakehouse/changelog.hpp"
+
+using namespace dosql;
+using namespace dosql::lakehouse;
+
+namespace {
+
+std::vector<std::pair<std::string, int32_t>> ids(const schema& s) {
+  std::vector<std::pair<std::string, int32_t>> out;
+  for (const auto& c : s.columns) out.emplace_back(c.name, c.field_id);
+  return out;
+}
+
+result<std::vector<value>> one(const schema& s, std::vector<std::string> cols, std::vector<value> vals,
+                               uint64_t lsn = 42, std::string_view op = "INSERT") {
+  static row img;
+  img.columns = std::move(cols);
+  img.values = std::move(vals);
+  return changelog_row(s, change{op, lsn, "t1", 1700000000123, "src", &img});
+}
+
+}  // namespace
+
+TEST_CASE("changelog: SQLite declared types map by affinity", "[lakehouse][changelog]") {
+  CHECK(type_for_declared("INTEGER") == column_type::int64);
+  CHECK(type_for_declared("bigint") == column_type::int64);
+  CHECK(type_for_declared("UNSIGNED BIG INT") == column_type::int64);
+  CHECK(type_for_declared("VARCHAR(20)") == column_type::string);
+  CHECK(type_for_declared("text") == column_type::string);
+  CHECK(type_for_declared("CLOB") == column_type::string);
+  CHECK(type_for_declared("BLOB") == column_type::binary);
+  CHECK(type_for_declared("REAL") == column_type::float64);
+  CHECK(type_for_declared("DOUBLE PRECISION") == column_type::float64);
+  CHECK(type_for_declared("FLOAT") == column_type::float64);
+  CHECK(type_for_declared("") == column_type::string);           // no type: anything, kept as text
+  CHECK(type_for_declared("NUMERIC") == column_type::string);    // NUMERIC affinity: exact as text
+  CHECK(type_for_declared("DECIMAL(10,5)") == column_type::string);
+  CHECK(type_for_declared("DATETIME") == column_type::string);
+}
+
+TEST_CASE("changelog: CDC columns first, field ids deterministic and stable across schema changes", "[lakehouse][changelog]") {
+  std::vector<source_column> v1{{"id", "INTEGER"}, {"name", "TEXT"}, {"price", "REAL"}};
+  auto s1 = changelog_schema(v1);
+  REQUIRE(s1);
+  using P = std::pair<std::string, int32_t>;
+  CHECK(ids(*s1) == std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5},
+                                   {"id", 6}, {"name", 7}, {"price", 8}});
+  CHECK(s1->columns[0].type == column_type::string);
+  CHECK_FALSE(s1->columns[0].optional);
+  CHECK(s1->columns[1].type == column_type::int64);
+  CHECK(s1->columns[2].optional);
+  CHECK(s1->columns[3].type == column_type::timestamp);
+  CHECK(s1->columns[5].optional);
+  auto again = changelog_schema(v1);
+  REQUIRE(again);
+  CHECK(*again == *s1);
+
+  // name dropped, price changed type, note added: id and kept columns keep their ids; no reuse.
+  std::vector<source_column> v2{{"id", "INTEGER"}, {"price", "TEXT"}, {"note", "TEXT"}};
+  auto s2 = changelog_schema(v2, &*s1);
+  REQUIRE(s2);
+  CHECK(ids(*s2) == std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5},
+                                   {"id", 6}, {"price", 9}, {"note", 10}});
+  std::vector<source_column> v3{{"id", "INTEGER"}, {"price", "TEXT"}, {"note", "TEXT"}, {"name", "TEXT"}};
+  auto s3 = changelog_schema(v3, &*s2);
+  REQUIRE(s3);
+  CHECK(s3->columns.back().field_id == 11);  // a re-added column is a new column
+
+  CHECK_THAT(changelog_schema(std::vector<source_column>{{"_lsn", "INTEGER"}}).err().message(),
+             Catch::Contains("'_lsn' clashes with a CDC column"));
+  CHECK_THAT(changelog_schema(std::vector<source_column>{{"a", ""}, {"a", "TEXT"}}).err().message(),
+             Catch::Contains("'a' appears twice"));
+  schema not_changelog{{{"x", column_type::int64, true, 1}}};
+  CHECK_FALSE(changelog_schema(v1, &not_changelog));
+}
+
+TEST_CASE("changelog: rows carry the CDC columns and the image by name", "[lakehouse][changelog]") {
+  std::vector<source_column> cols{{"id", "INTEGER"}, {"name", "TEXT"}, {"price", "REAL"}, {"photo", "BLOB"}};
+  auto s = changelog_schema(cols);
+  REQUIRE(s);
+  auto r = one(*s, {"name", "id"}, {std::string("x"), int64_t{7}}, 42, "DELETE");
+  REQUIRE(r);
+  CHECK((*r)[0] == value(std::string("DELETE")));
+  CHECK((*r)[1] == value(int64_t{42}));
+  CHECK((*r)[2] == value(std::string("t1")));
+  CHECK((*r)[3] == value(int64_t{1700000000123000}));
+  CHECK((*r)[4] == value(std::string("src")));
+  CHECK((*r)[5] == value(int64_t{7}));
+  CHECK((*r)[6] == value(std::string("x")));
+  CHECK(is_null((*r)[7]));  // not in the image
+  CHECK(is_null((*r)[8]));
+
+  row img;
+  auto no_txn = changelog_row(*s, change{"INSERT", 1, "", 0, "src", &img});
+  REQUIRE(no_txn);
+  CHECK(is_null((*no_txn)[2]));
+
+  CHECK_THAT(one(*s, {"id"}, {int64_t{1}}, 5, "BEGIN").err().message(), Catch::Contains("lsn 5") && Catch::Contains("'BEGIN'"));
+  auto unknown = one(*s, {"idx"}, {int64_t{1}}, 77);
+  CHECK(unknown.err().lsn == 77);
+  CHECK_THAT(unknown.err().message(), Catch::Contains("lsn 77") && Catch::Contains("'idx' is not in the changelog schema"));
+  CHECK_THAT(changelog_row(*s, change{"INSERT", uint64_t{1} << 63, "", 0, "src", &img}).err().message(),
+             Catch::Contains("above INT64_MAX"));
+}
+
+TEST_CASE("changelog: a value of another storage class is stored exactly, or refused naming LSN and column", "[lakehouse][changelog]") {
+  std::vector<source_column> cols{{"i", "INTEGER"}, {"r", "REAL"}, {"t", "TEXT"}, {"b", "BLOB"}};
+  auto s = changelog_schema(cols);
+  REQUIRE(s);
+  auto at = [&](const char* col, value v) { return one(*s, {col}, {std::move(v)}, 9); };
+  auto idx = [&](const char* col) {
+    for (size_t k = 0; k < s->columns.size(); ++k)
+      if (s->columns[k].name == col) return k;
+    return size_t{0};
+  };
+  auto stored = [&](const char* col, value v) {
+    auto r = at(col, std::move(v));
+    INFO(col);
+    REQUIRE(r);
+    return (*r)[idx(col)];
+  };
+  auto refused = [&](const char* col, value v) {
+    auto r = at(col, std::move(v));
+    REQUIRE_FALSE(r);
+    CHECK(r.err().code() == ec::invalid_argument);
+    CHECK(r.err().lsn == 9);
+    CHECK_THAT(r.err().message(), Catch::Contains("lsn 9") && Catch::Contains(std::string("column '") + col + "'"));
+    return r.err().message();
+  };
+  // INT64
+  CHECK(stored("i", 3.0) == value(int64_t{3}));
+  CHECK(stored("i", -9223372036854775808.0) == value(std::numeric_limits<int64_t>::min()));
+  refused("i", 3.5);
+  refused("i", 9223372036854775808.0);
+  CHECK_THAT(refused("i", std::string("abc")), Catch::Contains("TEXT 'abc'"));
+  refused("i", bytes{1, 2});
+  // DOUBLE
+  CHECK(stored("r", int64_t{1} << 53) == value(9007199254740992.0));
+  CHECK(stored("r", int64_t{-5}) == value(-5.0));
+  CHECK_THAT(refused("r", (int64_t{1} << 53) + 1), Catch::Contains("2^53"));
+  refused("r", std::string("1.5"));
+  // STRING
+  CHECK(stored("t", int64_t{-12}) == value(std::string("-12")));
+  CHECK(stored("t", 0.1) == value(std::string("0.1")));
+  CHECK(stored("t", 1e300) == value(std::string("1e+300")));
+  refused("t", bytes{0x61});
+  CHECK_THAT(refused("t", std::string("\xc3\x28")), Catch::Contains("not valid UTF-8"));
+  // BINARY
+  CHECK(stored("b", std::string("hi")) == value(bytes{'h', 'i'}));
+  refused("b", int64_t{1});
+  refused("b", 1.5);
+  // NULL is NULL everywhere
+  CHECK(is_null(stored("i", nullptr)));
+}
