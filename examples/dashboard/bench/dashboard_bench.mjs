@@ -93,14 +93,15 @@ if (mode === 'page') {
   const until = Date.now() + 30000;
   while (open < clients && Date.now() < until) await sleep(100);
   await sleep(2000);
-  const c0 = cpuTicks(server.pid), t0 = Date.now();
+  const c0 = cpuTicks(server.pid), t0 = Date.now(), u0 = process.cpuUsage();
   measuring = true;
   await sleep(seconds * 1000);
   measuring = false;
-  const c1 = cpuTicks(server.pid), t1 = Date.now();
+  const c1 = cpuTicks(server.pid), t1 = Date.now(), u1 = process.cpuUsage(u0);
   for (const ws of sockets) ws.close();
   await stopServer();
   const hz = 100;
   console.log(JSON.stringify({ mode, rate, seconds, clients, connected: open, messages, msgs_per_s: Math.round(messages / ((t1 - t0) / 1000)),
-    p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: Math.max(...lat), server_cpu_pct: Math.round((100 * (c1 - c0) / hz) / ((t1 - t0) / 1000)) }));
+    p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: Math.max(...lat), server_cpu_pct: Math.round((100 * (c1 - c0) / hz) / ((t1 - t0) / 1000)),
+    client_cpu_pct: Math.round((100 * (u1.user + u1.system) / 1e6) / ((t1 - t0) / 1000)) }));
 }
