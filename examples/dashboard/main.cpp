@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
       auto st = feed->status();
       l.lag_entries = st.lag_entries;
       l.lag_ms = st.lag_ms;
+      if (auto end = feed->outcome(); end && *end) l.consumer_error = end->to_string();
     }
     l.head_lsn = db->last_lsn();
     if (gen) {

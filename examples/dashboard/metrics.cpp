@@ -83,9 +83,11 @@ int compare_sql(const value& a, const value& b) {
 }
 
 int64_t micro_units(const value& total) {
-  auto of_double = [](double d) -> int64_t { return std::isfinite(d) ? std::llround(d * 1e6) : 0; };
+  // (beyond +-9.2e12 a micro-unit count overflows int64: such totals count as 0)
+  auto of_double = [](double d) -> int64_t { return std::isfinite(d) && std::fabs(d) < 9.2e12 ? std::llround(d * 1e6) : 0; };
+  int64_t units = 0;
   switch (total.index()) {
-    case 1: return std::get<int64_t>(total) * 1000000;
+    case 1: return __builtin_mul_overflow(std::get<int64_t>(total), int64_t{1000000}, &units) ? 0 : units;
     case 2: return of_double(std::get<double>(total));
     case 3: return of_double(std::strtod(std::get<std::string>(total).c_str(), nullptr));
     default: return 0;

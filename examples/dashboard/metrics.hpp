@@ -48,7 +48,8 @@ inline constexpr const char* null_status = "(null)";
 std::string status_key(const dosql::value& v);
 /// SQLite's comparison of two values (NULL < numbers < TEXT < BLOB; BINARY collation).
 int compare_sql(const dosql::value& a, const dosql::value& b);
-/// A total in micro-units (what SUM adds: numbers, numeric text; NULL and the rest add 0).
+/// A total in micro-units (what SUM adds: numbers, numeric text; NULL and the rest add 0; a
+/// total beyond +-9.2e12, whose micro-units overflow int64, also adds 0).
 int64_t micro_units(const dosql::value& total);
 
 /// One published state (immutable once published; shared between threads).

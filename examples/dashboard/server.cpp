@@ -74,7 +74,8 @@ std::string metrics_json(const metrics& m, const live_info& live) {
             {"lag", {{"entries", live.lag_entries}, {"ms", live.lag_ms}}},
             {"stream", {{"inserts", m.inserts_seen}, {"updates", m.updates_seen}, {"deletes", m.deletes_seen},
                         {"reloads", m.reloads}}},
-            {"generator", {{"running", live.generating}, {"rate", live.generate_rate}, {"changes", live.generated}}}};
+            {"generator", {{"running", live.generating}, {"rate", live.generate_rate}, {"changes", live.generated}}},
+            {"consumer", live.consumer_error.empty() ? json("running") : json(live.consumer_error)}};
   return dump(j);
 }
 
@@ -386,7 +387,7 @@ void dashboard_server::impl::schedule_refresh() {
     auto l = live();
     if (rendered_of && (l.lag_entries != rendered_live.lag_entries || l.lag_ms != rendered_live.lag_ms ||
                         l.head_lsn != rendered_live.head_lsn || l.generated != rendered_live.generated ||
-                        l.generating != rendered_live.generating)) {
+                        l.generating != rendered_live.generating || l.consumer_error != rendered_live.consumer_error)) {
       render(rendered_of);
       for (auto& s : sockets) s->offer();
     }

@@ -49,6 +49,7 @@ struct live_info {
   bool generating = false;
   double generate_rate = 0;
   uint64_t generated = 0;
+  std::string consumer_error;  ///< why the metrics consumer stopped (empty: it runs)
 };
 std::string metrics_json(const metrics& m, const live_info& live);
 

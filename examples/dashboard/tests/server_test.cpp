@@ -211,6 +211,7 @@ TEST_CASE("dosql-dashboard answers bad input with clear status codes and stays u
   CHECK(j["ordersByStatus"].is_object());
   CHECK(j["recentOrders"].is_array());
   CHECK(j["lsn"].is_number());
+  CHECK(j["consumer"] == "running");
   for (int s : idle) close(s);
 
   CHECK(srv.terminate() == 0);  // SIGTERM: a clean stop

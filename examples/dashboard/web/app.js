@@ -87,7 +87,7 @@ function render(d, receivedAt) {
   setValue('total-revenue', money.format(d.totalRevenue), d.totalRevenue);
   setValue('lsn', String(d.lsn), d.lsn);
   setValue('head-lsn', String(d.headLsn));
-  setValue('lag', `${d.lag.entries} entries · ${d.lag.ms} ms`);
+  setValue('lag', d.consumer && d.consumer !== 'running' ? `consumer stopped: ${d.consumer}` : `${d.lag.entries} entries · ${d.lag.ms} ms`);
   setValue('age', d.commitTime ? `${Math.max(0, receivedAt - d.commitTime)} ms` : '–');
 
   const statuses = Object.keys(d.ordersByStatus).sort((a, b) => {
