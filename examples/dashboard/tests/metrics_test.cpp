@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "metrics.hpp"
+#include "temp_dir.hpp"
 
 using namespace dashboard;
 using dosql::value;
@@ -48,18 +49,7 @@ sql_state read_sql(dosql::read_snapshot& s) {
   return out;
 }
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    std::string t = (std::filesystem::temp_directory_path() / "dashboard-test-XXXXXX").string();
-    REQUIRE(mkdtemp(t.data()));
-    path = t;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using dashboard::test::temp_dir;
 
 struct collector {
   std::mutex mu;

@@ -25,23 +25,14 @@
 #include <thread>
 #include <vector>
 
+#include "temp_dir.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    std::string t = (std::filesystem::temp_directory_path() / "dashboard-srv-XXXXXX").string();
-    REQUIRE(mkdtemp(t.data()));
-    path = t;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using dashboard::test::temp_dir;
 
 // The server process: started with `args`, its URL read from stdout (bounded wait).
 struct server_process {
