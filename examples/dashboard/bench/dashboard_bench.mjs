@@ -71,7 +71,7 @@ if (mode === 'page') {
     if (j < seen.length) lat.push(seen[j].at - c.t);
   }
   console.log(JSON.stringify({ mode, rate, seconds, commits: commits.length, renders: seen.length, measured: lat.length,
-    p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: Math.max(...lat) }));
+    p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: lat.reduce((a, b) => Math.max(a, b), -Infinity) }));
 } else if (mode === 'fanout') {
   const lat = [];
   let messages = 0, open = 0;
@@ -102,6 +102,6 @@ if (mode === 'page') {
   await stopServer();
   const hz = 100;
   console.log(JSON.stringify({ mode, rate, seconds, clients, connected: open, messages, msgs_per_s: Math.round(messages / ((t1 - t0) / 1000)),
-    p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: Math.max(...lat), server_cpu_pct: Math.round((100 * (c1 - c0) / hz) / ((t1 - t0) / 1000)),
+    p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: lat.reduce((a, b) => Math.max(a, b), -Infinity), server_cpu_pct: Math.round((100 * (c1 - c0) / hz) / ((t1 - t0) / 1000)),
     client_cpu_pct: Math.round((100 * (u1.user + u1.system) / 1e6) / ((t1 - t0) / 1000)) }));
 }
