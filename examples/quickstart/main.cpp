@@ -1,6 +1,6 @@
 // Embedding dosql: open a data directory, write with SQL, read the captured change stream.
-// This file is the README's embedding example (a test keeps the two identical) and the demo
-// that tools/demo.sh runs.
+// This file is the README's embedding example (a test keeps the two identical); it runs as
+// ./build/dosql_quickstart [DIR].
 #include <dosql/dosql.hpp>
 
 #include <cstdio>
