@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
+#include <map>
 
 #include "order.hpp"
 
@@ -142,6 +143,15 @@ dosql::error dosql_offset_store::commit(const std::string& source, uint64_t lsn,
   return {};
 }
 
+std::mutex& projection_lock(const dosql::database& db) {
+  static std::mutex registry_mu;
+  static std::map<const dosql::database*, std::unique_ptr<std::mutex>> locks;  // a few per process, kept
+  std::lock_guard<std::mutex> g(registry_mu);
+  auto& m = locks[&db];
+  if (!m) m = std::make_unique<std::mutex>();
+  return *m;
+}
+
 // ---- comparisons ----------------------------------------------------------------------------
 
 result<std::vector<std::vector<dosql::value>>> dump_table(dosql::database& db, const std::string& table) {
@@ -202,9 +212,12 @@ result<rebuild_report> rebuild(const std::shared_ptr<dosql::database>& db, uint6
   rep.lsn = from_lsn;
   dosql_offset_store offsets(db);
   const projection_tables live;
-  // The live projection may be ahead of what was replayed (a projector running beside us):
-  // replay more and try again; each round replays only what is new.
-  for (int attempt = 0; attempt < 100; ++attempt) {
+  // The bulk of the history is replayed beside the live projector; the last stretch and the
+  // swap hold the projection lock, so the live projector (in this process) cannot move ahead
+  // of what was replayed in between. (The live position is checked inside the swap anyway.)
+  if (auto e = replay_into(db, fresh, &rep.lsn, &rep.events)) return e;
+  std::lock_guard<std::mutex> pause(projection_lock(*db));
+  for (int attempt = 0; attempt < 3; ++attempt) {
     if (auto e = replay_into(db, fresh, &rep.lsn, &rep.events)) return e;
     bool behind = false;
     auto e = offsets.commit(projection_name, rep.lsn, [&](uint64_t live_lsn) -> dosql::result<offset_store::unit_action> {
@@ -229,7 +242,7 @@ result<rebuild_report> rebuild(const std::shared_ptr<dosql::database>& db, uint6
     rep.customer_orders = *c;
     return rep;
   }
-  return error(errc::storage, "rebuild: the live projection kept running ahead of the rebuild (100 rounds); try again");
+  return error(errc::storage, "rebuild: the live projection is ahead of the events replayed (another process?); try again");
 }
 
 result<verify_report> verify(const std::shared_ptr<dosql::database>& db) {
@@ -293,15 +306,21 @@ struct projector::core {
   std::string slot;
   cdc::slot_manager* slots = nullptr;  // owned by the projector, which stops the actor first
   const projection_tables live;
+  /// Slot acknowledgements (an fsync'd file replace each) at most this often; the position in
+  /// projection_state is what exactly-once rests on, the slot only pins the WAL and shows lag.
+  static constexpr std::chrono::milliseconds ack_interval{100};
 
   std::mutex mu;
   std::condition_variable cv;
   uint64_t slot_acked = 0;           // guarded by mu
+  uint64_t want_ack = 0;             // guarded by mu: applied (or settled), not yet acknowledged
+  std::chrono::steady_clock::time_point last_ack{};  // guarded by mu
   std::optional<error> failed;       // guarded by mu
   bool ended = false;                // guarded by mu
 
-  // Runs on the actor's thread.
+  // Runs on the actor's thread: one transaction for every batch gathered (see the actor).
   error apply(const std::vector<positioned_event>& evs, uint64_t last_lsn) {
+    std::lock_guard<std::mutex> g(projection_lock(*db));
     error failure;
     auto e = offsets.commit(projection_name, last_lsn, [&](uint64_t applied) -> dosql::result<offset_store::unit_action> {
       if (last_lsn <= applied) return offset_store::unit_action::skip;  // all of it is in (a redelivery)
@@ -316,19 +335,35 @@ struct projector::core {
       return offset_store::unit_action::commit;
     });
     if (e) return failure ? failure : error::of(e);
-    return ack(last_lsn);
+    settled(last_lsn);
+    return {};
   }
 
-  // The slot follows the committed position (never ahead of it).
-  error ack(uint64_t lsn) {
+  // Everything up to lsn is applied (or another table's): the slot may move there.
+  void settled(uint64_t lsn) {
+    std::lock_guard<std::mutex> g(mu);
+    want_ack = std::max(want_ack, lsn);
+  }
+
+  // Acknowledges the slot up to what is settled, unless one went out less than ack_interval
+  // ago (then *deferred is set; `force` ignores the interval). Never ahead of the position.
+  error ack(bool force, bool* deferred) {
+    uint64_t lsn;
     {
       std::lock_guard<std::mutex> g(mu);
-      if (lsn <= slot_acked) return {};
+      *deferred = false;
+      if (want_ack <= slot_acked) return {};
+      if (!force && std::chrono::steady_clock::now() - last_ack < ack_interval) {
+        *deferred = true;
+        return {};
+      }
+      lsn = want_ack;
     }
     if (auto e = slots->update_slot(slot, lsn)) return error::of(e);
     {
       std::lock_guard<std::mutex> g(mu);
       slot_acked = std::max(slot_acked, lsn);
+      last_ack = std::chrono::steady_clock::now();
     }
     cv.notify_all();
     return {};
@@ -348,43 +383,110 @@ namespace {
 
 struct projector_state {
   std::vector<dosql::entry_view> views;
+  // Batches received and not yet applied: the reader sends a batch per commit it reads, so
+  // under load many wait in the mailbox; they are applied together, in one transaction,
+  // when the self-sent flush (a heartbeat with lsn 0) comes after them.
   std::vector<positioned_event> events;
+  std::vector<std::pair<caf::typed_response_promise<uint64_t>, uint64_t>> acks;
+  uint64_t last_lsn = 0;
+  bool flush_sent = false;
+  bool ack_timer = false;
 };
 
-cdc::consumer_actor::behavior_type projector_actor(cdc::consumer_actor::stateful_pointer<projector_state> self,
-                                                   std::shared_ptr<projector::core> core) {
+constexpr size_t max_gathered = 8192;
+
+using projector_pointer = cdc::consumer_actor::stateful_pointer<projector_state>;
+
+void fail_all(projector_pointer self, const dosql::error& e, std::shared_ptr<projector::core> core) {
+  auto& st = self->state;
+  for (auto& [rp, lsn] : st.acks) rp.deliver(cdc::to_caf(e));
+  st.acks.clear();
+  st.events.clear();
+  core->end(e);
+  self->quit();
+}
+
+// Applies what was gathered and answers every batch it came from.
+void flush(projector_pointer self, const std::shared_ptr<projector::core>& core) {
+  auto& st = self->state;
+  if (st.acks.empty()) return;
+  uint64_t first = st.acks.front().second;
+  if (auto e = core->apply(st.events, st.last_lsn)) {
+    fail_all(self, dosql::error(dosql::ec::subscription_failed, "projector: " + e.to_string()).at(first), core);
+    return;
+  }
+  for (auto& [rp, lsn] : st.acks) rp.deliver(lsn);
+  st.acks.clear();
+  st.events.clear();
+}
+
+void ack_slot(projector_pointer self, const std::shared_ptr<projector::core>& core) {
+  bool deferred = false;
+  if (auto e = core->ack(false, &deferred)) {
+    fail_all(self, dosql::error(dosql::ec::io_error, "projector: acknowledging the slot: " + e.to_string()), core);
+    return;
+  }
+  if (deferred && !self->state.ack_timer) {
+    self->state.ack_timer = true;
+    self->delayed_send(self, projector::core::ack_interval, cdc::heartbeat_atom::value, uint64_t{0});
+  }
+}
+
+cdc::consumer_actor::behavior_type projector_actor(projector_pointer self, std::shared_ptr<projector::core> core) {
   self->set_down_handler([=](caf::down_msg&) {  // the reader is gone (an end_atom came first if it could)
+    flush(self, core);
     core->end(dosql::error(dosql::ec::closed, "the projector's subscription reader stopped"));
     self->quit();
   });
   return {
       [=](cdc::batch_atom, const cdc::batch& b) -> caf::result<uint64_t> {
         auto& st = self->state;
-        if (auto e = cdc::decode_batch(b, st.views)) return cdc::to_caf(e);
-        st.events.clear();
+        // A batch that does not decode ends the subscription at its LSN; what was gathered
+        // before it is still applied.
+        size_t before = st.events.size();
+        auto refuse = [&](const dosql::error& e) -> caf::result<uint64_t> {
+          st.events.resize(before);
+          flush(self, core);
+          return cdc::to_caf(e);
+        };
+        if (auto e = cdc::decode_batch(b, st.views)) return refuse(e);
         for (const auto& v : st.views) {
           if (v.op != dosql::op_type::insert || v.table != "events" || !v.has_after) continue;
           auto r = dosql::codec::decode_row(v.after);
-          if (!r) return cdc::to_caf(dosql::error(r.err().code(), r.err().message()).at(v.lsn));
+          if (!r) return refuse(dosql::error(r.err().code(), r.err().message()).at(v.lsn));
           auto ev = event_from_row(*r);
-          if (!ev)
-            return cdc::to_caf(dosql::error(dosql::ec::decode_error, "lsn " + std::to_string(v.lsn) + ": " + ev.err().message()).at(v.lsn));
+          if (!ev) return refuse(dosql::error(dosql::ec::decode_error, "lsn " + std::to_string(v.lsn) + ": " + ev.err().message()).at(v.lsn));
           st.events.push_back({v.lsn, std::move(*ev)});
         }
-        if (auto e = core->apply(st.events, b.last_lsn))
-          return cdc::to_caf(dosql::error(dosql::ec::subscription_failed, "projector: " + e.to_string()).at(b.first_lsn));
-        return b.last_lsn;
+        st.acks.emplace_back(self->make_response_promise<uint64_t>(), b.last_lsn);
+        st.last_lsn = b.last_lsn;
+        if (st.events.size() >= max_gathered) {
+          flush(self, core);
+        } else if (!st.flush_sent) {
+          st.flush_sent = true;  // queued behind the batches already waiting
+          self->send(self, cdc::heartbeat_atom::value, uint64_t{0});
+        }
+        return caf::delegated<uint64_t>{};
       },
       [=](cdc::end_atom, const cdc::subscription_end& end) {
+        flush(self, core);
         core->end(end.to_error());
         self->quit();
       },
       [=](cdc::heartbeat_atom, uint64_t lsn) {
-        // Everything up to lsn was applied or is another table's: the slot may move past it.
-        if (auto e = core->ack(lsn)) {
-          core->end(dosql::error(dosql::ec::io_error, "projector: acknowledging the slot: " + e.to_string()));
-          self->quit();
+        auto& st = self->state;
+        if (lsn == 0) {  // our own: the flush, or the slot acknowledgement's timer
+          if (st.flush_sent) {
+            st.flush_sent = false;
+            flush(self, core);
+          } else {
+            st.ack_timer = false;
+          }
+        } else {
+          // The reader's: everything up to lsn was applied or is another table's.
+          core->settled(lsn);
         }
+        ack_slot(self, core);
       },
       [=](cdc::watch_atom, const cdc::reader_control_actor& reader) { self->monitor(reader); },
   };
@@ -446,6 +548,9 @@ void projector::stop() {
     caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {});
     actor_running_ = false;
+    // The slot catches up with what was applied (acknowledgements are throttled).
+    bool deferred = false;
+    (void)core_->ack(true, &deferred);
   }
 }
 

@@ -18,7 +18,8 @@
 // rebuild(from_lsn) replays the events into fresh tables (order_summary__rebuild, ...) from the
 // change stream, then swaps them in, in one transaction that drops the old tables, renames the
 // new ones and sets the position to the LSN the rebuild reached. A live projector in the same
-// process keeps running: it skips what the swap already covers.
+// process keeps running beside the bulk of the replay; it pauses (projection_lock) only for the
+// last stretch and the swap, and afterwards skips what the swap already covers.
 #pragma once
 
 #include <caf/fwd.hpp>
@@ -68,6 +69,10 @@ class dosql_offset_store final : public dosql::reliability::offset_store {
  private:
   std::shared_ptr<dosql::database> db_;
 };
+
+/// Held by the projector around each batch and by rebuild() around its last catch-up and swap
+/// (one per database in this process; taken before dosql's writer, never after).
+std::mutex& projection_lock(const dosql::database& db);
 
 /// Rows of a table ordered by its primary key (for row-for-row comparisons).
 result<std::vector<std::vector<dosql::value>>> dump_table(dosql::database& db, const std::string& table);
