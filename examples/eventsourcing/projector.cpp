@@ -306,6 +306,7 @@ struct projector::core {
   std::string slot;
   cdc::slot_manager* slots = nullptr;  // owned by the projector, which stops the actor first
   const projection_tables live;
+  std::function<void(uint64_t)> on_applied;
   /// Slot acknowledgements (an fsync'd file replace each) at most this often; the position in
   /// projection_state is what exactly-once rests on, the slot only pins the WAL and shows lag.
   static constexpr std::chrono::milliseconds ack_interval{100};
@@ -336,6 +337,7 @@ struct projector::core {
     });
     if (e) return failure ? failure : error::of(e);
     settled(last_lsn);
+    if (on_applied) on_applied(last_lsn);
     return {};
   }
 
@@ -500,6 +502,7 @@ result<std::unique_ptr<projector>> projector::start(std::shared_ptr<dosql::datab
   p->core_ = std::make_shared<core>(db, o.slot);
   p->slots_ = cdc::create_slot_manager(db);
   p->core_->slots = p->slots_.get();
+  p->core_->on_applied = std::move(o.on_applied);
   auto applied = p->core_->offsets.last_applied(projection_name);
   if (!applied) return error::of(applied.err());
   uint64_t from = *applied;

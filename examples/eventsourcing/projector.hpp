@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -106,6 +107,9 @@ struct projector_options {
   /// Replay from this LSN instead of max(slot, position): events at or below the position are
   /// delivered again and skipped (operators after restoring a slot; tests of the skip rule).
   std::optional<uint64_t> from_lsn;
+  /// Called on the projector's thread after each commit with the position it reached
+  /// (observers, the lag benchmark). Must not block.
+  std::function<void(uint64_t lsn)> on_applied;
 };
 
 /// The running projector: a detached consumer actor (it writes and fsyncs) fed by a
