@@ -16,20 +16,6 @@
 
 namespace dosql::test {
 
-temp_dir::temp_dir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dosql-test-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = buf.data();
-}
-
-temp_dir::~temp_dir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 wal_entry make_entry(uint64_t i, size_t image_bytes) {
   static const op_type ops[] = {op_type::begin, op_type::insert, op_type::update,
                                 op_type::del, op_type::commit, op_type::schema, op_type::rollback};

@@ -7,23 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "common/scratch.hpp"  // temp_dir, must
 #include "wal/entry.hpp"
 
 namespace dosql::test {
-
-/// A fresh directory under $TMPDIR, removed with its contents on destruction.
-class temp_dir {
- public:
-  temp_dir();
-  ~temp_dir();
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 /// A deterministic entry for index i with ~`image_bytes` row images; ops cycle.
 wal_entry make_entry(uint64_t i, size_t image_bytes = 200);

@@ -1,4 +1,4 @@
-// Shared by the runtime test suites: unwrap a result or fail the test with its error, and a
+// Shared by the runtime test suites (must and temp_dir: tests/common/scratch.hpp): a
 // fixture owning a scratch directory, a runtime and an open database.
 #pragma once
 
@@ -10,12 +10,6 @@
 #include "test_util.hpp"
 
 namespace dosql::test {
-
-template <class T>
-T must(result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
 
 struct db_fixture {
   temp_dir d;

@@ -19,18 +19,6 @@
 
 namespace cache_test {
 
-temp_dir::temp_dir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dosql-cache-test-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) FAIL("mkdtemp: " << std::strerror(errno));
-  path_ = tmpl;
-}
-
-temp_dir::~temp_dir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 namespace {
 
 int free_port() {

@@ -10,30 +10,13 @@
 #include <vector>
 
 #include "cache_manager.hpp"
+#include "common/scratch.hpp"
 #include "workload.hpp"
 
 namespace cache_test {
 
-template <class T>
-T must(dosql::result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
-}
-inline void must(const dosql::error& e) {
-  if (e) FAIL(e.to_string());
-}
-
-class temp_dir {
- public:
-  temp_dir();
-  ~temp_dir();
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using dosql::test::must;      // (tests/common/scratch.hpp)
+using dosql::test::temp_dir;
 
 /// redis-server --port P --save '' --appendonly no, on 127.0.0.1, in its own scratch directory.
 class redis_server {

@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "metrics.hpp"
-#include "temp_dir.hpp"
+#include "common/scratch.hpp"
 
 using namespace dashboard;
 using dosql::value;
@@ -30,11 +30,7 @@ struct sql_state {
   std::vector<order> recent;
 };
 
-template <class T>
-T must(dosql::result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(*r);
-}
+using dosql::test::must;
 
 sql_state read_sql(dosql::read_snapshot& s) {
   sql_state out;
@@ -49,7 +45,7 @@ sql_state read_sql(dosql::read_snapshot& s) {
   return out;
 }
 
-using dashboard::test::temp_dir;
+using dosql::test::temp_dir;
 
 struct collector {
   std::mutex mu;
@@ -70,7 +66,7 @@ TEST_CASE("dashboard metrics equal SQL aggregates at every LSN they publish, acr
           "[dashboard][metrics]") {
   temp_dir dir;
   dosql::runtime rt;
-  auto db = must(rt.open((dir.path / "data").string()));
+  auto db = must(rt.open(dir / "data"));
   must(db->exec(orders_schema));
 
   std::map<uint64_t, sql_state> expected;  // commit LSN -> SQL state as of that commit
@@ -185,7 +181,7 @@ TEST_CASE("the recent-orders prefix: deletes shrink it, newer rows join it, an u
           "[dashboard][metrics]") {
   temp_dir dir;
   dosql::runtime rt;
-  auto db = must(rt.open((dir.path / "data").string()));
+  auto db = must(rt.open(dir / "data"));
   must(db->exec(orders_schema));
   for (int i = 0; i < 30; ++i)
     must(db->exec("INSERT INTO orders VALUES(?, 'u', 1.5, 'paid', ?)", {"o" + std::to_string(i), int64_t{i}}));

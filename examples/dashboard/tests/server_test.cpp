@@ -25,14 +25,14 @@
 #include <thread>
 #include <vector>
 
-#include "temp_dir.hpp"
+#include "common/scratch.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
-using dashboard::test::temp_dir;
+using dosql::test::temp_dir;
 
 // The server process: started with `args`, its URL read from stdout (bounded wait).
 struct server_process {
@@ -181,7 +181,7 @@ struct ws_client {
 
 TEST_CASE("dosql-dashboard answers bad input with clear status codes and stays up", "[dashboard][server]") {
   temp_dir dir;
-  server_process srv({"--dir", (dir.path / "d").string(), "--port", "0"});
+  server_process srv({"--dir", dir / "d", "--port", "0"});
   const auto p = srv.port;
 
   auto page = raw_exchange(p, get("/"));
@@ -216,7 +216,7 @@ TEST_CASE("dosql-dashboard answers bad input with clear status codes and stays u
 TEST_CASE("a WebSocket client that never reads costs bounded memory and never holds up another client",
           "[dashboard][server][slow]") {
   temp_dir dir;
-  server_process srv({"--dir", (dir.path / "d").string(), "--port", "0", "--generate", "2000", "--interval-ms", "1"});
+  server_process srv({"--dir", dir / "d", "--port", "0", "--generate", "2000", "--interval-ms", "1"});
   const auto p = srv.port;
 
   // Ten clients that complete the upgrade and then never read a byte (small receive buffers).

@@ -13,18 +13,6 @@
 
 namespace es::test {
 
-temp_dir::temp_dir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dosql-es-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) FAIL("mkdtemp failed");
-  path_ = tmpl;
-}
-
-temp_dir::~temp_dir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 store_fixture::store_fixture(const std::string& dir) {
   db = must(rt.open(dir));
   store = must(event_store::open(db));

@@ -11,34 +11,20 @@
 #include <string>
 #include <vector>
 
+#include "common/scratch.hpp"
 #include "order.hpp"
 #include "projector.hpp"
 
 namespace es::test {
 
-/// A fresh directory under $TMPDIR, removed with its contents on destruction.
-class temp_dir {
- public:
-  temp_dir();
-  ~temp_dir();
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+using dosql::test::temp_dir;  // (tests/common/scratch.hpp: with must for dosql results)
+using dosql::test::must;
 
- private:
-  std::string path_;
-};
-
+/// The example's own results (es::result) unwrapped, or the test fails with the error.
 template <class T>
 T must(result<T> r) {
   if (!r) FAIL(r.err().to_string());
   return std::move(*r);
-}
-template <class T>
-T must(dosql::result<T> r) {
-  if (!r) FAIL(r.err().to_string());
-  return std::move(r).value();
 }
 
 /// An open database with its event store.
