@@ -210,7 +210,12 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     auto& f = out_.front();
     if (f.event && window_ && inflight_.size() >= window_) return;  // an ack resumes
     writing_ = true;
-    if (f.event) sent_lsn_ = std::max(sent_lsn_, f.lsn);  // the client may read it (and ack) before on_write
+    // The client may read this event and ack it before on_write runs: it is sent, and in flight,
+    // from here (counting it in on_write lost such an ack and left the window full for good).
+    if (f.event) {
+      sent_lsn_ = std::max(sent_lsn_, f.lsn);
+      if (window_) inflight_.push_back(f.lsn);
+    }
     ws_.text(true);
     ws_.async_write(net::buffer(f.text), beast::bind_front_handler(&ws_session::on_write, this->shared_from_this()));
   }
@@ -230,7 +235,6 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
       --stats_->queued;
       ++stats_->delivered;
       stats_->position = std::max(stats_->position.load(), f.lsn);
-      if (window_) inflight_.push_back(f.lsn);
     }
     settle();
     if (paused_ && queued_bytes_ <= srv_.o.max_queue_bytes / 2) {
@@ -285,7 +289,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
   beast::flat_buffer in_;
   std::deque<frame> out_;
   size_t queued_bytes_ = 0;
-  std::deque<uint64_t> inflight_;  // LSNs of events written and not acknowledged (with a window)
+  std::deque<uint64_t> inflight_;  // LSNs of events handed to the WebSocket and not acknowledged (with a window)
   uint32_t window_ = 0;
   uint64_t sent_lsn_ = 0;  // the highest LSN of an event handed to the WebSocket (acks may not exceed it)
   std::unique_ptr<cdc::cursor> cursor_;  // its readers released while paused
