@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -21,6 +22,10 @@
 #include "wal/cursor.hpp"
 #include "wal/entry.hpp"
 #include <dosql/error.hpp>
+
+namespace CLI {
+class App;
+}
 
 namespace dosql::cli {
 
@@ -111,6 +116,14 @@ struct serve_options {
   unsigned threads = 2;                    ///< I/O threads
 };
 int run_serve(const serve_options& o);
+
+// ---- lakehouse (tools/cli/cmd_lakehouse_*.cpp) ------------------------------------------------
+// Each `dosql lakehouse SUB` registers itself on the `lakehouse` sub-command; main() calls the
+// returned function after parsing: it runs SUB and gives its exit code, or nullopt when SUB was
+// not the one given.
+using lakehouse_command = std::function<std::optional<int>()>;
+/// `dosql lakehouse stream DIR --to URL --source NAME ...` (cmd_lakehouse_stream.cpp).
+lakehouse_command add_lakehouse_stream(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@
 //   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
 //                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B]
 //                  the CDC stream over WebSocket, /metrics, /healthz (read-only)
+//   dosql lakehouse stream DIR --to ws://HOST:PORT --source NAME [--slot S] [--token T] [--table T]...
+//                  [--stop-at-tail]            row changes to a lakehouse receiver, exactly once
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
@@ -188,6 +190,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 60000));
   serve->add_option("--threads", vo.threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
 
+  // ---- lakehouse: each sub-command registers itself (tools/cli/cmd_lakehouse_*.cpp) ----
+  auto* lakehouse = app.add_subcommand("lakehouse", "The lakehouse: stream changes to a receiver that writes "
+                                                    "Parquet changelogs (docs/LAKEHOUSE.md)");
+  lakehouse->require_subcommand(1);
+  std::vector<lakehouse_command> lakehouse_commands{add_lakehouse_stream(*lakehouse)};
+
   // ---- slots ----
   slots_options lo;
   std::string slot_from, ack_lsn;
@@ -291,6 +299,11 @@ int main(int argc, char** argv) {
     if (*tok_file) vo.token_file = token_file;
     if (*cert_opt) vo.cert = cert, vo.key = key;
     return run_serve(vo);
+  }
+  if (lakehouse->parsed()) {
+    for (auto& run : lakehouse_commands)
+      if (auto rc = run()) return *rc;
+    return 2;
   }
   if (tail->parsed()) {
     if (*from_opt) {
