@@ -23,10 +23,6 @@
 #include "wal/entry.hpp"
 #include <dosql/error.hpp>
 
-namespace CLI {
-class App;
-}
-
 namespace dosql::cli {
 
 // ---- options -------------------------------------------------------------------------------
@@ -117,13 +113,24 @@ struct serve_options {
 };
 int run_serve(const serve_options& o);
 
-// ---- lakehouse (tools/cli/cmd_lakehouse_*.cpp) ------------------------------------------------
-// Each `dosql lakehouse SUB` registers itself on the `lakehouse` sub-command; main() calls the
-// returned function after parsing: it runs SUB and gives its exit code, or nullopt when SUB was
-// not the one given.
-using lakehouse_command = std::function<std::optional<int>()>;
-/// `dosql lakehouse stream DIR --to URL --source NAME ...` (cmd_lakehouse_stream.cpp).
-lakehouse_command add_lakehouse_stream(CLI::App& lakehouse);
+// ---- lakehouse (issue 16; each sub-command in its own tools/cli/cmd_lakehouse_*.cpp) ----------
+
+}  // namespace dosql::cli
+namespace CLI {
+class App;
+}
+namespace dosql::cli {
+
+/// A sub-command added by its own file: `app` is its CLI11 node, `run` runs it once parsed
+/// (returns the exit code).
+struct subcommand {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+/// `dosql lakehouse serve --dir L --port P ...`: the receiver (tools/cli/cmd_lakehouse_serve.cpp).
+subcommand add_lakehouse_serve(CLI::App& lakehouse);
+/// `dosql lakehouse stream DIR --to URL --source NAME ...`: the streamer (tools/cli/cmd_lakehouse_stream.cpp).
+subcommand add_lakehouse_stream(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ int run(stream_options& o) {
 
 }  // namespace
 
-lakehouse_command add_lakehouse_stream(CLI::App& lakehouse) {
+subcommand add_lakehouse_stream(CLI::App& lakehouse) {
   auto o = std::make_shared<stream_options>();
   auto* c = lakehouse.add_subcommand(
       "stream",
@@ -157,8 +157,7 @@ lakehouse_command add_lakehouse_stream(CLI::App& lakehouse) {
       ->capture_default_str()->check(CLI::Range(1u, 60000u));
   c->add_option("--ca", o->cfg.ca_file, "wss://: CA certificates (PEM) to verify the receiver with (default: the system's)");
   c->add_flag("--insecure", o->insecure, "wss://: do not verify the receiver's certificate");
-  return [c, o]() -> std::optional<int> {
-    if (!c->parsed()) return std::nullopt;
+  return {c, [o]() -> int {
     auto ms = [](const std::string& text, const std::string& what, auto& out) {
       auto v = parse_duration_ms(text, what);
       if (!v) return fail(v.err()), false;
@@ -177,7 +176,7 @@ lakehouse_command add_lakehouse_stream(CLI::App& lakehouse) {
     if (o->insecure) o->cfg.tls_verify = false;
     o->cfg.poll_interval = std::chrono::milliseconds(o->poll_ms);
     return run(*o);
-  };
+  }};
 }
 
 }  // namespace dosql::cli

@@ -14,6 +14,8 @@
 //   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
 //                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B]
 //                  the CDC stream over WebSocket, /metrics, /healthz (read-only)
+//   dosql lakehouse serve --dir L --port P [--token T] [--cert C --key K] [--namespace N] ...
+//                  the lakehouse receiver: change batches in, Parquet changelog files out
 //   dosql lakehouse stream DIR --to ws://HOST:PORT --source NAME [--slot S] [--token T] [--table T]...
 //                  [--stop-at-tail]            row changes to a lakehouse receiver, exactly once
 //
@@ -190,15 +192,16 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 60000));
   serve->add_option("--threads", vo.threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
 
-  // ---- lakehouse: each sub-command registers itself (tools/cli/cmd_lakehouse_*.cpp) ----
-  auto* lakehouse = app.add_subcommand("lakehouse", "The lakehouse: stream changes to a receiver that writes "
-                                                    "Parquet changelogs (docs/LAKEHOUSE.md)");
-  lakehouse->require_subcommand(1);
-  std::vector<lakehouse_command> lakehouse_commands{add_lakehouse_stream(*lakehouse)};
-
   // ---- slots ----
   slots_options lo;
   std::string slot_from, ack_lsn;
+  // ---- lakehouse: each sub-command adds itself (tools/cli/cmd_lakehouse_*.cpp) ----
+  auto* lakehouse = app.add_subcommand("lakehouse", "The lakehouse (docs/LAKEHOUSE.md): dosql lakehouse serve (the receiver "
+                                                    "writing Parquet changelog files), dosql lakehouse stream (a data "
+                                                    "directory's changes to a receiver)");
+  lakehouse->require_subcommand(1);
+  std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse)};
+
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");
   slots->add_option("DIR", lo.dir, "Data directory")->required();
@@ -294,16 +297,13 @@ int main(int argc, char** argv) {
     }
     return run_slots(lo);
   }
+  for (auto& c : lakehouse_cmds)
+    if (c.app->parsed()) return c.run();
   if (serve->parsed()) {
     if (*tok) vo.token = token;
     if (*tok_file) vo.token_file = token_file;
     if (*cert_opt) vo.cert = cert, vo.key = key;
     return run_serve(vo);
-  }
-  if (lakehouse->parsed()) {
-    for (auto& run : lakehouse_commands)
-      if (auto rc = run()) return *rc;
-    return 2;
   }
   if (tail->parsed()) {
     if (*from_opt) {
