@@ -12,6 +12,7 @@
 #include <dosql/slots.hpp>
 
 #include "wal/cursor.hpp"
+#include "wal/sqlite_util.hpp"
 
 namespace dosql::lakehouse::detail {
 namespace {
@@ -112,12 +113,13 @@ class embedded : public change_source {
 
   std::vector<source_column> columns(const std::string& table) override {
     std::vector<source_column> cols;
-    auto q = db_->query(columns_sql, {value(table)});
+    // (the statement form: the read pool's authorizer refuses the table-valued pragma_table_info)
+    auto q = db_->query("PRAGMA table_info(" + dosql::detail::quote_ident(table) + ")");
     if (!q) return cols;
     for (auto& r : q->rows) {
-      if (r.size() < 2) continue;
-      auto* name = std::get_if<std::string>(&r[0]);
-      auto* type = std::get_if<std::string>(&r[1]);
+      if (r.size() < 3) continue;  // cid, name, type, ...
+      auto* name = std::get_if<std::string>(&r[1]);
+      auto* type = std::get_if<std::string>(&r[2]);
       if (name) cols.push_back({*name, type ? *type : std::string()});
     }
     return cols;
