@@ -150,8 +150,17 @@ TEST_CASE("lakehouse stream -> serve: SIGKILL of the streamer and of the receive
   test::write_file(d / "STOP", "");
   CHECK(test::wait_exit(writer, std::chrono::seconds(60)) == 0);
   ::kill(s.pid, SIGTERM);
+  std::string running_status;
+  test::read_until(s.out, running_status, [](const std::string& x) { return has(x, "\n"); }, std::chrono::seconds(60));
   CHECK(test::wait_exit(s.pid, std::chrono::seconds(60)) == 0);
   ::close(s.out);
+  {
+    // It lived through every receiver kill: it reconnected, and sent batches again.
+    INFO("streamer through the receiver kills: " << running_status << test::read_file(d / "stream.err"));
+    auto st = json::parse(running_status.substr(0, running_status.find('\n')));
+    CHECK(st["reconnects"].get<uint64_t>() >= 1);
+    CHECK(st["batches"].get<uint64_t>() >= 1);
+  }
   auto last = streamer(src, port, d / "last.err", true);
   std::string status;
   test::read_until(last.out, status, [](const std::string& x) { return has(x, "\n"); }, std::chrono::seconds(120));
@@ -200,4 +209,50 @@ TEST_CASE("lakehouse stream -> serve: SIGKILL of the streamer and of the receive
   INFO("check_changelog: " << out);
   CHECK(WIFEXITED(rc));
   CHECK(WEXITSTATUS(rc) == 0);
+}
+
+TEST_CASE("lakehouse stream --slot --stop-at-tail: exit 0, the slot acknowledged up to the receiver's watermark only",
+          "[cli][slot]") {
+  test::temp_dir d;
+  const std::string src = d / "src", lake = d / "lake";
+  CHECK_OK(test::dosql_run("sql " + test::q(src) +
+                           " -e \"CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES(1, 'a'), (2, NULL);"
+                           " CREATE TABLE u(k TEXT PRIMARY KEY); INSERT INTO u VALUES('x')\""));
+  CHECK_OK(test::dosql_run("slots " + test::q(src) + " create lake --from 0"));
+  receiver_proc recv(lake, 0, d / "serve.err");
+  REQUIRE(recv.port != 0);
+  const std::string to = "ws://127.0.0.1:" + std::to_string(recv.port);
+  auto r = test::dosql_run("lakehouse stream " + test::q(src) + " --to " + to +
+                           " --source a --slot lake --table t --stop-at-tail");
+  CHECK_OK(r);
+  auto st = json::parse(r.out);
+  CHECK(st["state"] == "stopped");
+  CHECK(st["entries"] == 2);  // --table t: u's insert is not sent
+  const uint64_t wm = st["watermark"].get<uint64_t>();
+  CHECK(wm > 0);
+  auto slots = test::dosql_run("slots " + test::q(src) + " list --json");
+  CHECK_OK(slots);
+  auto slot = json::parse(test::lines(slots.out).at(0));
+  INFO(slots.out);
+  CHECK(slot["acked_lsn"].get<uint64_t>() == wm);  // up to the watermark, not the WAL's tail
+  // Again: nothing new is sent (it starts after the watermark).
+  auto again = test::dosql_run("lakehouse stream " + test::q(src) + " --to " + to + " --source a --table t --stop-at-tail");
+  CHECK_OK(again);
+  CHECK(json::parse(again.out)["batches"] == 0);
+  // Usage and connection errors name what is wrong, on stderr, exit non-zero.
+  auto bad = test::dosql_run("lakehouse stream " + test::q(src) + " --to http://x --source a");
+  CHECK(bad.code != 0);
+  CHECK(has(bad.err, "ws:// or wss://"));
+  CHECK(bad.out.empty());
+  auto bad_src = test::dosql_run("lakehouse stream " + test::q(src) + " --to " + to + " --source 'a b'");
+  CHECK(bad_src.code != 0);
+  CHECK(has(bad_src.err, "source id"));
+  auto nodir = test::dosql_run("lakehouse stream " + test::q(d / "nope") + " --to " + to + " --source a");
+  CHECK(nodir.code != 0);
+  CHECK(has(nodir.err, "nope"));
+  auto refused = test::dosql_run("lakehouse stream " + test::q(src) + " --to ws://127.0.0.1:1 --source a "
+                                 "--retry-attempts 2 --retry-initial 10ms --stop-at-tail");
+  CHECK(refused.code == 1);
+  CHECK(has(refused.err, "gave up after 2 attempts"));
+  CHECK(recv.terminate() == 0);
 }
