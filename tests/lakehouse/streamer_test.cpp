@@ -379,3 +379,56 @@ TEST_CASE("streamer -> receiver: lands, starts after the watermark, survives a r
   }
   REQUIRE_FALSE(recv->stop());
 }
+
+TEST_CASE("streamer -> receiver over wss:// with a bearer token; a wrong token or an untrusted certificate fails "
+          "with the reason",
+          "[streamer][receiver][tls]") {
+  source_db s;
+  test::temp_dir lake;
+  const std::string cert = lake / "cert.pem", key = lake / "key.pem";
+  std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+                    "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout '" + key + "' -out '" + cert +
+                    "' >/dev/null 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  lh::receiver_options o;
+  o.dir = lake / "L";
+  o.flush_ms = 20;
+  o.token = "s3cret";
+  o.cert_file = cert;
+  o.key_file = key;
+  auto recv = must(lh::receiver::start(o));
+  REQUIRE(std::string(recv->scheme()) == "wss");
+  s.write(1, 5);
+  auto cfg = config("wss://127.0.0.1:" + std::to_string(recv->port()));
+  cfg.retry.max_attempts = 1;
+  cfg.ca_file = cert;
+  {
+    auto wrong = cfg;
+    wrong.token = "nope";
+    auto st = must(lh::streamer::create(s.db, wrong));
+    auto e = st->connect();
+    REQUIRE(e);
+    INFO(e.to_string());
+    CHECK(e.to_string().find("websocket upgrade") != std::string::npos);
+  }
+  {
+    auto untrusted = cfg;
+    untrusted.token = "s3cret";
+    untrusted.ca_file.clear();  // the system's CAs do not know this certificate
+    auto st = must(lh::streamer::create(s.db, untrusted));
+    auto e = st->connect();
+    REQUIRE(e);
+    INFO(e.to_string());
+    CHECK(e.to_string().find("tls handshake") != std::string::npos);
+  }
+  cfg.token = "s3cret";
+  auto st = must(lh::streamer::create(s.db, cfg));
+  REQUIRE_FALSE(st->connect());
+  REQUIRE_FALSE(st->start(0, true));
+  auto done = st->wait(std::chrono::seconds(60));
+  REQUIRE(done);
+  CHECK_FALSE(*done);
+  CHECK(st->checkpoint().committed_lsn == last_change_lsn(*s.db));
+  CHECK(st->status().total_entries_sent == 5);
+  REQUIRE_FALSE(recv->stop());
+}
