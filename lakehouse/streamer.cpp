@@ -861,6 +861,10 @@ error streamer::connect() {
 
 error streamer::start(uint64_t from_lsn, bool stop_at_tail) {
   auto* p = p_.get();
+  {
+    std::lock_guard<std::mutex> g(p->mu);
+    if (p->done) return p->final_err ? p->final_err : error(ec::closed, "streamer stopped");
+  }
   std::promise<error> started;
   auto fut = started.get_future();
   net::post(p->ioc, [p, from_lsn, stop_at_tail, &started] {

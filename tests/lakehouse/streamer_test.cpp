@@ -283,6 +283,7 @@ TEST_CASE("streamer: acks' buffer utilisation becomes pause / slow_down / resume
   scripted_server srv;
   auto cfg = config(srv.url());
   cfg.max_in_flight = 1;  // one batch at a time: each ack's utilisation applies before the next
+  cfg.heartbeat_interval = std::chrono::seconds(600);  // heartbeats only while paused (every 200 ms)
   auto st = must(lh::streamer::create(s.db, cfg));
   std::mutex mu;
   std::vector<std::string> signals;

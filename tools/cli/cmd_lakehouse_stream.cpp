@@ -16,6 +16,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <mutex>
 #include <cstdlib>
 #include <thread>
 
@@ -25,6 +26,11 @@
 
 namespace dosql::cli {
 namespace {
+
+// The streamer the SIGINT/SIGTERM thread stops (null once it is being destroyed).
+std::mutex g_signal_mu;
+lakehouse::streamer* g_streamer = nullptr;  // guarded by g_signal_mu
+bool g_signalled = false;                   // guarded by g_signal_mu
 
 struct stream_options {
   std::string dir;
@@ -82,12 +88,16 @@ int run(stream_options& o) {
     return fail(s.err());
   }
   auto& st = **s;
-  std::atomic<bool> signalled{false};
-  std::thread([&st, &signalled, stop_signals] {
+  {
+    std::lock_guard<std::mutex> g(g_signal_mu);
+    g_streamer = &st;
+  }
+  std::thread([stop_signals] {
     int sig = 0;
     if (sigwait(&stop_signals, &sig) == 0) {
-      signalled = true;
-      st.stop();
+      std::lock_guard<std::mutex> g(g_signal_mu);  // (the streamer is not destroyed meanwhile)
+      g_signalled = true;
+      if (g_streamer) g_streamer->stop();
     }
   }).detach();  // (blocked in sigwait until the process exits)
 
@@ -102,11 +112,20 @@ int run(stream_options& o) {
       }
     }
   }
-  if (signalled.load() && err.code() == ec::closed) err = {};
+  bool signalled;
+  {
+    std::lock_guard<std::mutex> g(g_signal_mu);
+    signalled = g_signalled;
+  }
+  if (signalled && err.code() == ec::closed) err = {};
   auto final_status = st.status();
   st.stop();
   write_out(status_json(final_status, o.cfg.source_id));
   int rc = err ? fail(err) : 0;
+  {
+    std::lock_guard<std::mutex> g(g_signal_mu);
+    g_streamer = nullptr;
+  }
   s->reset();
   if (db)
     if (auto e = db->close(); e && rc == 0) rc = fail(e);
