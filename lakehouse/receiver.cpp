@@ -447,6 +447,7 @@ error receiver::stop() {
     std::lock_guard<std::mutex> sl(p->stats_mu);
     p->snapshot = p->store->stats();
   }
+  p->store.reset();  // releases the directory's lock: another receiver may open it now
   return p_->stop_err;
 }
 

@@ -385,13 +385,18 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
                              {"dosql.table", table},
                              {"dosql.first_lsn", std::to_string(buf.first_lsn)},
                              {"dosql.last_lsn", std::to_string(buf.last_lsn)}};
-    if ((err = write_parquet_file(o_.dir + "/" + rel, buf.file_schema, buf.rows, wo))) break;
+    if ((err = write_parquet_file(o_.dir + "/" + rel, buf.file_schema, buf.rows, wo))) {
+      // (a failed directory fsync after the writer's rename leaves the file: uncommitted, removed)
+      if (wal::path_exists(o_.dir + "/" + rel)) (void)wal::remove_file(o_.dir + "/" + rel);
+      break;
+    }
     written.push_back(rel);
     schemas[o_.namespace_name + "/" + table] = buf.file_schema;
     rows += buf.rows.size();
   }
   std::map<std::string, source_position> positions;
-  for (const auto& [n, x] : sources_) positions[n] = x.committed;
+  for (const auto& [n, x] : sources_)
+    if (x.committed.sequence > 0) positions[n] = x.committed;  // (a source that never landed a batch: none)
   positions[name] = {s.accepted_lsn, s.accepted_sequence};
   auto pending = unfinished_;
   pending.insert(pending.end(), written.begin(), written.end());

@@ -3,7 +3,7 @@
 // REALs, blobs, unicode text) into DIR. The streamer is SIGKILLed at random moments
 // (DOSQL_LH_KILL_ROUNDS rounds, default 50), then, with one streamer running, the receiver is
 // (as many rounds). At the end a last `stream --stop-at-tail` must exit 0, and DuckDB
-// (tests/lakehouse/check_changelog.mjs) reads the Parquet changelog: every change of the source
+// (tests/lakehouse/check_stream_changelog.mjs) reads the Parquet changelog: every change of the source
 // exactly once (no (_source, _lsn) twice, none missing), and the changelog applied in _lsn order
 // per key equals the source table.
 // Every wait is bounded; nothing asserts on time.
@@ -198,7 +198,7 @@ TEST_CASE("lakehouse stream -> serve: SIGKILL of the streamer and of the receive
     REQUIRE_FALSE(db->close());
   }
   test::write_file(d / "expected.json", expected.dump());
-  std::string cmd = "cd " + test::q(DOSQL_LH_TESTS) + " && node check_changelog.mjs " + test::q(lake) +
+  std::string cmd = "cd " + test::q(DOSQL_LH_TESTS) + " && node check_stream_changelog.mjs " + test::q(lake) +
                     " dosql t id " + test::q(d / "expected.json") + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p);
