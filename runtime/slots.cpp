@@ -1,5 +1,6 @@
 #include <dosql/slots.hpp>
 
+#include <algorithm>
 #include <caf/all.hpp>
 
 #include <thread>
@@ -116,7 +117,7 @@ result<std::unique_ptr<subscription>> slot_manager::subscribe_from_slot(const st
                                    "; re-create it (with a snapshot) to resume");
     return e;
   }
-  extra.from_lsn = s->acked_lsn;
+  extra.from_lsn = std::max(extra.from_lsn, s->acked_lsn);  // past the slot: a consumer that knows more
   extra.heartbeats = true;  // a filtered consumer learns its position past other tables' changes
   extra.filter.tables = s->filter.tables;
   extra.filter.operations = s->filter.operations;

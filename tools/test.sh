@@ -101,7 +101,7 @@ if [ "${DOSQL_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "=== ASan+UBSan build + tests"
   if configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DDOSQL_SANITIZE=ON -DDOSQL_BENCH=OFF -DDOSQL_WERROR=ON; then
     # (the event-sourcing kill test runs its 50 rounds in the release build; 20 here)
-    ctest_step asan build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ES_CRASH_ROUNDS=20
+    ctest_step asan build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ES_CRASH_ROUNDS=20 DOSQL_LH_KILL_ROUNDS=20
   else
     fail "asan build"
   fi

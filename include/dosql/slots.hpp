@@ -68,6 +68,8 @@ class slot_manager {
   /// A subscription resuming after the slot's acknowledged LSN, with the slot's filter and
   /// heartbeats on: acknowledge its settled_lsn() (not only the last entry's LSN), so that a
   /// caught-up filtered consumer moves past the entries its filter skips (lag 0, WAL released).
+  /// `extra.from_lsn` above the slot's acknowledged LSN starts there instead (a consumer that
+  /// knows more than its slot, e.g. its sink's confirmed position); below it, it is ignored.
   result<std::unique_ptr<subscription>> subscribe_from_slot(const std::string& name, subscribe_options extra = {});
   /// Runs the idle and retention-guard checks now, then the database's retention
   /// (database::apply_retention: keeps what the policy and every valid slot need).

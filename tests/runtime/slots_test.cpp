@@ -150,6 +150,40 @@ TEST_CASE("subscribe_from_slot resumes after the acknowledged LSN with the slot'
   CHECK(rest.front() > first.back());
 }
 
+TEST_CASE("subscribe_from_slot starts at extra.from_lsn when it is past the slot's acknowledged LSN", "[slots]") {
+  // A consumer that knows more than the slot (the lakehouse streamer: its receiver's watermark)
+  // resumes there; an extra.from_lsn below the slot's position is ignored (the slot wins).
+  fixture f;
+  auto slots = cdc::create_slot_manager(f.db, manual());
+  cdc::create_slot_options o;
+  o.start_lsn = 0;
+  must(slots->create_slot("s", o));
+  f.insert(6);
+  std::vector<uint64_t> all;
+  {
+    cdc::subscribe_options so;
+    so.stop_at_tail = true;
+    auto sub = must(slots->subscribe_from_slot("s", so));
+    for (auto& e : *sub)
+      if (is_row_change(e.op)) all.push_back(e.lsn);
+  }
+  REQUIRE(all.size() == 6);
+  REQUIRE_FALSE(slots->update_slot("s", all[1]));
+  auto from = [&](uint64_t lsn) {
+    cdc::subscribe_options so;
+    so.stop_at_tail = true;
+    so.from_lsn = lsn;
+    std::vector<uint64_t> got;
+    auto sub = must(slots->subscribe_from_slot("s", so));
+    for (auto& e : *sub)
+      if (is_row_change(e.op)) got.push_back(e.lsn);
+    return got;
+  };
+  CHECK(from(all[3]) == std::vector<uint64_t>(all.begin() + 4, all.end()));
+  CHECK(from(all[0]) == std::vector<uint64_t>(all.begin() + 2, all.end()));
+  CHECK(from(0) == std::vector<uint64_t>(all.begin() + 2, all.end()));
+}
+
 TEST_CASE("compaction keeps exactly what the slowest slot needs, and the retention guard invalidates", "[slots]") {
   database_options o;
   o.wal.max_entries_per_segment = 30;

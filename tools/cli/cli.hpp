@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -111,6 +112,25 @@ struct serve_options {
   unsigned threads = 2;                    ///< I/O threads
 };
 int run_serve(const serve_options& o);
+
+// ---- lakehouse (issue 16; each sub-command in its own tools/cli/cmd_lakehouse_*.cpp) ----------
+
+}  // namespace dosql::cli
+namespace CLI {
+class App;
+}
+namespace dosql::cli {
+
+/// A sub-command added by its own file: `app` is its CLI11 node, `run` runs it once parsed
+/// (returns the exit code).
+struct subcommand {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+/// `dosql lakehouse serve --dir L --port P ...`: the receiver (tools/cli/cmd_lakehouse_serve.cpp).
+subcommand add_lakehouse_serve(CLI::App& lakehouse);
+/// `dosql lakehouse stream DIR --to URL --source NAME ...`: the streamer (tools/cli/cmd_lakehouse_stream.cpp).
+subcommand add_lakehouse_stream(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 

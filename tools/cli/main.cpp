@@ -14,6 +14,10 @@
 //   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
 //                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B]
 //                  the CDC stream over WebSocket, /metrics, /healthz (read-only)
+//   dosql lakehouse serve --dir L --port P [--token T] [--cert C --key K] [--namespace N] ...
+//                  the lakehouse receiver: change batches in, Parquet changelog files out
+//   dosql lakehouse stream DIR --to ws://HOST:PORT --source NAME [--slot S] [--token T] [--table T]...
+//                  [--stop-at-tail]            row changes to a lakehouse receiver, exactly once
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
@@ -191,6 +195,13 @@ int main(int argc, char** argv) {
   // ---- slots ----
   slots_options lo;
   std::string slot_from, ack_lsn;
+  // ---- lakehouse: each sub-command adds itself (tools/cli/cmd_lakehouse_*.cpp) ----
+  auto* lakehouse = app.add_subcommand("lakehouse", "The lakehouse (docs/LAKEHOUSE.md): dosql lakehouse serve (the receiver "
+                                                    "writing Parquet changelog files), dosql lakehouse stream (a data "
+                                                    "directory's changes to a receiver)");
+  lakehouse->require_subcommand(1);
+  std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse)};
+
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");
   slots->add_option("DIR", lo.dir, "Data directory")->required();
@@ -286,6 +297,8 @@ int main(int argc, char** argv) {
     }
     return run_slots(lo);
   }
+  for (auto& c : lakehouse_cmds)
+    if (c.app->parsed()) return c.run();
   if (serve->parsed()) {
     if (*tok) vo.token = token;
     if (*tok_file) vo.token_file = token_file;

@@ -1,0 +1,454 @@
+#include "lakehouse/receiver_store.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "lakehouse/parquet_writer.hpp"
+
+namespace dosql::lakehouse {
+
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr std::string_view pending_suffix = ".pending";
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+std::string random_id() {
+  static thread_local std::mt19937_64 gen{std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32)};
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(gen()),
+                static_cast<unsigned long long>(gen()));
+  return buf;
+}
+
+uint64_t value_bytes(const value& v) {
+  if (auto* s = std::get_if<std::string>(&v)) return 16 + s->size();
+  if (auto* b = std::get_if<bytes>(&v)) return 16 + b->size();
+  return 16;
+}
+
+bool same_columns(const std::vector<source_column>& a, const std::vector<source_column>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].name != b[i].name || a[i].declared_type != b[i].declared_type) return false;
+  return true;
+}
+
+result<column_type> type_named(const std::string& s) {
+  for (auto t : {column_type::boolean, column_type::int32, column_type::int64, column_type::float64, column_type::string,
+                 column_type::binary, column_type::timestamp})
+    if (to_string(t) == s) return t;
+  return error(ec::corruption, "unknown column type '" + s + "'");
+}
+
+std::string_view op_name(cdc::change_type t) {
+  switch (t) {
+    case cdc::change_type::insert: return "INSERT";
+    case cdc::change_type::update: return "UPDATE";
+    default: return "DELETE";
+  }
+}
+
+}  // namespace
+
+bool safe_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+      return false;
+  return true;
+}
+
+receiver_store::receiver_store(store_options o) : o_(std::move(o)) {}
+receiver_store::~receiver_store() = default;
+
+void receiver_store::log(const std::string& line) const {
+  if (o_.log) o_.log(line);
+}
+
+std::string receiver_store::data_dir(const std::string& table) const {
+  return o_.dir + "/" + o_.namespace_name + "/" + table + "_changelog/data";
+}
+
+result<std::unique_ptr<receiver_store>> receiver_store::open(store_options o) {
+  if (o.dir.empty()) return error(ec::invalid_argument, "lakehouse receiver: no directory given");
+  if (!safe_name(o.namespace_name) || o.namespace_name == "_dosql")
+    return error(ec::invalid_argument, "lakehouse receiver: namespace '" + o.namespace_name +
+                                           "' must be 1-128 of [A-Za-z0-9_.-], not starting with '.', and not _dosql");
+  if (o.flush_rows == 0 || o.flush_bytes == 0 || o.max_buffer_bytes == 0)
+    return error(ec::invalid_argument, "lakehouse receiver: flush rows, flush bytes and the buffer limit must be > 0");
+  std::unique_ptr<receiver_store> s(new receiver_store(std::move(o)));
+  if (auto e = s->recover()) return e;
+  return s;
+}
+
+error receiver_store::recover() {
+  auto meta = o_.dir + "/_dosql";
+  if (auto e = wal::make_dirs(meta)) return e;
+  auto lock = wal::lock_dir(meta, "the lakehouse directory " + o_.dir);
+  if (!lock) return lock.err();
+  lock_ = std::move(*lock);
+  if (auto e = wal::record_lock_owner(lock_, meta)) return e;
+  state_path_ = meta + "/receiver.json";
+  std::vector<std::string> pending;
+  if (wal::path_exists(state_path_)) {
+    std::ifstream in(state_path_, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in && !in.eof()) return error(ec::io_error, "cannot read the receiver state " + state_path_);
+    committed_state_ = ss.str();
+    auto bad = [&](const std::string& why) { return error(ec::corruption, "the receiver state " + state_path_ + ": " + why); };
+    auto j = json::parse(committed_state_, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+    try {
+      if (j.value("version", 0) != 1) return bad("unknown version");
+      for (auto& [name, pos] : j.at("sources").items()) {
+        auto& st = sources_[name];
+        st.committed.watermark = pos.at("watermark").get<uint64_t>();
+        st.committed.sequence = pos.at("sequence").get<uint64_t>();
+        st.accepted_lsn = st.committed.watermark;
+        st.accepted_sequence = st.committed.sequence;
+      }
+      for (auto& [key, cols] : j.at("schemas").items()) {
+        schema sc;
+        for (auto& c : cols) {
+          auto t = type_named(c.at("type").get<std::string>());
+          if (!t) return bad(t.err().message());
+          sc.columns.push_back({c.at("name").get<std::string>(), *t, c.at("optional").get<bool>(), c.at("id").get<int32_t>()});
+        }
+        if (auto e = validate(sc)) return bad("schema of " + key + ": " + e.message());
+        schemas_[key] = std::move(sc);
+      }
+      for (auto& p : j.at("pending")) pending.push_back(p.get<std::string>());
+    } catch (const json::exception& e) {
+      return bad(e.what());
+    }
+  } else {
+    committed_state_ = state_json({}, {}, {});
+  }
+  // Redo the renames of the last commit (idempotent: a file already renamed is skipped).
+  std::set<std::string> dirs;
+  for (const auto& rel : pending) {
+    if (!ends_with(rel, pending_suffix) || rel.find("..") != std::string::npos)
+      return error(ec::corruption, "the receiver state " + state_path_ + ": bad pending file name '" + rel + "'");
+    auto from = o_.dir + "/" + rel;
+    auto to = from.substr(0, from.size() - pending_suffix.size());
+    if (wal::path_exists(from)) {
+      if (auto e = wal::rename_file(from, to)) return e;
+      log("recovery: committed " + to);
+    }
+    dirs.insert(parent_of(to));
+  }
+  for (const auto& d : dirs)
+    if (wal::path_exists(d))
+      if (auto e = wal::sync_dir(d)) return e;
+  // Every other .pending or .tmp file is an uncommitted flush.
+  std::error_code ec;
+  for (const auto& ns : fs::directory_iterator(o_.dir, ec)) {
+    if (!ns.is_directory() || ns.path().filename() == "_dosql") continue;
+    for (const auto& tbl : fs::directory_iterator(ns.path(), ec)) {
+      auto data = tbl.path() / "data";
+      if (!tbl.is_directory() || !ends_with(tbl.path().filename().string(), "_changelog") || !fs::is_directory(data, ec))
+        continue;
+      for (const auto& f : fs::directory_iterator(data, ec)) {
+        auto name = f.path().filename().string();
+        if (ends_with(name, pending_suffix) || ends_with(name, ".tmp")) {
+          if (auto e = wal::remove_file(f.path().string())) return e;
+          log("recovery: removed the uncommitted " + f.path().string());
+        }
+      }
+    }
+  }
+  if (ec) return error(ec::io_error, "cannot list " + o_.dir + ": " + ec.message());
+  if (wal::path_exists(state_path_ + ".tmp"))
+    if (auto e = wal::remove_file(state_path_ + ".tmp")) return e;
+  unfinished_.clear();
+  return {};
+}
+
+std::string receiver_store::state_json(const std::map<std::string, source_position>& positions,
+                                       const std::map<std::string, schema>& schemas,
+                                       const std::vector<std::string>& pending) const {
+  json j;
+  j["version"] = 1;
+  j["sources"] = json::object();
+  for (const auto& [name, p] : positions) j["sources"][name] = {{"watermark", p.watermark}, {"sequence", p.sequence}};
+  j["schemas"] = json::object();
+  for (const auto& [key, s] : schemas) {
+    json cols = json::array();
+    for (const auto& c : s.columns)
+      cols.push_back({{"name", c.name}, {"type", std::string(to_string(c.type))}, {"optional", c.optional}, {"id", c.field_id}});
+    j["schemas"][key] = std::move(cols);
+  }
+  j["pending"] = pending;
+  return j.dump() + "\n";
+}
+
+receiver_store::source_position receiver_store::committed(const std::string& source) const {
+  auto it = sources_.find(source);
+  return it == sources_.end() ? source_position{} : it->second.committed;
+}
+
+double receiver_store::buffer_utilization() const noexcept {
+  return std::min(1.0, static_cast<double>(buffered_bytes_) / static_cast<double>(o_.max_buffer_bytes));
+}
+
+uint64_t receiver_store::suggested_delay_ms() const noexcept {
+  double u = buffer_utilization();
+  if (u < 0.8) return 0;
+  return static_cast<uint64_t>(static_cast<double>(std::max<uint64_t>(o_.flush_ms, 10)) * std::min(1.0, (u - 0.8) / 0.2));
+}
+
+void receiver_store::nack_batch(const protocol::batch& b, bool retryable, const std::string& reason, std::vector<reply>& out) {
+  ++stats_.nacks;
+  log("nack " + b.batch_id + ": " + reason);
+  out.push_back({b.source_id, protocol::render(protocol::nack{b.batch_id, b.sequence_number, retryable, reason,
+                                                              buffer_utilization(), suggested_delay_ms()})});
+}
+
+receiver_store::source_position receiver_store::hello(const std::string& source, std::vector<reply>& out) {
+  auto& s = sources_[source];
+  (void)flush_source(source, s, out);
+  return s.committed;
+}
+
+protocol::heartbeat_ack receiver_store::heartbeat(const std::string& source) const {
+  return {source, committed(source).watermark, buffer_utilization(), suggested_delay_ms()};
+}
+
+void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
+  if (broken_) return nack_batch(b, true, "the receiver's store failed; it must be restarted", out);
+  if (auto e = protocol::check_batch(b)) return nack_batch(b, false, e.message(), out);
+  auto& s = sources_[b.source_id];
+  if (b.last_lsn <= s.committed.watermark) {
+    ++stats_.duplicates;
+    out.push_back({b.source_id, protocol::render(protocol::ack{b.batch_id, b.sequence_number, b.last_lsn, true,
+                                                              s.committed.watermark, buffer_utilization(),
+                                                              suggested_delay_ms()})});
+    return;
+  }
+  if (b.sequence_number <= s.accepted_sequence && b.last_lsn <= s.accepted_lsn) {
+    // Already buffered (a retry before its ack): acked as a duplicate with the next commit.
+    ++stats_.duplicates;
+    s.waiting.push_back({b.batch_id, b.sequence_number, b.last_lsn, true});
+    return;
+  }
+  const bool fresh = s.accepted_sequence == 0;
+  if (b.sequence_number != s.accepted_sequence + 1 || (!fresh && b.previous_lsn != s.accepted_lsn))
+    return nack_batch(b, true,
+                      "gap: source " + b.source_id + " expects sequence " + std::to_string(s.accepted_sequence + 1) +
+                          (fresh ? "" : " with previousLsn " + std::to_string(s.accepted_lsn)) + ", got sequence " +
+                          std::to_string(b.sequence_number) + " with previousLsn " + std::to_string(b.previous_lsn),
+                      out);
+  // Schemas and rows, all or nothing.
+  struct staged {
+    schema sc;
+    const std::vector<source_column>* columns = nullptr;
+    std::vector<std::vector<value>> rows;
+    uint64_t bytes = 0, first = 0, last = 0;
+  };
+  std::map<std::string, staged> st;
+  bool reschema = false;
+  for (const auto& e : b.events) {
+    auto it = st.find(e.table);
+    if (it == st.end()) {
+      if (!safe_name(e.table))
+        return nack_batch(b, false, "table '" + e.table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
+      staged x;
+      x.columns = &b.schemas.at(e.table);
+      auto buf = s.tables.find(e.table);
+      if (buf != s.tables.end() && same_columns(buf->second.columns, *x.columns)) {
+        x.sc = buf->second.file_schema;
+      } else {
+        const schema* prev = nullptr;
+        if (buf != s.tables.end()) prev = &buf->second.file_schema;
+        else if (auto p = schemas_.find(o_.namespace_name + "/" + e.table); p != schemas_.end()) prev = &p->second;
+        auto sc = changelog_schema(*x.columns, prev);
+        if (!sc) return nack_batch(b, false, "table '" + e.table + "': " + sc.err().message(), out);
+        x.sc = std::move(*sc);
+        if (buf != s.tables.end() && !buf->second.rows.empty()) reschema = true;
+      }
+      x.first = e.lsn;
+      it = st.emplace(e.table, std::move(x)).first;
+    }
+    const row* image = e.type == cdc::change_type::del ? (e.old_data ? &*e.old_data : nullptr) : (e.data ? &*e.data : nullptr);
+    change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image};
+    auto r = changelog_row(it->second.sc, c);
+    if (!r) return nack_batch(b, false, "table '" + e.table + "': " + r.err().message(), out);
+    uint64_t n = 16;
+    for (const auto& v : *r) n += value_bytes(v);
+    it->second.bytes += n;
+    it->second.last = e.lsn;
+    it->second.rows.push_back(std::move(*r));
+  }
+  uint64_t incoming = 0;
+  for (auto& [t, x] : st) incoming += x.bytes;
+  if (reschema) {  // the table's columns changed: its buffered rows go into files of their own first
+    if (auto e = flush_source(b.source_id, s, out))
+      return nack_batch(b, true, "flush before a schema change failed: " + e.message(), out);
+  }
+  if (buffered_bytes_ + incoming > o_.max_buffer_bytes) {
+    if (auto e = flush_all(out)) return nack_batch(b, true, "the buffer is full and a flush failed: " + e.message(), out);
+  }
+  // Take it.
+  bool due = false;
+  for (auto& [table, x] : st) {
+    auto& buf = s.tables[table];
+    if (buf.rows.empty()) {
+      buf.file_schema = std::move(x.sc);
+      buf.columns = *x.columns;
+      buf.first_lsn = x.first;
+    }
+    buf.last_lsn = x.last;
+    buf.bytes += x.bytes;
+    for (auto& r : x.rows) buf.rows.push_back(std::move(r));
+    if (buf.rows.size() >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
+  }
+  buffered_bytes_ += incoming;
+  if (!s.has_buffer) s.oldest = clock::now();
+  s.has_buffer = true;
+  s.accepted_lsn = b.last_lsn;
+  s.accepted_sequence = b.sequence_number;
+  s.waiting.push_back({b.batch_id, b.sequence_number, b.last_lsn, false});
+  ++stats_.batches_accepted;
+  stats_.buffered_bytes = buffered_bytes_;
+  if (due) (void)flush_source(b.source_id, s, out);
+}
+
+void receiver_store::tick(clock::time_point now, std::vector<reply>& out) {
+  for (auto& [name, s] : sources_)
+    if (s.has_buffer && now - s.oldest >= std::chrono::milliseconds(o_.flush_ms)) (void)flush_source(name, s, out);
+}
+
+error receiver_store::flush_all(std::vector<reply>& out) {
+  error first;
+  for (auto& [name, s] : sources_)
+    if (auto e = flush_source(name, s, out); e && !first) first = e;
+  return first;
+}
+
+error receiver_store::flush_source(const std::string& name, source_state& s, std::vector<reply>& out) {
+  if (!s.has_buffer && s.waiting.empty()) return {};
+  uint64_t bytes = 0;
+  for (auto& [t, buf] : s.tables) bytes += buf.bytes;
+  auto reset = [&] {
+    s.tables.clear();
+    s.has_buffer = false;
+    buffered_bytes_ -= std::min(buffered_bytes_, bytes);
+    stats_.buffered_bytes = buffered_bytes_;
+  };
+  auto fail = [&](const error& e) {
+    ++stats_.failed_flushes;
+    log("flush of source " + name + " failed: " + e.to_string());
+    reset();
+    s.accepted_lsn = s.committed.watermark;
+    s.accepted_sequence = s.committed.sequence;
+    for (const auto& w : s.waiting) {
+      ++stats_.nacks;
+      out.push_back({name, protocol::render(protocol::nack{w.batch_id, w.sequence, true, "flush failed: " + e.to_string(),
+                                                           buffer_utilization(), suggested_delay_ms()})});
+    }
+    s.waiting.clear();
+    return e;
+  };
+  if (broken_) return fail(error(ec::io_error, "the receiver's store failed; it must be restarted"));
+
+  std::vector<std::string> written;  // relative .pending paths
+  auto schemas = schemas_;
+  uint64_t rows = 0;
+  error err;
+  for (auto& [table, buf] : s.tables) {
+    if (buf.rows.empty()) continue;
+    auto rel_dir = o_.namespace_name + "/" + table + "_changelog/data";
+    if ((err = wal::make_dirs(o_.dir + "/" + rel_dir))) break;
+    auto rel = rel_dir + "/" + name + "-" + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" +
+               random_id() + ".parquet" + std::string(pending_suffix);
+    writer_options wo;
+    wo.key_value_metadata = {{"dosql.source", name},
+                             {"dosql.table", table},
+                             {"dosql.first_lsn", std::to_string(buf.first_lsn)},
+                             {"dosql.last_lsn", std::to_string(buf.last_lsn)}};
+    if ((err = write_parquet_file(o_.dir + "/" + rel, buf.file_schema, buf.rows, wo))) {
+      // (a failed directory fsync after the writer's rename leaves the file: uncommitted, removed)
+      if (wal::path_exists(o_.dir + "/" + rel)) (void)wal::remove_file(o_.dir + "/" + rel);
+      break;
+    }
+    written.push_back(rel);
+    schemas[o_.namespace_name + "/" + table] = buf.file_schema;
+    rows += buf.rows.size();
+  }
+  std::map<std::string, source_position> positions;
+  for (const auto& [n, x] : sources_)
+    if (x.committed.sequence > 0) positions[n] = x.committed;  // (a source that never landed a batch: none)
+  positions[name] = {s.accepted_lsn, s.accepted_sequence};
+  auto pending = unfinished_;
+  pending.insert(pending.end(), written.begin(), written.end());
+  std::string text;
+  if (!err) {
+    text = state_json(positions, schemas, pending);
+    if ((err = wal::replace_file(state_path_, text))) {
+      // Whether the new state took effect is unknown: put the old one back.
+      if (auto e2 = wal::replace_file(state_path_, committed_state_)) {
+        broken_ = true;
+        log("the receiver state " + state_path_ + " could not be restored (" + e2.to_string() +
+            "): refusing everything until restarted");
+        return fail(err);  // the .pending files stay: recovery decides from the state on disk
+      }
+    }
+  }
+  if (err) {
+    for (const auto& rel : written) (void)wal::remove_file(o_.dir + "/" + rel);
+    return fail(err);
+  }
+  // Committed.
+  committed_state_ = std::move(text);
+  schemas_ = std::move(schemas);
+  std::vector<std::string> unfinished;
+  std::map<std::string, std::vector<std::string>> by_dir;
+  for (const auto& rel : pending) {
+    auto from = o_.dir + "/" + rel;
+    auto to = from.substr(0, from.size() - pending_suffix.size());
+    if (wal::path_exists(from))
+      if (auto e = wal::rename_file(from, to)) {
+        log("commit: " + e.to_string() + " (redone at the next commit or start)");
+        unfinished.push_back(rel);
+        continue;
+      }
+    by_dir[parent_of(to)].push_back(rel);
+  }
+  for (const auto& [d, rels] : by_dir)
+    if (auto e = wal::sync_dir(d)) {
+      log("commit: " + e.to_string() + " (redone at the next commit or start)");
+      unfinished.insert(unfinished.end(), rels.begin(), rels.end());
+    }
+  unfinished_ = std::move(unfinished);
+  s.committed = {s.accepted_lsn, s.accepted_sequence};
+  reset();
+  ++stats_.flushes;
+  stats_.files += written.size();
+  stats_.rows += rows;
+  for (const auto& w : s.waiting)
+    out.push_back({name, protocol::render(protocol::ack{w.batch_id, w.sequence, w.last_lsn, w.duplicate, s.committed.watermark,
+                                                        buffer_utilization(), suggested_delay_ms()})});
+  s.waiting.clear();
+  return {};
+}
+
+}  // namespace dosql::lakehouse

@@ -1,0 +1,147 @@
+// The receiver's durable side (docs/LAKEHOUSE.md, "Receiver durability"), without the network:
+// per source its committed watermark and sequence, per (source, table) a buffer of changelog
+// rows, the flush that commits them, and the recovery on open. lakehouse/receiver.cpp puts a
+// WebSocket server in front of it; the tests drive it directly too (fault injection).
+//
+// Invariants:
+// - A batch is acknowledged (an `ack` in the returned replies) only after its rows are in
+//   `.parquet.pending` files (fdatasync + directory fsync), the state file naming them and the
+//   source's new watermark has replaced the old one atomically (the commit point), and the files
+//   have been renamed to `.parquet`. Acks of a source come in sequence order.
+// - A batch whose lastLsn is at or below the committed watermark is acked `duplicate` and writes
+//   nothing, whenever it comes (the watermark is on disk: no time window).
+// - A batch that does not follow the last accepted one (sequence + 1 and previousLsn == the last
+//   accepted lastLsn; a source never seen accepts any previousLsn) is a gap: nacked, nothing kept.
+// - A batch with a row that cannot be stored (changelog_row()) is nacked (not retryable) and
+//   nothing of it is kept: a batch is taken whole or not at all.
+// - A failed flush acks nothing, leaves the committed state as it was (uncommitted files are
+//   deleted) and nacks the source's buffered batches (retryable): the source resends them.
+//   If the state file's replacement failed and the old state cannot be put back, the store is
+//   `broken`: it refuses everything until reopened (recovery then knows the truth).
+// - open() takes the directory's lock (L/_dosql/LOCK: one receiver per directory), redoes the
+//   renames of the last commit and deletes every other `.pending` / `.tmp` file.
+// Single-threaded: one caller at a time (the receiver's I/O thread).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <dosql/error.hpp>
+
+#include "lakehouse/changelog.hpp"
+#include "lakehouse/protocol.hpp"
+#include "wal/file.hpp"
+
+namespace dosql::lakehouse {
+
+struct store_options {
+  std::string dir;
+  std::string namespace_name = "dosql";
+  uint64_t flush_rows = 10000;       ///< a (source, table) buffer is flushed at this many rows
+  uint64_t flush_bytes = 8ull << 20;  ///< ... or this many bytes (estimated)
+  uint64_t flush_ms = 1000;          ///< a source is flushed once its oldest buffered batch is this old
+  uint64_t max_buffer_bytes = 64ull << 20;  ///< all buffers together; bufferUtilization's denominator
+  std::function<void(const std::string&)> log;  ///< diagnostics (one line each); may be empty
+};
+
+/// One message for the connection of `source`.
+struct reply {
+  std::string source;
+  std::string text;  ///< a rendered protocol message
+};
+
+struct store_stats {
+  uint64_t batches_accepted = 0, duplicates = 0, nacks = 0, flushes = 0, failed_flushes = 0, files = 0, rows = 0;
+  uint64_t buffered_bytes = 0;
+};
+
+class receiver_store {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  static result<std::unique_ptr<receiver_store>> open(store_options o);
+  ~receiver_store();
+
+  struct source_position {
+    uint64_t watermark = 0;  ///< committed
+    uint64_t sequence = 0;   ///< sequence number of the last committed batch (0: none)
+  };
+  /// The committed position of `source` (zeros if never seen).
+  source_position committed(const std::string& source) const;
+
+  /// A source (re)connects: its buffered batches are flushed (their acks, or nacks, are in
+  /// `out`), then its committed position is what the welcome reports.
+  source_position hello(const std::string& source, std::vector<reply>& out);
+
+  /// Takes one batch: an ack (duplicate), a nack, or nothing yet (buffered: its ack comes with
+  /// the flush). May flush (count, bytes, full buffer); every resulting message is in `out`.
+  void offer(const protocol::batch& b, std::vector<reply>& out);
+
+  /// A heartbeat's answer.
+  protocol::heartbeat_ack heartbeat(const std::string& source) const;
+
+  /// Flushes every source whose oldest buffered batch is older than flush_ms.
+  void tick(clock::time_point now, std::vector<reply>& out);
+  /// Flushes everything buffered (shutdown). The first flush error, if any.
+  error flush_all(std::vector<reply>& out);
+
+  double buffer_utilization() const noexcept;
+  uint64_t suggested_delay_ms() const noexcept;
+  bool broken() const noexcept { return broken_; }
+  const store_stats& stats() const noexcept { return stats_; }
+  const store_options& options() const noexcept { return o_; }
+
+  /// Where a table's changelog files go: DIR/<namespace>/<table>_changelog/data.
+  std::string data_dir(const std::string& table) const;
+
+ private:
+  struct buffer {
+    schema file_schema;
+    std::vector<source_column> columns;  ///< the declared columns it was built from
+    std::vector<std::vector<value>> rows;
+    uint64_t bytes = 0, first_lsn = 0, last_lsn = 0;
+  };
+  struct pending_reply {
+    std::string batch_id;
+    uint64_t sequence = 0, last_lsn = 0;
+    bool duplicate = false;
+  };
+  struct source_state {
+    source_position committed;
+    uint64_t accepted_lsn = 0, accepted_sequence = 0;  ///< committed or buffered
+    std::map<std::string, buffer> tables;
+    std::vector<pending_reply> waiting;  ///< acks held until the next commit, in order
+    bool has_buffer = false;
+    clock::time_point oldest{};
+  };
+
+  explicit receiver_store(store_options o);
+  error recover();
+  error flush_source(const std::string& name, source_state& s, std::vector<reply>& out);
+  std::string state_json(const std::map<std::string, source_position>& positions,
+                         const std::map<std::string, schema>& schemas, const std::vector<std::string>& pending) const;
+  void log(const std::string& line) const;
+  void nack_batch(const protocol::batch& b, bool retryable, const std::string& reason, std::vector<reply>& out);
+
+  store_options o_;
+  wal::unique_fd lock_;
+  std::string state_path_;
+  std::string committed_state_;  ///< the state file's current text (to put back after a failed replace)
+  std::map<std::string, source_state> sources_;
+  std::map<std::string, schema> schemas_;  ///< per changelog dir (namespace/table_changelog): the last written schema
+  std::vector<std::string> unfinished_;    ///< committed .pending files whose rename failed (redone at the next commit)
+  uint64_t buffered_bytes_ = 0;
+  bool broken_ = false;
+  store_stats stats_;
+};
+
+/// True if `name` can be a source id or a table directory name: 1-128 of [A-Za-z0-9_.-], not
+/// starting with '.'.
+bool safe_name(std::string_view name) noexcept;
+
+}  // namespace dosql::lakehouse
