@@ -81,6 +81,8 @@ class session_base {
   virtual ~session_base() = default;
   virtual void send(std::string text) = 0;
   virtual void close(websocket::close_code code, std::string reason) = 0;
+  /// Closes the socket now (a peer that does not answer the closing handshake at shutdown).
+  virtual void abort() = 0;
 };
 
 }  // namespace
@@ -168,6 +170,12 @@ class session : public session_base, public std::enable_shared_from_this<session
     if (closing_) return;
     out_.push_back(std::move(text));
     if (!writing_) write_next();
+  }
+
+  void abort() override {
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+    beast::get_lowest_layer(ws_).socket().close(ignored);
   }
 
   void close(websocket::close_code code, std::string reason) override {
@@ -263,13 +271,15 @@ class session : public session_base, public std::enable_shared_from_this<session
       if (!safe_name(h->source_id))
         return violation(protocol::protocol_violation,
                          "sourceId '" + h->source_id + "' must be 1-128 of [A-Za-z0-9_.-], not starting with '.'");
+      // What the source has buffered is flushed first, so that the welcome's watermark covers every
+      // batch accepted so far; those acks go to the older connection (if any), which is then closed.
+      auto pos = r_.store->hello(h->source_id, out);
+      r_.deliver(out);
       if (auto old = r_.by_source[h->source_id].lock(); old && old.get() != this)
         old->close(websocket::close_code::policy_error, "replaced by a newer connection of source " + h->source_id);
       source_ = h->source_id;
       r_.by_source[source_] = this->weak_from_this();
       r_.log("source " + source_ + " connected");
-      auto pos = r_.store->hello(source_, out);
-      r_.deliver(out);
       send(protocol::render(protocol::welcome{protocol::version, source_, pos.watermark, pos.sequence + 1, r_.o.max_frame_bytes}));
       return;
     }
@@ -364,7 +374,14 @@ void receiver::impl::tick() {
 
 void receiver::impl::wait_idle(std::shared_ptr<net::steady_timer> t, std::chrono::steady_clock::time_point deadline) {
   std::erase_if(live, [](auto& w) { return w.expired(); });
-  if (live.empty() || std::chrono::steady_clock::now() >= deadline) return ioc.stop();
+  if (live.empty()) return ioc.stop();
+  if (std::chrono::steady_clock::now() >= deadline) {
+    // Peers that did not finish the closing handshake: their sockets are closed (not left open
+    // in a stopped io_context, where a peer would wait for the EOF forever).
+    for (auto& w : live)
+      if (auto s = w.lock()) s->abort();
+    return ioc.stop();
+  }
   t->expires_after(std::chrono::milliseconds(10));
   t->async_wait([this, t, deadline](beast::error_code) { wait_idle(t, deadline); });
 }

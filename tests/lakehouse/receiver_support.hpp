@@ -43,14 +43,14 @@ class ingest_client {
     tcp_layer.async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), [&](beast::error_code e) { ec = e; });
     run();
     if (ec) {
-      err_ = ec;
+      if (!err_) err_ = ec;
       return;
     }
     if constexpr (sizeof...(Ctx) > 0) {
       ws_.next_layer().async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
       run();
       if (ec) {
-        err_ = ec;
+        if (!err_) err_ = ec;
         return;
       }
     }
@@ -61,7 +61,7 @@ class ingest_client {
     ws_.async_handshake(res, "127.0.0.1", std::string(proto::ingest_path), [&](beast::error_code e) { ec = e; });
     run();
     status_ = res.result_int();
-    if (ec) err_ = ec;
+    if (ec && !err_) err_ = ec;
     tcp_layer.expires_never();
   }
   unsigned status() const { return status_; }
@@ -78,7 +78,7 @@ class ingest_client {
     run();
     tcp_layer.expires_never();
     ws_.text(true);
-    if (ec) err_ = ec;
+    if (ec && !err_) err_ = ec;
     return !ec;
   }
   /// The next message, or nullopt if the connection ended (or nothing came within `deadline`:
@@ -93,7 +93,7 @@ class ingest_client {
     run();
     tcp_layer.expires_never();
     if (ec) {
-      err_ = ec;
+      if (!err_) err_ = ec;
       return std::nullopt;
     }
     return beast::buffers_to_string(b.data());
@@ -140,9 +140,19 @@ class ingest_client {
   }
 
  private:
+  // Runs the pending operation; a hard bound on top of the tcp_stream's expiry, which does not
+  // cover every wait (the closing handshake's teardown waits for the peer's EOF without it): past
+  // it the socket is closed, which ends the operation with an error.
   void run() {
     ioc_.restart();
-    ioc_.run();
+    ioc_.run_for(std::chrono::seconds(45));
+    if (!ioc_.stopped()) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws_).socket().close(ignored);
+      err_ = beast::error::timeout;
+      ioc_.restart();
+      ioc_.run_for(std::chrono::seconds(5));
+    }
   }
   net::io_context ioc_;
   websocket::stream<Stream> ws_;

@@ -286,6 +286,37 @@ TEST_CASE("receiver: a gap is nacked naming what was expected, nothing written; 
   a.close();
 }
 
+TEST_CASE("receiver: a reconnecting source replaces its older connection; the welcome covers what was buffered", "[receiver]") {
+  test::temp_dir d;
+  auto o = options(d.path());
+  o.flush_ms = 3600 * 1000;  // nothing flushes by age: the batch stays buffered until the hello
+  auto r = start(o);
+  plain_client old(r->port(), "");
+  old.hello("s1");
+  bool sent = old.send(proto::render(make_batch("s1", 1)));
+  INFO(old.error().message());
+  REQUIRE(sent);
+  REQUIRE(old.send(proto::render(proto::heartbeat{"s1", 15, 0})));
+  CHECK(old.recv_as<proto::heartbeat_ack>().watermark == 0);  // handled, buffered, not durable
+  CHECK(parquet_files(d.path()).empty());
+  plain_client fresh(r->port(), "");
+  auto w = fresh.hello("s1");
+  CHECK(w.watermark == 15);
+  CHECK(w.next_sequence == 2);
+  CHECK(parquet_files(d.path()).size() == 2);
+  // The older connection got its ack (sent before it was replaced), then a 1008 naming why.
+  CHECK(old.recv_as<proto::ack>().sequence_number == 1);
+  CHECK(old.closed_code() == 1008);
+  CHECK(has(old.close_reason(), "replaced by a newer connection"));
+  REQUIRE(fresh.send(proto::render(make_batch("s1", 2))));
+  REQUIRE(fresh.send(proto::render(proto::heartbeat{"s1", 25, 0})));
+  CHECK(fresh.recv_as<proto::heartbeat_ack>().watermark == 15);
+  CHECK_FALSE(r->stop());  // flushes: the ack of batch 2 goes out before the close
+  CHECK(fresh.recv_as<proto::ack>().sequence_number == 2);
+  CHECK(fresh.closed_code() == 1001);
+  check_exactly_once(ranges(d.path())[{"orders", "s1"}], expected_lsns("orders", 1, 2));
+}
+
 TEST_CASE("receiver: a batch with a row that cannot be stored is nacked whole, nothing written", "[receiver]") {
   test::temp_dir d;
   auto r = start(options(d.path()));
