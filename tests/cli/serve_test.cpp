@@ -217,8 +217,7 @@ class ws_client {
     auto& tcp_layer = beast::get_lowest_layer(ws_);
     tcp_layer.expires_after(deadline);
     ws_.async_read(b, [&](beast::error_code e, size_t) { ec = e; });
-    ioc_.restart();
-    ioc_.run();
+    run_bounded(deadline + std::chrono::seconds(15), ec);
     tcp_layer.expires_never();
     if (ec == beast::error::timeout)
       throw std::runtime_error("no message from the server within " + std::to_string(deadline.count()) + " s");
@@ -242,8 +241,7 @@ class ws_client {
     for (;;) {
       beast::flat_buffer b;
       ws_.async_read(b, [&](beast::error_code e, size_t) { ec = e; });
-      ioc_.restart();
-      ioc_.run();
+      run_bounded(std::chrono::seconds(45), ec);
       if (ec) break;
       last_ = beast::buffers_to_string(b.data());
     }
@@ -258,6 +256,20 @@ class ws_client {
   websocket::stream<Stream>& raw() { return ws_; }
 
  private:
+  // Runs the pending operation with a hard bound on top of the tcp_stream's expiry, which does
+  // not cover every wait (the closing handshake's teardown waits for the peer's EOF without it):
+  // past `bound` the socket is closed, which ends the operation, and `ec` is set to timeout.
+  void run_bounded(std::chrono::seconds bound, beast::error_code& ec) {
+    ioc_.restart();
+    ioc_.run_for(bound);
+    if (!ioc_.stopped()) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws_).socket().close(ignored);
+      ioc_.restart();
+      ioc_.run_for(std::chrono::seconds(5));
+      ec = beast::error::timeout;
+    }
+  }
   net::io_context ioc_;
   websocket::stream<Stream> ws_;
   unsigned status_ = 0;
