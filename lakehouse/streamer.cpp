@@ -372,8 +372,10 @@ struct streamer::impl {
     else
       c = std::make_shared<ws_connection<beast::tcp_stream>>(ioc, ioc);
     conn = c;
-    c->open(url, cfg.token, cfg.io_timeout, [this, c](beast::error_code ec, std::string_view stage) {
-      if (c != conn) return;
+    // The connection keeps this callback: a weak reference, or the two would keep each other alive.
+    c->open(url, cfg.token, cfg.io_timeout, [this, w = std::weak_ptr<connection>(c)](beast::error_code ec, std::string_view stage) {
+      auto c = w.lock();
+      if (!c || c != conn) return;
       if (ec) return lost("cannot connect to " + cfg.url + " (" + std::string(stage) + "): " + ec.message());
       send_frame(protocol::render(protocol::hello{protocol::version, cfg.source_id,
                                                   cfg.shard_name.empty() ? cfg.source_id : cfg.shard_name}));
