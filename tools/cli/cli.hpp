@@ -110,6 +110,10 @@ struct serve_options {
   unsigned max_connections = 1024;         ///< WebSocket streams at once (more: 503 at the upgrade)
   uint32_t poll_ms = 20;                   ///< WAL polling interval at the tail
   unsigned threads = 2;                    ///< I/O threads
+  /// A WebSocket peer from which nothing arrives for half this long is pinged; one that still
+  /// sends nothing (no pong: a client that stopped reading) is closed at this long (as
+  /// PostgreSQL's wal_sender_timeout, 60 s there).
+  uint32_t idle_timeout_s = 300;
 };
 int run_serve(const serve_options& o);
 

@@ -12,7 +12,7 @@
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
 //   dosql slots DIR list|create NAME|ack NAME LSN|drop NAME        replication slots (takes the lock)
 //   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
-//                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B]
+//                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B] [--idle-timeout S]
 //                  the CDC stream over WebSocket, /metrics, /healthz (read-only)
 //   dosql lakehouse serve --dir L --port P [--token T] [--cert C --key K] [--namespace N] ...
 //                  the lakehouse receiver: change batches in, Parquet changelog files out
@@ -191,6 +191,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 60000));
   serve->add_option("--threads", vo.threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
+  serve->add_option("--idle-timeout", vo.idle_timeout_s,
+                    "Seconds: a WebSocket client from which nothing arrives is pinged at half this, and closed at "
+                    "this if it still does not answer (it stopped reading)")
+      ->capture_default_str()
+      ->check(CLI::Range(2u, 86400u));
 
   // ---- slots ----
   slots_options lo;

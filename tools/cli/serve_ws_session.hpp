@@ -27,6 +27,7 @@ class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, publ
     srv_.track(this->shared_from_this());
     beast::get_lowest_layer(ws_).expires_never();  // the WebSocket's own timeouts from here on
     auto t = websocket::stream_base::timeout::suggested(beast::role_type::server);  // pings when idle
+    t.idle_timeout = std::chrono::seconds(srv_.o.idle_timeout_s);
     ws_.set_option(t);
     ws_.read_message_max(srv_.o.max_message_bytes);  // larger: Beast closes with 1009
     ws_.set_option(websocket::stream_base::decorator(
