@@ -176,21 +176,21 @@ struct change_event {
   std::string table;
   std::string txn_id;
   int64_t timestamp = 0;  ///< Unix ms
-  hlc_stamp hlc;          ///< the entry's hybrid logical clock (<dosql/entry.hpp>)
   uint64_t lsn = 0;
   std::optional<T> data;      ///< insert, update
   std::optional<T> old_data;  ///< update, delete
   std::optional<bytes> key;
   /// entered / left: an UPDATE delivered as insert / delete by a row filter.
   entry_origin origin = entry_origin::wal;
+  hlc_stamp hlc{};  ///< the entry's hybrid logical clock (<dosql/entry.hpp>); last: aggregate inits keep working
 };
 
 struct transaction_event {
   enum class kind : uint8_t { begin, commit, rollback } type = kind::begin;
   std::string txn_id;
   int64_t timestamp = 0;
-  hlc_stamp hlc;
   uint64_t lsn = 0;
+  hlc_stamp hlc{};
 };
 
 struct schema_change_event {
@@ -201,8 +201,8 @@ struct schema_change_event {
   int64_t schema_version = 0;
   std::string sql;
   int64_t timestamp = 0;
-  hlc_stamp hlc;
   uint64_t lsn = 0;
+  hlc_stamp hlc{};
 };
 
 template <class T>

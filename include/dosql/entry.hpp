@@ -83,7 +83,6 @@ std::string to_string(const hlc_stamp& h);
 struct wal_entry {
   uint64_t lsn = 0;
   int64_t timestamp = 0;  ///< Unix milliseconds
-  hlc_stamp hlc;          ///< assigned by the WAL on append (see hlc_stamp)
   std::string txn_id;
   op_type op = op_type::insert;
   std::string table;
@@ -91,6 +90,7 @@ struct wal_entry {
   std::optional<bytes> before;  ///< row image before (UPDATE, DELETE)
   std::optional<bytes> after;   ///< row image after (INSERT, UPDATE)
   entry_origin origin = entry_origin::wal;
+  hlc_stamp hlc{};  ///< assigned by the WAL on append (see hlc_stamp); last: aggregate inits keep working
 
   bool operator==(const wal_entry&) const = default;
 };
@@ -99,13 +99,13 @@ struct wal_entry {
 struct entry_view {
   uint64_t lsn = 0;
   int64_t timestamp = 0;
-  hlc_stamp hlc;
   std::string_view txn_id;
   op_type op = op_type::insert;
   std::string_view table;
   bool has_key = false, has_before = false, has_after = false;
   std::string_view key, before, after;
   entry_origin origin = entry_origin::wal;
+  hlc_stamp hlc{};
 
   wal_entry to_entry() const;
 };
