@@ -4,6 +4,10 @@
 // Invariants (see wal/FORMAT.md):
 //  - LSNs start at 1, are gap-free and strictly increasing, and are never reused: the
 //    next LSN after reopen is the last intact one + 1, also after compaction.
+//  - Every appended entry gets an HLC (wal/hlc.hpp) greater than every HLC already in the
+//    directory, also after a reopen with the wall clock stepped back (recovery starts the
+//    clock above the last segment's header floor and its last entry); no segment mixes
+//    format versions (a format version 1 active segment is sealed on open).
 //  - An entry is durable once sync() (or append_batch under sync_policy::every_batch)
 //    returned for it: it then survives kill -9 and power loss.
 //  - Only one log object may own a directory at a time (an flock on wal/LOCK, released
