@@ -213,6 +213,7 @@ void assign(wal_entry& dst, const entry_view& v) {
   };
   dst.lsn = v.lsn;
   dst.timestamp = v.timestamp;
+  dst.hlc = v.hlc;
   dst.txn_id.assign(v.txn_id);
   dst.op = v.op;
   dst.table.assign(v.table);
@@ -470,6 +471,7 @@ result<event<row>> to_event(const entry_view& e) {
                                          : transaction_event::kind::rollback;
       t.txn_id = e.txn_id;
       t.timestamp = e.timestamp;
+      t.hlc = e.hlc;
       t.lsn = e.lsn;
       return event<row>(std::move(t));
     }
@@ -480,6 +482,7 @@ result<event<row>> to_event(const entry_view& e) {
       s.table = e.table;
       s.txn_id = e.txn_id;
       s.timestamp = e.timestamp;
+      s.hlc = e.hlc;
       s.lsn = e.lsn;
       if (*img) {
         auto str = [&](const char* k) -> std::optional<std::string> {
@@ -505,6 +508,7 @@ result<event<row>> to_event(const entry_view& e) {
       c.table = e.table;
       c.txn_id = e.txn_id;
       c.timestamp = e.timestamp;
+      c.hlc = e.hlc;
       c.lsn = e.lsn;
       if (e.has_key) c.key = bytes(e.key.begin(), e.key.end());
       c.origin = e.origin;
@@ -520,9 +524,10 @@ result<event<row>> to_event(const entry_view& e) {
 }
 
 namespace {
-// {"id":"<lsn>","type":"<type>"[,"table":...],"txnId":...,"timestamp":"<ISO>","lsn":<lsn>  (no closing brace)
+// {"id":"<lsn>","type":"<type>"[,"table":...],"txnId":...,"timestamp":"<ISO>","lsn":<lsn>,"hlc":"<hlc>"
+// (no closing brace)
 void append_head(std::string& s, std::string_view id, std::string_view type, const std::string* table,
-                 std::string_view txn_id, int64_t timestamp, uint64_t lsn) {
+                 std::string_view txn_id, int64_t timestamp, uint64_t lsn, const hlc_stamp& hlc) {
   s += "{\"id\":";
   append_json_string(s, id);
   s += ",\"type\":\"";
@@ -538,6 +543,9 @@ void append_head(std::string& s, std::string_view id, std::string_view type, con
   append_iso_time(s, timestamp);
   s += "\",\"lsn\":";
   s += std::to_string(lsn);
+  s += ",\"hlc\":\"";
+  s += to_string(hlc);
+  s += '"';
 }
 void append_field(std::string& s, const char* name, const std::optional<std::string>& v) {
   if (!v) return;
@@ -551,7 +559,7 @@ void append_field(std::string& s, const char* name, const std::optional<std::str
 std::string to_json(const change_event<row>& e, const json_options& o) {
   std::string s;
   s.reserve(160 + (e.data ? e.data->size() * 24 : 0) + (e.old_data ? e.old_data->size() * 24 : 0));
-  append_head(s, e.id, to_string(e.type), &e.table, e.txn_id, e.timestamp, e.lsn);
+  append_head(s, e.id, to_string(e.type), &e.table, e.txn_id, e.timestamp, e.lsn, e.hlc);
   if (e.data) {
     s += ",\"data\":";
     append_json(s, *e.data, o);
@@ -571,14 +579,14 @@ std::string to_json(const transaction_event& e) {
   const char* type = e.type == transaction_event::kind::begin    ? "begin"
                      : e.type == transaction_event::kind::commit ? "commit"
                                                                  : "rollback";
-  append_head(s, std::to_string(e.lsn), type, nullptr, e.txn_id, e.timestamp, e.lsn);
+  append_head(s, std::to_string(e.lsn), type, nullptr, e.txn_id, e.timestamp, e.lsn, e.hlc);
   s += '}';
   return s;
 }
 
 std::string to_json(const schema_change_event& e) {
   std::string s;
-  append_head(s, std::to_string(e.lsn), "schema_change", &e.table, e.txn_id, e.timestamp, e.lsn);
+  append_head(s, std::to_string(e.lsn), "schema_change", &e.table, e.txn_id, e.timestamp, e.lsn, e.hlc);
   s += ",\"changeType\":";
   append_json_string(s, e.change_type);
   append_field(s, "column", e.column);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "wal/endian.hpp"
+#include "wal/hlc.hpp"
 
 namespace dosql {
 
@@ -65,6 +66,7 @@ wal_entry entry_view::to_entry() const {
   wal_entry e;
   e.lsn = lsn;
   e.timestamp = timestamp;
+  e.hlc = hlc;
   e.txn_id = std::string(txn_id);
   e.op = op;
   e.table = std::string(table);
@@ -82,6 +84,7 @@ entry_view view_of(const wal_entry& e) noexcept {
   entry_view v;
   v.lsn = e.lsn;
   v.timestamp = e.timestamp;
+  v.hlc = e.hlc;
   v.txn_id = e.txn_id;
   v.op = e.op;
   v.table = e.table;
@@ -115,8 +118,10 @@ void encode(const entry_view& e, std::string& out) {
   p[2] = static_cast<char>(flags);
   p[3] = static_cast<char>(e.origin);
   put_u64(p + 4, static_cast<uint64_t>(e.timestamp));
-  put_u32(p + 12, static_cast<uint32_t>(e.txn_id.size()));
-  put_u32(p + 16, static_cast<uint32_t>(e.table.size()));
+  put_u64(p + 12, pack_hlc(e.hlc.physical, e.hlc.logical));
+  put_u32(p + 20, e.hlc.node);
+  put_u32(p + 24, static_cast<uint32_t>(e.txn_id.size()));
+  put_u32(p + 28, static_cast<uint32_t>(e.table.size()));
   p += entry_fixed_size;
   const std::string_view* fields[3] = {&e.key, &e.before, &e.after};
   const bool has[3] = {e.has_key, e.has_before, e.has_after};
@@ -139,14 +144,17 @@ error decode(std::string_view payload, uint64_t lsn, entry_view& out) {
   auto bad = [lsn](const char* why) {
     return error(ec::decode_error, "lsn " + std::to_string(lsn) + ": " + why).at(lsn);
   };
-  if (payload.size() < entry_fixed_size) return bad("entry shorter than its fixed header");
+  if (payload.size() < entry_min_size) return bad("entry shorter than its fixed header");
   const char* p = payload.data();
-  if (static_cast<uint8_t>(p[0]) != entry_version) {
+  uint8_t version = static_cast<uint8_t>(p[0]);
+  if (version != entry_version && version != 1) {
     return error(ec::format_version, "lsn " + std::to_string(lsn) + ": entry version " +
-                                         std::to_string(static_cast<uint8_t>(p[0])) +
-                                         " is not supported (this build reads version 1)")
+                                         std::to_string(version) +
+                                         " is not supported (this build reads versions 1 and 2)")
         .at(lsn);
   }
+  size_t fixed = version == 1 ? entry_v1_fixed_size : entry_fixed_size;
+  if (payload.size() < fixed) return bad("entry shorter than its fixed header");
   uint8_t op = static_cast<uint8_t>(p[1]);
   uint8_t flags = static_cast<uint8_t>(p[2]);
   if (op < 1 || op > 7) return bad("unknown op code");
@@ -155,9 +163,18 @@ error decode(std::string_view payload, uint64_t lsn, entry_view& out) {
   out.lsn = lsn;
   out.op = static_cast<op_type>(op);
   out.timestamp = static_cast<int64_t>(get_u64(p + 4));
-  uint64_t lens[5] = {get_u32(p + 12), get_u32(p + 16), 0, 0, 0};
+  uint64_t lens[5] = {0, 0, 0, 0, 0};
+  if (version == 1) {  // before the HLC: derived from the timestamp, node unknown
+    out.hlc = {out.timestamp, 0, 0};
+    lens[0] = get_u32(p + 12);
+    lens[1] = get_u32(p + 16);
+  } else {
+    out.hlc = unpack_hlc(get_u64(p + 12), get_u32(p + 20));
+    lens[0] = get_u32(p + 24);
+    lens[1] = get_u32(p + 28);
+  }
   bool has[3] = {(flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
-  size_t off = entry_fixed_size;
+  size_t off = fixed;
   for (int i = 0; i < 3; ++i)
     if (has[i]) {
       if (payload.size() < off + 4) return bad("entry truncated in its length fields");

@@ -10,21 +10,29 @@
 
 namespace dosql::wal {
 
+// Version 2 keeps version 1's first 40 bytes and their checksum (so a version 1 build
+// reports "newer format version", not damage) and appends the HLC floor and a second
+// checksum over everything before it.
 void encode_segment_header(const segment_header& h, char out[segment_header_size]) noexcept {
+  bool v1 = h.format_version == 1;
+  std::memset(out, 0, segment_header_size);
   std::memcpy(out, segment_magic, 8);
   put_u32(out + 8, h.format_version);
-  put_u32(out + 12, static_cast<uint32_t>(segment_header_size));
+  put_u32(out + 12, static_cast<uint32_t>(v1 ? segment_header_v1_size : segment_header_size));
   put_u64(out + 16, h.first_lsn);
   put_u64(out + 24, static_cast<uint64_t>(h.created_ms));
-  put_u32(out + 32, 0);
+  put_u32(out + 32, v1 ? 0 : h.node_id);  // reserved (0) in version 1
   put_u32(out + 36, crc32c::mask(crc32c::value(out, 36)));
+  if (v1) return;
+  put_u64(out + 40, h.hlc_floor);
+  put_u32(out + 48, crc32c::mask(crc32c::value(out, 48)));
 }
 
 error decode_segment_header(std::string_view b, std::string_view where, segment_header& out) {
   auto bad = [&](const std::string& why) {
     return error(ec::corruption, "segment " + std::string(where) + ": " + why);
   };
-  if (b.size() < segment_header_size) return bad("shorter than the 40-byte segment header");
+  if (b.size() < segment_header_min_size) return bad("shorter than the 40-byte segment header");
   if (std::memcmp(b.data(), segment_magic, 8) != 0) return bad("not a dosql WAL segment (bad magic)");
   if (crc32c::unmask(get_u32(b.data() + 36)) != crc32c::value(b.data(), 36))
     return bad("segment header checksum mismatch");
@@ -36,9 +44,19 @@ error decode_segment_header(std::string_view b, std::string_view where, segment_
                                          std::to_string(format_version) + ")");
   }
   if (out.format_version == 0) return bad("format version 0");
-  if (get_u32(b.data() + 12) != segment_header_size) return bad("unexpected header size");
+  bool v1 = out.format_version == 1;
+  size_t size = v1 ? segment_header_v1_size : segment_header_size;
+  if (get_u32(b.data() + 12) != size) return bad("unexpected header size");
+  if (!v1) {
+    if (b.size() < size) return bad("shorter than its " + std::to_string(size) + "-byte segment header");
+    if (crc32c::unmask(get_u32(b.data() + 48)) != crc32c::value(b.data(), 48))
+      return bad("segment header checksum mismatch (bytes 40..51)");
+  }
+  out.header_size = static_cast<uint32_t>(size);
   out.first_lsn = get_u64(b.data() + 16);
   out.created_ms = static_cast<int64_t>(get_u64(b.data() + 24));
+  out.node_id = v1 ? 0 : get_u32(b.data() + 32);
+  out.hlc_floor = v1 ? 0 : get_u64(b.data() + 40);
   return {};
 }
 
@@ -95,7 +113,7 @@ parsed_record parse_record(const char* p, size_t avail, bool verify_crc) noexcep
     r.why = "record length 0 in a non-zero header";
     return r;
   }
-  if (len < entry_fixed_size || len > max_record_payload) {
+  if (len < entry_min_size || len > max_record_payload) {
     r.why = "record length out of range";
     return r;
   }
@@ -120,7 +138,7 @@ parsed_record parse_record(const char* p, size_t avail, bool verify_crc) noexcep
 std::optional<size_t> find_later_record(const char* p, size_t avail, uint64_t after_lsn) noexcept {
   for (size_t off = 0; off + record_header_size <= avail; ++off) {
     uint32_t len = get_u32(p + off + 4);
-    if (len < entry_fixed_size || len > avail - off - record_header_size) continue;
+    if (len < entry_min_size || len > avail - off - record_header_size) continue;
     if (get_u64(p + off + 8) <= after_lsn) continue;
     auto r = parse_record(p + off, avail - off, true);
     if (r.status == parse_status::ok) return off;

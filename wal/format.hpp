@@ -18,8 +18,12 @@
 namespace dosql::wal {
 
 constexpr char segment_magic[8] = {'D', 'O', 'S', 'Q', 'L', 'W', 'A', 'L'};
-constexpr uint32_t format_version = 1;
-constexpr size_t segment_header_size = 40;
+/// 2: entries carry an HLC (entry version 2) and the segment header the database's node id
+/// and the HLC floor. Version 1 segments (40-byte header, version 1 entries) still read.
+constexpr uint32_t format_version = 2;
+constexpr size_t segment_header_size = 52;     ///< written by this build (version 2)
+constexpr size_t segment_header_v1_size = 40;  ///< format version 1
+constexpr size_t segment_header_min_size = segment_header_v1_size;
 constexpr size_t record_header_size = 16;  // crc u32, length u32, lsn u64
 constexpr uint32_t max_record_payload = 1u << 30;
 constexpr size_t segment_name_digits = 20;
@@ -28,10 +32,18 @@ struct segment_header {
   uint32_t format_version = wal::format_version;
   uint64_t first_lsn = 0;
   int64_t created_ms = 0;
+  /// Version 2: packed HLC (physical << 16 | logical) every entry of this segment exceeds:
+  /// the writer's last stamp when it created the segment (0 in version 1 or for a new WAL).
+  uint64_t hlc_floor = 0;
+  uint32_t node_id = 0;  ///< version 2: the writing database's id (0 in version 1)
+  uint32_t header_size = segment_header_size;  ///< decode only: where the first record starts
 };
 
+/// Encodes a header of h.format_version (1 or 2; version 1 only for tests of old segments)
+/// into `out` (segment_header_size bytes; a version 1 header uses the first 40).
 void encode_segment_header(const segment_header& h, char out[segment_header_size]) noexcept;
-/// Checks magic, header CRC and version. `where` names the file in error messages.
+/// Checks magic, header CRC and version; `bytes` may be longer than the header (a version 1
+/// header is 40 bytes, version 2 is 52). `where` names the file in error messages.
 error decode_segment_header(std::string_view bytes, std::string_view where, segment_header& out);
 
 /// "00000000000000000001.wal"

@@ -20,7 +20,7 @@ constexpr const char* prepared_name = "next.prealloc";  // not a segment name: i
 
 }  // namespace
 
-log::log(std::string dir, wal_config cfg) : dir_(std::move(dir)), cfg_(cfg) {}
+log::log(std::string dir, wal_config cfg, hlc::clock_fn clock) : dir_(std::move(dir)), cfg_(cfg), clock_(clock) {}
 
 log::~log() {
   {
@@ -142,13 +142,15 @@ result<unique_fd> log::take_prepared() {
   return open_file(join(dir_, prepared_name), O_RDWR);
 }
 
-result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config& cfg, const recovery_options& ro) {
-  if (cfg.target_segment_size < segment_header_size + record_header_size + entry_fixed_size ||
-      cfg.max_entries_per_segment == 0) {
-    return error(ec::invalid_argument, "wal_config: target_segment_size must be at least 76 bytes "
-                                       "and max_entries_per_segment at least 1");
+result<std::unique_ptr<log>> log::open(const std::string& dir, const wal_config& cfg, const recovery_options& ro,
+                                       hlc::clock_fn clock) {
+  constexpr size_t min_segment = segment_header_size + record_header_size + entry_fixed_size;
+  if (cfg.target_segment_size < min_segment || cfg.max_entries_per_segment == 0) {
+    return error(ec::invalid_argument, "wal_config: target_segment_size must be at least " +
+                                           std::to_string(min_segment) +
+                                           " bytes and max_entries_per_segment at least 1");
   }
-  std::unique_ptr<log> l(new log(dir, cfg));
+  std::unique_ptr<log> l(new log(dir, cfg, clock ? clock : &now_ms));
   if (auto e = make_dirs(dir)) return e;
   // One writer per directory, across processes.
   auto lfd = lock_dir(dir, "WAL directory " + dir);
@@ -199,6 +201,7 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
   }
   p.oldest_lsn = firsts.front();
   std::string data;
+  size_t data_off = segment_header_size;  // where the last segment's records start
   for (size_t i = 0; i < firsts.size(); ++i) {
     auto path = join(dir, segment_file_name(firsts[i]));
     auto fd = open_file(path, O_RDONLY);
@@ -214,6 +217,10 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
                                        std::to_string(firsts[i]));
     }
     if (i + 1 < firsts.size()) continue;
+    p.format_version = h.format_version;
+    p.node_id = h.node_id;
+    p.hlc_floor = h.hlc_floor;
+    data_off = h.header_size;
     auto size = file_size(fd->get(), path);
     if (!size) return size.err();
     data.assign(*size, '\0');
@@ -225,7 +232,7 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
   auto path = join(dir, segment_file_name(firsts.back()));
   p.segment = segment_file_name(firsts.back());
   uint64_t expect = firsts.back();
-  size_t off = segment_header_size;
+  size_t off = data_off;
   const char* why = nullptr;
   while (off < data.size()) {
     auto r = parse_record(data.data() + off, data.size() - off, true);
@@ -242,6 +249,7 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
       why = "unexpected lsn (gap or reorder)";
       break;
     }
+    p.hlc_floor = std::max(p.hlc_floor, pack_hlc(r.entry.hlc.physical, r.entry.hlc.logical));
     ++expect;
     off += r.size;
   }
@@ -281,6 +289,10 @@ result<recovery_plan> log::plan_recovery(const std::string& dir, const wal_confi
 // tail, and sets the append position.
 error log::recover(const recovery_plan& plan) {
   for (auto& n : plan.leftovers) (void)remove_file(join(dir_, n));
+  // The node id lives in every version 2 segment header; a WAL without one gets a new id,
+  // made durable by the segment created below (before any entry carries it).
+  hlc_.emplace(plan.node_id ? plan.node_id : new_node_id(), clock_);
+  hlc_->observe(plan.hlc_floor);
   if (plan.segment.empty()) {
     report_.created = true;
     if (auto e = create_segment(1)) return e;
@@ -317,7 +329,16 @@ error log::recover(const recovery_plan& plan) {
   if (auto e = sync_data(active_fd_.get(), active_path_)) return e;
   synced_bytes_.store(active_.bytes, std::memory_order_relaxed);
   durable_lsn_.store(next_lsn_ - 1, std::memory_order_release);
-  return mark_.open(dir_, next_lsn_ - 1);
+  if (auto e = mark_.open(dir_, next_lsn_ - 1)) return e;
+  if (plan.format_version < format_version) {
+    // An older build's active segment: version 2 entries never go into it (an older build
+    // reading it would take them for damage). Seal it and start a version 2 segment, or,
+    // when it holds no entry, replace it by one under the same name (an atomic rename).
+    if (active_entries_ > 0) return roll();
+    active_fd_.reset();
+    return create_segment(active_.first_lsn);
+  }
+  return {};
 }
 
 error log::zero_fill(uint64_t from, uint64_t to) {
@@ -344,7 +365,12 @@ error log::create_segment(uint64_t first_lsn) {
     return e;
   };
   char hb[segment_header_size];
-  encode_segment_header({format_version, first_lsn, now_ms()}, hb);
+  segment_header h;
+  h.first_lsn = first_lsn;
+  h.created_ms = now_ms();
+  h.hlc_floor = hlc_->last();  // every entry of the segment exceeds it (recovery's floor)
+  h.node_id = hlc_->node();
+  encode_segment_header(h, hb);
   if (auto e = pwrite_full(fd->get(), hb, sizeof hb, 0, tmp)) return unfinished(e);
   uint64_t alloc = segment_header_size;
   if (prealloc) {
@@ -401,7 +427,7 @@ error log::roll() {
   return {};
 }
 
-error log::append_one(const entry_view& e, uint64_t& lsn) {
+error log::append_one(entry_view e, int64_t wall_ms, uint64_t& lsn, hlc_stamp& stamp) {
   if (active_entries_ >= cfg_.max_entries_per_segment ||
       (active_entries_ > 0 && active_.bytes + buf_.size() >= cfg_.target_segment_size)) {
     if (auto err = roll()) return err;
@@ -411,8 +437,9 @@ error log::append_one(const entry_view& e, uint64_t& lsn) {
     return error(ec::invalid_argument, "entry for table '" + std::string(e.table) + "' is " +
                                            std::to_string(len) + " bytes; the WAL limit is 1 GiB");
   }
-  // Invariant: LSNs are assigned here only, consecutively.
+  // Invariant: LSNs are assigned here only, consecutively, and HLCs increase with them.
   lsn = next_lsn_++;
+  e.hlc = stamp = unpack_hlc(hlc_->tick(wall_ms), hlc_->node());
   append_record(buf_, lsn, e);
   ++active_entries_;
   if (!prep_asked_ && cfg_.preallocate && cfg_.sync == wal_config::sync_policy::every_batch &&
@@ -426,17 +453,20 @@ error log::append_one(const entry_view& e, uint64_t& lsn) {
 
 result<uint64_t> log::append(std::span<wal_entry> entries) {
   if (failed_) return refusal();
+  int64_t wall = clock_();
   for (auto& e : entries)
-    if (auto err = append_one(view_of(e), e.lsn)) return failed_ ? take_back(err) : err;
+    if (auto err = append_one(view_of(e), wall, e.lsn, e.hlc)) return failed_ ? take_back(err) : err;
   if (auto err = flush_buffer()) return take_back(err);
   return next_lsn_ - 1;
 }
 
 result<uint64_t> log::append_views(std::span<const entry_view> entries) {
   if (failed_) return refusal();
+  int64_t wall = clock_();
   uint64_t lsn;
+  hlc_stamp stamp;
   for (auto& e : entries)
-    if (auto err = append_one(e, lsn)) return failed_ ? take_back(err) : err;
+    if (auto err = append_one(e, wall, lsn, stamp)) return failed_ ? take_back(err) : err;
   if (auto err = flush_buffer()) return take_back(err);
   return next_lsn_ - 1;
 }

@@ -4,6 +4,10 @@
 // Invariants (see wal/FORMAT.md):
 //  - LSNs start at 1, are gap-free and strictly increasing, and are never reused: the
 //    next LSN after reopen is the last intact one + 1, also after compaction.
+//  - Every appended entry gets an HLC (wal/hlc.hpp) greater than every HLC already in the
+//    directory, also after a reopen with the wall clock stepped back (recovery starts the
+//    clock above the last segment's header floor and its last entry); no segment mixes
+//    format versions (a format version 1 active segment is sealed on open).
 //  - An entry is durable once sync() (or append_batch under sync_policy::every_batch)
 //    returned for it: it then survives kill -9 and power loss.
 //  - Only one log object may own a directory at a time (an flock on wal/LOCK, released
@@ -19,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <span>
 #include <string>
@@ -29,6 +34,7 @@
 #include "wal/entry.hpp"
 #include <dosql/error.hpp>
 #include "wal/file.hpp"
+#include "wal/hlc.hpp"
 
 namespace dosql::wal {
 
@@ -63,6 +69,11 @@ struct recovery_plan {
   uint64_t floor = 0;           ///< the LSN recovery must keep: max(synced mark, known_durable)
   std::string floor_source;     ///< where the floor came from
   std::vector<std::string> leftovers;  ///< unfinished segment creations, to be removed
+  uint32_t format_version = 0;  ///< of the last segment (0: none); below 2, open() rolls past it
+  uint32_t node_id = 0;         ///< the database's HLC node id from the last segment (0: none yet)
+  /// Packed HLC every new entry must exceed: the greater of the last segment's header floor
+  /// and its last intact entry's stamp (a version 1 entry counts as its timestamp << 16).
+  uint64_t hlc_floor = 0;
   /// Set when recovery would go below the floor (names the file and offset where the log
   /// ends); open() refuses with it unless recovery_options::accept_loss.
   error below_floor;
@@ -86,8 +97,12 @@ class log {
   /// ec::io_error, having changed nothing on disk.
   /// The durable-mark rule: a torn tail is dropped only above the last LSN known durable
   /// (recovery_plan::floor); a log that ends below it is ec::corruption and nothing changes.
+  /// Every appended entry gets an HLC (hlc_stamp) from `clock` (Unix ms; injectable for
+  /// tests), above every stamp already in the WAL, with the node id kept in the segment
+  /// headers (generated with the first version 2 segment). A WAL whose last segment has an
+  /// older format version gets a new segment first (so no segment mixes entry versions).
   static result<std::unique_ptr<log>> open(const std::string& dir, const wal_config& cfg = {},
-                                           const recovery_options& ro = {});
+                                           const recovery_options& ro = {}, hlc::clock_fn clock = &now_ms);
   /// Decides what open() would do to `dir`, reading only (no lock: call it while no owner
   /// runs, e.g. for `dosql wal repair`'s report). Errors are those open() would fail with,
   /// except the floor, which is reported in recovery_plan::below_floor.
@@ -108,14 +123,21 @@ class log {
   uint64_t oldest_lsn() const noexcept;  ///< first LSN still readable
   uint64_t total_bytes() const noexcept;  ///< bytes in use over all segments
 
-  /// Assigns consecutive LSNs to `entries` (setting each `lsn`), frames them and writes
+  /// The WAL's hybrid logical clock: its node id, and update() for stamps received from
+  /// other nodes (later entries then order after them).
+  wal::hlc& clock() noexcept { return *hlc_; }
+  uint32_t node_id() const noexcept { return hlc_->node(); }
+
+  /// Assigns consecutive LSNs and increasing HLCs to `entries` (setting each `lsn` and
+  /// `hlc`; the clock is read once per call), frames them and writes
   /// them to the OS. Returns the last LSN assigned. Survives a process crash once it
   /// returned; durable only after sync(). On a write error the log stops for good: it takes
   /// back what was written after the last good fdatasync (under sync_policy::every_batch) and
   /// refuses every later append and sync with an error saying why (reopen recovers).
   result<uint64_t> append(std::span<wal_entry> entries);
   /// Like append(), from views (zero-copy for callers that hold the bytes elsewhere); the
-  /// entries get LSNs next_lsn(), next_lsn() + 1, ... in order (their `lsn` is ignored).
+  /// entries get LSNs next_lsn(), next_lsn() + 1, ... in order and HLCs (their `lsn` and
+  /// `hlc` are ignored).
   result<uint64_t> append_views(std::span<const entry_view> entries);
   /// fdatasync the active segment: everything appended so far becomes durable. A failed
   /// fdatasync is never retried (the kernel may have dropped the pages it could not write):
@@ -152,12 +174,12 @@ class log {
     uint64_t first_lsn;
     uint64_t bytes;
   };
-  log(std::string dir, wal_config cfg);
+  log(std::string dir, wal_config cfg, hlc::clock_fn clock);
   error recover(const recovery_plan& plan);
   error create_segment(uint64_t first_lsn);
   error roll();
   error flush_buffer();
-  error append_one(const entry_view& e, uint64_t& lsn);
+  error append_one(entry_view e, int64_t wall_ms, uint64_t& lsn, hlc_stamp& stamp);
   error zero_fill(uint64_t from, uint64_t to);
   error take_back(error cause);
   error refusal();
@@ -168,6 +190,8 @@ class log {
 
   std::string dir_;
   wal_config cfg_;
+  hlc::clock_fn clock_;
+  std::optional<wal::hlc> hlc_;  // set by recover() (the node id comes from the segments)
   open_report report_;
   unique_fd lock_fd_;
   std::vector<segment> sealed_;  // oldest first

@@ -39,7 +39,7 @@ error reader::open_segment(uint64_t first_lsn) {
   if (auto e = decode_segment_header(std::string_view(buf_.data(), *n), path_, h)) return e;
   if (h.first_lsn != first_lsn)
     return error(ec::corruption, "segment " + path_ + ": header and file name disagree on its first lsn");
-  buf_file_off_ = segment_header_size;
+  buf_file_off_ = h.header_size;  // 40 bytes in format version 1
   pos_ = len_ = 0;
   fresh_ = false;
   trusted_lsn_ = 0;

@@ -182,6 +182,7 @@ struct change_event {
   std::optional<bytes> key;
   /// entered / left: an UPDATE delivered as insert / delete by a row filter.
   entry_origin origin = entry_origin::wal;
+  hlc_stamp hlc{};  ///< the entry's hybrid logical clock (<dosql/entry.hpp>); last: aggregate inits keep working
 };
 
 struct transaction_event {
@@ -189,6 +190,7 @@ struct transaction_event {
   std::string txn_id;
   int64_t timestamp = 0;
   uint64_t lsn = 0;
+  hlc_stamp hlc{};
 };
 
 struct schema_change_event {
@@ -200,6 +202,7 @@ struct schema_change_event {
   std::string sql;
   int64_t timestamp = 0;
   uint64_t lsn = 0;
+  hlc_stamp hlc{};
 };
 
 template <class T>
@@ -211,7 +214,9 @@ using decoder = std::function<T(const row&)>;
 
 /// The guide's JSON shapes, camelCase, one line each (the one event renderer: the API, `dosql
 /// tail` and `dosql serve` all print these). Every event has "id" (its LSN, as a string),
-/// "type", "txnId", "timestamp" (ISO 8601 UTC, ms) and "lsn"; then
+/// "type", "txnId", "timestamp" (ISO 8601 UTC, ms), "lsn" and "hlc" (to_string(hlc_stamp):
+/// "<physical ms>.<logical>.<node>", zero-padded so that comparing the strings orders events
+/// across databases); then
 ///  - a row change: "table", "data" (insert/update), "oldData" (update/delete), "origin"
 ///    ("entered"/"left", from a row filter);
 ///  - "begin" / "commit" / "rollback": nothing more;
@@ -306,6 +311,7 @@ class change_subscription {
     out.table = std::move(c.table);
     out.txn_id = std::move(c.txn_id);
     out.timestamp = c.timestamp;
+    out.hlc = c.hlc;
     out.lsn = c.lsn;
     out.key = std::move(c.key);
     out.origin = c.origin;

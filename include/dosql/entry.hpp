@@ -5,6 +5,7 @@
 // Also the LSN helpers every layer shares (parse_lsn, now_ms).
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -59,7 +60,26 @@ enum class entry_origin : uint8_t {
   left = 2,     ///< an UPDATE delivered as DELETE: the row stopped matching a row filter
 };
 
-/// One WAL entry. `lsn` is assigned by the WAL on append.
+/// A hybrid logical clock reading (Kulkarni et al., "Logical Physical Clocks", 2014): the
+/// position of an entry in an order across databases (shards). `physical` is Unix ms (never
+/// behind the wall clock of the writer that assigned it, and ahead of it only when the clock
+/// stepped back or more than 65,536 entries fell in one ms); `logical` counts entries within
+/// that ms (0 .. 65535); `node` is the writing database's id (0: unknown, for entries written
+/// before format version 2). Within one database, HLCs strictly increase with the LSN, also
+/// across restarts and clock steps back. The total order is (physical, logical, node).
+struct hlc_stamp {
+  int64_t physical = 0;
+  uint32_t logical = 0;
+  uint32_t node = 0;
+
+  auto operator<=>(const hlc_stamp&) const = default;
+};
+
+/// "<physical>.<logical>.<node>", zero-padded to 15, 5 and 10 digits, so that comparing the
+/// strings compares the stamps: "001733328000000.00001.0012345678".
+std::string to_string(const hlc_stamp& h);
+
+/// One WAL entry. `lsn` and `hlc` are assigned by the WAL on append.
 struct wal_entry {
   uint64_t lsn = 0;
   int64_t timestamp = 0;  ///< Unix milliseconds
@@ -70,6 +90,7 @@ struct wal_entry {
   std::optional<bytes> before;  ///< row image before (UPDATE, DELETE)
   std::optional<bytes> after;   ///< row image after (INSERT, UPDATE)
   entry_origin origin = entry_origin::wal;
+  hlc_stamp hlc{};  ///< assigned by the WAL on append (see hlc_stamp); last: aggregate inits keep working
 
   bool operator==(const wal_entry&) const = default;
 };
@@ -84,6 +105,7 @@ struct entry_view {
   bool has_key = false, has_before = false, has_after = false;
   std::string_view key, before, after;
   entry_origin origin = entry_origin::wal;
+  hlc_stamp hlc{};
 
   wal_entry to_entry() const;
 };

@@ -144,13 +144,14 @@ TEST_CASE("filters by table, operation, txn id and predicate, and BEGIN/COMMIT n
   alter.sql = "ALTER TABLE t RENAME COLUMN b TO c";
   alter.timestamp = 1737542400123;
   alter.lsn = 42;
+  alter.hlc = {1737542400124, 3, 77};
   CHECK(cdc::to_json(alter) ==
         R"({"id":"42","type":"schema_change","table":"t","txnId":"txn_9","timestamp":"2025-01-22T10:40:00.123Z",)"
-        R"("lsn":42,"changeType":"alter_column","column":"c","oldColumn":"b","oldType":"INTEGER","newType":"TEXT",)"
+        R"("lsn":42,"hlc":"001737542400124.00003.0000000077","changeType":"alter_column","column":"c","oldColumn":"b","oldType":"INTEGER","newType":"TEXT",)"
         R"("schemaVersion":7,"sql":"ALTER TABLE t RENAME COLUMN b TO c"})");
   cdc::transaction_event t{cdc::transaction_event::kind::rollback, "txn_9", 1737542400123, 43};
-  CHECK(cdc::to_json(t) ==
-        R"({"id":"43","type":"rollback","txnId":"txn_9","timestamp":"2025-01-22T10:40:00.123Z","lsn":43})");
+  CHECK(cdc::to_json(t) == R"({"id":"43","type":"rollback","txnId":"txn_9","timestamp":"2025-01-22T10:40:00.123Z",)"
+                           R"("lsn":43,"hlc":"000000000000000.00000.0000000000"})");
   CHECK(cdc::to_json(cdc::event<row>(t)) == cdc::to_json(t));
 }
 
@@ -553,4 +554,54 @@ TEST_CASE("the WAL capturer batches by max_batch_size and max_batch_age, and rep
   CHECK(st.current_lsn == last);
   CHECK(st.lag_entries == 0);
   cap.stop();
+}
+
+TEST_CASE("HLCs of committed entries increase with the LSN across committing threads and a reopen, and events carry them",
+          "[cdc][hlc]") {
+  test::temp_dir d;
+  uint32_t node = 0;
+  std::vector<wal_entry> first;
+  {
+    runtime rt;
+    auto db = must(rt.open(d.path()));
+    must(db->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, who INTEGER)"));
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        for (int i = 0; i < 50; ++i) must(db->exec("INSERT INTO t(who) VALUES(?)", {int64_t{t}}));
+      });
+    for (auto& t : ts) t.join();
+    cdc::subscribe_options o;
+    o.include_transaction_control = true;
+    o.stop_at_tail = true;
+    auto sub = must(cdc::create_cdc(db).subscribe(o));
+    for (auto& e : *sub) first.push_back(e);
+    REQUIRE_FALSE(sub->err());
+  }
+  REQUIRE(first.size() == 3 + 200 * 3);
+  node = first.front().hlc.node;
+  CHECK(node != 0);
+  for (size_t i = 1; i < first.size(); ++i) {
+    REQUIRE(first[i].hlc.node == node);
+    REQUIRE(first[i - 1].hlc < first[i].hlc);
+  }
+  {
+    runtime rt;
+    auto db = must(rt.open(d.path()));
+    must(db->exec("INSERT INTO t(who) VALUES(9)"));
+    cdc::subscribe_options o;
+    o.include_transaction_control = true;
+    o.stop_at_tail = true;
+    o.from_lsn = first.back().lsn;
+    auto sub = must(cdc::create_cdc(db).subscribe(o));
+    std::vector<wal_entry> more;
+    for (auto& e : *sub) more.push_back(e);
+    REQUIRE(more.size() == 3);
+    CHECK(more[0].hlc.node == node);  // the same database after a reopen
+    CHECK(first.back().hlc < more[0].hlc);
+    auto ev = must(cdc::to_event(more[1]));
+    auto json = cdc::to_json(ev);
+    CHECK(json.find(",\"lsn\":" + std::to_string(more[1].lsn) + ",\"hlc\":\"" + to_string(more[1].hlc) + "\"") !=
+          std::string::npos);
+  }
 }

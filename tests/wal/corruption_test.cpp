@@ -88,6 +88,7 @@ TEST_CASE("flipping any single byte of a sealed segment is detected by the reade
   cfg.max_entries_per_segment = 4;
   { test::append_n(*test::open_log(d.path(), cfg), 0, 10, 10, 40); }
   std::string orig = test::read_file(seg(d, 1));  // sealed: lsn 1..4
+  auto golden = test::read_from(d.path(), 0);     // the HLCs the log assigned
   auto offs = test::record_offsets(orig);
   REQUIRE(offs.back() == orig.size());
   for (size_t i = 0; i < orig.size(); ++i) {
@@ -112,6 +113,7 @@ TEST_CASE("flipping any single byte of a sealed segment is detected by the reade
       REQUIRE(v.lsn == good + 1);
       auto want = test::make_entry(good, 40);
       want.lsn = good + 1;
+      want.hlc = golden[good].hlc;
       REQUIRE(v.to_entry() == want);  // never a damaged entry
       ++good;
     }

@@ -31,7 +31,10 @@ TEST_CASE("appended entries read back with every field, LSNs from 1", "[log]") {
   for (uint64_t i = 0; i < 250; ++i) {
     auto want = make_entry(i);
     want.lsn = i + 1;
+    want.hlc = got[i].hlc;  // assigned by the log (tests/wal/hlc_test.cpp checks them)
     REQUIRE(got[i] == want);
+    REQUIRE(got[i].hlc.node == log->node_id());
+    if (i > 0) REQUIRE(got[i - 1].hlc < got[i].hlc);
   }
 }
 

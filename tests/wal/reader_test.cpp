@@ -119,6 +119,7 @@ TEST_CASE("a reader following a live writer's durable LSN returns exactly what w
   auto r = std::move(*wal::reader::open(d.path(), wal::reader_options{.verify_checksums = verify, .buffer_size = 4096}));
   entry_view v;
   uint64_t next = 1, wrong = 0;
+  hlc_stamp prev_hlc;
   std::string first_wrong;
   while (next <= total) {
     bool done = writer_done.load();
@@ -132,7 +133,10 @@ TEST_CASE("a reader following a live writer's durable LSN returns exactly what w
     }
     auto want = make_entry(next - 1, 50 + ((next - 1) * 31) % 400);
     want.lsn = next;
-    if (!(v.to_entry() == want) && wrong++ == 0) first_wrong = "lsn " + std::to_string(next);
+    want.hlc = v.hlc;  // the writer's stamps: increasing, with the log's node id
+    bool hlc_ok = v.hlc.node == log->node_id() && prev_hlc < v.hlc;
+    prev_hlc = v.hlc;
+    if ((!hlc_ok || !(v.to_entry() == want)) && wrong++ == 0) first_wrong = "lsn " + std::to_string(next);
     ++next;
   }
   writer.join();

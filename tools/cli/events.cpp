@@ -113,6 +113,7 @@ std::string render_tx(tail_format f, const entry_view& e, uint64_t event_count,
       t.type = begin ? cdc::transaction_event::kind::begin : cdc::transaction_event::kind::commit;
       t.txn_id = e.txn_id;
       t.timestamp = e.timestamp;
+      t.hlc = e.hlc;
       t.lsn = e.lsn;
       return cdc::to_json(t);
     }

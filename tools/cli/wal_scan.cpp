@@ -26,7 +26,7 @@ error scan_active(const std::string& path, segment_stat& s) {
   if (auto e = wal::decode_segment_header(std::string_view(buf.data(), *n), path, h)) return e;
   if (h.first_lsn != s.first_lsn)
     return error(ec::corruption, "segment " + path + ": header and file name disagree on its first lsn");
-  uint64_t off = wal::segment_header_size;  // file offset of buf[0]
+  uint64_t off = h.header_size;  // file offset of buf[0] (40 bytes in format version 1)
   size_t pos = 0, len = 0;
   uint64_t expect = s.first_lsn;
   for (;;) {
