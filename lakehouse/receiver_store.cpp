@@ -124,9 +124,8 @@ error receiver_store::recover() {
     std::stringstream ss;
     ss << in.rdbuf();
     if (!in && !in.eof()) return error(ec::io_error, "cannot read the receiver state " + state_path_);
-    committed_state_ = ss.str();
     auto bad = [&](const std::string& why) { return error(ec::corruption, "the receiver state " + state_path_ + ": " + why); };
-    auto j = json::parse(committed_state_, nullptr, false);
+    auto j = json::parse(ss.str(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
     try {
       legacy = j.value("version", 0) == 1;
@@ -152,8 +151,6 @@ error receiver_store::recover() {
     } catch (const json::exception& e) {
       return bad(e.what());
     }
-  } else {
-    committed_state_ = state_json({}, {}, {});
   }
   // Redo the renames of the last commit (idempotent: a file already renamed is skipped).
   std::set<std::string> dirs;
@@ -622,11 +619,8 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   for (const auto& [n, x] : sources_)
     if (x.committed.sequence > 0) positions[n] = x.committed;  // (a source that never landed a batch: none)
   positions[name] = {s.accepted_lsn, s.accepted_sequence};
-  auto text = state_json(positions, schemas_, {});
-  if (auto e = wal::replace_file(state_path_, text))
+  if (auto e = wal::replace_file(state_path_, state_json(positions, schemas_, {})))
     log("commit: " + e.to_string() + " (the state file is a cache: the tables hold the positions)");
-  else
-    committed_state_ = std::move(text);
   s.committed = {s.accepted_lsn, s.accepted_sequence};
   reset();
   ++stats_.flushes;

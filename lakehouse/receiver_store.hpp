@@ -147,7 +147,6 @@ class receiver_store {
   store_options o_;
   wal::unique_fd lock_;
   std::string state_path_;
-  std::string committed_state_;  ///< the state file's current text (to put back after a failed replace)
   std::map<std::string, source_state> sources_;
   std::map<std::string, schema> schemas_;  ///< per changelog dir (namespace/table_changelog): the last written schema
   std::vector<std::string> unfinished_;    ///< committed .pending files whose rename failed (pre-Iceberg layout)
