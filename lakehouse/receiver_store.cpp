@@ -52,6 +52,17 @@ result<column_type> type_named(const std::string& s) {
   return error(ec::corruption, "unknown column type '" + s + "'");
 }
 
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t b = 0; b < s.size();) {
+    auto c = s.find(',', b);
+    if (c == std::string::npos) c = s.size();
+    out.push_back(s.substr(b, c - b));
+    b = c + 1;
+  }
+  return out;
+}
+
 std::string_view op_name(cdc::change_type t) {
   switch (t) {
     case cdc::change_type::insert: return "INSERT";
@@ -219,13 +230,7 @@ error receiver_store::recover_tables(bool legacy) {
           auto it = snap.summary.find(k);
           return it == snap.summary.end() ? std::string() : it->second;
         };
-        std::string files = get("dosql.files");
-        for (size_t b = 0; b < files.size();) {
-          auto c = files.find(',', b);
-          if (c == std::string::npos) c = files.size();
-          live.insert(files.substr(b, c - b));
-          b = c + 1;
-        }
+        for (auto& f : split_commas(get("dosql.files"))) live.insert(std::move(f));
         auto src = get("dosql.source");
         if (src.empty()) continue;
         uint64_t lsn = 0, seq = 0;
@@ -238,15 +243,7 @@ error receiver_store::recover_tables(bool legacy) {
         }
         auto& m = marks_[key][src];
         m = std::max(m, lsn);
-        flush_seen f{lsn, seq, ns.path().filename().string(), {}};
-        std::string ts = get("dosql.flush-tables");
-        for (size_t b = 0; b < ts.size();) {
-          auto c = ts.find(',', b);
-          if (c == std::string::npos) c = ts.size();
-          f.tables.push_back(ts.substr(b, c - b));
-          b = c + 1;
-        }
-        flushes[src].push_back(std::move(f));
+        flushes[src].push_back({lsn, seq, ns.path().filename().string(), split_commas(get("dosql.flush-tables"))});
       }
       // The sweep. A table without metadata in a pre-Iceberg lake keeps its files.
       if (table.version() == 0 && legacy) continue;
