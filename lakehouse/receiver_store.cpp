@@ -2,14 +2,16 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <chrono>
 #include <filesystem>
+#include <optional>
 #include <fstream>
-#include <random>
 #include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "lakehouse/ids.hpp"
 #include "lakehouse/parquet_writer.hpp"
 
 namespace dosql::lakehouse {
@@ -30,14 +32,6 @@ std::string parent_of(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-std::string random_id() {
-  static thread_local std::mt19937_64 gen{std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32)};
-  char buf[33];
-  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(gen()),
-                static_cast<unsigned long long>(gen()));
-  return buf;
-}
-
 uint64_t value_bytes(const value& v) {
   if (auto* s = std::get_if<std::string>(&v)) return 16 + s->size();
   if (auto* b = std::get_if<bytes>(&v)) return 16 + b->size();
@@ -56,6 +50,17 @@ result<column_type> type_named(const std::string& s) {
                  column_type::binary, column_type::timestamp})
     if (to_string(t) == s) return t;
   return error(ec::corruption, "unknown column type '" + s + "'");
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t b = 0; b < s.size();) {
+    auto c = s.find(',', b);
+    if (c == std::string::npos) c = s.size();
+    out.push_back(s.substr(b, c - b));
+    b = c + 1;
+  }
+  return out;
 }
 
 std::string_view op_name(cdc::change_type t) {
@@ -83,8 +88,24 @@ void receiver_store::log(const std::string& line) const {
   if (o_.log) o_.log(line);
 }
 
-std::string receiver_store::data_dir(const std::string& table) const {
-  return o_.dir + "/" + o_.namespace_name + "/" + table + "_changelog/data";
+std::string receiver_store::data_dir(const std::string& table) const { return table_dir(table) + "/data"; }
+
+std::string receiver_store::table_dir(const std::string& table) const {
+  return o_.dir + "/" + o_.namespace_name + "/" + table + "_changelog";
+}
+
+result<iceberg::table*> receiver_store::table_for(const std::string& key) {
+  if (auto it = tables_.find(key); it != tables_.end()) return &it->second;
+  auto t = iceberg::table::load(o_.dir + "/" + key + "_changelog");
+  if (!t) return t.err();
+  return &tables_.emplace(key, std::move(*t)).first->second;
+}
+
+uint64_t receiver_store::mark(const std::string& key, const std::string& source) const {
+  auto t = marks_.find(key);
+  if (t == marks_.end()) return 0;
+  auto m = t->second.find(source);
+  return m == t->second.end() ? 0 : m->second;
 }
 
 result<std::unique_ptr<receiver_store>> receiver_store::open(store_options o) {
@@ -108,17 +129,18 @@ error receiver_store::recover() {
   if (auto e = wal::record_lock_owner(lock_, meta)) return e;
   state_path_ = meta + "/receiver.json";
   std::vector<std::string> pending;
+  bool legacy = false;  // a state file of the pre-Iceberg layout (version 1)
   if (wal::path_exists(state_path_)) {
     std::ifstream in(state_path_, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
     if (!in && !in.eof()) return error(ec::io_error, "cannot read the receiver state " + state_path_);
-    committed_state_ = ss.str();
     auto bad = [&](const std::string& why) { return error(ec::corruption, "the receiver state " + state_path_ + ": " + why); };
-    auto j = json::parse(committed_state_, nullptr, false);
+    auto j = json::parse(ss.str(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
     try {
-      if (j.value("version", 0) != 1) return bad("unknown version");
+      legacy = j.value("version", 0) == 1;
+      if (!legacy && j.value("version", 0) != 2) return bad("unknown version");
       for (auto& [name, pos] : j.at("sources").items()) {
         auto& st = sources_[name];
         st.committed.watermark = pos.at("watermark").get<uint64_t>();
@@ -140,8 +162,6 @@ error receiver_store::recover() {
     } catch (const json::exception& e) {
       return bad(e.what());
     }
-  } else {
-    committed_state_ = state_json({}, {}, {});
   }
   // Redo the renames of the last commit (idempotent: a file already renamed is skipped).
   std::set<std::string> dirs;
@@ -180,6 +200,131 @@ error receiver_store::recover() {
   if (wal::path_exists(state_path_ + ".tmp"))
     if (auto e = wal::remove_file(state_path_ + ".tmp")) return e;
   unfinished_.clear();
+  return recover_tables(legacy);
+}
+
+error receiver_store::recover_tables(bool legacy) {
+  // Every <ns>/<table>_changelog: its Iceberg history gives the marks, the live files and the
+  // sources' positions; whatever no committed snapshot names is an orphan of an unfinished flush.
+  struct flush_seen {
+    uint64_t lsn = 0, sequence = 0;
+    std::string ns;
+    std::vector<std::string> tables;
+  };
+  std::map<std::string, std::vector<flush_seen>> flushes;  // per source
+  constexpr std::string_view suffix = "_changelog";
+  std::error_code ec;
+  for (const auto& ns : fs::directory_iterator(o_.dir, ec)) {
+    if (!ns.is_directory() || ns.path().filename() == "_dosql") continue;
+    for (const auto& tbl : fs::directory_iterator(ns.path(), ec)) {
+      auto dname = tbl.path().filename().string();
+      if (!tbl.is_directory() || !ends_with(dname, suffix)) continue;
+      auto key = ns.path().filename().string() + "/" + dname.substr(0, dname.size() - suffix.size());
+      auto t = table_for(key);
+      if (!t) return t.err();
+      iceberg::table& table = **t;
+      std::set<std::string> live, snapshots;
+      for (const auto& snap : table.history()) {
+        snapshots.insert(std::to_string(snap.id));
+        auto get = [&](const char* k) -> std::string {
+          auto it = snap.summary.find(k);
+          return it == snap.summary.end() ? std::string() : it->second;
+        };
+        for (auto& f : split_commas(get("dosql.files"))) live.insert(std::move(f));
+        auto src = get("dosql.source");
+        if (src.empty()) continue;
+        uint64_t lsn = 0, seq = 0;
+        try {
+          lsn = std::stoull(get("dosql.last-lsn"));
+          seq = std::stoull(get("dosql.sequence"));
+        } catch (...) {
+          return error(ec::corruption, "the Iceberg table " + table.dir() + ": snapshot " + std::to_string(snap.id) +
+                                           " has a bad dosql.last-lsn or dosql.sequence");
+        }
+        auto& m = marks_[key][src];
+        m = std::max(m, lsn);
+        flushes[src].push_back({lsn, seq, ns.path().filename().string(), split_commas(get("dosql.flush-tables"))});
+      }
+      // The sweep. A table without metadata in a pre-Iceberg lake keeps its files.
+      if (table.version() == 0 && legacy) continue;
+      auto data = tbl.path().string() + "/data";
+      if (fs::is_directory(data, ec)) {
+        auto names = wal::list_dir(data);
+        if (!names) return names.err();
+        for (const auto& n : *names)
+          if (ends_with(n, ".parquet") && !live.count(n)) {
+            if (auto e = wal::remove_file(data + "/" + n)) return e;
+            log("recovery: removed " + data + "/" + n + " (no snapshot names it: an unfinished flush)");
+          }
+      }
+      auto meta = tbl.path().string() + "/metadata";
+      if (fs::is_directory(meta, ec)) {
+        auto names = wal::list_dir(meta);
+        if (!names) return names.err();
+        for (const auto& n : *names) {
+          bool orphan = ends_with(n, ".tmp");
+          for (std::string_view prefix : {"m-", "snap-"})
+            if (n.starts_with(prefix) && ends_with(n, ".avro") &&
+                !snapshots.count(n.substr(prefix.size(), n.size() - prefix.size() - 5)))
+              orphan = true;
+          if (orphan) {
+            if (auto e = wal::remove_file(meta + "/" + n)) return e;
+            log("recovery: removed " + meta + "/" + n + " (an uncommitted snapshot)");
+          }
+        }
+        if (table.version() > 0) {
+          auto hint = meta + "/version-hint.text";
+          std::ifstream in(hint);
+          std::string text;
+          std::getline(in, text);
+          if (text != std::to_string(table.version()))
+            if (auto e = table.write_hint()) return e;
+        }
+      }
+      // The table's current schema is the `previous` of the next changelog_schema().
+      if (table.version() > 0) {
+        try {
+          const auto& md = table.metadata();
+          for (const auto& sc : md.at("schemas")) {
+            if (sc.at("schema-id") != md.at("current-schema-id")) continue;
+            schema x;
+            for (const auto& f : sc.at("fields")) {
+              auto tn = f.at("type").get<std::string>();
+              column_type ct = column_type::binary;
+              bool known = false;
+              for (auto c : {column_type::boolean, column_type::int32, column_type::int64, column_type::float64,
+                             column_type::string, column_type::binary, column_type::timestamp})
+                if (iceberg::type_name(c) == tn) ct = c, known = true;
+              if (!known) return error(ec::corruption, "the Iceberg table " + table.dir() + ": unknown type " + tn);
+              x.columns.push_back({f.at("name").get<std::string>(), ct, !f.at("required").get<bool>(), f.at("id").get<int32_t>()});
+            }
+            schemas_[key] = std::move(x);
+          }
+        } catch (const nlohmann::json::exception& e) {
+          return error(ec::corruption, "the Iceberg table " + table.dir() + ": " + e.what());
+        }
+      }
+    }
+  }
+  if (ec) return error(ec::io_error, "cannot list " + o_.dir + ": " + ec.message());
+  // A source's position: its newest flush that every table of that flush holds.
+  for (auto& [src, fl] : flushes) {
+    std::sort(fl.begin(), fl.end(), [](const flush_seen& a, const flush_seen& b) { return a.lsn > b.lsn; });
+    for (const auto& f : fl) {
+      bool complete = true;
+      for (const auto& t : f.tables) complete = complete && mark(f.ns + "/" + t, src) >= f.lsn;
+      if (!complete) continue;
+      auto& st = sources_[src];
+      if (f.lsn > st.committed.watermark) {
+        log("recovery: source " + src + " is at LSN " + std::to_string(f.lsn) + " (sequence " + std::to_string(f.sequence) +
+            ") in its tables, past the state file's " + std::to_string(st.committed.watermark));
+        st.committed = {f.lsn, f.sequence};
+        st.accepted_lsn = f.lsn;
+        st.accepted_sequence = f.sequence;
+      }
+      break;
+    }
+  }
   return {};
 }
 
@@ -187,7 +332,7 @@ std::string receiver_store::state_json(const std::map<std::string, source_positi
                                        const std::map<std::string, schema>& schemas,
                                        const std::vector<std::string>& pending) const {
   json j;
-  j["version"] = 1;
+  j["version"] = 2;
   j["sources"] = json::object();
   for (const auto& [name, p] : positions) j["sources"][name] = {{"watermark", p.watermark}, {"sequence", p.sequence}};
   j["schemas"] = json::object();
@@ -271,6 +416,9 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
     if (it == st.end()) {
       if (!safe_name(e.table))
         return nack_batch(b, false, "table '" + e.table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
+      // Already in the table (a flush that committed it, but not all of its tables, before a crash).
+      // (Events come in LSN order: once one is above the mark, all the rest are.)
+      if (e.lsn <= mark(o_.namespace_name + "/" + e.table, b.source_id)) continue;
       staged x;
       x.columns = &b.schemas.at(e.table);
       auto buf = s.tables.find(e.table);
@@ -370,79 +518,110 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   };
   if (broken_) return fail(error(ec::io_error, "the receiver's store failed; it must be restarted"));
 
-  std::vector<std::string> written;  // relative .pending paths
+  // Phase 1: the data files and each table's prepared snapshot (nothing visible yet).
+  struct work {
+    std::string key, data_path;
+    iceberg::table* t = nullptr;
+    std::optional<iceberg::table::prepared> p;
+  };
+  std::vector<work> ws;
   auto schemas = schemas_;
   uint64_t rows = 0;
   error err;
+  std::string flush_tables;
+  for (auto& [table, buf] : s.tables)
+    if (!buf.rows.empty()) flush_tables += (flush_tables.empty() ? "" : ",") + table;
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto undo_files = [&] {
+    for (auto& w : ws) {
+      if (w.t && w.p) w.t->discard(*w.p);
+      if (!w.data_path.empty() && wal::path_exists(w.data_path)) (void)wal::remove_file(w.data_path);
+    }
+  };
   for (auto& [table, buf] : s.tables) {
     if (buf.rows.empty()) continue;
-    auto rel_dir = o_.namespace_name + "/" + table + "_changelog/data";
-    if ((err = wal::make_dirs(o_.dir + "/" + rel_dir))) break;
-    auto rel = rel_dir + "/" + name + "-" + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" +
-               random_id() + ".parquet" + std::string(pending_suffix);
+    auto& w = ws.emplace_back();
+    w.key = o_.namespace_name + "/" + table;
+    if ((err = wal::make_dirs(data_dir(table)))) break;
+    auto file = name + "-" + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" + random_hex32() + ".parquet";
     writer_options wo;
     wo.key_value_metadata = {{"dosql.source", name},
                              {"dosql.table", table},
                              {"dosql.first_lsn", std::to_string(buf.first_lsn)},
                              {"dosql.last_lsn", std::to_string(buf.last_lsn)}};
-    if ((err = write_parquet_file(o_.dir + "/" + rel, buf.file_schema, buf.rows, wo))) {
-      // (a failed directory fsync after the writer's rename leaves the file: uncommitted, removed)
-      if (wal::path_exists(o_.dir + "/" + rel)) (void)wal::remove_file(o_.dir + "/" + rel);
+    {  // as Iceberg's writers do: readers map the file's columns to the table's by these ids
+      auto sj = iceberg::schema_json(buf.file_schema, 0);
+      sj.erase("schema-id");
+      wo.key_value_metadata.push_back({"iceberg.schema", sj.dump()});
+    }
+    w.data_path = data_dir(table) + "/" + file;
+    if ((err = write_parquet_file(w.data_path, buf.file_schema, buf.rows, wo))) break;
+    std::error_code fec;
+    auto size = fs::file_size(w.data_path, fec);
+    if (fec) {
+      err = error(ec::io_error, "cannot stat " + w.data_path + ": " + fec.message());
       break;
     }
-    written.push_back(rel);
-    schemas[o_.namespace_name + "/" + table] = buf.file_schema;
+    auto t = table_for(w.key);
+    if (!t) {
+      err = t.err();
+      break;
+    }
+    w.t = *t;
+    auto p = w.t->prepare(buf.file_schema, {{file, static_cast<int64_t>(buf.rows.size()), static_cast<int64_t>(size)}},
+                          {{"dosql.source", name},
+                           {"dosql.first-lsn", std::to_string(buf.first_lsn)},
+                           {"dosql.last-lsn", std::to_string(s.accepted_lsn)},
+                           {"dosql.sequence", std::to_string(s.accepted_sequence)},
+                           {"dosql.files", file},
+                           {"dosql.flush-tables", flush_tables}},
+                          now_ms);
+    if (!p) {
+      err = p.err();
+      break;
+    }
+    w.p = std::move(*p);
+    schemas[w.key] = buf.file_schema;
     rows += buf.rows.size();
   }
+  if (err) {
+    undo_files();
+    return fail(err);
+  }
+  // Phase 2: the commit of each table (compare-and-swap). A failure reverts the ones done.
+  for (size_t i = 0; i < ws.size() && !err; ++i) {
+    if ((err = ws[i].t->commit(*ws[i].p))) {
+      for (size_t k = i; k-- > 0;)
+        if (auto e2 = ws[k].t->revert(*ws[k].p)) {
+          broken_ = true;
+          log("the Iceberg table " + ws[k].t->dir() + " could not be reverted (" + e2.to_string() +
+              "): refusing everything until restarted");
+          return fail(err);  // its files stay: recovery decides from the tables
+        }
+    }
+  }
+  if (err) {
+    undo_files();
+    return fail(err);
+  }
+  // Committed. The hints and the state file follow; their failures cost nothing but a log line
+  // (load() takes the highest version; recovery takes the positions from the tables).
+  for (auto& w : ws) {
+    if (auto e = w.t->write_hint()) log("commit: " + e.to_string() + " (version-hint.text is rewritten at the next commit or start)");
+    marks_[w.key][name] = s.accepted_lsn;
+  }
+  schemas_ = std::move(schemas);
   std::map<std::string, source_position> positions;
   for (const auto& [n, x] : sources_)
     if (x.committed.sequence > 0) positions[n] = x.committed;  // (a source that never landed a batch: none)
   positions[name] = {s.accepted_lsn, s.accepted_sequence};
-  auto pending = unfinished_;
-  pending.insert(pending.end(), written.begin(), written.end());
-  std::string text;
-  if (!err) {
-    text = state_json(positions, schemas, pending);
-    if ((err = wal::replace_file(state_path_, text))) {
-      // Whether the new state took effect is unknown: put the old one back.
-      if (auto e2 = wal::replace_file(state_path_, committed_state_)) {
-        broken_ = true;
-        log("the receiver state " + state_path_ + " could not be restored (" + e2.to_string() +
-            "): refusing everything until restarted");
-        return fail(err);  // the .pending files stay: recovery decides from the state on disk
-      }
-    }
-  }
-  if (err) {
-    for (const auto& rel : written) (void)wal::remove_file(o_.dir + "/" + rel);
-    return fail(err);
-  }
-  // Committed.
-  committed_state_ = std::move(text);
-  schemas_ = std::move(schemas);
-  std::vector<std::string> unfinished;
-  std::map<std::string, std::vector<std::string>> by_dir;
-  for (const auto& rel : pending) {
-    auto from = o_.dir + "/" + rel;
-    auto to = from.substr(0, from.size() - pending_suffix.size());
-    if (wal::path_exists(from))
-      if (auto e = wal::rename_file(from, to)) {
-        log("commit: " + e.to_string() + " (redone at the next commit or start)");
-        unfinished.push_back(rel);
-        continue;
-      }
-    by_dir[parent_of(to)].push_back(rel);
-  }
-  for (const auto& [d, rels] : by_dir)
-    if (auto e = wal::sync_dir(d)) {
-      log("commit: " + e.to_string() + " (redone at the next commit or start)");
-      unfinished.insert(unfinished.end(), rels.begin(), rels.end());
-    }
-  unfinished_ = std::move(unfinished);
+  if (auto e = wal::replace_file(state_path_, state_json(positions, schemas_, {})))
+    log("commit: " + e.to_string() + " (the state file is a cache: the tables hold the positions)");
   s.committed = {s.accepted_lsn, s.accepted_sequence};
   reset();
   ++stats_.flushes;
-  stats_.files += written.size();
+  stats_.files += ws.size();
   stats_.rows += rows;
   for (const auto& w : s.waiting)
     out.push_back({name, protocol::render(protocol::ack{w.batch_id, w.sequence, w.last_lsn, w.duplicate, s.committed.watermark,

@@ -1,25 +1,34 @@
-// The receiver's durable side (docs/LAKEHOUSE.md, "Receiver durability"), without the network:
-// per source its committed watermark and sequence, per (source, table) a buffer of changelog
-// rows, the flush that commits them, and the recovery on open. lakehouse/receiver.cpp puts a
-// WebSocket server in front of it; the tests drive it directly too (fault injection).
+// The receiver's durable side (docs/LAKEHOUSE.md, "Receiver durability" and "Iceberg tables"),
+// without the network: per source its committed watermark and sequence, per (source, table) a
+// buffer of changelog rows, the flush that commits them as Iceberg snapshots, and the recovery on
+// open. lakehouse/receiver.cpp puts a WebSocket server in front of it; the tests drive it
+// directly too (fault injection).
 //
 // Invariants:
-// - A batch is acknowledged (an `ack` in the returned replies) only after its rows are in
-//   `.parquet.pending` files (fdatasync + directory fsync), the state file naming them and the
-//   source's new watermark has replaced the old one atomically (the commit point), and the files
-//   have been renamed to `.parquet`. Acks of a source come in sequence order.
+// - A batch is acknowledged (an `ack` in the returned replies) only after its rows are in data
+//   files (fdatasync + directory fsync) that every touched changelog table's new Iceberg
+//   snapshot names (one snapshot per table per flush, committed by a compare-and-swap on
+//   metadata/vN.metadata.json: lakehouse/iceberg_table.hpp). Each snapshot's summary carries
+//   the source's new watermark (dosql.source, dosql.last-lsn, dosql.sequence) and the tables of
+//   its flush (dosql.flush-tables). Acks of a source come in sequence order.
+// - The tables are the truth. On open, a source's committed position is the newest flush that
+//   every one of its tables holds (or L/_dosql/receiver.json's, a cache written after the table
+//   commits, if that is newer); per (table, source) the highest dosql.last-lsn is the table's
+//   mark: a change at or below it is never written to that table again (a flush that committed
+//   some tables and not others before a crash is completed by the resend, without duplicates).
 // - A batch whose lastLsn is at or below the committed watermark is acked `duplicate` and writes
 //   nothing, whenever it comes (the watermark is on disk: no time window).
 // - A batch that does not follow the last accepted one (sequence + 1 and previousLsn == the last
 //   accepted lastLsn; a source never seen accepts any previousLsn) is a gap: nacked, nothing kept.
 // - A batch with a row that cannot be stored (changelog_row()) is nacked (not retryable) and
 //   nothing of it is kept: a batch is taken whole or not at all.
-// - A failed flush acks nothing, leaves the committed state as it was (uncommitted files are
-//   deleted) and nacks the source's buffered batches (retryable): the source resends them.
-//   If the state file's replacement failed and the old state cannot be put back, the store is
-//   `broken`: it refuses everything until reopened (recovery then knows the truth).
-// - open() takes the directory's lock (L/_dosql/LOCK: one receiver per directory), redoes the
-//   renames of the last commit and deletes every other `.pending` / `.tmp` file.
+// - A failed flush acks nothing, leaves the tables as they were (tables it already committed are
+//   reverted, the files it wrote deleted) and nacks the source's buffered batches (retryable):
+//   the source resends them. If a revert fails the store is `broken`: it refuses everything
+//   until reopened (recovery then takes the truth from the tables).
+// - open() takes the directory's lock (L/_dosql/LOCK: one receiver per directory) and sweeps
+//   orphans: data files no snapshot names, manifests of snapshots never committed, temporary
+//   files (and the `.pending` files of the pre-Iceberg layout, redone or deleted).
 // Single-threaded: one caller at a time (the receiver's I/O thread).
 #pragma once
 
@@ -34,6 +43,7 @@
 #include <dosql/error.hpp>
 
 #include "lakehouse/changelog.hpp"
+#include "lakehouse/iceberg_table.hpp"
 #include "lakehouse/protocol.hpp"
 #include "wal/file.hpp"
 
@@ -98,6 +108,8 @@ class receiver_store {
 
   /// Where a table's changelog files go: DIR/<namespace>/<table>_changelog/data.
   std::string data_dir(const std::string& table) const;
+  /// The changelog table's directory: DIR/<namespace>/<table>_changelog.
+  std::string table_dir(const std::string& table) const;
 
  private:
   struct buffer {
@@ -122,6 +134,10 @@ class receiver_store {
 
   explicit receiver_store(store_options o);
   error recover();
+  error recover_tables(bool legacy);
+  /// The changelog table `key` ("<namespace>/<table>"), loaded on first use.
+  result<iceberg::table*> table_for(const std::string& key);
+  uint64_t mark(const std::string& key, const std::string& source) const;
   error flush_source(const std::string& name, source_state& s, std::vector<reply>& out);
   std::string state_json(const std::map<std::string, source_position>& positions,
                          const std::map<std::string, schema>& schemas, const std::vector<std::string>& pending) const;
@@ -131,10 +147,11 @@ class receiver_store {
   store_options o_;
   wal::unique_fd lock_;
   std::string state_path_;
-  std::string committed_state_;  ///< the state file's current text (to put back after a failed replace)
   std::map<std::string, source_state> sources_;
   std::map<std::string, schema> schemas_;  ///< per changelog dir (namespace/table_changelog): the last written schema
-  std::vector<std::string> unfinished_;    ///< committed .pending files whose rename failed (redone at the next commit)
+  std::vector<std::string> unfinished_;    ///< committed .pending files whose rename failed (pre-Iceberg layout)
+  std::map<std::string, iceberg::table> tables_;  ///< per "<namespace>/<table>": its changelog table
+  std::map<std::string, std::map<std::string, uint64_t>> marks_;  ///< per table, per source: its highest dosql.last-lsn
   uint64_t buffered_bytes_ = 0;
   bool broken_ = false;
   store_stats stats_;

@@ -537,6 +537,73 @@ TEST_CASE("receiver: on start, a committed flush is finished and an uncommitted 
   CHECK(second.err().code() == ec::busy);
 }
 
+TEST_CASE("receiver: positions come from the Iceberg tables; a flush committed in one table only is completed once; "
+          "orphans are swept", "[receiver][iceberg]") {
+  test::temp_dir d;
+  {
+    auto r = start(options(d.path()));
+    plain_client a(r->port(), "");
+    a.hello("s1");
+    for (uint64_t k = 1; k <= 2; ++k) {
+      REQUIRE(a.send(proto::render(make_batch("s1", k))));
+      REQUIRE(a.recv_as<proto::ack>().sequence_number == k);
+    }
+    a.close();
+    CHECK_FALSE(r->stop());
+  }
+  // Make it look as if batch 2's flush crashed after the orders table's commit and before the
+  // users table's: users loses its version 2 (its data file stays, an orphan), and the state file
+  // is gone (the tables must be enough). Plus orphans of a flush that never committed.
+  const std::string users = d.path() + "/dosql/users_changelog", orders = d.path() + "/dosql/orders_changelog";
+  REQUIRE(fs::exists(users + "/metadata/v2.metadata.json"));
+  fs::remove(users + "/metadata/v2.metadata.json");
+  test::write_file(users + "/metadata/version-hint.text", "1");
+  fs::remove(d / "_dosql/receiver.json");
+  test::write_file(orders + "/metadata/m-42.avro", "junk");
+  test::write_file(orders + "/metadata/v3.metadata.json.0123.tmp", "junk");
+  test::write_file(orders + "/data/s1-99-99-00000000000000000000000000000000.parquet", "junk");
+  auto users_files = [&] { return test::list_files(users + "/data"); };
+  REQUIRE(users_files().size() == 2);
+  {
+    auto r = start(options(d.path()));
+    CHECK(users_files().size() == 1);  // batch 2's users file: no snapshot names it
+    CHECK_FALSE(fs::exists(orders + "/metadata/m-42.avro"));
+    CHECK_FALSE(fs::exists(orders + "/metadata/v3.metadata.json.0123.tmp"));
+    CHECK_FALSE(fs::exists(orders + "/data/s1-99-99-00000000000000000000000000000000.parquet"));
+    plain_client a(r->port(), "");
+    auto w = a.hello("s1");
+    CHECK(w.watermark == 15);  // batch 1: the newest flush both its tables hold
+    CHECK(w.next_sequence == 2);
+    REQUIRE(a.send(proto::render(make_batch("s1", 2))));
+    auto ack = a.recv_as<proto::ack>();
+    CHECK(ack.sequence_number == 2);
+    CHECK_FALSE(ack.duplicate);
+    CHECK(ack.watermark == 25);
+    a.close();
+    CHECK_FALSE(r->stop());
+  }
+  // Orders kept its batch-2 rows (its mark), users took them: each once.
+  auto rg = ranges(d.path());
+  check_exactly_once(rg[{"orders", "s1"}], expected_lsns("orders", 1, 2));
+  check_exactly_once(rg[{"users", "s1"}], expected_lsns("users", 1, 2));
+  CHECK(test::read_file(users + "/metadata/version-hint.text") == "2");
+  CHECK(test::read_file(orders + "/metadata/version-hint.text") == "2");  // orders: nothing new to commit
+  auto v2 = nlohmann::json::parse(test::read_file(users + "/metadata/v2.metadata.json"));
+  auto& summary = v2["snapshots"][1]["summary"];
+  CHECK(summary["dosql.flush-tables"] == "users");
+  CHECK(summary["dosql.last-lsn"] == "25");
+  CHECK(summary["dosql.sequence"] == "2");
+  CHECK(summary["total-records"] == "4");
+  // And from the tables alone again: the state file is a cache.
+  fs::remove(d / "_dosql/receiver.json");
+  auto r = start(options(d.path()));
+  plain_client a(r->port(), "");
+  auto w = a.hello("s1");
+  CHECK(w.watermark == 25);
+  CHECK(w.next_sequence == 3);
+  a.close();
+}
+
 TEST_CASE("receiver: wss:// with a certificate", "[receiver]") {
   test::temp_dir d;
   auto cert = d / "cert.pem", key = d / "key.pem";
