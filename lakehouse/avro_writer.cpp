@@ -2,7 +2,8 @@
 
 #include <bit>
 #include <cstring>
-#include <random>
+
+#include "lakehouse/ids.hpp"
 
 namespace dosql::lakehouse {
 
@@ -32,10 +33,9 @@ void avro_encoder::put_bytes(std::string_view v) {
 
 avro_container::avro_container(std::string schema_json, std::vector<std::pair<std::string, std::string>> metadata)
     : schema_(std::move(schema_json)), meta_(std::move(metadata)) {
-  std::random_device rd;
-  for (size_t i = 0; i < sync_.size(); i += 4) {
-    uint32_t r = rd();
-    std::memcpy(sync_.data() + i, &r, 4);
+  for (size_t i = 0; i < sync_.size(); i += 8) {
+    uint64_t r = random_u64();
+    std::memcpy(sync_.data() + i, &r, 8);
   }
 }
 

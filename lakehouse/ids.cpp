@@ -37,4 +37,6 @@ int64_t random_positive_id() {
   }
 }
 
+uint64_t random_u64() { return gen()(); }
+
 }  // namespace dosql::lakehouse
