@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "lakehouse/iceberg_manifest.hpp"
+#include "lakehouse/iceberg_manifest_reader.hpp"
 #include "lakehouse/ids.hpp"
 #include "wal/file.hpp"
 
@@ -117,7 +118,11 @@ error table::parse() {
     std::optional<int64_t> id = cur.get<int64_t>();
     while (id) {
       auto it = by_id.find(*id);
-      if (it == by_id.end()) return error(ec::corruption, "snapshot " + std::to_string(*id) + " is not in snapshots");
+      if (it == by_id.end()) {
+        // The current snapshot must exist; a missing ancestor was expired (history starts after it).
+        if (history_.empty()) return error(ec::corruption, "snapshot " + std::to_string(*id) + " is not in snapshots");
+        break;
+      }
       const json& s = *it->second;
       snapshot_info si;
       si.id = *id;
@@ -225,19 +230,43 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<added_
   mine.added_files = static_cast<int32_t>(files.size());
   mine.added_rows = added_records;
   list.push_back(mine);
-  for (auto it = history_.rbegin(); it != history_.rend(); ++it) {
-    manifest_file mf;
-    auto rel = "/metadata/m-" + std::to_string(it->id) + ".avro";
-    mf.path = location + rel;
-    struct stat st {};
-    if (::stat((dir_ + rel).c_str(), &st) != 0)
-      return cleanup(wal::io_error("the manifest of snapshot " + std::to_string(it->id) + " is missing:", dir_ + rel, errno));
-    mf.length = st.st_size;
-    mf.sequence_number = mf.min_sequence_number = it->sequence;
-    mf.added_snapshot_id = it->id;
-    mf.added_files = static_cast<int32_t>(summary_int(it->summary, "added-data-files"));
-    mf.added_rows = summary_int(it->summary, "added-records");
-    list.push_back(mf);
+  // ... then the parent's list, its data manifests merged into one when the list would be too long.
+  auto carried = manifests();
+  if (!carried) return cleanup(carried.err());
+  size_t data_manifests = 0;
+  for (const auto& mf : *carried) data_manifests += mf.content == 0;
+  if (carried->size() + 1 > max_manifests_ && data_manifests > 1) {
+    std::vector<manifest_entry> existing;
+    manifest_file merged;
+    merged.path = location + "/metadata/m-" + std::to_string(p.snapshot_id) + "-merged.avro";
+    merged.sequence_number = seq;
+    merged.min_sequence_number = seq;
+    merged.added_snapshot_id = p.snapshot_id;
+    std::vector<manifest_file> rest;
+    for (const auto& mf : *carried) {
+      if (mf.content != 0) {
+        rest.push_back(mf);
+        continue;
+      }
+      auto es = read_manifest(local_path(mf.path), mf);
+      if (!es) return cleanup(es.err());
+      for (auto& e : *es) {
+        if (e.status == entry_status::deleted) continue;
+        e.status = entry_status::existing;
+        merged.min_sequence_number = std::min(merged.min_sequence_number, *e.sequence_number);
+        ++merged.existing_files;
+        merged.existing_rows += e.file.record_count;
+        existing.push_back(std::move(e));
+      }
+    }
+    auto bytes = write_manifest(schema_text, schema_id, existing);
+    p.merged_manifest = meta_dir + "/m-" + std::to_string(p.snapshot_id) + "-merged.avro";
+    if (auto e = write_new_file(p.merged_manifest, bytes)) return cleanup(e);
+    merged.length = static_cast<int64_t>(bytes.size());
+    list.push_back(std::move(merged));
+    for (auto& mf : rest) list.push_back(std::move(mf));
+  } else {
+    for (auto& mf : *carried) list.push_back(std::move(mf));
   }
   if (auto e = write_new_file(p.manifest_list, write_manifest_list(p.snapshot_id, parent, seq, list))) return cleanup(e);
 
@@ -262,19 +291,27 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<added_
                {"summary", summary},
                {"schema-id", schema_id}};
   if (parent) snap["parent-snapshot-id"] = *parent;
+  if (auto e = write_metadata(p, std::move(m), std::move(snap), now_ms)) return cleanup(e);
+  return p;
+}
+
+error table::write_metadata(prepared& p, json m, json snap, int64_t now_ms, size_t log_max) {
+  const std::string location = file_uri(dir_);
   if (version_ > 0)
     m["metadata-log"].push_back(
         {{"timestamp-ms", m["last-updated-ms"]}, {"metadata-file", location + "/metadata/v" + std::to_string(version_) + ".metadata.json"}});
+  auto& ml = m["metadata-log"];
+  if (ml.size() > log_max) ml.erase(ml.begin(), ml.end() - static_cast<std::ptrdiff_t>(log_max));
+  m["last-sequence-number"] = snap["sequence-number"];
   m["snapshots"].push_back(std::move(snap));
   m["snapshot-log"].push_back({{"timestamp-ms", now_ms}, {"snapshot-id", p.snapshot_id}});
-  m["last-sequence-number"] = seq;
   m["last-updated-ms"] = now_ms;
   m["current-snapshot-id"] = p.snapshot_id;
   m["refs"]["main"] = {{"snapshot-id", p.snapshot_id}, {"type", "branch"}};
-  p.metadata_tmp = meta_dir + "/v" + std::to_string(p.version) + ".metadata.json." + random_hex32() + ".tmp";
-  if (auto e = write_new_file(p.metadata_tmp, m.dump(2) + "\n")) return cleanup(e);
+  p.metadata_tmp = dir_ + "/metadata/v" + std::to_string(p.version) + ".metadata.json." + random_hex32() + ".tmp";
+  if (auto e = write_new_file(p.metadata_tmp, m.dump(2) + "\n")) return e;
   p.metadata = std::move(m);
-  return p;
+  return {};
 }
 
 error table::commit(prepared& p) {
@@ -324,12 +361,245 @@ error table::revert(prepared& p) {
 }
 
 void table::discard(const prepared& p) noexcept {
-  for (const auto* f : {&p.metadata_tmp, &p.manifest_list, &p.manifest})
+  for (const auto* f : {&p.metadata_tmp, &p.manifest_list, &p.manifest, &p.merged_manifest})
     if (!f->empty() && wal::path_exists(*f)) (void)wal::remove_file(*f);
 }
 
 error table::write_hint() const {
   return wal::replace_file(dir_ + "/metadata/version-hint.text", std::to_string(version_));
+}
+
+result<std::vector<manifest_file>> table::manifests() const {
+  if (history_.empty()) return std::vector<manifest_file>{};
+  for (const auto& sn : meta_.at("snapshots"))
+    if (sn.at("snapshot-id").get<int64_t>() == history_.back().id)
+      return read_manifest_list(local_path(sn.at("manifest-list").get<std::string>()));
+  return error(ec::corruption, "the Iceberg table " + dir_ + ": the current snapshot is not in snapshots");
+}
+
+result<std::vector<manifest_entry>> table::live_entries() const {
+  auto list = manifests();
+  if (!list) return list.err();
+  std::vector<manifest_entry> out;
+  for (const auto& mf : *list) {
+    auto es = read_manifest(local_path(mf.path), mf);
+    if (!es) return es.err();
+    for (auto& e : *es)
+      if (e.status != entry_status::deleted) out.push_back(std::move(e));
+  }
+  return out;
+}
+
+result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>& removed,
+                                               const std::vector<added_file>& added,
+                                               const std::map<std::string, std::string>& extra_summary,
+                                               const expire_policy& expire, int64_t now_ms) {
+  if (version_ == 0 || history_.empty())
+    return error(ec::invalid_argument, "the Iceberg table " + dir_ + " has no snapshot to compact");
+  auto meta_dir = dir_ + "/metadata";
+  const std::string location = file_uri(dir_);
+  prepared p;
+  p.version = version_ + 1;
+  json m = meta_;
+  // The manifest's header schema: the current one.
+  const int32_t schema_id = m.at("current-schema-id").get<int32_t>();
+  json current_schema;
+  for (const auto& sc : m["schemas"])
+    if (sc.at("schema-id").get<int32_t>() == schema_id) current_schema = sc;
+
+  std::set<int64_t> ids;
+  for (const auto& x : m["snapshots"]) ids.insert(x.at("snapshot-id").get<int64_t>());
+  do p.snapshot_id = random_positive_id();
+  while (ids.count(p.snapshot_id));
+  const int64_t seq = m["last-sequence-number"].get<int64_t>() + 1;
+  const int64_t parent = history_.back().id;
+
+  auto list = manifests();
+  if (!list) return list.err();
+  std::set<std::string> gone;
+  for (const auto& r : removed) gone.insert(r.file.path);
+  std::vector<manifest_entry> entries;
+  manifest_file mine;
+  mine.path = location + "/metadata/m-" + std::to_string(p.snapshot_id) + ".avro";
+  mine.sequence_number = mine.min_sequence_number = seq;
+  mine.added_snapshot_id = p.snapshot_id;
+  int64_t added_records = 0, added_bytes = 0, removed_records = 0, removed_bytes = 0;
+  for (const auto& f : added) {
+    manifest_entry me;
+    me.file.path = location + "/data/" + f.name;
+    me.file.record_count = f.records;
+    me.file.file_size_in_bytes = f.bytes;
+    added_records += f.records;
+    added_bytes += f.bytes;
+    ++mine.added_files;
+    mine.added_rows += f.records;
+    entries.push_back(std::move(me));
+  }
+  std::vector<manifest_file> other;  // delete manifests: carried as they are
+  size_t found = 0;
+  for (const auto& mf : *list) {
+    if (mf.content != 0) {
+      other.push_back(mf);
+      continue;
+    }
+    auto es = read_manifest(local_path(mf.path), mf);
+    if (!es) return es.err();
+    for (auto& e : *es) {
+      if (e.status == entry_status::deleted) continue;
+      if (gone.count(e.file.path)) {
+        e.status = entry_status::deleted;
+        e.snapshot_id = p.snapshot_id;  // the snapshot that deleted it; sequence numbers stay
+        removed_records += e.file.record_count;
+        removed_bytes += e.file.file_size_in_bytes;
+        ++mine.deleted_files;
+        mine.deleted_rows += e.file.record_count;
+        ++found;
+      } else {
+        e.status = entry_status::existing;
+        ++mine.existing_files;
+        mine.existing_rows += e.file.record_count;
+      }
+      mine.min_sequence_number = std::min(mine.min_sequence_number, *e.sequence_number);
+      entries.push_back(std::move(e));
+    }
+  }
+  if (found != gone.size())
+    return error(ec::invalid_argument, "the Iceberg table " + dir_ + ": a file to replace is not live in the current snapshot");
+  if (removed_records != added_records)
+    return error(ec::invalid_argument, "the Iceberg table " + dir_ + ": a replace must keep the records (" +
+                                           std::to_string(removed_records) + " removed, " + std::to_string(added_records) + " added)");
+
+  auto schema_text = current_schema.dump();
+  p.manifest = meta_dir + "/m-" + std::to_string(p.snapshot_id) + ".avro";
+  p.manifest_list = meta_dir + "/snap-" + std::to_string(p.snapshot_id) + ".avro";
+  auto cleanup = [&](error e) -> result<prepared> {
+    discard(p);
+    return e;
+  };
+  auto manifest_bytes = write_manifest(schema_text, schema_id, entries);
+  if (auto e = write_new_file(p.manifest, manifest_bytes)) return cleanup(e);
+  mine.length = static_cast<int64_t>(manifest_bytes.size());
+  std::vector<manifest_file> new_list{mine};
+  for (auto& mf : other) new_list.push_back(std::move(mf));
+  if (auto e = write_new_file(p.manifest_list, write_manifest_list(p.snapshot_id, parent, seq, new_list))) return cleanup(e);
+
+  const auto& prev = history_.back().summary;
+  const auto files_delta = static_cast<int64_t>(added.size()) - static_cast<int64_t>(removed.size());
+  json summary = {{"operation", "replace"},
+                  {"added-data-files", std::to_string(added.size())},
+                  {"deleted-data-files", std::to_string(removed.size())},
+                  {"added-records", std::to_string(added_records)},
+                  {"deleted-records", std::to_string(removed_records)},
+                  {"added-files-size", std::to_string(added_bytes)},
+                  {"removed-files-size", std::to_string(removed_bytes)},
+                  {"total-data-files", std::to_string(summary_int(prev, "total-data-files") + files_delta)},
+                  {"total-records", std::to_string(summary_int(prev, "total-records"))},
+                  {"total-files-size", std::to_string(summary_int(prev, "total-files-size") + added_bytes - removed_bytes)},
+                  {"total-delete-files", prev.count("total-delete-files") ? prev.at("total-delete-files") : "0"},
+                  {"total-position-deletes", prev.count("total-position-deletes") ? prev.at("total-position-deletes") : "0"},
+                  {"total-equality-deletes", prev.count("total-equality-deletes") ? prev.at("total-equality-deletes") : "0"}};
+  for (const auto& [k, v] : extra_summary) summary[k] = v;
+  json snap = {{"snapshot-id", p.snapshot_id},
+               {"parent-snapshot-id", parent},
+               {"sequence-number", seq},
+               {"timestamp-ms", now_ms},
+               {"manifest-list", location + "/metadata/snap-" + std::to_string(p.snapshot_id) + ".avro"},
+               {"summary", summary},
+               {"schema-id", schema_id}};
+
+  // Expiry: the new snapshot is the newest; keep retain_last - 1 more of the newest (by
+  // sequence number) and those younger than older_than_ms.
+  std::vector<std::pair<int64_t, int64_t>> by_seq;  // (sequence, id)
+  std::map<int64_t, int64_t> ts;
+  for (const auto& x : m["snapshots"]) {
+    by_seq.emplace_back(x.at("sequence-number").get<int64_t>(), x.at("snapshot-id").get<int64_t>());
+    ts[x.at("snapshot-id").get<int64_t>()] = x.at("timestamp-ms").get<int64_t>();
+  }
+  std::sort(by_seq.rbegin(), by_seq.rend());
+  std::set<int64_t> keep;
+  for (size_t i = 0; i < by_seq.size(); ++i) {
+    int64_t id = by_seq[i].second;
+    bool recent = i + 1 < std::max<size_t>(expire.retain_last, 1);
+    bool young = expire.older_than_ms && now_ms - ts[id] < *expire.older_than_ms;
+    if (recent || young) keep.insert(id);
+    else p.expired.push_back(id);
+  }
+  json snaps = json::array(), log = json::array();
+  for (auto& x : m["snapshots"])
+    if (keep.count(x.at("snapshot-id").get<int64_t>())) snaps.push_back(x);
+  for (auto& x : m["snapshot-log"])
+    if (keep.count(x.at("snapshot-id").get<int64_t>())) log.push_back(x);
+  m["snapshots"] = std::move(snaps);
+  m["snapshot-log"] = std::move(log);
+  if (auto e = write_metadata(p, std::move(m), std::move(snap), now_ms, expire.previous_versions_max)) return cleanup(e);
+  return p;
+}
+
+result<references> table::referenced() const {
+  references r;
+  if (version_ == 0) return r;
+  r.metadata.insert(dir_ + "/metadata/v" + std::to_string(version_) + ".metadata.json");
+  try {
+    for (const auto& x : meta_.at("metadata-log")) r.metadata.insert(local_path(x.at("metadata-file").get<std::string>()));
+    for (const auto& sn : meta_.at("snapshots")) {
+      auto lp = local_path(sn.at("manifest-list").get<std::string>());
+      if (!r.lists.insert(lp).second) continue;
+      auto list = read_manifest_list(lp);
+      if (!list) return list.err();
+      for (const auto& mf : *list) {
+        auto mp = local_path(mf.path);
+        if (!r.manifests.insert(mp).second) continue;
+        auto es = read_manifest(mp, mf);
+        if (!es) return es.err();
+        for (const auto& e : *es)
+          if (e.status != entry_status::deleted) r.data.insert(local_path(e.file.path));
+      }
+    }
+  } catch (const json::exception& e) {
+    return error(ec::corruption, "the Iceberg table " + dir_ + ": " + e.what());
+  }
+  return r;
+}
+
+result<std::vector<std::string>> table::sweep(bool data) {
+  std::vector<std::string> removed;
+  auto refs = referenced();
+  if (!refs) return refs.err();
+  auto canon = [](const std::string& p) {
+    std::error_code ec;
+    auto a = fs::absolute(p, ec);
+    return ec ? p : a.lexically_normal().string();
+  };
+  std::set<std::string> keep;
+  for (const auto* set : {&refs->data, &refs->manifests, &refs->lists, &refs->metadata})
+    for (const auto& f : *set) keep.insert(canon(f));
+  auto sweep_dir = [&](const std::string& d, auto&& candidate) -> error {
+    if (!wal::path_exists(d)) return {};
+    auto names = wal::list_dir(d);
+    if (!names) return names.err();
+    for (const auto& n : *names) {
+      auto path = d + "/" + n;
+      if (!candidate(n) || keep.count(canon(path))) continue;
+      if (auto e = wal::remove_file(path)) return e;
+      removed.push_back(path);
+    }
+    return {};
+  };
+  auto ends = [](const std::string& s, std::string_view x) { return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0; };
+  if (data)
+    if (auto e = sweep_dir(dir_ + "/data", [&](const std::string& n) { return ends(n, ".parquet") || ends(n, ".tmp"); })) return e;
+  if (auto e = sweep_dir(dir_ + "/metadata", [&](const std::string& n) {
+        if (ends(n, ".tmp")) return true;
+        if (ends(n, ".avro") && (n.starts_with("m-") || n.starts_with("snap-"))) return true;
+        auto v = version_of(n);
+        return v && *v < version_;
+      }))
+    return e;
+  if (!removed.empty())
+    for (const auto* d : {"/data", "/metadata"})
+      if (wal::path_exists(dir_ + d))
+        if (auto e = wal::sync_dir(dir_ + d)) return e;
+  return removed;
 }
 
 }  // namespace dosql::lakehouse::iceberg

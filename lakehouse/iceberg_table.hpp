@@ -22,17 +22,27 @@
 //     highest vN.metadata.json, whatever the hint says).
 //   revert(): undoes this process's last commit (removes v(N+1)): used when a multi-table commit
 //     fails halfway. discard(): removes what prepare() wrote.
-// Invariants: version N+1 is based on version N (never skips, never overwrites); a snapshot
-// adds exactly one manifest, named after its id, whose manifest-list entry is derived from the
-// snapshot's summary (added-data-files, added-records) and sequence number: this writer must be
-// the table's only writer. Snapshot summaries carry the cumulative totals (total-records,
+// Manifest merging (Iceberg's MergeAppend): an append's manifest list is its new manifest plus
+//   the parent snapshot's list, read back (lakehouse/iceberg_manifest_reader.hpp); when that
+//   would exceed max_manifests() entries, the parent's data manifests are merged into one,
+//   m-<snapshot-id>-merged.avro, whose entries are EXISTING with their original snapshot ids and
+//   sequence numbers (DELETED entries dropped). So the list stays bounded whatever the history.
+// Compaction (prepare_replace(), `dosql lakehouse compact`): one snapshot with operation
+//   "replace": a single manifest with the new files ADDED, the rewritten ones DELETED and every
+//   other live file EXISTING; totals of records unchanged. The same metadata version expires old
+//   snapshots (expire_policy: never the current one; snapshot-log trimmed; metadata-log kept to
+//   previous_versions_max entries). sweep() then deletes what no remaining snapshot references.
+// Invariants: version N+1 is based on version N (never skips, never overwrites); a snapshot's
+// manifest list is derived from its parent's manifest list (not from summaries), so expired
+// snapshots lose nothing live. Snapshot summaries carry the cumulative totals (total-records,
 // total-data-files, total-files-size) and the caller's extra keys (the receiver's dosql.*).
-// Not thread-safe.
+// A snapshot whose parent was expired is the oldest of history(). Not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +50,7 @@
 
 #include <dosql/error.hpp>
 
+#include "lakehouse/iceberg_manifest.hpp"
 #include "lakehouse/parquet_writer.hpp"
 
 namespace dosql::lakehouse::iceberg {
@@ -64,6 +75,18 @@ struct snapshot_info {
   std::map<std::string, std::string> summary;
 };
 
+/// Which snapshots a compaction keeps (Iceberg's expireSnapshots + retainLast).
+struct expire_policy {
+  size_t retain_last = 1;               ///< the newest N snapshots stay (>= 1: the current one always)
+  std::optional<int64_t> older_than_ms;  ///< ... and those younger than this (age at commit time)
+  size_t previous_versions_max = 10;     ///< metadata-log entries kept (write.metadata.previous-versions-max)
+};
+
+/// The files a table's metadata references (local paths).
+struct references {
+  std::set<std::string> data, manifests, lists, metadata;
+};
+
 class table {
  public:
   /// Loads the highest T/metadata/vN.metadata.json (none: an empty table, version 0, created by
@@ -80,6 +103,8 @@ class table {
     int64_t snapshot_id = 0;
     int64_t version = 0;  ///< the version it would become
     std::string metadata_tmp, manifest, manifest_list;  ///< absolute paths
+    std::string merged_manifest;  ///< written when the parent's manifests were merged (else empty)
+    std::vector<int64_t> expired;  ///< snapshots this version drops (prepare_replace)
     nlohmann::json metadata;
     bool committed = false;
   };
@@ -96,9 +121,41 @@ class table {
   /// Replaces metadata/version-hint.text with the current version.
   error write_hint() const;
 
+  /// Manifest merging: an append's manifest list holds at most this many entries (>= 2).
+  void set_max_manifests(size_t n) noexcept { max_manifests_ = n < 2 ? 2 : n; }
+  size_t max_manifests() const noexcept { return max_manifests_; }
+  /// The current snapshot's manifest list (empty before the first commit).
+  result<std::vector<manifest_file>> manifests() const;
+  /// The current snapshot's live entries (status ADDED or EXISTING; data and delete files) with
+  /// their snapshot ids and sequence numbers resolved.
+  result<std::vector<manifest_entry>> live_entries() const;
+  /// A replace snapshot (compaction): `removed` (live entries, as live_entries() gives them)
+  /// leave, `added` (under T/data/, durable, each written with one of the table's schemas) come
+  /// in, in one manifest with every other live file as EXISTING; then the snapshots `expire`
+  /// does not keep leave the metadata. INVALID_ARGUMENT if a removed file is not live or the
+  /// records removed and added differ.
+  result<prepared> prepare_replace(const std::vector<manifest_entry>& removed,
+                                   const std::vector<added_file>& added,
+                                   const std::map<std::string, std::string>& extra_summary, const expire_policy& expire,
+                                   int64_t now_ms);
+  /// Every file the current metadata references: each snapshot's manifest list, their manifests
+  /// and those manifests' live data/delete files, the metadata-log's versions and the current one.
+  result<references> referenced() const;
+  /// Deletes what referenced() does not name under T/data (*.parquet; only if `data`) and
+  /// T/metadata (manifests, manifest lists, vN.metadata.json older than the metadata-log, *.tmp).
+  /// The caller must hold the directory's lock (no writer running). Returns the removed paths.
+  result<std::vector<std::string>> sweep(bool data);
+
  private:
   explicit table(std::string dir) : dir_(std::move(dir)) {}
   error parse();
+  /// Writes the snapshot `snap` (its summary complete) into a copy of the metadata `m`, and the
+  /// metadata file under a temporary name: the shared tail of prepare() and prepare_replace().
+  /// The metadata-log keeps its newest `log_max` entries.
+  error write_metadata(prepared& p, nlohmann::json m, nlohmann::json snap, int64_t now_ms,
+                       size_t log_max = SIZE_MAX);
+
+  size_t max_manifests_ = 16;
 
   std::string dir_;
   int64_t version_ = 0;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <tuple>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -98,6 +99,7 @@ result<iceberg::table*> receiver_store::table_for(const std::string& key) {
   if (auto it = tables_.find(key); it != tables_.end()) return &it->second;
   auto t = iceberg::table::load(o_.dir + "/" + key + "_changelog");
   if (!t) return t.err();
+  t->set_max_manifests(o_.max_manifests);
   return &tables_.emplace(key, std::move(*t)).first->second;
 }
 
@@ -223,55 +225,53 @@ error receiver_store::recover_tables(bool legacy) {
       auto t = table_for(key);
       if (!t) return t.err();
       iceberg::table& table = **t;
-      std::set<std::string> live, snapshots;
       for (const auto& snap : table.history()) {
-        snapshots.insert(std::to_string(snap.id));
         auto get = [&](const char* k) -> std::string {
           auto it = snap.summary.find(k);
           return it == snap.summary.end() ? std::string() : it->second;
         };
-        for (auto& f : split_commas(get("dosql.files"))) live.insert(std::move(f));
-        auto src = get("dosql.source");
-        if (src.empty()) continue;
-        uint64_t lsn = 0, seq = 0;
-        try {
-          lsn = std::stoull(get("dosql.last-lsn"));
-          seq = std::stoull(get("dosql.sequence"));
-        } catch (...) {
+        auto bad = [&] {
           return error(ec::corruption, "the Iceberg table " + table.dir() + ": snapshot " + std::to_string(snap.id) +
-                                           " has a bad dosql.last-lsn or dosql.sequence");
-        }
-        auto& m = marks_[key][src];
-        m = std::max(m, lsn);
-        flushes[src].push_back({lsn, seq, ns.path().filename().string(), split_commas(get("dosql.flush-tables"))});
-      }
-      // The sweep. A table without metadata in a pre-Iceberg lake keeps its files.
-      if (table.version() == 0 && legacy) continue;
-      auto data = tbl.path().string() + "/data";
-      if (fs::is_directory(data, ec)) {
-        auto names = wal::list_dir(data);
-        if (!names) return names.err();
-        for (const auto& n : *names)
-          if (ends_with(n, ".parquet") && !live.count(n)) {
-            if (auto e = wal::remove_file(data + "/" + n)) return e;
-            log("recovery: removed " + data + "/" + n + " (no snapshot names it: an unfinished flush)");
+                                           " has a bad dosql.last-lsn, dosql.sequence or dosql.marks");
+        };
+        // A flush's own keys, and a compaction's dosql.marks: per source the newest flush of the
+        // history it replaced (expired snapshots take their keys with them).
+        std::vector<std::tuple<std::string, std::string, std::string, std::string>> seen;  // source, lsn, seq, tables
+        if (auto src = get("dosql.source"); !src.empty())
+          seen.emplace_back(src, get("dosql.last-lsn"), get("dosql.sequence"), get("dosql.flush-tables"));
+        if (auto marks = get("dosql.marks"); !marks.empty()) {
+          auto j = json::parse(marks, nullptr, false);
+          if (!j.is_object()) return bad();
+          try {
+            for (auto& [src, m] : j.items())
+              seen.emplace_back(src, m.at("last-lsn").get<std::string>(), m.at("sequence").get<std::string>(),
+                                m.value("flush-tables", std::string()));
+          } catch (const json::exception&) {
+            return bad();
           }
+        }
+        for (const auto& [src, lsn_text, seq_text, tables] : seen) {
+          uint64_t lsn = 0, seq = 0;
+          try {
+            lsn = std::stoull(lsn_text);
+            seq = std::stoull(seq_text);
+          } catch (...) {
+            return bad();
+          }
+          auto& m = marks_[key][src];
+          m = std::max(m, lsn);
+          flushes[src].push_back({lsn, seq, ns.path().filename().string(), split_commas(tables)});
+        }
       }
+      // The sweep: what no snapshot of the table references (data files of a flush that did not
+      // commit, its manifest and list, temporary files). A pre-Iceberg lake's table without
+      // metadata keeps its files.
+      if (table.version() == 0 && legacy) continue;
+      auto gone = table.sweep(true);
+      if (!gone) return gone.err();
+      for (const auto& g : *gone) log("recovery: removed " + g + " (no snapshot references it: an unfinished flush or compaction)");
       auto meta = tbl.path().string() + "/metadata";
       if (fs::is_directory(meta, ec)) {
-        auto names = wal::list_dir(meta);
-        if (!names) return names.err();
-        for (const auto& n : *names) {
-          bool orphan = ends_with(n, ".tmp");
-          for (std::string_view prefix : {"m-", "snap-"})
-            if (n.starts_with(prefix) && ends_with(n, ".avro") &&
-                !snapshots.count(n.substr(prefix.size(), n.size() - prefix.size() - 5)))
-              orphan = true;
-          if (orphan) {
-            if (auto e = wal::remove_file(meta + "/" + n)) return e;
-            log("recovery: removed " + meta + "/" + n + " (an uncommitted snapshot)");
-          }
-        }
         if (table.version() > 0) {
           auto hint = meta + "/version-hint.text";
           std::ifstream in(hint);

@@ -56,6 +56,7 @@ struct store_options {
   uint64_t flush_bytes = 8ull << 20;  ///< ... or this many bytes (estimated)
   uint64_t flush_ms = 1000;          ///< a source is flushed once its oldest buffered batch is this old
   uint64_t max_buffer_bytes = 64ull << 20;  ///< all buffers together; bufferUtilization's denominator
+  size_t max_manifests = 16;  ///< manifest merging: entries per manifest list (iceberg::table::set_max_manifests)
   std::function<void(const std::string&)> log;  ///< diagnostics (one line each); may be empty
 };
 

@@ -1,4 +1,4 @@
-// The Thrift compact protocol, write side only: what a Parquet footer and page headers need
+// The Thrift compact protocol: what a Parquet footer and page headers need
 // (structs, unions, lists, i8/i16/i32/i64 as zigzag varints, bool, binary). libthrift is not
 // needed for that: the encoding is a few dozen lines (thrift's doc/specs/thrift-compact-protocol.md).
 //
@@ -10,12 +10,18 @@
 //   list header   := (size << 4 | elem type) when size < 15, else  0xF0 | elem type, varint(size)
 //   struct        := fields..., 0x00 (stop)
 //
+// Read side (lakehouse/parquet_reader.hpp): decode_struct() parses one struct into a generic tree
+// (field id -> value), whatever its fields; the caller picks the ids it knows.
+//
 // Invariant: begin_struct / end_struct nest like parentheses; each struct starts its field-id
 // deltas from 0 (a stack of the last field id per open struct). Not thread-safe; writes into a
 // caller-owned string that must outlive the encoder.
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -75,5 +81,28 @@ class compact_encoder {
   std::string& out_;
   std::vector<int16_t> last_;  // last field id written, per open struct
 };
+
+/// A decoded Thrift value: integers (and bools, 0/1) in `i`, binary in `bin`, lists/sets in
+/// `list`, structs in `fields` (by field id); doubles and maps are skipped (kept empty).
+struct tvalue {
+  ctype type = ctype::structure;
+  int64_t i = 0;
+  std::string bin;
+  std::vector<tvalue> list;
+  std::map<int16_t, tvalue> fields;
+
+  const tvalue* field(int16_t id) const {
+    auto it = fields.find(id);
+    return it == fields.end() ? nullptr : &it->second;
+  }
+  std::optional<int64_t> int_field(int16_t id) const {
+    auto* f = field(id);
+    return f ? std::optional<int64_t>(f->i) : std::nullopt;
+  }
+};
+
+/// Decodes one struct from `in` starting at `pos` (advanced past it). Nothing on malformed input
+/// (truncated, bad type, nesting deeper than 64).
+std::optional<tvalue> decode_struct(std::string_view in, size_t& pos);
 
 }  // namespace dosql::lakehouse::thrift

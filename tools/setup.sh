@@ -11,7 +11,7 @@ packages=(
   clang libfuzzer-14-dev libclang-rt-14-dev
   libhiredis-dev redis-server chromium
   libzstd-dev
-  avro-bin python3-avro
+  avro-bin python3-avro libavro-dev
 )
 [ $# -gt 0 ] && packages+=("$@")
 

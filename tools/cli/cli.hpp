@@ -135,6 +135,8 @@ struct subcommand {
 subcommand add_lakehouse_serve(CLI::App& lakehouse);
 /// `dosql lakehouse stream DIR --to URL --source NAME ...`: the streamer (tools/cli/cmd_lakehouse_stream.cpp).
 subcommand add_lakehouse_stream(CLI::App& lakehouse);
+/// `dosql lakehouse compact --dir L ...`: compaction and snapshot expiry (tools/cli/cmd_lakehouse_compact.cpp).
+subcommand add_lakehouse_compact(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@
 //                  the lakehouse receiver: change batches in, Parquet changelog files out
 //   dosql lakehouse stream DIR --to ws://HOST:PORT --source NAME [--slot S] [--token T] [--table T]...
 //                  [--stop-at-tail]            row changes to a lakehouse receiver, exactly once
+//   dosql lakehouse compact --dir L [--table NS/T] [--target-file-bytes B] [--min-input-files K]
+//                  [--retain-last N] [--older-than-ms MS]   small files into large, old snapshots expired
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr), 2 on a usage error.
 #include <CLI/CLI.hpp>
@@ -203,9 +205,11 @@ int main(int argc, char** argv) {
   // ---- lakehouse: each sub-command adds itself (tools/cli/cmd_lakehouse_*.cpp) ----
   auto* lakehouse = app.add_subcommand("lakehouse", "The lakehouse (docs/LAKEHOUSE.md): dosql lakehouse serve (the receiver "
                                                     "writing Parquet changelog files), dosql lakehouse stream (a data "
-                                                    "directory's changes to a receiver)");
+                                                    "directory's changes to a receiver), dosql lakehouse compact "
+                                                    "(small files and old snapshots)");
   lakehouse->require_subcommand(1);
-  std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse)};
+  std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse),
+                                         add_lakehouse_compact(*lakehouse)};
 
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");

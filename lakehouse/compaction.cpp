@@ -1,0 +1,238 @@
+#include "lakehouse/compaction.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "lakehouse/ids.hpp"
+#include "lakehouse/iceberg_manifest_reader.hpp"
+#include "lakehouse/parquet_reader.hpp"
+#include "lakehouse/parquet_writer.hpp"
+#include "wal/file.hpp"
+
+namespace dosql::lakehouse {
+
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Per source, the newest {last-lsn, sequence, flush-tables} over a history (the snapshots' own
+// dosql.* keys and earlier compactions' dosql.marks).
+json marks_of(const std::vector<iceberg::snapshot_info>& history) {
+  json marks = json::object();
+  auto take = [&](const std::string& src, const json& m) {
+    auto lsn = [](const json& x) {
+      try {
+        return std::stoull(x.at("last-lsn").get<std::string>());
+      } catch (...) {
+        return 0ull;
+      }
+    };
+    if (!marks.contains(src) || lsn(marks[src]) < lsn(m)) marks[src] = m;
+  };
+  for (const auto& sn : history) {
+    if (auto it = sn.summary.find("dosql.marks"); it != sn.summary.end()) {
+      auto j = json::parse(it->second, nullptr, false);
+      if (j.is_object())
+        for (auto& [src, m] : j.items()) take(src, m);
+    }
+    auto get = [&](const char* k) {
+      auto it = sn.summary.find(k);
+      return it == sn.summary.end() ? std::string() : it->second;
+    };
+    if (auto src = get("dosql.source"); !src.empty())
+      take(src, {{"last-lsn", get("dosql.last-lsn")}, {"sequence", get("dosql.sequence")}, {"flush-tables", get("dosql.flush-tables")}});
+  }
+  return marks;
+}
+
+}  // namespace
+
+result<compact_report> compact_table(const std::string& table_dir, const compact_options& o) {
+  auto log = [&](const std::string& s) {
+    if (o.log) o.log(s);
+  };
+  compact_report rep;
+  rep.table = table_dir;
+  auto t = iceberg::table::load(table_dir);
+  if (!t) return t.err();
+  if (t->version() == 0 || t->history().empty()) {
+    log(table_dir + ": no snapshot, nothing to compact");
+    return rep;
+  }
+  auto list = t->manifests();
+  if (!list) return list.err();
+  for (const auto& mf : *list)
+    if (mf.content != 0)
+      return error(ec::invalid_argument, "the Iceberg table " + table_dir +
+                                             " has delete files (a current-state table): compacting it would have to apply "
+                                             "its equality deletes, which dosql lakehouse compact does not do yet");
+  auto live = t->live_entries();
+  if (!live) return live.err();
+  rep.files_before = live->size();
+  rep.snapshots_before = t->metadata().at("snapshots").size();
+
+  // 1. Small files, by schema, in sequence order; bins of about target_file_bytes.
+  struct input {
+    iceberg::manifest_entry entry;
+    parquet_contents contents;
+  };
+  std::vector<iceberg::manifest_entry> small;
+  for (const auto& e : *live)
+    if (static_cast<uint64_t>(e.file.file_size_in_bytes) < o.target_file_bytes) small.push_back(e);
+  std::stable_sort(small.begin(), small.end(), [](const auto& a, const auto& b) { return *a.sequence_number < *b.sequence_number; });
+  std::map<std::string, std::vector<input>> groups;  // by the schema's JSON
+  for (auto& e : small) {
+    auto c = read_parquet_file(iceberg::local_path(e.file.path));
+    if (!c) return c.err();
+    if (static_cast<int64_t>(c->rows.size()) != e.file.record_count)
+      return error(ec::corruption, "the data file " + e.file.path + " holds " + std::to_string(c->rows.size()) +
+                                       " rows, its manifest entry says " + std::to_string(e.file.record_count));
+    auto key = iceberg::schema_json(c->file_schema, 0).dump();
+    groups[key].push_back({std::move(e), std::move(*c)});
+  }
+
+  // 2. The new files.
+  std::vector<iceberg::manifest_entry> removed;
+  std::vector<iceberg::added_file> added;
+  std::vector<std::string> written;
+  auto undo = [&] {
+    for (const auto& w : written)
+      if (wal::path_exists(w)) (void)wal::remove_file(w);
+  };
+  for (auto& [key, files] : groups) {
+    if (files.size() < std::max<size_t>(o.min_input_files, 2)) continue;
+    std::vector<std::vector<input*>> bins(1);
+    uint64_t bytes = 0;
+    for (auto& f : files) {
+      if (!bins.back().empty() && bytes + static_cast<uint64_t>(f.entry.file.file_size_in_bytes) > o.target_file_bytes) {
+        bins.emplace_back();
+        bytes = 0;
+      }
+      bins.back().push_back(&f);
+      bytes += static_cast<uint64_t>(f.entry.file.file_size_in_bytes);
+    }
+    for (const auto& bin : bins) {
+      if (bin.size() < 2) continue;
+      const schema& sc = bin.front()->contents.file_schema;
+      auto name = "compact-" + random_hex32() + ".parquet";
+      auto path = table_dir + "/data/" + name;
+      writer_options wo;
+      for (const auto& [k, v] : bin.front()->contents.key_value_metadata)
+        if (k == "iceberg.schema" || k == "dosql.source" || k == "dosql.table") wo.key_value_metadata.emplace_back(k, v);
+      wo.key_value_metadata.emplace_back("dosql.compacted-files", std::to_string(bin.size()));
+      auto w = parquet_writer::create(path, sc, wo);
+      if (!w) {
+        undo();
+        return w.err();
+      }
+      int64_t rows = 0;
+      for (auto* f : bin) {
+        for (const auto& r : f->contents.rows)
+          if (auto e = w->append(r)) {
+            undo();
+            return error(e.code(), "compacting " + f->entry.file.path + ": " + e.message());
+          }
+        rows += static_cast<int64_t>(f->contents.rows.size());
+        removed.push_back(f->entry);
+        f->contents.rows.clear();
+        f->contents.rows.shrink_to_fit();
+      }
+      if (auto e = w->finish()) {
+        undo();
+        return e;
+      }
+      written.push_back(path);
+      added.push_back({name, rows, static_cast<int64_t>(w->bytes_written())});
+      log(table_dir + ": " + std::to_string(bin.size()) + " files (" + std::to_string(rows) + " rows) -> data/" + name);
+    }
+  }
+
+  // 3. One commit: the replace snapshot and the expiry.
+  auto marks = marks_of(t->history());
+  std::map<std::string, std::string> extra;
+  for (const auto& [k, v] : t->history().back().summary)
+    if (k.starts_with("dosql.") && k != "dosql.files" && k != "dosql.marks") extra[k] = v;
+  std::string names;
+  for (const auto& a : added) names += (names.empty() ? "" : ",") + a.name;
+  extra["dosql.files"] = names;
+  extra["dosql.operation"] = "compact";
+  if (!marks.empty()) extra["dosql.marks"] = marks.dump();
+  bool expires = rep.snapshots_before > std::max<size_t>(o.expire.retain_last, 1);
+  if (added.empty() && !expires) {
+    log(table_dir + ": nothing to rewrite or expire");
+  } else {
+    auto p = t->prepare_replace(removed, added, extra, o.expire, now_ms());
+    if (!p) {
+      undo();
+      return p.err();
+    }
+    if (auto e = t->commit(*p)) {
+      t->discard(*p);
+      undo();
+      return e;
+    }
+    rep.committed = true;
+    if (auto e = t->write_hint()) log(table_dir + ": " + e.to_string() + " (version-hint.text is rewritten at the next commit)");
+    log(table_dir + ": committed version " + std::to_string(t->version()) + " (replace: " + std::to_string(removed.size()) +
+        " files -> " + std::to_string(added.size()) + ", " + std::to_string(p->expired.size()) + " snapshots expired)");
+  }
+  rep.rewritten = removed.size();
+  rep.written = added.size();
+  rep.files_after = rep.files_before - removed.size() + added.size();
+  rep.snapshots_after = t->metadata().at("snapshots").size();
+
+  // 4. The sweep.
+  auto gone = t->sweep(true);
+  if (!gone) return gone.err();
+  rep.removed_files = gone->size();
+  if (!gone->empty()) log(table_dir + ": removed " + std::to_string(gone->size()) + " unreferenced files");
+  return rep;
+}
+
+result<std::vector<compact_report>> compact(const compact_options& o) {
+  if (o.dir.empty()) return error(ec::invalid_argument, "no lakehouse directory given");
+  if (o.target_file_bytes == 0) return error(ec::invalid_argument, "the target file size must be > 0");
+  if (!wal::path_exists(o.dir + "/_dosql") && !wal::path_exists(o.dir))
+    return error(ec::invalid_argument, "the lakehouse directory " + o.dir + " does not exist");
+  auto meta = o.dir + "/_dosql";
+  if (auto e = wal::make_dirs(meta)) return e;
+  auto lock = wal::lock_dir(meta, "the lakehouse directory " + o.dir + " (a running receiver)");
+  if (!lock) return lock.err();
+  if (auto e = wal::record_lock_owner(*lock, meta)) return e;
+
+  std::vector<std::string> dirs;
+  if (o.table) {
+    auto d = o.dir + "/" + *o.table;
+    if (!wal::path_exists(d + "/metadata") && wal::path_exists(d + "_changelog/metadata")) d += "_changelog";
+    if (!wal::path_exists(d + "/metadata"))
+      return error(ec::invalid_argument, "no Iceberg table " + *o.table + " in the lakehouse directory " + o.dir);
+    dirs.push_back(d);
+  } else {
+    std::error_code ec;
+    for (const auto& ns : fs::directory_iterator(o.dir, ec)) {
+      if (!ns.is_directory() || ns.path().filename() == "_dosql") continue;
+      for (const auto& tbl : fs::directory_iterator(ns.path(), ec))
+        if (tbl.is_directory() && fs::is_directory(tbl.path() / "metadata")) dirs.push_back(tbl.path().string());
+    }
+    if (ec) return error(ec::io_error, "cannot list " + o.dir + ": " + ec.message());
+    std::sort(dirs.begin(), dirs.end());
+  }
+  std::vector<compact_report> out;
+  for (const auto& d : dirs) {
+    auto r = compact_table(d, o);
+    if (!r) return r.err();
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+}  // namespace dosql::lakehouse
