@@ -49,10 +49,12 @@ namespace dosql::lakehouse {
 /// Number of CDC columns in front of the row's columns.
 inline constexpr size_t changelog_cdc_columns = 5;
 
-/// A source table's column: its name and SQLite declared type ("" when none).
+/// A source table's column: its name, SQLite declared type ("" when none) and its position in
+/// the table's primary key (1, 2, ...; 0: not a key column; PRAGMA table_info's `pk`).
 struct source_column {
   std::string name;
   std::string declared_type;
+  int pk = 0;
 };
 
 /// The Parquet column type for a SQLite declared type (see the rules above).

@@ -24,7 +24,7 @@ int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// Per source, the newest {last-lsn, sequence, flush-tables} over a history (the snapshots' own
+// Per source, the newest {last-lsn, sequence, flush-tables, flush-current} over a history (the snapshots' own
 // dosql.* keys and earlier compactions' dosql.marks).
 json marks_of(const std::vector<iceberg::snapshot_info>& history) {
   json marks = json::object();
@@ -49,7 +49,10 @@ json marks_of(const std::vector<iceberg::snapshot_info>& history) {
       return it == sn.summary.end() ? std::string() : it->second;
     };
     if (auto src = get("dosql.source"); !src.empty())
-      take(src, {{"last-lsn", get("dosql.last-lsn")}, {"sequence", get("dosql.sequence")}, {"flush-tables", get("dosql.flush-tables")}});
+      take(src, {{"last-lsn", get("dosql.last-lsn")},
+                 {"sequence", get("dosql.sequence")},
+                 {"flush-tables", get("dosql.flush-tables")},
+                 {"flush-current", get("dosql.flush-current")}});
   }
   return marks;
 }
@@ -151,7 +154,7 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
         return e;
       }
       written.push_back(path);
-      added.push_back({name, rows, static_cast<int64_t>(w->bytes_written())});
+      added.push_back({name, rows, static_cast<int64_t>(w->bytes_written()), w->metrics()});
       log(table_dir + ": " + std::to_string(bin.size()) + " files (" + std::to_string(rows) + " rows) -> data/" + name);
     }
   }

@@ -27,6 +27,49 @@ void put_optional_long(avro_encoder& e, const std::optional<int64_t>& v) {
   }
 }
 
+// One of data_file's optional int -> long / int -> bytes maps, from the file's column metrics.
+template <class Get>
+void put_metric_map(avro_encoder& e, const std::vector<column_metrics>& ms, Get get) {
+  if (ms.empty()) {
+    e.put_union_index(0);
+    return;
+  }
+  e.put_union_index(1);
+  int64_t n = 0;
+  for (const auto& m : ms) n += get(m, nullptr) ? 1 : 0;
+  e.begin_block(n);
+  for (const auto& m : ms)
+    if (get(m, nullptr)) {
+      e.put_int(m.field_id);
+      get(m, &e);
+    }
+  e.end_blocks();
+}
+
+void put_metrics(avro_encoder& e, const std::vector<column_metrics>& ms) {
+  auto count = [](int64_t column_metrics::*f) {
+    return [f](const column_metrics& m, avro_encoder* out) {
+      if (out) out->put_long(m.*f);
+      return true;
+    };
+  };
+  put_metric_map(e, ms, count(&column_metrics::bytes));   // column_sizes (108)
+  put_metric_map(e, ms, count(&column_metrics::values));  // value_counts (109)
+  put_metric_map(e, ms, count(&column_metrics::nulls));   // null_value_counts (110)
+  put_metric_map(e, ms, [](const column_metrics& m, avro_encoder* out) {  // nan_value_counts (137)
+    if (m.nans && out) out->put_long(*m.nans);
+    return m.nans.has_value();
+  });
+  put_metric_map(e, ms, [](const column_metrics& m, avro_encoder* out) {  // lower_bounds (125)
+    if (m.lower && out) out->put_bytes(*m.lower);
+    return m.lower.has_value();
+  });
+  put_metric_map(e, ms, [](const column_metrics& m, avro_encoder* out) {  // upper_bounds (128)
+    if (m.upper && out) out->put_bytes(*m.upper);
+    return m.upper.has_value();
+  });
+}
+
 }  // namespace
 
 const std::string& manifest_entry_avro_schema() {
@@ -104,7 +147,7 @@ std::string write_manifest(const std::string& table_schema_json, int32_t schema_
     // partition (r102): no fields, nothing to encode
     e.put_long(m.file.record_count);
     e.put_long(m.file.file_size_in_bytes);
-    for (int i = 0; i < 6; ++i) e.put_union_index(0);  // column_sizes .. upper_bounds
+    put_metrics(e, m.file.metrics);  // column_sizes .. upper_bounds
     e.put_union_index(0);                              // key_metadata
     e.put_union_index(0);                              // split_offsets
     if (m.file.equality_ids.empty()) {

@@ -4,9 +4,10 @@
 // The Avro schemas are the spec's: records `manifest_entry` (its `data_file` is record `r2`, the
 // empty unpartitioned partition tuple record `r102`) and `manifest_file`, with the spec's
 // `field-id` on every field (and `element-id` on list elements); optional fields are unions
-// ["null", T] with default null. Column metrics (column_sizes, value/null/nan counts, bounds),
-// key_metadata and split_offsets are written as null (the spec allows it: readers then scan the
-// file). Header metadata: a manifest carries `schema` (the table schema JSON), `schema-id`,
+// ["null", T] with default null. Column metrics (column_sizes, value/null/nan counts, lower and
+// upper bounds in Iceberg's single-value serialization) are written from the Parquet writer's
+// per-file statistics when the entry has them (else null: readers then scan the file; a column
+// without bounds is simply left out of the bounds maps); key_metadata and split_offsets are null. Header metadata: a manifest carries `schema` (the table schema JSON), `schema-id`,
 // `partition-spec` ("[]": unpartitioned), `partition-spec-id` ("0"), `format-version` ("2") and
 // `content` ("data" or "deletes"); a manifest list carries `snapshot-id`, `parent-snapshot-id`,
 // `sequence-number` and `format-version`.
@@ -22,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "lakehouse/parquet_writer.hpp"
+
 namespace dosql::lakehouse::iceberg {
 
 enum class entry_status : int32_t { existing = 0, added = 1, deleted = 2 };
@@ -33,6 +36,7 @@ struct data_file {
   int64_t record_count = 0;
   int64_t file_size_in_bytes = 0;
   std::vector<int32_t> equality_ids;  ///< only for equality deletes
+  std::vector<column_metrics> metrics;  ///< per column (parquet_writer::metrics()); empty: none
 };
 
 struct manifest_entry {

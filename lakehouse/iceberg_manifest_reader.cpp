@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 
 namespace dosql::lakehouse::iceberg {
@@ -159,6 +160,42 @@ result<std::vector<manifest_entry>> read_manifest(const std::string& path, const
     e.file.path = get_string(df, "file_path");
     e.file.record_count = get_long(df, "record_count");
     e.file.file_size_in_bytes = get_long(df, "file_size_in_bytes");
+    // Column metrics: maps int -> long / bytes, written as arrays of {key, value} records.
+    std::map<int32_t, column_metrics> ms;
+    auto read_map = [&](const char* name, auto&& set) {
+      avro_value_t arr, f = field(df, name);
+      if (!branch(f, arr)) return;
+      size_t n = 0;
+      avro_value_get_size(&arr, &n);
+      for (size_t i = 0; i < n; ++i) {
+        avro_value_t kv, k, v;
+        int32_t key = 0;
+        if (avro_value_get_by_index(&arr, i, &kv, nullptr) != 0 || avro_value_get_by_name(&kv, "key", &k, nullptr) != 0 ||
+            avro_value_get_int(&k, &key) != 0 || avro_value_get_by_name(&kv, "value", &v, nullptr) != 0)
+          throw field_error{std::string("bad ") + name};
+        auto& m = ms[key];
+        m.field_id = key;
+        set(m, v);
+      }
+    };
+    auto as_long = [&](avro_value_t& v) {
+      int64_t x = 0;
+      if (avro_value_get_long(&v, &x) != 0) throw field_error{"bad metric"};
+      return x;
+    };
+    auto as_bytes = [&](avro_value_t& v) {
+      const void* p = nullptr;
+      size_t n = 0;
+      if (avro_value_get_bytes(&v, &p, &n) != 0) throw field_error{"bad bound"};
+      return std::string(static_cast<const char*>(p), n);
+    };
+    read_map("column_sizes", [&](column_metrics& m, avro_value_t& v) { m.bytes = as_long(v); });
+    read_map("value_counts", [&](column_metrics& m, avro_value_t& v) { m.values = as_long(v); });
+    read_map("null_value_counts", [&](column_metrics& m, avro_value_t& v) { m.nulls = as_long(v); });
+    read_map("nan_value_counts", [&](column_metrics& m, avro_value_t& v) { m.nans = as_long(v); });
+    read_map("lower_bounds", [&](column_metrics& m, avro_value_t& v) { m.lower = as_bytes(v); });
+    read_map("upper_bounds", [&](column_metrics& m, avro_value_t& v) { m.upper = as_bytes(v); });
+    for (auto& [id, m] : ms) e.file.metrics.push_back(std::move(m));
     auto eq = field(df, "equality_ids");
     avro_value_t arr;
     if (branch(eq, arr)) {

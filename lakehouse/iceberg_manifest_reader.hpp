@@ -4,9 +4,9 @@
 // Through Debian's Avro C (libavro 1.11, a packaged library): its generic reader decodes our
 // object-container files cleanly (checked against every manifest the tests write); reading does
 // not need the `field-id` attributes or the header metadata Avro C cannot write (that is why the
-// writer is hand-written, lakehouse/avro_writer.hpp). Fields are taken by name, so a file with
-// more fields (column metrics) reads too; the metrics are not returned (a merged manifest
-// carries none).
+// writer is hand-written, lakehouse/avro_writer.hpp). Fields are taken by name. Column metrics
+// come back per field id (in field-id order, which may differ from the writer's column order), so
+// a merged manifest keeps them.
 //
 // Invariants: every entry comes back with its sequence numbers and snapshot id resolved
 // (inherited from the manifest list entry when the manifest left them null: the spec's

@@ -76,11 +76,13 @@ std::string_view type_name(column_type t) noexcept {
   return "binary";
 }
 
-json schema_json(const schema& s, int32_t schema_id) {
+json schema_json(const schema& s, int32_t schema_id, const std::vector<int32_t>& identifier_ids) {
   json fields = json::array();
   for (const auto& c : s.columns)
     fields.push_back({{"id", c.field_id}, {"name", c.name}, {"required", !c.optional}, {"type", std::string(type_name(c.type))}});
-  return {{"type", "struct"}, {"schema-id", schema_id}, {"fields", std::move(fields)}};
+  json j = {{"type", "struct"}, {"schema-id", schema_id}, {"fields", std::move(fields)}};
+  if (!identifier_ids.empty()) j["identifier-field-ids"] = identifier_ids;
+  return j;
 }
 
 std::string file_uri(const std::string& path) {
@@ -145,6 +147,16 @@ error table::parse() {
 
 result<table::prepared> table::prepare(const schema& s, const std::vector<added_file>& files,
                                        const std::map<std::string, std::string>& extra_summary, int64_t now_ms) {
+  return prepare(s, {}, snapshot_files{files, {}}, extra_summary, now_ms);
+}
+
+result<table::prepared> table::prepare(const schema& s, const std::vector<int32_t>& identifier_ids,
+                                       const snapshot_files& added, const std::map<std::string, std::string>& extra_summary,
+                                       int64_t now_ms) {
+  const auto& files = added.data;
+  const auto& deletes = added.equality_deletes;
+  if (!deletes.empty() && identifier_ids.empty())
+    return error(ec::invalid_argument, "the Iceberg table " + dir_ + ": equality deletes need identifier fields");
   auto meta_dir = dir_ + "/metadata";
   if (auto e = wal::make_dirs(meta_dir)) return e;
   const std::string location = file_uri(dir_);
@@ -174,15 +186,18 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<added_
   }
   // The schema: the current one if equal, else an earlier equal one, else a new one.
   auto fields = schema_json(s, 0)["fields"];
+  const json identifiers = identifier_ids.empty() ? json() : json(identifier_ids);
   int32_t schema_id = -1, max_schema_id = -1;
   for (const auto& sc : m["schemas"]) {
     auto id = sc.at("schema-id").get<int32_t>();
     max_schema_id = std::max(max_schema_id, id);
-    if (sc.at("fields") == fields && (schema_id < 0 || id == m["current-schema-id"].get<int32_t>())) schema_id = id;
+    if (sc.at("fields") == fields && sc.value("identifier-field-ids", json()) == identifiers &&
+        (schema_id < 0 || id == m["current-schema-id"].get<int32_t>()))
+      schema_id = id;
   }
   if (schema_id < 0) {
     schema_id = max_schema_id + 1;
-    m["schemas"].push_back(schema_json(s, schema_id));
+    m["schemas"].push_back(schema_json(s, schema_id, identifier_ids));
   }
   m["current-schema-id"] = schema_id;
   int32_t last_column = m["last-column-id"].get<int32_t>();
@@ -206,83 +221,123 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<added_
     me.file.path = location + "/data/" + f.name;
     me.file.record_count = f.records;
     me.file.file_size_in_bytes = f.bytes;
+    me.file.metrics = f.metrics;
     added_records += f.records;
     added_bytes += f.bytes;
     entries.push_back(std::move(me));
   }
-  auto schema_text = schema_json(s, schema_id).dump();
-  p.manifest = meta_dir + "/m-" + std::to_string(p.snapshot_id) + ".avro";
+  std::vector<manifest_entry> delete_entries;
+  int64_t delete_records = 0, delete_bytes = 0;
+  for (const auto& f : deletes) {
+    manifest_entry me;
+    me.file.content = file_content::equality_deletes;
+    me.file.path = location + "/data/" + f.name;
+    me.file.record_count = f.records;
+    me.file.file_size_in_bytes = f.bytes;
+    me.file.equality_ids = identifier_ids;
+    me.file.metrics = f.metrics;
+    delete_records += f.records;
+    delete_bytes += f.bytes;
+    delete_entries.push_back(std::move(me));
+  }
+  auto schema_text = schema_json(s, schema_id, identifier_ids).dump();
+  const bool data_manifest = !files.empty() || deletes.empty();
+  if (data_manifest) p.manifest = meta_dir + "/m-" + std::to_string(p.snapshot_id) + ".avro";
+  if (!deletes.empty()) p.delete_manifest = meta_dir + "/del-" + std::to_string(p.snapshot_id) + ".avro";
   p.manifest_list = meta_dir + "/snap-" + std::to_string(p.snapshot_id) + ".avro";
   auto cleanup = [&](error e) -> result<prepared> {
     discard(p);
     return e;
   };
-  auto manifest_bytes = write_manifest(schema_text, schema_id, entries);
-  if (auto e = write_new_file(p.manifest, manifest_bytes)) return cleanup(e);
-
-  // The manifest list: the new manifest, then each ancestor's.
   std::vector<manifest_file> list;
-  manifest_file mine;
-  mine.path = location + "/metadata/m-" + std::to_string(p.snapshot_id) + ".avro";
-  mine.length = static_cast<int64_t>(manifest_bytes.size());
-  mine.sequence_number = mine.min_sequence_number = seq;
-  mine.added_snapshot_id = p.snapshot_id;
-  mine.added_files = static_cast<int32_t>(files.size());
-  mine.added_rows = added_records;
-  list.push_back(mine);
-  // ... then the parent's list, its data manifests merged into one when the list would be too long.
+  if (data_manifest) {
+    auto manifest_bytes = write_manifest(schema_text, schema_id, entries);
+    if (auto e = write_new_file(p.manifest, manifest_bytes)) return cleanup(e);
+    manifest_file mine;
+    mine.path = location + "/metadata/m-" + std::to_string(p.snapshot_id) + ".avro";
+    mine.length = static_cast<int64_t>(manifest_bytes.size());
+    mine.sequence_number = mine.min_sequence_number = seq;
+    mine.added_snapshot_id = p.snapshot_id;
+    mine.added_files = static_cast<int32_t>(files.size());
+    mine.added_rows = added_records;
+    list.push_back(mine);
+  }
+  if (!deletes.empty()) {
+    auto manifest_bytes = write_manifest(schema_text, schema_id, delete_entries, true);
+    if (auto e = write_new_file(p.delete_manifest, manifest_bytes)) return cleanup(e);
+    manifest_file mine;
+    mine.path = location + "/metadata/del-" + std::to_string(p.snapshot_id) + ".avro";
+    mine.length = static_cast<int64_t>(manifest_bytes.size());
+    mine.content = 1;
+    mine.sequence_number = mine.min_sequence_number = seq;
+    mine.added_snapshot_id = p.snapshot_id;
+    mine.added_files = static_cast<int32_t>(deletes.size());
+    mine.added_rows = delete_records;
+    list.push_back(mine);
+  }
+
+  // ... then the parent's list. When the list would exceed max_manifests_, the parent's data
+  // manifests are merged into one (and its delete manifests into one): EXISTING entries with
+  // their original snapshot ids, sequence numbers and metrics.
   auto carried = manifests();
   if (!carried) return cleanup(carried.err());
-  size_t data_manifests = 0;
-  for (const auto& mf : *carried) data_manifests += mf.content == 0;
-  if (carried->size() + 1 > max_manifests_ && data_manifests > 1) {
-    std::vector<manifest_entry> existing;
-    manifest_file merged;
-    merged.path = location + "/metadata/m-" + std::to_string(p.snapshot_id) + "-merged.avro";
-    merged.sequence_number = seq;
-    merged.min_sequence_number = seq;
-    merged.added_snapshot_id = p.snapshot_id;
-    std::vector<manifest_file> rest;
-    for (const auto& mf : *carried) {
-      if (mf.content != 0) {
-        rest.push_back(mf);
+  if (list.size() + carried->size() <= max_manifests_) {
+    for (auto& mf : *carried) list.push_back(std::move(mf));
+  } else {
+    for (int32_t content : {0, 1}) {
+      std::vector<manifest_file> of;
+      for (const auto& mf : *carried)
+        if (mf.content == content) of.push_back(mf);
+      if (of.size() < 2) {
+        for (auto& mf : of) list.push_back(std::move(mf));
         continue;
       }
-      auto es = read_manifest(local_path(mf.path), mf);
-      if (!es) return cleanup(es.err());
-      for (auto& e : *es) {
-        if (e.status == entry_status::deleted) continue;
-        e.status = entry_status::existing;
-        merged.min_sequence_number = std::min(merged.min_sequence_number, *e.sequence_number);
-        ++merged.existing_files;
-        merged.existing_rows += e.file.record_count;
-        existing.push_back(std::move(e));
+      std::vector<manifest_entry> existing;
+      manifest_file merged;
+      auto name = std::string(content ? "del-" : "m-") + std::to_string(p.snapshot_id) + "-merged.avro";
+      merged.path = location + "/metadata/" + name;
+      merged.content = content;
+      merged.sequence_number = merged.min_sequence_number = seq;
+      merged.added_snapshot_id = p.snapshot_id;
+      for (const auto& mf : of) {
+        auto es = read_manifest(local_path(mf.path), mf);
+        if (!es) return cleanup(es.err());
+        for (auto& e : *es) {
+          if (e.status == entry_status::deleted) continue;
+          e.status = entry_status::existing;
+          merged.min_sequence_number = std::min(merged.min_sequence_number, *e.sequence_number);
+          ++merged.existing_files;
+          merged.existing_rows += e.file.record_count;
+          existing.push_back(std::move(e));
+        }
       }
+      auto bytes = write_manifest(schema_text, schema_id, existing, content == 1);
+      p.merged_manifests.push_back(meta_dir + "/" + name);
+      if (auto e = write_new_file(p.merged_manifests.back(), bytes)) return cleanup(e);
+      merged.length = static_cast<int64_t>(bytes.size());
+      list.push_back(std::move(merged));
     }
-    auto bytes = write_manifest(schema_text, schema_id, existing);
-    p.merged_manifest = meta_dir + "/m-" + std::to_string(p.snapshot_id) + "-merged.avro";
-    if (auto e = write_new_file(p.merged_manifest, bytes)) return cleanup(e);
-    merged.length = static_cast<int64_t>(bytes.size());
-    list.push_back(std::move(merged));
-    for (auto& mf : rest) list.push_back(std::move(mf));
-  } else {
-    for (auto& mf : *carried) list.push_back(std::move(mf));
   }
   if (auto e = write_new_file(p.manifest_list, write_manifest_list(p.snapshot_id, parent, seq, list))) return cleanup(e);
 
   // The snapshot and the next metadata.
   std::map<std::string, std::string> prev;
   if (!history_.empty()) prev = history_.back().summary;
-  json summary = {{"operation", "append"},
+  json summary = {{"operation", deletes.empty() ? "append" : files.empty() ? "delete" : "overwrite"},
                   {"added-data-files", std::to_string(files.size())},
                   {"added-records", std::to_string(added_records)},
-                  {"added-files-size", std::to_string(added_bytes)},
+                  {"added-files-size", std::to_string(added_bytes + delete_bytes)},
                   {"total-data-files", std::to_string(summary_int(prev, "total-data-files") + static_cast<int64_t>(files.size()))},
                   {"total-records", std::to_string(summary_int(prev, "total-records") + added_records)},
-                  {"total-files-size", std::to_string(summary_int(prev, "total-files-size") + added_bytes)},
-                  {"total-delete-files", "0"},
+                  {"total-files-size", std::to_string(summary_int(prev, "total-files-size") + added_bytes + delete_bytes)},
+                  {"total-delete-files", std::to_string(summary_int(prev, "total-delete-files") + static_cast<int64_t>(deletes.size()))},
                   {"total-position-deletes", "0"},
-                  {"total-equality-deletes", "0"}};
+                  {"total-equality-deletes", std::to_string(summary_int(prev, "total-equality-deletes") + delete_records)}};
+  if (!deletes.empty()) {
+    summary["added-delete-files"] = std::to_string(deletes.size());
+    summary["added-equality-delete-files"] = std::to_string(deletes.size());
+    summary["added-equality-deletes"] = std::to_string(delete_records);
+  }
   for (const auto& [k, v] : extra_summary) summary[k] = v;
   json snap = {{"snapshot-id", p.snapshot_id},
                {"sequence-number", seq},
@@ -361,8 +416,10 @@ error table::revert(prepared& p) {
 }
 
 void table::discard(const prepared& p) noexcept {
-  for (const auto* f : {&p.metadata_tmp, &p.manifest_list, &p.manifest, &p.merged_manifest})
+  for (const auto* f : {&p.metadata_tmp, &p.manifest_list, &p.manifest, &p.delete_manifest})
     if (!f->empty() && wal::path_exists(*f)) (void)wal::remove_file(*f);
+  for (const auto& f : p.merged_manifests)
+    if (wal::path_exists(f)) (void)wal::remove_file(f);
 }
 
 error table::write_hint() const {
@@ -429,6 +486,7 @@ result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>
     me.file.path = location + "/data/" + f.name;
     me.file.record_count = f.records;
     me.file.file_size_in_bytes = f.bytes;
+    me.file.metrics = f.metrics;
     added_records += f.records;
     added_bytes += f.bytes;
     ++mine.added_files;
@@ -590,7 +648,7 @@ result<std::vector<std::string>> table::sweep(bool data) {
     if (auto e = sweep_dir(dir_ + "/data", [&](const std::string& n) { return ends(n, ".parquet") || ends(n, ".tmp"); })) return e;
   if (auto e = sweep_dir(dir_ + "/metadata", [&](const std::string& n) {
         if (ends(n, ".tmp")) return true;
-        if (ends(n, ".avro") && (n.starts_with("m-") || n.starts_with("snap-"))) return true;
+        if (ends(n, ".avro") && (n.starts_with("m-") || n.starts_with("del-") || n.starts_with("snap-"))) return true;
         auto v = version_of(n);
         return v && *v < version_;
       }))

@@ -6,7 +6,9 @@
 //   T/data/<name>.parquet                    data files (written by the caller)
 //   T/metadata/vN.metadata.json              table metadata version N (1, 2, ...)
 //   T/metadata/version-hint.text             "N": the current version (file-system catalog)
-//   T/metadata/m-<snapshot-id>.avro          the manifest of the files a snapshot added
+//   T/metadata/m-<snapshot-id>.avro          the manifest of the data files a snapshot added
+//   T/metadata/del-<snapshot-id>.avro        the delete manifest of the equality delete files it
+//                                            added (only when it added some)
 //   T/metadata/snap-<snapshot-id>.avro       a snapshot's manifest list
 // Locations inside the metadata are file:// URIs of absolute paths.
 //
@@ -22,19 +24,24 @@
 //     highest vN.metadata.json, whatever the hint says).
 //   revert(): undoes this process's last commit (removes v(N+1)): used when a multi-table commit
 //     fails halfway. discard(): removes what prepare() wrote.
-// Manifest merging (Iceberg's MergeAppend): an append's manifest list is its new manifest plus
+// Manifest merging (Iceberg's MergeAppend): an append's manifest list is its new manifests plus
 //   the parent snapshot's list, read back (lakehouse/iceberg_manifest_reader.hpp); when that
 //   would exceed max_manifests() entries, the parent's data manifests are merged into one,
-//   m-<snapshot-id>-merged.avro, whose entries are EXISTING with their original snapshot ids and
-//   sequence numbers (DELETED entries dropped). So the list stays bounded whatever the history.
+//   m-<snapshot-id>-merged.avro, and its delete manifests into del-<snapshot-id>-merged.avro,
+//   whose entries are EXISTING with their original snapshot ids, sequence numbers and metrics
+//   (DELETED entries dropped). So the list stays bounded whatever the history.
 // Compaction (prepare_replace(), `dosql lakehouse compact`): one snapshot with operation
-//   "replace": a single manifest with the new files ADDED, the rewritten ones DELETED and every
-//   other live file EXISTING; totals of records unchanged. The same metadata version expires old
-//   snapshots (expire_policy: never the current one; snapshot-log trimmed; metadata-log kept to
-//   previous_versions_max entries). sweep() then deletes what no remaining snapshot references.
-// Invariants: version N+1 is based on version N (never skips, never overwrites); a snapshot's
-// manifest list is derived from its parent's manifest list (not from summaries), so expired
-// snapshots lose nothing live. Snapshot summaries carry the cumulative totals (total-records,
+//   "replace": a single data manifest with the new files ADDED, the rewritten ones DELETED and
+//   every other live data file EXISTING, and (for a table with equality deletes) a delete
+//   manifest with the applied delete files DELETED and the others EXISTING; the same metadata
+//   version expires old snapshots (expire_policy: never the current one; snapshot-log trimmed;
+//   metadata-log kept to previous_versions_max entries). sweep() then deletes what no remaining
+//   snapshot references.
+// Invariants: version N+1 is based on version N (never skips, never overwrites); a snapshot
+// adds a data manifest m-<id>.avro (when it adds data files, or adds no delete files) and a
+// delete manifest del-<id>.avro (when it adds equality delete files); its manifest list is
+// derived from its parent's manifest list (not from summaries), so expired snapshots lose
+// nothing live. Snapshot summaries carry the cumulative totals (total-records,
 // total-data-files, total-files-size) and the caller's extra keys (the receiver's dosql.*).
 // A snapshot whose parent was expired is the oldest of history(). Not thread-safe.
 #pragma once
@@ -57,15 +64,28 @@ namespace dosql::lakehouse::iceberg {
 
 /// Iceberg's type name for a column type: boolean, int, long, double, string, binary, timestamptz.
 std::string_view type_name(column_type t) noexcept;
-/// The Iceberg schema object of `s` (field ids = the Parquet field ids).
-nlohmann::json schema_json(const schema& s, int32_t schema_id);
+/// The Iceberg schema object of `s` (field ids = the Parquet field ids); `identifier_ids`, when
+/// not empty, is its identifier-field-ids (those fields must be required).
+nlohmann::json schema_json(const schema& s, int32_t schema_id, const std::vector<int32_t>& identifier_ids = {});
 /// "file://" + the absolute form of `path`.
 std::string file_uri(const std::string& path);
 
 struct added_file {
+  added_file() = default;
+  added_file(std::string n, int64_t r, int64_t b, std::vector<column_metrics> m = {})
+      : name(std::move(n)), records(r), bytes(b), metrics(std::move(m)) {}
   std::string name;  ///< the file's name under T/data/
   int64_t records = 0;
   int64_t bytes = 0;
+  std::vector<column_metrics> metrics;  ///< per column (parquet_writer::metrics()); empty: none written
+};
+
+/// What one snapshot adds: data files and equality delete files (Parquet, whose columns are the
+/// table's identifier fields, with their field ids; each row deletes the rows of data files of
+/// lower sequence numbers whose identifier fields equal it).
+struct snapshot_files {
+  std::vector<added_file> data;
+  std::vector<added_file> equality_deletes;
 };
 
 struct snapshot_info {
@@ -103,7 +123,8 @@ class table {
     int64_t snapshot_id = 0;
     int64_t version = 0;  ///< the version it would become
     std::string metadata_tmp, manifest, manifest_list;  ///< absolute paths
-    std::string merged_manifest;  ///< written when the parent's manifests were merged (else empty)
+    std::string delete_manifest;                        ///< absolute path; empty: none
+    std::vector<std::string> merged_manifests;  ///< written when the parent's manifests were merged
     std::vector<int64_t> expired;  ///< snapshots this version drops (prepare_replace)
     nlohmann::json metadata;
     bool committed = false;
@@ -111,6 +132,13 @@ class table {
   /// Phase 1 (see above): a snapshot appending `files` (under T/data/, durable) written with
   /// schema `s`; `extra_summary` is merged into the snapshot summary.
   result<prepared> prepare(const schema& s, const std::vector<added_file>& files,
+                           const std::map<std::string, std::string>& extra_summary, int64_t now_ms);
+  /// Phase 1 for a table with a row identity: the schema's identifier-field-ids are
+  /// `identifier_ids` (equal to each delete file's equality_ids); the snapshot adds `files.data`
+  /// and `files.equality_deletes`. Operation "append" (data only), "delete" (deletes only) or
+  /// "overwrite" (both); the summary adds added-delete-files, added-equality-delete-files,
+  /// added-equality-deletes and the cumulative total-delete-files, total-equality-deletes.
+  result<prepared> prepare(const schema& s, const std::vector<int32_t>& identifier_ids, const snapshot_files& files,
                            const std::map<std::string, std::string>& extra_summary, int64_t now_ms);
   /// Phase 2: the compare-and-swap on v(N+1).metadata.json. On success the table is at N+1.
   error commit(prepared& p);

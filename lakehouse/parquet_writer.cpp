@@ -218,6 +218,9 @@ struct column_state {
   std::string chunk;  // page headers + (compressed) page bodies
   int64_t chunk_values = 0, chunk_uncompressed = 0;
   stats st;
+  // the whole file so far (column_metrics)
+  stats file_st;
+  int64_t file_values = 0, file_bytes = 0;
 };
 
 }  // namespace
@@ -231,6 +234,7 @@ struct parquet_writer::impl {
   uint64_t rows = 0, group_rows = 0, group_bytes = 0;
   std::vector<column_state> cols;
   std::vector<row_group_meta> groups;
+  std::vector<column_metrics> metrics;  // filled by finish()
   ZSTD_CCtx* cctx = nullptr;
   bool done = false;  // finished (or failed): nothing more is accepted
   error failed;
@@ -424,44 +428,66 @@ struct parquet_writer::impl {
     return {};
   }
 
+  // The PLAIN min/max of `st` (absent: no non-NULL value, a NaN, or a byte array too long).
+  static std::optional<std::pair<std::string, std::string>> bounds(column_type type, const stats& st) {
+    // A NaN leaves min/max out (nan_count stays): readers that ignore nan_count (DuckDB 1.5
+    // does) would otherwise prune NaN rows away, e.g. for `d = 'NaN'` or `d > x`. DuckDB's own
+    // writer does the same.
+    if (!st.any || st.too_long || st.nan_count != 0) return std::nullopt;
+    std::string lo, hi;
+    switch (type) {
+      case column_type::boolean:
+        lo.push_back(static_cast<char>(st.imin));
+        hi.push_back(static_cast<char>(st.imax));
+        break;
+      case column_type::int32:
+        put_le(lo, static_cast<int32_t>(st.imin));
+        put_le(hi, static_cast<int32_t>(st.imax));
+        break;
+      case column_type::int64:
+      case column_type::timestamp:
+        put_le(lo, st.imin);
+        put_le(hi, st.imax);
+        break;
+      case column_type::float64:
+        // parquet.thrift, ColumnOrder: a zero min is written as -0.0, a zero max as +0.0.
+        put_le(lo, st.dmin == 0 ? -0.0 : st.dmin);
+        put_le(hi, st.dmax == 0 ? 0.0 : st.dmax);
+        break;
+      case column_type::string:
+      case column_type::binary:
+        lo = st.smin;
+        hi = st.smax;
+        break;
+    }
+    return std::make_pair(std::move(lo), std::move(hi));
+  }
+
+  // Folds a row group's statistics into the file's.
+  static void merge(stats& f, const stats& st) {
+    f.null_count += st.null_count;
+    f.nan_count += st.nan_count;
+    f.too_long = f.too_long || st.too_long;
+    if (!st.any) return;
+    if (!f.any || st.imin < f.imin) f.imin = st.imin;
+    if (!f.any || st.imax > f.imax) f.imax = st.imax;
+    if (!f.any || st.dmin < f.dmin) f.dmin = st.dmin;
+    if (!f.any || st.dmax > f.dmax) f.dmax = st.dmax;
+    if (!f.any || bytes_less(st.smin, f.smin)) f.smin = st.smin;
+    if (!f.any || bytes_less(f.smax, st.smax)) f.smax = st.smax;
+    f.any = true;
+  }
+
   chunk_meta finish_stats(column_state& c) {
     chunk_meta m;
     auto& st = c.st;
     m.null_count = st.null_count;
     if (c.spec.type == column_type::float64) m.nan_count = st.nan_count;
-    // A NaN leaves min/max out (nan_count stays): readers that ignore nan_count (DuckDB 1.5
-    // does) would otherwise prune NaN rows away, e.g. for `d = 'NaN'` or `d > x`. DuckDB's own
-    // writer does the same.
-    if (st.any && !st.too_long && st.nan_count == 0) {
-      std::string lo, hi;
-      switch (c.spec.type) {
-        case column_type::boolean:
-          lo.push_back(static_cast<char>(st.imin));
-          hi.push_back(static_cast<char>(st.imax));
-          break;
-        case column_type::int32:
-          put_le(lo, static_cast<int32_t>(st.imin));
-          put_le(hi, static_cast<int32_t>(st.imax));
-          break;
-        case column_type::int64:
-        case column_type::timestamp:
-          put_le(lo, st.imin);
-          put_le(hi, st.imax);
-          break;
-        case column_type::float64:
-          // parquet.thrift, ColumnOrder: a zero min is written as -0.0, a zero max as +0.0.
-          put_le(lo, st.dmin == 0 ? -0.0 : st.dmin);
-          put_le(hi, st.dmax == 0 ? 0.0 : st.dmax);
-          break;
-        case column_type::string:
-        case column_type::binary:
-          lo = st.smin;
-          hi = st.smax;
-          break;
-      }
-      m.min = std::move(lo);
-      m.max = std::move(hi);
+    if (auto b = bounds(c.spec.type, st)) {
+      m.min = std::move(b->first);
+      m.max = std::move(b->second);
     }
+    merge(c.file_st, st);
     st = stats{};
     return m;
   }
@@ -477,6 +503,8 @@ struct parquet_writer::impl {
       m.num_values = c.chunk_values;
       m.uncompressed = c.chunk_uncompressed;
       m.compressed = static_cast<int64_t>(c.chunk.size());
+      c.file_values += m.num_values;
+      c.file_bytes += m.compressed;
       m.data_page_offset = static_cast<int64_t>(pos);
       if (auto e = write(c.chunk)) return e;
       g.total_byte_size += m.uncompressed;
@@ -656,6 +684,20 @@ error parquet_writer::finish() {
   put_le(tail, static_cast<uint32_t>(tail.size()));
   tail.append(magic);
   if (auto e = p.write(tail)) return p.fail(e);
+  p.metrics.clear();
+  for (const auto& c : p.cols) {
+    column_metrics m;
+    m.field_id = c.spec.field_id;
+    m.values = c.file_values;
+    m.nulls = c.file_st.null_count;
+    if (c.spec.type == column_type::float64) m.nans = c.file_st.nan_count;
+    m.bytes = c.file_bytes;
+    if (auto b = impl::bounds(c.spec.type, c.file_st)) {
+      m.lower = std::move(b->first);
+      m.upper = std::move(b->second);
+    }
+    p.metrics.push_back(std::move(m));
+  }
   if (auto e = wal::sync_data(p.fd.get(), p.tmp)) return p.fail(e);
   p.fd.reset();
   if (auto e = wal::rename_file(p.tmp, p.path)) return p.fail(e);
@@ -673,14 +715,17 @@ uint64_t parquet_writer::rows() const noexcept { return p_->rows; }
 uint64_t parquet_writer::bytes_written() const noexcept { return p_->pos; }
 const std::string& parquet_writer::path() const noexcept { return p_->path; }
 const schema& parquet_writer::file_schema() const noexcept { return p_->sch; }
+const std::vector<column_metrics>& parquet_writer::metrics() const noexcept { return p_->metrics; }
 
 error write_parquet_file(const std::string& path, const schema& s, std::span<const std::vector<value>> rows,
-                         const writer_options& o) {
+                         const writer_options& o, std::vector<column_metrics>* metrics) {
   auto w = parquet_writer::create(path, s, o);
   if (!w) return w.err();
   for (const auto& r : rows)
     if (auto e = w->append(r)) return e;  // ~parquet_writer removes the temporary file
-  return w->finish();
+  if (auto e = w->finish()) return e;
+  if (metrics) *metrics = w->metrics();
+  return {};
 }
 
 }  // namespace dosql::lakehouse

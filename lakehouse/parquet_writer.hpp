@@ -39,6 +39,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -103,6 +104,21 @@ struct writer_options {
   std::vector<std::pair<std::string, std::string>> key_value_metadata;
 };
 
+/// One column's statistics over a whole file, for Iceberg's data_file metrics: merged from the
+/// column chunks' Statistics as they are written (nothing is computed twice). `lower`/`upper`
+/// are the PLAIN min/max, which for these types is Iceberg's single-value serialization too
+/// (little-endian int/long/double/micros, a byte for booleans, the bytes of strings and
+/// binaries); absent when every value is NULL, a DOUBLE holds a NaN, or a byte array was longer
+/// than max_stat_bytes.
+struct column_metrics {
+  int32_t field_id = 0;
+  int64_t values = 0;  ///< rows, NULLs included
+  int64_t nulls = 0;
+  std::optional<int64_t> nans;  ///< DOUBLE columns only
+  int64_t bytes = 0;            ///< the column chunks' compressed bytes (page headers included)
+  std::optional<std::string> lower, upper;
+};
+
 /// Writes one Parquet file, streaming: rows are buffered per column until a row group is full,
 /// then encoded, compressed and written to "<path>.tmp"; finish() makes the file durable and
 /// visible under <path>. Memory is bounded by one row group. Single-owner, not thread-safe.
@@ -135,6 +151,8 @@ class parquet_writer {
   uint64_t bytes_written() const noexcept;
   const std::string& path() const noexcept;
   const schema& file_schema() const noexcept;
+  /// Per column (schema order), over the whole file: complete once finish() succeeded.
+  const std::vector<column_metrics>& metrics() const noexcept;
 
  private:
   struct impl;
@@ -144,8 +162,9 @@ class parquet_writer {
 
 /// One call: create, append every row, finish. The first bad row's error is returned (nothing is
 /// written then: no file at <path>, no temporary file).
+/// `metrics`, if given, receives parquet_writer::metrics() of the file.
 error write_parquet_file(const std::string& path, const schema& s, std::span<const std::vector<value>> rows,
-                         const writer_options& o = {});
+                         const writer_options& o = {}, std::vector<column_metrics>* metrics = nullptr);
 
 /// True if `s` is well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF).
 bool valid_utf8(std::string_view s) noexcept;

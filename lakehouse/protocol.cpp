@@ -249,6 +249,10 @@ result<batch> batch_from(const json& j) {
       source_column sc;
       if (auto e = get_string(c, t, "name", sc.name)) return bad(t, w + ": " + e.message());
       if (auto e = get_string(c, t, "type", sc.declared_type, false)) return bad(t, w + ": " + e.message());
+      uint64_t pk = 0;
+      if (auto e = get_u64(c, t, "pk", pk, false)) return bad(t, w + ": " + e.message());
+      if (pk > 1000) return bad(t, w + ": field 'pk' must be a key position (1, 2, ...) or absent");
+      sc.pk = static_cast<int>(pk);
       cols.push_back(std::move(sc));
     }
   }
@@ -437,6 +441,7 @@ std::string render_batch(const batch& m, const std::vector<std::string>& event_j
       append_json_string(s, cols[i].name);
       s += ",\"type\":";
       append_json_string(s, cols[i].declared_type);
+      if (cols[i].pk > 0) s += ",\"pk\":" + std::to_string(cols[i].pk);
       s += '}';
     }
     s += ']';

@@ -42,7 +42,7 @@ uint64_t value_bytes(const value& v) {
 bool same_columns(const std::vector<source_column>& a, const std::vector<source_column>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].name != b[i].name || a[i].declared_type != b[i].declared_type) return false;
+    if (a[i].name != b[i].name || a[i].declared_type != b[i].declared_type || a[i].pk != b[i].pk) return false;
   return true;
 }
 
@@ -93,6 +93,34 @@ std::string receiver_store::data_dir(const std::string& table) const { return ta
 
 std::string receiver_store::table_dir(const std::string& table) const {
   return o_.dir + "/" + o_.namespace_name + "/" + table + "_changelog";
+}
+
+std::string receiver_store::current_dir(const std::string& table) const { return o_.dir + "/" + o_.namespace_name + "/" + table; }
+
+result<iceberg::table*> receiver_store::current_table_for(const std::string& key) {
+  if (auto it = current_tables_.find(key); it != current_tables_.end()) return &it->second;
+  auto t = iceberg::table::load(o_.dir + "/" + key);
+  if (!t) return t.err();
+  t->set_max_manifests(o_.max_manifests);
+  return &current_tables_.emplace(key, std::move(*t)).first->second;
+}
+
+uint64_t receiver_store::current_mark(const std::string& key, const std::string& source) const {
+  auto t = current_marks_.find(key);
+  if (t == current_marks_.end()) return 0;
+  auto m = t->second.find(source);
+  return m == t->second.end() ? 0 : m->second;
+}
+
+bool receiver_store::wants_current(const std::string& name, const std::vector<source_column>& columns) {
+  const bool keyed = std::any_of(columns.begin(), columns.end(), [](const source_column& c) { return c.pk > 0; });
+  const bool clash = ends_with(name, "_changelog");
+  if (keyed && !clash) return true;
+  if (logged_no_key_.insert(name).second)
+    log(std::string("table ") + name + ": no current-state table (" +
+        (clash ? "its name ends in _changelog, the changelog tables' suffix" : "it has no primary key") +
+        "), only its changelog " + table_dir(name));
+  return false;
 }
 
 result<iceberg::table*> receiver_store::table_for(const std::string& key) {
@@ -187,8 +215,7 @@ error receiver_store::recover() {
     if (!ns.is_directory() || ns.path().filename() == "_dosql") continue;
     for (const auto& tbl : fs::directory_iterator(ns.path(), ec)) {
       auto data = tbl.path() / "data";
-      if (!tbl.is_directory() || !ends_with(tbl.path().filename().string(), "_changelog") || !fs::is_directory(data, ec))
-        continue;
+      if (!tbl.is_directory() || !fs::is_directory(data, ec)) continue;  // (changelog and current-state tables)
       for (const auto& f : fs::directory_iterator(data, ec)) {
         auto name = f.path().filename().string();
         if (ends_with(name, pending_suffix) || ends_with(name, ".tmp")) {
@@ -211,7 +238,7 @@ error receiver_store::recover_tables(bool legacy) {
   struct flush_seen {
     uint64_t lsn = 0, sequence = 0;
     std::string ns;
-    std::vector<std::string> tables;
+    std::vector<std::string> tables, current;  // dosql.flush-tables, dosql.flush-current
   };
   std::map<std::string, std::vector<flush_seen>> flushes;  // per source
   constexpr std::string_view suffix = "_changelog";
@@ -220,9 +247,12 @@ error receiver_store::recover_tables(bool legacy) {
     if (!ns.is_directory() || ns.path().filename() == "_dosql") continue;
     for (const auto& tbl : fs::directory_iterator(ns.path(), ec)) {
       auto dname = tbl.path().filename().string();
-      if (!tbl.is_directory() || !ends_with(dname, suffix)) continue;
-      auto key = ns.path().filename().string() + "/" + dname.substr(0, dname.size() - suffix.size());
-      auto t = table_for(key);
+      if (!tbl.is_directory()) continue;
+      // A changelog (<table>_changelog) or a current-state table (<table>, with metadata/).
+      const bool current = !ends_with(dname, suffix);
+      if (current && !fs::is_directory(tbl.path() / "metadata", ec) && !fs::is_directory(tbl.path() / "data", ec)) continue;
+      auto key = ns.path().filename().string() + "/" + (current ? dname : dname.substr(0, dname.size() - suffix.size()));
+      auto t = current ? current_table_for(key) : table_for(key);
       if (!t) return t.err();
       iceberg::table& table = **t;
       for (const auto& snap : table.history()) {
@@ -236,35 +266,39 @@ error receiver_store::recover_tables(bool legacy) {
         };
         // A flush's own keys, and a compaction's dosql.marks: per source the newest flush of the
         // history it replaced (expired snapshots take their keys with them).
-        std::vector<std::tuple<std::string, std::string, std::string, std::string>> seen;  // source, lsn, seq, tables
+        struct seen_flush {
+          std::string source, lsn, sequence, tables, current;
+        };
+        std::vector<seen_flush> seen;
         if (auto src = get("dosql.source"); !src.empty())
-          seen.emplace_back(src, get("dosql.last-lsn"), get("dosql.sequence"), get("dosql.flush-tables"));
+          seen.push_back({src, get("dosql.last-lsn"), get("dosql.sequence"), get("dosql.flush-tables"), get("dosql.flush-current")});
         if (auto marks = get("dosql.marks"); !marks.empty()) {
           auto j = json::parse(marks, nullptr, false);
           if (!j.is_object()) return bad();
           try {
             for (auto& [src, m] : j.items())
-              seen.emplace_back(src, m.at("last-lsn").get<std::string>(), m.at("sequence").get<std::string>(),
-                                m.value("flush-tables", std::string()));
+              seen.push_back({src, m.at("last-lsn").get<std::string>(), m.at("sequence").get<std::string>(),
+                              m.value("flush-tables", std::string()), m.value("flush-current", std::string())});
           } catch (const json::exception&) {
             return bad();
           }
         }
-        for (const auto& [src, lsn_text, seq_text, tables] : seen) {
+        for (const auto& f : seen) {
           uint64_t lsn = 0, seq = 0;
           try {
-            lsn = std::stoull(lsn_text);
-            seq = std::stoull(seq_text);
+            lsn = std::stoull(f.lsn);
+            seq = std::stoull(f.sequence);
           } catch (...) {
             return bad();
           }
-          auto& m = marks_[key][src];
+          auto& m = (current ? current_marks_ : marks_)[key][f.source];
           m = std::max(m, lsn);
-          flushes[src].push_back({lsn, seq, ns.path().filename().string(), split_commas(tables)});
+          flushes[f.source].push_back({lsn, seq, ns.path().filename().string(), split_commas(f.tables),
+                                       f.current.empty() ? std::vector<std::string>{} : split_commas(f.current)});
         }
       }
       // The sweep: what no snapshot of the table references (data files of a flush that did not
-      // commit, its manifest and list, temporary files). A pre-Iceberg lake's table without
+      // commit, its manifests and list, temporary files). A pre-Iceberg lake's table without
       // metadata keeps its files.
       if (table.version() == 0 && legacy) continue;
       auto gone = table.sweep(true);
@@ -281,8 +315,9 @@ error receiver_store::recover_tables(bool legacy) {
             if (auto e = table.write_hint()) return e;
         }
       }
-      // The table's current schema is the `previous` of the next changelog_schema().
-      if (table.version() > 0) {
+      // The changelog's current schema is the `previous` of the next changelog_schema() (a
+      // current-state table's schema derives from it).
+      if (table.version() > 0 && !current) {
         try {
           const auto& md = table.metadata();
           for (const auto& sc : md.at("schemas")) {
@@ -313,6 +348,7 @@ error receiver_store::recover_tables(bool legacy) {
     for (const auto& f : fl) {
       bool complete = true;
       for (const auto& t : f.tables) complete = complete && mark(f.ns + "/" + t, src) >= f.lsn;
+      for (const auto& t : f.current) complete = complete && current_mark(f.ns + "/" + t, src) >= f.lsn;
       if (!complete) continue;
       auto& st = sources_[src];
       if (f.lsn > st.committed.watermark) {
@@ -408,17 +444,18 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
     const std::vector<source_column>* columns = nullptr;
     std::vector<std::vector<value>> rows;
     uint64_t bytes = 0, first = 0, last = 0;
+    std::optional<current_shape> shape;  // a current-state table's
+    std::vector<state_change> changes;
+    uint64_t current_first = 0;
   };
   std::map<std::string, staged> st;
   bool reschema = false;
   for (const auto& e : b.events) {
+    const std::string key = o_.namespace_name + "/" + e.table;
     auto it = st.find(e.table);
     if (it == st.end()) {
       if (!safe_name(e.table))
         return nack_batch(b, false, "table '" + e.table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
-      // Already in the table (a flush that committed it, but not all of its tables, before a crash).
-      // (Events come in LSN order: once one is above the mark, all the rest are.)
-      if (e.lsn <= mark(o_.namespace_name + "/" + e.table, b.source_id)) continue;
       staged x;
       x.columns = &b.schemas.at(e.table);
       auto buf = s.tables.find(e.table);
@@ -427,24 +464,53 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       } else {
         const schema* prev = nullptr;
         if (buf != s.tables.end()) prev = &buf->second.file_schema;
-        else if (auto p = schemas_.find(o_.namespace_name + "/" + e.table); p != schemas_.end()) prev = &p->second;
+        else if (auto p = schemas_.find(key); p != schemas_.end()) prev = &p->second;
         auto sc = changelog_schema(*x.columns, prev);
         if (!sc) return nack_batch(b, false, "table '" + e.table + "': " + sc.err().message(), out);
         x.sc = std::move(*sc);
-        if (buf != s.tables.end() && !buf->second.rows.empty()) reschema = true;
+        if (buf != s.tables.end() && (!buf->second.rows.empty() || !buf->second.changes.empty())) reschema = true;
       }
-      x.first = e.lsn;
+      if (wants_current(e.table, *x.columns)) x.shape = current_shape_of(x.sc, *x.columns);
       it = st.emplace(e.table, std::move(x)).first;
     }
+    auto& x = it->second;
+    // Already in a table (a flush that committed some of its tables, but not all, before a
+    // crash): each table skips what its mark holds.
+    const bool to_log = e.lsn > mark(key, b.source_id);
+    const bool to_current = x.shape && e.lsn > current_mark(key, b.source_id);
+    if (!to_log && !to_current) continue;
     const row* image = e.type == cdc::change_type::del ? (e.old_data ? &*e.old_data : nullptr) : (e.data ? &*e.data : nullptr);
     change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image};
-    auto r = changelog_row(it->second.sc, c);
+    auto r = changelog_row(x.sc, c);
     if (!r) return nack_batch(b, false, "table '" + e.table + "': " + r.err().message(), out);
     uint64_t n = 16;
     for (const auto& v : *r) n += value_bytes(v);
-    it->second.bytes += n;
-    it->second.last = e.lsn;
-    it->second.rows.push_back(std::move(*r));
+    if (to_current) {
+      state_change sc;
+      sc.lsn = e.lsn;
+      if (e.type == cdc::change_type::update && e.old_data) {
+        change before{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, &*e.old_data};
+        auto old = changelog_row(x.sc, before);
+        if (!old) return nack_batch(b, false, "table '" + e.table + "': " + old.err().message(), out);
+        auto k = key_of(*x.shape, state_row(std::move(*old)), e.lsn);
+        if (!k) return nack_batch(b, false, "table '" + e.table + "': " + k.err().message(), out);
+        sc.old_key = std::move(*k);
+      }
+      auto row_now = state_row(*r);
+      auto k = key_of(*x.shape, row_now, e.lsn);
+      if (!k) return nack_batch(b, false, "table '" + e.table + "': " + k.err().message(), out);
+      if (e.type == cdc::change_type::del) sc.old_key = std::move(*k);
+      else sc.row = std::move(row_now);
+      if (x.changes.empty()) x.current_first = e.lsn;
+      x.changes.push_back(std::move(sc));
+      x.bytes += n;
+    }
+    if (to_log) {
+      if (x.rows.empty()) x.first = e.lsn;
+      x.bytes += n;
+      x.last = e.lsn;
+      x.rows.push_back(std::move(*r));
+    }
   }
   uint64_t incoming = 0;
   for (auto& [t, x] : st) incoming += x.bytes;
@@ -458,16 +524,19 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
   // Take it.
   bool due = false;
   for (auto& [table, x] : st) {
+    if (x.rows.empty() && x.changes.empty()) continue;
     auto& buf = s.tables[table];
-    if (buf.rows.empty()) {
+    if (buf.rows.empty() && buf.changes.empty()) {
       buf.file_schema = std::move(x.sc);
       buf.columns = *x.columns;
-      buf.first_lsn = x.first;
     }
-    buf.last_lsn = x.last;
+    if (buf.rows.empty() && !x.rows.empty()) buf.first_lsn = x.first;
+    if (buf.changes.empty() && !x.changes.empty()) buf.current_first_lsn = x.current_first;
+    if (!x.rows.empty()) buf.last_lsn = x.last;
     buf.bytes += x.bytes;
     for (auto& r : x.rows) buf.rows.push_back(std::move(r));
-    if (buf.rows.size() >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
+    for (auto& c : x.changes) buf.changes.push_back(std::move(c));
+    if (std::max(buf.rows.size(), buf.changes.size()) >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
   }
   buffered_bytes_ += incoming;
   if (!s.has_buffer) s.oldest = clock::now();
@@ -518,72 +587,141 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   };
   if (broken_) return fail(error(ec::io_error, "the receiver's store failed; it must be restarted"));
 
-  // Phase 1: the data files and each table's prepared snapshot (nothing visible yet).
+  // Phase 1: the data files and each table's prepared snapshot (nothing visible yet): per
+  // table its changelog, then its current-state table (if it has one and changes for it).
   struct work {
-    std::string key, data_path;
+    std::string key;
+    std::vector<std::string> paths;  // the data (and delete) files written
     iceberg::table* t = nullptr;
+    bool current = false;
     std::optional<iceberg::table::prepared> p;
   };
   std::vector<work> ws;
   auto schemas = schemas_;
   uint64_t rows = 0;
   error err;
-  std::string flush_tables;
-  for (auto& [table, buf] : s.tables)
+  std::string flush_tables, flush_current;
+  for (auto& [table, buf] : s.tables) {
     if (!buf.rows.empty()) flush_tables += (flush_tables.empty() ? "" : ",") + table;
+    if (!buf.changes.empty()) flush_current += (flush_current.empty() ? "" : ",") + table;
+  }
   const int64_t now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto undo_files = [&] {
     for (auto& w : ws) {
       if (w.t && w.p) w.t->discard(*w.p);
-      if (!w.data_path.empty() && wal::path_exists(w.data_path)) (void)wal::remove_file(w.data_path);
+      for (const auto& f : w.paths)
+        if (wal::path_exists(f)) (void)wal::remove_file(f);
     }
   };
-  for (auto& [table, buf] : s.tables) {
-    if (buf.rows.empty()) continue;
-    auto& w = ws.emplace_back();
-    w.key = o_.namespace_name + "/" + table;
-    if ((err = wal::make_dirs(data_dir(table)))) break;
-    auto file = name + "-" + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" + random_hex32() + ".parquet";
+  // Writes one Parquet file of the flush into `dir` (created if needed); its entry for the snapshot.
+  auto write_file = [&](work& w, const std::string& dir, const std::string& file, const schema& sc,
+                        std::span<const std::vector<value>> file_rows, const std::string& table, uint64_t first,
+                        uint64_t last) -> result<iceberg::added_file> {
+    if (auto e = wal::make_dirs(dir)) return e;
     writer_options wo;
     wo.key_value_metadata = {{"dosql.source", name},
                              {"dosql.table", table},
-                             {"dosql.first_lsn", std::to_string(buf.first_lsn)},
-                             {"dosql.last_lsn", std::to_string(buf.last_lsn)}};
+                             {"dosql.first_lsn", std::to_string(first)},
+                             {"dosql.last_lsn", std::to_string(last)}};
     {  // as Iceberg's writers do: readers map the file's columns to the table's by these ids
-      auto sj = iceberg::schema_json(buf.file_schema, 0);
+      auto sj = iceberg::schema_json(sc, 0);
       sj.erase("schema-id");
       wo.key_value_metadata.push_back({"iceberg.schema", sj.dump()});
     }
-    w.data_path = data_dir(table) + "/" + file;
-    if ((err = write_parquet_file(w.data_path, buf.file_schema, buf.rows, wo))) break;
+    auto path = dir + "/" + file;
+    w.paths.push_back(path);
+    iceberg::added_file f{file, static_cast<int64_t>(file_rows.size()), 0, {}};
+    if (auto e = write_parquet_file(path, sc, file_rows, wo, &f.metrics)) return e;
     std::error_code fec;
-    auto size = fs::file_size(w.data_path, fec);
-    if (fec) {
-      err = error(ec::io_error, "cannot stat " + w.data_path + ": " + fec.message());
-      break;
+    auto size = fs::file_size(path, fec);
+    if (fec) return error(ec::io_error, "cannot stat " + path + ": " + fec.message());
+    f.bytes = static_cast<int64_t>(size);
+    return f;
+  };
+  auto summary = [&](uint64_t first, const std::string& files) {
+    std::map<std::string, std::string> m{{"dosql.source", name},
+                                         {"dosql.first-lsn", std::to_string(first)},
+                                         {"dosql.last-lsn", std::to_string(s.accepted_lsn)},
+                                         {"dosql.sequence", std::to_string(s.accepted_sequence)},
+                                         {"dosql.files", files},
+                                         {"dosql.flush-tables", flush_tables}};
+    if (!flush_current.empty()) m["dosql.flush-current"] = flush_current;
+    return m;
+  };
+  for (auto& [table, buf] : s.tables) {
+    const std::string key = o_.namespace_name + "/" + table;
+    const std::string stem = name + "-";
+    if (!buf.rows.empty()) {
+      auto& w = ws.emplace_back();
+      w.key = key;
+      auto file = stem + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" + random_hex32() + ".parquet";
+      auto f = write_file(w, data_dir(table), file, buf.file_schema, buf.rows, table, buf.first_lsn, buf.last_lsn);
+      if (!f) {
+        err = f.err();
+        break;
+      }
+      auto t = table_for(key);
+      if (!t) {
+        err = t.err();
+        break;
+      }
+      w.t = *t;
+      auto p = w.t->prepare(buf.file_schema, {std::move(*f)}, summary(buf.first_lsn, file), now_ms);
+      if (!p) {
+        err = p.err();
+        break;
+      }
+      w.p = std::move(*p);
+      schemas[key] = buf.file_schema;
+      rows += buf.rows.size();
     }
-    auto t = table_for(w.key);
-    if (!t) {
-      err = t.err();
-      break;
+    if (!buf.changes.empty()) {
+      auto shape = current_shape_of(buf.file_schema, buf.columns);
+      if (!shape) {
+        err = error(ec::invalid_argument, "table " + table + ": no primary key for its current-state table");
+        break;
+      }
+      auto& w = ws.emplace_back();
+      w.key = key;
+      w.current = true;
+      const uint64_t first = buf.current_first_lsn, last = buf.changes.back().lsn;
+      auto c = collapse(*shape, buf.changes);
+      auto base = stem + std::to_string(first) + "-" + std::to_string(last) + "-" + random_hex32();
+      iceberg::snapshot_files sf;
+      std::string names;
+      if (!c.rows.empty()) {
+        auto f = write_file(w, current_dir(table) + "/data", base + ".parquet", shape->table_schema, c.rows, table, first, last);
+        if (!f) {
+          err = f.err();
+          break;
+        }
+        names = f->name;
+        sf.data.push_back(std::move(*f));
+      }
+      {
+        auto f = write_file(w, current_dir(table) + "/data", base + "-deletes.parquet", shape->key_schema(), c.deletes, table,
+                            first, last);
+        if (!f) {
+          err = f.err();
+          break;
+        }
+        names += (names.empty() ? "" : ",") + f->name;
+        sf.equality_deletes.push_back(std::move(*f));
+      }
+      auto t = current_table_for(key);
+      if (!t) {
+        err = t.err();
+        break;
+      }
+      w.t = *t;
+      auto p = w.t->prepare(shape->table_schema, shape->key_ids, sf, summary(first, names), now_ms);
+      if (!p) {
+        err = p.err();
+        break;
+      }
+      w.p = std::move(*p);
     }
-    w.t = *t;
-    auto p = w.t->prepare(buf.file_schema, {{file, static_cast<int64_t>(buf.rows.size()), static_cast<int64_t>(size)}},
-                          {{"dosql.source", name},
-                           {"dosql.first-lsn", std::to_string(buf.first_lsn)},
-                           {"dosql.last-lsn", std::to_string(s.accepted_lsn)},
-                           {"dosql.sequence", std::to_string(s.accepted_sequence)},
-                           {"dosql.files", file},
-                           {"dosql.flush-tables", flush_tables}},
-                          now_ms);
-    if (!p) {
-      err = p.err();
-      break;
-    }
-    w.p = std::move(*p);
-    schemas[w.key] = buf.file_schema;
-    rows += buf.rows.size();
   }
   if (err) {
     undo_files();
@@ -609,7 +747,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   // (load() takes the highest version; recovery takes the positions from the tables).
   for (auto& w : ws) {
     if (auto e = w.t->write_hint()) log("commit: " + e.to_string() + " (version-hint.text is rewritten at the next commit or start)");
-    marks_[w.key][name] = s.accepted_lsn;
+    (w.current ? current_marks_ : marks_)[w.key][name] = s.accepted_lsn;
   }
   schemas_ = std::move(schemas);
   std::map<std::string, source_position> positions;
@@ -621,7 +759,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   s.committed = {s.accepted_lsn, s.accepted_sequence};
   reset();
   ++stats_.flushes;
-  stats_.files += ws.size();
+  for (const auto& w : ws) stats_.files += w.paths.size();
   stats_.rows += rows;
   for (const auto& w : s.waiting)
     out.push_back({name, protocol::render(protocol::ack{w.batch_id, w.sequence, w.last_lsn, w.duplicate, s.committed.watermark,

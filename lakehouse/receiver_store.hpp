@@ -16,6 +16,9 @@
 //   commits, if that is newer); per (table, source) the highest dosql.last-lsn is the table's
 //   mark: a change at or below it is never written to that table again (a flush that committed
 //   some tables and not others before a crash is completed by the resend, without duplicates).
+//   The same holds for the current-state tables (lakehouse/current_state.hpp, one per source
+//   table with a primary key, committed in the same flush): each has its own marks, and a flush
+//   is complete only when every changelog and current-state table it names holds it.
 // - A batch whose lastLsn is at or below the committed watermark is acked `duplicate` and writes
 //   nothing, whenever it comes (the watermark is on disk: no time window).
 // - A batch that does not follow the last accepted one (sequence + 1 and previousLsn == the last
@@ -37,12 +40,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <dosql/error.hpp>
 
 #include "lakehouse/changelog.hpp"
+#include "lakehouse/current_state.hpp"
 #include "lakehouse/iceberg_table.hpp"
 #include "lakehouse/protocol.hpp"
 #include "wal/file.hpp"
@@ -111,6 +116,8 @@ class receiver_store {
   std::string data_dir(const std::string& table) const;
   /// The changelog table's directory: DIR/<namespace>/<table>_changelog.
   std::string table_dir(const std::string& table) const;
+  /// The current-state table's directory (tables with a primary key): DIR/<namespace>/<table>.
+  std::string current_dir(const std::string& table) const;
 
  private:
   struct buffer {
@@ -118,6 +125,9 @@ class receiver_store {
     std::vector<source_column> columns;  ///< the declared columns it was built from
     std::vector<std::vector<value>> rows;
     uint64_t bytes = 0, first_lsn = 0, last_lsn = 0;
+    /// The current-state table's changes (tables with a primary key), in LSN order.
+    std::vector<state_change> changes;
+    uint64_t current_first_lsn = 0;
   };
   struct pending_reply {
     std::string batch_id;
@@ -139,6 +149,12 @@ class receiver_store {
   /// The changelog table `key` ("<namespace>/<table>"), loaded on first use.
   result<iceberg::table*> table_for(const std::string& key);
   uint64_t mark(const std::string& key, const std::string& source) const;
+  /// The current-state table `key` ("<namespace>/<table>"), loaded on first use.
+  result<iceberg::table*> current_table_for(const std::string& key);
+  uint64_t current_mark(const std::string& key, const std::string& source) const;
+  /// Whether table `name` of a batch gets a current-state table (it has a key column and its
+  /// directory name does not collide with a changelog table's); logs once if not.
+  bool wants_current(const std::string& name, const std::vector<source_column>& columns);
   error flush_source(const std::string& name, source_state& s, std::vector<reply>& out);
   std::string state_json(const std::map<std::string, source_position>& positions,
                          const std::map<std::string, schema>& schemas, const std::vector<std::string>& pending) const;
@@ -153,6 +169,9 @@ class receiver_store {
   std::vector<std::string> unfinished_;    ///< committed .pending files whose rename failed (pre-Iceberg layout)
   std::map<std::string, iceberg::table> tables_;  ///< per "<namespace>/<table>": its changelog table
   std::map<std::string, std::map<std::string, uint64_t>> marks_;  ///< per table, per source: its highest dosql.last-lsn
+  std::map<std::string, iceberg::table> current_tables_;  ///< per "<namespace>/<table>": its current-state table
+  std::map<std::string, std::map<std::string, uint64_t>> current_marks_;  ///< as marks_, of the current-state tables
+  std::set<std::string> logged_no_key_;  ///< tables already logged as having no current-state table
   uint64_t buffered_bytes_ = 0;
   bool broken_ = false;
   store_stats stats_;

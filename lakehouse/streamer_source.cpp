@@ -17,7 +17,7 @@
 namespace dosql::lakehouse::detail {
 namespace {
 
-const char* const columns_sql = "SELECT name, type FROM pragma_table_info(?)";
+const char* const columns_sql = "SELECT name, type, pk FROM pragma_table_info(?)";
 
 // ---- embedded: the public subscription API ---------------------------------------------------
 
@@ -117,10 +117,11 @@ class embedded : public change_source {
     auto q = db_->query("PRAGMA table_info(" + dosql::detail::quote_ident(table) + ")");
     if (!q) return cols;
     for (auto& r : q->rows) {
-      if (r.size() < 3) continue;  // cid, name, type, ...
+      if (r.size() < 3) continue;  // cid, name, type, notnull, dflt_value, pk
       auto* name = std::get_if<std::string>(&r[1]);
       auto* type = std::get_if<std::string>(&r[2]);
-      if (name) cols.push_back({*name, type ? *type : std::string()});
+      auto* pk = r.size() > 5 ? std::get_if<int64_t>(&r[5]) : nullptr;
+      if (name) cols.push_back({*name, type ? *type : std::string(), pk ? static_cast<int>(*pk) : 0});
     }
     return cols;
   }
@@ -243,7 +244,7 @@ class directory : public change_source {
         auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
         return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, i))) : std::string();
       };
-      cols.push_back({text(0), text(1)});
+      cols.push_back({text(0), text(1), sqlite3_column_int(st, 2)});
     }
     sqlite3_finalize(st);
     return cols;

@@ -5,11 +5,19 @@
 //   2. per source, the set of _lsn is exactly the LSNs of the source's row changes (nothing lost);
 //   3. the changelog applied in _lsn order per (_source, key) -- the last image of each key, unless
 //      it is a DELETE -- equals the source table's rows.
+//   4. with "current": true, the current-state table L/<namespace>/<table> (Iceberg v2, equality
+//      deletes on the key) equals the source table's rows too: read by npm icebird (which applies
+//      the deletes; BLOB columns aside: it decodes them as text) and by DuckDB over the current
+//      snapshot's data and delete files (applying a delete to data files of lower sequence numbers).
 // Usage: node check_stream_changelog.mjs L NAMESPACE TABLE KEY EXPECTED.json
-//   EXPECTED.json: {"rows": [{column: value, ...}, ...] (BLOBs as upper-case hex), "lsns": {source: [lsn, ...]}}
+//   EXPECTED.json: {"rows": [{column: value, ...}, ...] (BLOBs as upper-case hex), "lsns": {source: [lsn, ...]},
+//                   "current": bool}
 // Exit 0: all agree; 1: what differs, on stderr.
 import fs from 'node:fs';
+import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { icebergManifests, icebergMetadata, icebergRead } from 'icebird';
+import './iceberg_fetch.mjs';
 
 const [dir, ns, table, key, expectedPath] = process.argv.slice(2);
 if (!expectedPath) {
@@ -63,6 +71,33 @@ for (let i = 0; i < Math.min(want.length, got.length); i++) {
     fail(`${table}: row ${i} differs: changelog ${got[i]}, source ${want[i]}`);
     break;
   }
+}
+if (expected.current) {
+  const tableUrl = `file://${path.resolve(dir, ns, table)}`;
+  const cmpRows = (what, got, want, cols) => {
+    const a = got.map((r) => JSON.stringify(cols.map((c) => r[c]))), b = want.map((r) => JSON.stringify(cols.map((c) => r[c])));
+    if (a.length !== b.length) fail(`${table} ${what}: ${a.length} rows, the source ${b.length}`);
+    for (let i = 0; i < Math.min(a.length, b.length); i++)
+      if (a[i] !== b[i]) {
+        fail(`${table} ${what}: row ${i} differs: ${a[i]}, source ${b[i]}`);
+        break;
+      }
+  };
+  const plain = (r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v ?? null]));
+  const byKey = (a, b) => (a[key] < b[key] ? -1 : a[key] > b[key] ? 1 : 0);
+  const metadata = await icebergMetadata({ tableUrl });
+  const textCols = columns.filter((c) => !c.blob).map((c) => c.name);
+  const ice = (await icebergRead({ tableUrl, metadata })).map(plain).sort(byKey);
+  cmpRows('current-state table (icebird)', ice, expected.rows.map(plain).sort(byKey), textCols);
+  const entries = (await icebergManifests(metadata)).flatMap((m) => m.entries.filter((e) => e.status !== 2));
+  const file = (e) => `'${e.data_file.file_path.replace(/^file:\/\//, '').replaceAll("'", "''")}'`;
+  const data = entries.filter((e) => e.data_file.content === 0).map((e) => `SELECT *, ${e.sequence_number}::BIGINT AS _seq FROM read_parquet(${file(e)})`);
+  const dels = entries.filter((e) => e.data_file.content === 2).map((e) => `SELECT ${ident(key)}, ${e.sequence_number}::BIGINT AS _dseq FROM read_parquet(${file(e)})`);
+  const duck = data.length ? await rows(`WITH d AS (${data.join(' UNION ALL BY NAME ')}), x AS (${dels.length ? dels.join(' UNION ALL ') : `SELECT NULL AS ${ident(key)}, 0::BIGINT AS _dseq WHERE false`})
+    SELECT ${select} FROM d WHERE NOT EXISTS (SELECT 1 FROM x WHERE x.${ident(key)} = d.${ident(key)} AND x._dseq > d._seq) ORDER BY ${ident(key)}`) : [];
+  cmpRows('current-state table (DuckDB over its data and delete files)', duck.map(plain), expected.rows.map(plain), columns.map((c) => c.name));
+  console.log(`current-state table: ${ice.length} rows (icebird), ${duck.length} (DuckDB), ${metadata.snapshots.length} snapshots, ` +
+              `${entries.length - dels.length} data and ${dels.length} delete files`);
 }
 if (failures === 0) console.log(`ok: ${got.length} rows, ${Object.values(expected.lsns).reduce((n, l) => n + l.length, 0)} changes`);
 process.exit(failures ? 1 : 0);

@@ -318,6 +318,39 @@ TEST_CASE("parquet writer: row groups, pages and codecs change the layout as ask
 
 // ---- the files outside readers check (tests/lakehouse/check_parquet.mjs) --------------------
 
+TEST_CASE("parquet writer: per-file column metrics merge every row group's statistics", "[lakehouse][parquet]") {
+  temp_dir d;
+  schema s{{{"i", column_type::int64, true, 1}, {"d", column_type::float64, true, 2}, {"s", column_type::string, true, 3},
+            {"n", column_type::int32, true, 4}, {"nan", column_type::float64, false, 5}}};
+  writer_options o;
+  o.max_rows_per_row_group = 3;  // 4 row groups: the file's bounds span them
+  std::vector<std::vector<value>> rows;
+  for (int64_t k = 0; k < 10; ++k)
+    rows.push_back({k == 4 ? value(nullptr) : value((k * 7) % 10 - 3), static_cast<double>(k) - 2.5,
+                    std::string(1, static_cast<char>('m' + (k * 3) % 10)), nullptr,
+                    k == 8 ? std::numeric_limits<double>::quiet_NaN() : 1.0});
+  std::vector<column_metrics> m;
+  REQUIRE_FALSE(write_parquet_file(d.path() + "/m.parquet", s, rows, o, &m));
+  REQUIRE(m.size() == 5);
+  auto le64 = [](auto v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
+  CHECK(m[0].field_id == 1);
+  CHECK(m[0].values == 10);
+  CHECK(m[0].nulls == 1);
+  CHECK_FALSE(m[0].nans);
+  CHECK(m[0].lower == le64(int64_t{-3}));  // (k*7)%10-3 over k != 4: min -3 (k=0), max 6 (k=9)
+  CHECK(m[0].upper == le64(int64_t{6}));
+  CHECK(m[0].bytes > 0);
+  CHECK(m[1].lower == le64(-2.5));
+  CHECK(m[1].upper == le64(6.5));
+  CHECK(m[1].nans == 0);
+  CHECK(m[2].lower == "m");
+  CHECK(m[2].upper == "v");
+  CHECK(m[3].nulls == 10);  // all NULL: no bounds
+  CHECK_FALSE(m[3].lower);
+  CHECK(m[4].nans == 1);  // a NaN: no bounds (as in the chunk statistics)
+  CHECK_FALSE(m[4].upper);
+}
+
 TEST_CASE("parquet files for the outside readers", "[.][outside]") {
   const char* env = std::getenv("DOSQL_LAKEHOUSE_OUT");
   std::string dir = env && *env ? env : "lakehouse-files";

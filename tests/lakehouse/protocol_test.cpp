@@ -86,7 +86,7 @@ TEST_CASE("protocol: a batch's events parse back to the same values, bit for bit
   b.size_bytes = 999;
   b.is_retry = true;
   b.retry_count = 2;
-  b.schemas["orders"] = {{"id", "INTEGER"}, {"total", "REAL"}, {"note", "TEXT"}, {"pic", "BLOB"}, {"z", ""}};
+  b.schemas["orders"] = {{"id", "INTEGER", 1}, {"total", "REAL"}, {"note", "TEXT", 2}, {"pic", "BLOB"}, {"z", ""}};
   std::string bad_utf8 = "ok \xff\xfe \xc3";
   row r1{{"id", "total", "note", "pic", "z"},
          {int64_t{std::numeric_limits<int64_t>::min()}, 100.0, std::string("h\u00e9llo \"w\"\n\u2603"),
@@ -114,6 +114,9 @@ TEST_CASE("protocol: a batch's events parse back to the same values, bit for bit
   CHECK(got.schemas["orders"][1].name == "total");
   CHECK(got.schemas["orders"][1].declared_type == "REAL");
   CHECK(got.schemas["orders"][4].declared_type == "");
+  CHECK(got.schemas["orders"][0].pk == 1);  // the primary-key positions
+  CHECK(got.schemas["orders"][1].pk == 0);
+  CHECK(got.schemas["orders"][2].pk == 2);
   REQUIRE(got.events.size() == 3);
   for (size_t i = 0; i < 3; ++i) {
     const auto &x = b.events[i], &y = got.events[i];

@@ -1,0 +1,102 @@
+#include "lakehouse/current_state.hpp"
+
+#include <algorithm>
+#include <map>
+#include <string>
+
+namespace dosql::lakehouse {
+
+namespace {
+
+// A key as one string (each value: its kind, then its bytes, length-prefixed): a map key.
+std::string encode_key(const std::vector<value>& key) {
+  std::string out;
+  for (const auto& v : key) {
+    out.push_back(static_cast<char>('0' + v.index()));
+    std::string b;
+    if (auto* i = std::get_if<int64_t>(&v)) b = std::to_string(*i);
+    else if (auto* d = std::get_if<double>(&v)) b.assign(reinterpret_cast<const char*>(d), sizeof *d);
+    else if (auto* s = std::get_if<std::string>(&v)) b = *s;
+    else if (auto* x = std::get_if<bytes>(&v)) b.assign(x->begin(), x->end());
+    out += std::to_string(b.size());
+    out.push_back(':');
+    out += b;
+  }
+  return out;
+}
+
+}  // namespace
+
+schema current_shape::key_schema() const {
+  schema k;
+  for (auto i : key_index) k.columns.push_back(table_schema.columns[i]);
+  return k;
+}
+
+std::optional<current_shape> current_shape_of(const schema& changelog, std::span<const source_column> columns) {
+  std::vector<const source_column*> keys;
+  for (const auto& c : columns)
+    if (c.pk > 0) keys.push_back(&c);
+  if (keys.empty() || changelog.columns.size() < changelog_cdc_columns) return std::nullopt;
+  std::stable_sort(keys.begin(), keys.end(), [](const source_column* a, const source_column* b) { return a->pk < b->pk; });
+  current_shape s;
+  s.table_schema.columns.assign(changelog.columns.begin() + changelog_cdc_columns, changelog.columns.end());
+  for (const auto* k : keys) {
+    size_t i = 0;
+    while (i < s.table_schema.columns.size() && s.table_schema.columns[i].name != k->name) ++i;
+    if (i == s.table_schema.columns.size()) return std::nullopt;  // (not a schema of these columns)
+    s.table_schema.columns[i].optional = false;
+    s.key_index.push_back(i);
+    s.key_ids.push_back(s.table_schema.columns[i].field_id);
+  }
+  return s;
+}
+
+std::vector<value> state_row(std::vector<value> changelog_row) {
+  changelog_row.erase(changelog_row.begin(),
+                      changelog_row.begin() + static_cast<std::ptrdiff_t>(std::min(changelog_cdc_columns, changelog_row.size())));
+  return changelog_row;
+}
+
+result<std::vector<value>> key_of(const current_shape& s, const std::vector<value>& row, uint64_t lsn) {
+  std::vector<value> key;
+  for (auto i : s.key_index) {
+    if (i >= row.size() || is_null(row[i]))
+      return error(ec::invalid_argument, "current state: lsn " + std::to_string(lsn) + ": primary-key column '" +
+                                             s.table_schema.columns[i].name +
+                                             "' is NULL (the current-state table's identifier fields are required)")
+          .at(lsn);
+    key.push_back(row[i]);
+  }
+  return key;
+}
+
+collapsed collapse(const current_shape& s, std::span<const state_change> changes) {
+  struct slot {
+    std::vector<value> key;
+    const std::vector<value>* row = nullptr;  // the last change's row (nullptr: deleted)
+  };
+  std::vector<slot> slots;  // in first-touch order
+  std::map<std::string, size_t> index;
+  auto touch = [&](std::vector<value> key) -> slot& {
+    auto [it, fresh] = index.emplace(encode_key(key), slots.size());
+    if (fresh) slots.push_back({std::move(key), nullptr});
+    return slots[it->second];
+  };
+  for (const auto& c : changes) {
+    if (c.old_key) touch(*c.old_key).row = nullptr;
+    if (c.row) {
+      std::vector<value> key;
+      for (auto i : s.key_index) key.push_back((*c.row)[i]);
+      touch(std::move(key)).row = &*c.row;
+    }
+  }
+  collapsed out;
+  for (auto& sl : slots) {
+    if (sl.row) out.rows.push_back(*sl.row);
+    out.deletes.push_back(std::move(sl.key));
+  }
+  return out;
+}
+
+}  // namespace dosql::lakehouse

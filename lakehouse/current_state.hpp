@@ -1,0 +1,67 @@
+// The current-state table of a source table with a primary key (docs/LAKEHOUSE.md, "Current-state
+// tables"): L/<namespace>/<table>, an Iceberg v2 table holding the table's current rows, kept up
+// to date by equality deletes on the primary-key columns. This module is its pure part: the
+// table's schema derived from the changelog schema, and the collapse of a flush's changes to what
+// one snapshot commits. The receiver (lakehouse/receiver_store.cpp) writes and commits the files.
+//
+// Invariants:
+// - the schema is the source table's columns with the changelog's field ids (no CDC columns);
+//   the primary-key columns are REQUIRED and are the identifier fields (identifier-field-ids, in
+//   key order). A table without a key column has no current-state table.
+// - collapse(): every key a change touches (an INSERT's and an UPDATE's new key, an UPDATE's and
+//   a DELETE's old key) gets exactly one equality delete (upsert semantics: the row may exist
+//   from an earlier snapshot, whatever the change's kind), and each key whose last change leaves
+//   a row gets that row, exactly once. Iceberg applies an equality delete only to data files of
+//   lower sequence numbers, so the deletes and rows of one snapshot never cancel each other: the
+//   snapshot's result is "previous state minus touched keys plus final rows", which is the
+//   source's state after the flush's changes.
+// - a NULL in a key column is refused (INVALID_ARGUMENT naming the LSN and the column): identifier
+//   fields are required, and SQLite allows NULL in a non-INTEGER PRIMARY KEY column.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include <dosql/error.hpp>
+#include <dosql/value.hpp>
+
+#include "lakehouse/changelog.hpp"
+#include "lakehouse/parquet_writer.hpp"
+
+namespace dosql::lakehouse {
+
+struct current_shape {
+  schema table_schema;             ///< the table's columns, changelog field ids, key columns REQUIRED
+  std::vector<int32_t> key_ids;    ///< identifier-field-ids, in key order
+  std::vector<size_t> key_index;   ///< per key column (key order): its index in table_schema
+  /// The equality delete files' schema: the key columns (as in table_schema), in key order.
+  schema key_schema() const;
+};
+
+/// The current-state shape of a table whose changelog schema is `changelog` (a changelog_schema()
+/// of `columns`); nullopt if no column is a primary-key column.
+std::optional<current_shape> current_shape_of(const schema& changelog, std::span<const source_column> columns);
+
+/// One change of the current state: the key it removes (UPDATE, DELETE) and the row it leaves
+/// (INSERT, UPDATE), both in the shape's column order (key: key order).
+struct state_change {
+  uint64_t lsn = 0;
+  std::optional<std::vector<value>> old_key;
+  std::optional<std::vector<value>> row;
+};
+
+/// The table's row from a changelog_row() of its changelog schema (drops the CDC columns).
+std::vector<value> state_row(std::vector<value> changelog_row);
+/// The key of a table row; INVALID_ARGUMENT naming `lsn` and the column if a key value is NULL.
+result<std::vector<value>> key_of(const current_shape& s, const std::vector<value>& row, uint64_t lsn);
+
+struct collapsed {
+  std::vector<std::vector<value>> deletes;  ///< one per touched key (key_schema() order)
+  std::vector<std::vector<value>> rows;     ///< the final row of each key that has one
+};
+/// Collapses `changes` (in LSN order) to the last change per key (see the invariants above).
+collapsed collapse(const current_shape& s, std::span<const state_change> changes);
+
+}  // namespace dosql::lakehouse
