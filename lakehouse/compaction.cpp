@@ -232,6 +232,14 @@ result<std::vector<compact_report>> compact(const compact_options& o) {
   std::vector<compact_report> out;
   for (const auto& d : dirs) {
     auto r = compact_table(d, o);
+    if (!r && !o.table && r.err().code() == ec::invalid_argument && r.err().message().find("has delete files") != std::string::npos) {
+      if (o.log) o.log(r.err().message() + ": skipped");
+      compact_report skipped;
+      skipped.table = d;
+      skipped.skipped = r.err().message();
+      out.push_back(std::move(skipped));
+      continue;
+    }
     if (!r) return r.err();
     out.push_back(std::move(*r));
   }

@@ -21,8 +21,9 @@
 // Crash safety: before the commit nothing is visible (a crash leaves orphans, swept by the next
 // compaction or receiver start); after it, only unreferenced files remain to delete.
 // Refused: a table with delete files (a current-state table with equality deletes): applying
-// them is not done yet, and rewriting its data files without them would be wrong.
-// compact() takes L/_dosql/LOCK (the receiver's lock): BUSY naming the directory if a receiver runs.
+// them is not done yet, and rewriting its data files without them would be wrong. compact_table()
+// and compact() with o.table fail (INVALID_ARGUMENT naming the table); compact() of every table
+// skips it (its report says why) and compacts the others. compact() takes L/_dosql/LOCK (the receiver's lock): BUSY naming the directory if a receiver runs.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +53,7 @@ struct compact_report {
   size_t snapshots_before = 0, snapshots_after = 0;
   size_t removed_files = 0;  ///< deleted by the sweep
   bool committed = false;    ///< a replace snapshot or an expiry was committed
+  std::string skipped;       ///< why the table was left alone (compact() of every table), else empty
 };
 
 /// Compacts one table whose directory the caller has locked (the receiver, or compact()).

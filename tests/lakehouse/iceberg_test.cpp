@@ -15,6 +15,7 @@
 #include "lakehouse/changelog.hpp"
 #include "lakehouse/iceberg_manifest.hpp"
 #include "lakehouse/iceberg_table.hpp"
+#include "lakehouse/compaction.hpp"
 #include "lakehouse/receiver_store.hpp"
 #include "fault_fs.hpp"
 #include "test_util.hpp"
@@ -436,11 +437,13 @@ struct feed {
   std::vector<cdc::change_event<row>> events;
   json expected = {{"namespace", "dosql"}, {"tables", json::object()}};
   std::vector<std::string> keyed;  // tables with a primary key
+  size_t max_manifests = 16;
 
   explicit feed(std::string d) : dir(std::move(d)) { open(); }
   void open() {
     store_options o;
     o.dir = dir;
+    o.max_manifests = max_manifests;
     o.flush_rows = 1000000;
     o.flush_bytes = 1ull << 30;
     o.flush_ms = 1000000;
@@ -829,4 +832,59 @@ TEST_CASE("current-state table: a flush failing or crashing between the changelo
   INFO(r.out);
   CHECK(r.rc == 0);
   CHECK(has(r.out, "check_current: " + std::to_string(lakes.size()) + " current-state tables equal their source"));
+}
+
+TEST_CASE("current-state table: manifest merging (data and delete manifests) over 40 flushes; icebird and DuckDB still "
+          "read the source's rows; compaction refuses it (deletes not applied yet) and compacts the changelog",
+          "[iceberg][current][compaction]") {
+  test::temp_dir d;
+  feed f(d.path());
+  f.max_manifests = 4;
+  f.store.reset();
+  f.open();
+  f.src.exec("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, qty REAL)");
+  f.keyed = {"items"};
+  for (int k = 1; k <= 40; ++k) {
+    f.insert("items", "id, name, qty", std::to_string(k) + ", 'item " + std::to_string(k) + "', " + std::to_string(k), "id = " + std::to_string(k));
+    if (k % 3 == 0) f.update("items", "name = 'upd'", "id = " + std::to_string(k - 1), "id = " + std::to_string(k - 1));
+    if (k % 4 == 0) f.remove("items", "id = " + std::to_string(k - 2));
+    f.flush();
+  }
+  const std::string items = d.path() + "/dosql/items";
+  auto t = iceberg::table::load(items);
+  REQUIRE(t.ok());
+  auto list = t->manifests();
+  REQUIRE(list.ok());
+  CHECK(list->size() <= 4);
+  bool deletes = false;
+  for (const auto& m : *list) deletes = deletes || m.content == 1;
+  CHECK(deletes);
+  f.store.reset();
+  auto r = check_current({d.path()});
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  // Compaction: refused by name; skipped (and the changelog compacted) without --table.
+  compact_options o;
+  o.dir = d.path();
+  o.table = "dosql/items";
+  auto refused = compact(o);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.err().message().find("has delete files") != std::string::npos);
+  CHECK(refused.err().message().find(items) != std::string::npos);
+  o.table.reset();
+  auto all = compact(o);
+  INFO((all ? "" : all.err().to_string()));
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 2);
+  for (const auto& rep : *all) {
+    if (rep.table == items) {
+      CHECK_FALSE(rep.skipped.empty());
+    } else {
+      CHECK(rep.files_before == 40);
+      CHECK(rep.files_after == 1);
+    }
+  }
+  auto r2 = check_current({d.path()});
+  INFO(r2.out);
+  CHECK(r2.rc == 0);
 }
