@@ -38,13 +38,6 @@ uint64_t value_bytes(const value& v) {
   return 16;
 }
 
-bool same_columns(const std::vector<source_column>& a, const std::vector<source_column>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].name != b[i].name || a[i].declared_type != b[i].declared_type) return false;
-  return true;
-}
-
 result<column_type> type_named(const std::string& s) {
   for (auto t : {column_type::boolean, column_type::int32, column_type::int64, column_type::float64, column_type::string,
                  column_type::binary, column_type::timestamp})
@@ -402,56 +395,112 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
                           (fresh ? "" : " with previousLsn " + std::to_string(s.accepted_lsn)) + ", got sequence " +
                           std::to_string(b.sequence_number) + " with previousLsn " + std::to_string(b.previous_lsn),
                       out);
-  // Schemas and rows, all or nothing.
+  // Schemas and rows, all or nothing: per table, the schema at its first event (its buffered
+  // one, reconciled with `schemas`), evolved by the schema changes in LSN order; rows under the
+  // schema of their LSN.
   struct staged {
-    schema sc;
-    const std::vector<source_column>* columns = nullptr;
-    std::vector<std::vector<value>> rows;
-    uint64_t bytes = 0, first = 0, last = 0;
+    std::vector<segment> segs;  // segs[0] continues the buffer's last segment when its schema is the same
+    std::vector<source_column> columns;
+    int32_t last_id = 0;
+    bool changed = false;
+    uint64_t bytes = 0, rows = 0;
   };
   std::map<std::string, staged> st;
-  bool reschema = false;
-  for (const auto& e : b.events) {
-    auto it = st.find(e.table);
-    if (it == st.end()) {
-      if (!safe_name(e.table))
-        return nack_batch(b, false, "table '" + e.table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
-      // Already in the table (a flush that committed it, but not all of its tables, before a crash).
-      // (Events come in LSN order: once one is above the mark, all the rest are.)
-      if (e.lsn <= mark(o_.namespace_name + "/" + e.table, b.source_id)) continue;
-      staged x;
-      x.columns = &b.schemas.at(e.table);
-      auto buf = s.tables.find(e.table);
-      if (buf != s.tables.end() && same_columns(buf->second.columns, *x.columns)) {
-        x.sc = buf->second.file_schema;
-      } else {
-        const schema* prev = nullptr;
-        if (buf != s.tables.end()) prev = &buf->second.file_schema;
-        else if (auto p = schemas_.find(o_.namespace_name + "/" + e.table); p != schemas_.end()) prev = &p->second;
-        auto sc = changelog_schema(*x.columns, prev);
-        if (!sc) return nack_batch(b, false, "table '" + e.table + "': " + sc.err().message(), out);
-        x.sc = std::move(*sc);
-        if (buf != s.tables.end() && !buf->second.rows.empty()) reschema = true;
-      }
-      x.first = e.lsn;
-      it = st.emplace(e.table, std::move(x)).first;
+  auto refuse = [&](const std::string& table, uint64_t lsn, const std::string& why) {
+    nack_batch(b, false, "table '" + table + "' at LSN " + std::to_string(lsn) + ": " + why, out);
+  };
+  // The staged state of `table` (nullptr: refused, the nack is in `out`).
+  auto stage = [&](const std::string& table, uint64_t lsn) -> staged* {
+    if (auto it = st.find(table); it != st.end()) return &it->second;
+    if (!safe_name(table)) {
+      nack_batch(b, false, "table '" + table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
+      return nullptr;
     }
+    const auto key = o_.namespace_name + "/" + table;
+    staged x;
+    const schema* prev = nullptr;
+    auto buf = s.tables.find(table);
+    if (buf != s.tables.end() && !buf->second.segments.empty()) {
+      prev = &buf->second.segments.back().file_schema;
+      x.last_id = buf->second.last_column_id;
+      x.columns = buf->second.columns;
+    } else if (auto p = schemas_.find(key); p != schemas_.end()) {
+      prev = &p->second;
+    }
+    if (auto t = table_for(key); t && (*t)->metadata().is_object())
+      x.last_id = std::max(x.last_id, (*t)->metadata().value("last-column-id", 0));
+    auto cols = b.schemas.find(table);
+    schema sc;
+    if (prev && (cols == b.schemas.end() || (!x.columns.empty() && x.columns == cols->second))) {
+      sc = *prev;
+    } else {
+      static const std::vector<source_column> none;
+      auto r = changelog_schema(cols == b.schemas.end() ? none : cols->second, prev, x.last_id);
+      if (!r) {
+        refuse(table, lsn, r.err().message());
+        return nullptr;
+      }
+      sc = std::move(*r);
+      x.changed = !prev || !(sc == *prev);
+    }
+    if (cols != b.schemas.end()) x.columns = cols->second;
+    for (const auto& c : sc.columns) x.last_id = std::max(x.last_id, c.field_id);
+    x.segs.push_back({std::move(sc), {}, 0, 0});
+    return &st.emplace(table, std::move(x)).first->second;
+  };
+  size_t k = 0;  // the next schema change
+  auto apply_schema_changes = [&](uint64_t up_to) -> bool {
+    for (; k < b.schema_changes.size() && b.schema_changes[k].event.lsn <= up_to; ++k) {
+      const auto& ev = b.schema_changes[k].event;
+      if (ev.lsn <= mark(o_.namespace_name + "/" + ev.table, b.source_id)) continue;  // the table has it
+      auto* x = stage(ev.table, ev.lsn);
+      if (!x) return false;
+      const schema& cur = x->segs.back().file_schema;
+      auto next = evolve_schema(cur, {ev.change_type, ev.column.value_or(""), ev.old_column.value_or(""),
+                                      ev.old_type.value_or(""), ev.new_type.value_or("")},
+                                x->last_id);
+      if (next && b.schema_changes[k].columns) {  // the columns after it, as the streamer knows them
+        next = changelog_schema(*b.schema_changes[k].columns, &*next, x->last_id);
+        if (next) x->columns = *b.schema_changes[k].columns;
+      }
+      if (!next) {
+        refuse(ev.table, ev.lsn, ev.change_type + ": " + next.err().message());
+        return false;
+      }
+      if (!b.schema_changes[k].columns) x->columns.clear();
+      for (const auto& c : next->columns) x->last_id = std::max(x->last_id, c.field_id);
+      if (*next == cur) continue;
+      log("source " + b.source_id + ", table '" + ev.table + "' at LSN " + std::to_string(ev.lsn) + ": " + ev.change_type +
+          (ev.column ? " '" + *ev.column + "'" : std::string()) + ": new schema");
+      x->changed = true;
+      if (x->segs.back().rows.empty()) x->segs.back().file_schema = std::move(*next);
+      else x->segs.push_back({std::move(*next), {}, 0, 0});
+    }
+    return true;
+  };
+  for (const auto& e : b.events) {
+    if (!apply_schema_changes(e.lsn)) return;
+    // Already in the table (a flush that committed it, but not all of its tables, before a crash).
+    // (Events come in LSN order: once one is above the mark, all the rest are.)
+    if (e.lsn <= mark(o_.namespace_name + "/" + e.table, b.source_id)) continue;
+    auto* x = stage(e.table, e.lsn);
+    if (!x) return;
+    auto& seg = x->segs.back();
     const row* image = e.type == cdc::change_type::del ? (e.old_data ? &*e.old_data : nullptr) : (e.data ? &*e.data : nullptr);
     change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image};
-    auto r = changelog_row(it->second.sc, c);
+    auto r = changelog_row(seg.file_schema, c);
     if (!r) return nack_batch(b, false, "table '" + e.table + "': " + r.err().message(), out);
     uint64_t n = 16;
     for (const auto& v : *r) n += value_bytes(v);
-    it->second.bytes += n;
-    it->second.last = e.lsn;
-    it->second.rows.push_back(std::move(*r));
+    x->bytes += n;
+    ++x->rows;
+    if (seg.rows.empty()) seg.first_lsn = e.lsn;
+    seg.last_lsn = e.lsn;
+    seg.rows.push_back(std::move(*r));
   }
+  if (!apply_schema_changes(UINT64_MAX)) return;
   uint64_t incoming = 0;
   for (auto& [t, x] : st) incoming += x.bytes;
-  if (reschema) {  // the table's columns changed: its buffered rows go into files of their own first
-    if (auto e = flush_source(b.source_id, s, out))
-      return nack_batch(b, true, "flush before a schema change failed: " + e.message(), out);
-  }
   if (buffered_bytes_ + incoming > o_.max_buffer_bytes) {
     if (auto e = flush_all(out)) return nack_batch(b, true, "the buffer is full and a flush failed: " + e.message(), out);
   }
@@ -459,16 +508,25 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
   bool due = false;
   for (auto& [table, x] : st) {
     auto& buf = s.tables[table];
-    if (buf.rows.empty()) {
-      buf.file_schema = std::move(x.sc);
-      buf.columns = *x.columns;
-      buf.first_lsn = x.first;
+    for (auto& seg : x.segs) {
+      if (!buf.segments.empty() && buf.segments.back().file_schema == seg.file_schema) {
+        auto& last = buf.segments.back();
+        if (last.rows.empty()) last.first_lsn = seg.first_lsn;
+        if (!seg.rows.empty()) last.last_lsn = seg.last_lsn;
+        for (auto& r : seg.rows) last.rows.push_back(std::move(r));
+      } else {
+        buf.segments.push_back(std::move(seg));
+      }
     }
-    buf.last_lsn = x.last;
+    buf.columns = std::move(x.columns);
+    buf.last_column_id = std::max(buf.last_column_id, x.last_id);
+    buf.schema_changed = buf.schema_changed || x.changed;
     buf.bytes += x.bytes;
-    for (auto& r : x.rows) buf.rows.push_back(std::move(r));
-    if (buf.rows.size() >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
+    buf.rows += x.rows;
+    if (buf.rows >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
   }
+  if (b.dead_lettered) log("batch " + b.batch_id + ": dead-lettered by the streamer (LSN " + std::to_string(b.first_lsn) + "-" +
+                           std::to_string(b.last_lsn) + "): the source moves past it");
   buffered_bytes_ += incoming;
   if (!s.has_buffer) s.oldest = clock::now();
   s.has_buffer = true;
@@ -478,18 +536,6 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
   ++stats_.batches_accepted;
   stats_.buffered_bytes = buffered_bytes_;
   if (due) (void)flush_source(b.source_id, s, out);
-}
-
-void receiver_store::tick(clock::time_point now, std::vector<reply>& out) {
-  for (auto& [name, s] : sources_)
-    if (s.has_buffer && now - s.oldest >= std::chrono::milliseconds(o_.flush_ms)) (void)flush_source(name, s, out);
-}
-
-error receiver_store::flush_all(std::vector<reply>& out) {
-  error first;
-  for (auto& [name, s] : sources_)
-    if (auto e = flush_source(name, s, out); e && !first) first = e;
-  return first;
 }
 
 error receiver_store::flush_source(const std::string& name, source_state& s, std::vector<reply>& out) {
@@ -520,7 +566,8 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
 
   // Phase 1: the data files and each table's prepared snapshot (nothing visible yet).
   struct work {
-    std::string key, data_path;
+    std::string key;
+    std::vector<std::string> data_paths;
     iceberg::table* t = nullptr;
     std::optional<iceberg::table::prepared> p;
   };
@@ -530,60 +577,76 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   error err;
   std::string flush_tables;
   for (auto& [table, buf] : s.tables)
-    if (!buf.rows.empty()) flush_tables += (flush_tables.empty() ? "" : ",") + table;
+    if (buf.rows > 0 || buf.schema_changed) flush_tables += (flush_tables.empty() ? "" : ",") + table;
   const int64_t now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto undo_files = [&] {
     for (auto& w : ws) {
       if (w.t && w.p) w.t->discard(*w.p);
-      if (!w.data_path.empty() && wal::path_exists(w.data_path)) (void)wal::remove_file(w.data_path);
+      for (const auto& d : w.data_paths)
+        if (wal::path_exists(d)) (void)wal::remove_file(d);
     }
   };
   for (auto& [table, buf] : s.tables) {
-    if (buf.rows.empty()) continue;
+    if (buf.rows == 0 && !buf.schema_changed) continue;
     auto& w = ws.emplace_back();
     w.key = o_.namespace_name + "/" + table;
     if ((err = wal::make_dirs(data_dir(table)))) break;
-    auto file = name + "-" + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" + random_hex32() + ".parquet";
-    writer_options wo;
-    wo.key_value_metadata = {{"dosql.source", name},
-                             {"dosql.table", table},
-                             {"dosql.first_lsn", std::to_string(buf.first_lsn)},
-                             {"dosql.last_lsn", std::to_string(buf.last_lsn)}};
-    {  // as Iceberg's writers do: readers map the file's columns to the table's by these ids
-      auto sj = iceberg::schema_json(buf.file_schema, 0);
-      sj.erase("schema-id");
-      wo.key_value_metadata.push_back({"iceberg.schema", sj.dump()});
+    // One data file per schema (segment); every schema of the flush goes into the metadata.
+    std::vector<iceberg::added_file> files;
+    std::vector<schema> earlier;
+    std::string names;
+    uint64_t first_lsn = 0;
+    for (const auto& seg : buf.segments) {
+      if (&seg != &buf.segments.back()) earlier.push_back(seg.file_schema);
+      if (seg.rows.empty()) continue;
+      if (!first_lsn) first_lsn = seg.first_lsn;
+      auto file = name + "-" + std::to_string(seg.first_lsn) + "-" + std::to_string(seg.last_lsn) + "-" + random_hex32() + ".parquet";
+      writer_options wo;
+      wo.key_value_metadata = {{"dosql.source", name},
+                               {"dosql.table", table},
+                               {"dosql.first_lsn", std::to_string(seg.first_lsn)},
+                               {"dosql.last_lsn", std::to_string(seg.last_lsn)}};
+      {  // as Iceberg's writers do: readers map the file's columns to the table's by these ids
+        auto sj = iceberg::schema_json(seg.file_schema, 0);
+        sj.erase("schema-id");
+        wo.key_value_metadata.push_back({"iceberg.schema", sj.dump()});
+      }
+      auto path = data_dir(table) + "/" + file;
+      w.data_paths.push_back(path);
+      if ((err = write_parquet_file(path, seg.file_schema, seg.rows, wo))) break;
+      std::error_code fec;
+      auto size = fs::file_size(path, fec);
+      if (fec) {
+        err = error(ec::io_error, "cannot stat " + path + ": " + fec.message());
+        break;
+      }
+      files.push_back({file, static_cast<int64_t>(seg.rows.size()), static_cast<int64_t>(size)});
+      names += (names.empty() ? "" : ",") + file;
     }
-    w.data_path = data_dir(table) + "/" + file;
-    if ((err = write_parquet_file(w.data_path, buf.file_schema, buf.rows, wo))) break;
-    std::error_code fec;
-    auto size = fs::file_size(w.data_path, fec);
-    if (fec) {
-      err = error(ec::io_error, "cannot stat " + w.data_path + ": " + fec.message());
-      break;
-    }
+    if (err) break;
     auto t = table_for(w.key);
     if (!t) {
       err = t.err();
       break;
     }
     w.t = *t;
-    auto p = w.t->prepare(buf.file_schema, {{file, static_cast<int64_t>(buf.rows.size()), static_cast<int64_t>(size)}},
+    const schema& current = buf.segments.back().file_schema;
+    auto p = w.t->prepare(current, files,
                           {{"dosql.source", name},
-                           {"dosql.first-lsn", std::to_string(buf.first_lsn)},
+                           {"dosql.first-lsn", std::to_string(first_lsn)},
                            {"dosql.last-lsn", std::to_string(s.accepted_lsn)},
                            {"dosql.sequence", std::to_string(s.accepted_sequence)},
-                           {"dosql.files", file},
+                           {"dosql.files", names},
                            {"dosql.flush-tables", flush_tables}},
-                          now_ms);
+                          now_ms, earlier);
     if (!p) {
       err = p.err();
       break;
     }
     w.p = std::move(*p);
-    schemas[w.key] = buf.file_schema;
-    rows += buf.rows.size();
+    schemas[w.key] = current;
+    rows += buf.rows;
   }
   if (err) {
     undo_files();
@@ -621,7 +684,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   s.committed = {s.accepted_lsn, s.accepted_sequence};
   reset();
   ++stats_.flushes;
-  stats_.files += ws.size();
+  for (const auto& w : ws) stats_.files += w.data_paths.size();
   stats_.rows += rows;
   for (const auto& w : s.waiting)
     out.push_back({name, protocol::render(protocol::ack{w.batch_id, w.sequence, w.last_lsn, w.duplicate, s.committed.watermark,
