@@ -538,6 +538,18 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
   if (due) (void)flush_source(b.source_id, s, out);
 }
 
+void receiver_store::tick(clock::time_point now, std::vector<reply>& out) {
+  for (auto& [name, s] : sources_)
+    if (s.has_buffer && now - s.oldest >= std::chrono::milliseconds(o_.flush_ms)) (void)flush_source(name, s, out);
+}
+
+error receiver_store::flush_all(std::vector<reply>& out) {
+  error first;
+  for (auto& [name, s] : sources_)
+    if (auto e = flush_source(name, s, out); e && !first) first = e;
+  return first;
+}
+
 error receiver_store::flush_source(const std::string& name, source_state& s, std::vector<reply>& out) {
   if (!s.has_buffer && s.waiting.empty()) return {};
   uint64_t bytes = 0;
