@@ -441,7 +441,9 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
         return nullptr;
       }
       sc = std::move(*r);
-      x.changed = !prev || !(sc == *prev);
+      // (A table new to the lake is created by its first rows, or by a schema change that gives it
+      // columns: not by a lone event such as the DROP TABLE of a table never streamed.)
+      x.changed = prev && !(sc == *prev);
     }
     if (cols != b.schemas.end()) x.columns = cols->second;
     for (const auto& c : sc.columns) x.last_id = std::max(x.last_id, c.field_id);
