@@ -106,11 +106,13 @@ result<schema> changelog_schema(std::span<const source_column> columns, const sc
 }
 
 result<schema> evolve_schema(const schema& current, const column_change& c, int32_t& last_column_id) {
-  if (!is_changelog(current)) return error(ec::invalid_argument, "schema evolution: the schema is not a changelog schema");
+  // A changelog schema keeps its CDC columns in front; any other schema (the current-state
+  // table's) is the table's columns alone.
+  const auto first = static_cast<std::ptrdiff_t>(is_changelog(current) ? changelog_cdc_columns : 0);
   for (const auto& col : current.columns) last_column_id = std::max(last_column_id, col.field_id);
   schema s = current;
   auto find = [&](const std::string& name) {
-    auto it = std::find_if(s.columns.begin() + changelog_cdc_columns, s.columns.end(),
+    auto it = std::find_if(s.columns.begin() + first, s.columns.end(),
                            [&](const column_spec& x) { return x.name == name; });
     return it == s.columns.end() ? nullptr : &*it;
   };
@@ -124,7 +126,7 @@ result<schema> evolve_schema(const schema& current, const column_change& c, int3
     }
     s.columns.push_back({c.column, type, true, ++last_column_id});
   } else if (c.change_type == "drop_column") {
-    auto it = std::find_if(s.columns.begin() + changelog_cdc_columns, s.columns.end(),
+    auto it = std::find_if(s.columns.begin() + first, s.columns.end(),
                            [&](const column_spec& x) { return x.name == c.column; });
     if (it != s.columns.end()) s.columns.erase(it);
   } else if (c.change_type == "alter_column") {

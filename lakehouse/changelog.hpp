@@ -98,7 +98,9 @@ struct column_change {
   std::string new_type;     ///< add_column, alter_column: the declared type after
 };
 
-/// `current` (a changelog schema) after `c`, the schema evolution the issue asks for:
+/// `current` after `c`, the schema evolution the issue asks for. `current` is a changelog schema
+/// (its CDC columns stay in front, untouched) or any other schema of the table's columns alone
+/// (the current-state table's: every column is a source column):
 ///  - add_column: the column is appended with id ++last_column_id (a column of that name that is
 ///    already there with a promotable type is left as it is: the event was applied before);
 ///  - drop_column: the column leaves the schema (its id is retired; absent: no change);

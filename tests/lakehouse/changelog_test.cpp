@@ -255,4 +255,13 @@ TEST_CASE("changelog: schema evolution from schema-change events keeps field ids
   CHECK(std::vector<P>(all.begin(), all.begin() + 5) ==
         std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}});
   CHECK_FALSE(evolve_schema(*s7, {"add_column", "_lsn", "", "", "TEXT"}, last));
+  // A schema without the CDC columns (the current-state table's) evolves alike.
+  schema plain{{{"id", column_type::int64, false, 6}, {"name", column_type::string, true, 7}}};
+  int32_t plain_last = 8;  // (8 was assigned once and dropped)
+  auto p1 = evolve_schema(plain, {"alter_column", "title", "name", "TEXT", "TEXT"}, plain_last);
+  REQUIRE(p1);
+  auto p2 = evolve_schema(*p1, {"add_column", "qty", "", "", "INTEGER"}, plain_last);
+  REQUIRE(p2);
+  CHECK(ids(*p2) == std::vector<P>{{"id", 6}, {"title", 7}, {"qty", 9}});
+  CHECK_FALSE(p2->columns[0].optional);
 }
