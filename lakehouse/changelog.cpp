@@ -8,6 +8,8 @@
 #include <map>
 #include <set>
 
+#include "lakehouse/iceberg_table.hpp"
+
 namespace dosql::lakehouse {
 
 namespace {
@@ -44,31 +46,104 @@ column_type type_for_declared(std::string_view declared) noexcept {
   return column_type::string;  // NUMERIC affinity
 }
 
-result<schema> changelog_schema(std::span<const source_column> columns, const schema* previous) {
+bool promotable(column_type from, column_type to) noexcept {
+  // (column_type has no 32-bit float: float -> double cannot arise here)
+  return from == to || (from == column_type::int32 && to == column_type::int64);
+}
+
+namespace {
+
+bool is_changelog(const schema& s) {
+  return s.columns.size() >= changelog_cdc_columns &&
+         std::equal(std::begin(cdc_columns), std::end(cdc_columns), s.columns.begin());
+}
+
+error unsafe(const std::string& column, column_type from, column_type to, const std::string& declared) {
+  return error(ec::invalid_argument, "column '" + column + "': unsafe type change " + std::string(iceberg::type_name(from)) + " -> " +
+                                         std::string(iceberg::type_name(to)) + " (declared '" + declared +
+                                         "'): not a safe promotion (int -> long, float -> double)");
+}
+
+error check_name(const std::string& name) {
+  if (name.empty()) return error(ec::invalid_argument, "changelog schema: a column has no name");
+  for (const auto& cdc : cdc_columns)
+    if (name == cdc.name) return error(ec::invalid_argument, "changelog schema: source column '" + name + "' clashes with a CDC column");
+  return {};
+}
+
+}  // namespace
+
+result<schema> changelog_schema(std::span<const source_column> columns, const schema* previous, int32_t last_column_id) {
   schema s;
   s.columns.assign(std::begin(cdc_columns), std::end(cdc_columns));
   std::map<std::string, const column_spec*> prev;
-  int32_t next = static_cast<int32_t>(changelog_cdc_columns) + 1;
+  int32_t next = std::max<int32_t>(static_cast<int32_t>(changelog_cdc_columns), last_column_id) + 1;
   if (previous) {
-    if (previous->columns.size() < changelog_cdc_columns ||
-        !std::equal(std::begin(cdc_columns), std::end(cdc_columns), previous->columns.begin()))
+    if (!is_changelog(*previous))
       return error(ec::invalid_argument, "changelog schema: the previous schema is not a changelog schema");
     for (size_t i = changelog_cdc_columns; i < previous->columns.size(); ++i) prev[previous->columns[i].name] = &previous->columns[i];
     for (const auto& c : previous->columns) next = std::max(next, c.field_id + 1);
   }
   std::set<std::string> seen;
   for (const auto& c : columns) {
-    if (c.name.empty()) return error(ec::invalid_argument, "changelog schema: a column has no name");
-    for (const auto& cdc : cdc_columns)
-      if (c.name == cdc.name)
-        return error(ec::invalid_argument, "changelog schema: source column '" + c.name + "' clashes with a CDC column");
+    if (auto e = check_name(c.name)) return e;
     if (!seen.insert(c.name).second)
       return error(ec::invalid_argument, "changelog schema: column '" + c.name + "' appears twice");
     column_spec spec{c.name, type_for_declared(c.declared_type), true, 0};
     auto it = prev.find(c.name);
-    if (it != prev.end() && it->second->type == spec.type) spec.field_id = it->second->field_id;
-    else spec.field_id = next++;
+    if (it == prev.end()) {
+      spec.field_id = next++;
+    } else if (!c.typed) {
+      spec = *it->second;
+    } else {
+      if (!promotable(it->second->type, spec.type)) return unsafe(c.name, it->second->type, spec.type, c.declared_type);
+      spec.field_id = it->second->field_id;
+    }
     s.columns.push_back(std::move(spec));
+  }
+  if (auto e = validate(s)) return e;
+  return s;
+}
+
+result<schema> evolve_schema(const schema& current, const column_change& c, int32_t& last_column_id) {
+  // A changelog schema keeps its CDC columns in front; any other schema (the current-state
+  // table's) is the table's columns alone.
+  const auto first = static_cast<std::ptrdiff_t>(is_changelog(current) ? changelog_cdc_columns : 0);
+  for (const auto& col : current.columns) last_column_id = std::max(last_column_id, col.field_id);
+  schema s = current;
+  auto find = [&](const std::string& name) {
+    auto it = std::find_if(s.columns.begin() + first, s.columns.end(),
+                           [&](const column_spec& x) { return x.name == name; });
+    return it == s.columns.end() ? nullptr : &*it;
+  };
+  if (c.change_type == "add_column") {
+    if (auto e = check_name(c.column)) return e;
+    auto type = type_for_declared(c.new_type);
+    if (auto* have = find(c.column)) {  // applied before (the column list had it already)
+      if (!promotable(have->type, type)) return unsafe(c.column, have->type, type, c.new_type);
+      have->type = type;
+      return s;
+    }
+    s.columns.push_back({c.column, type, true, ++last_column_id});
+  } else if (c.change_type == "drop_column") {
+    auto it = std::find_if(s.columns.begin() + first, s.columns.end(),
+                           [&](const column_spec& x) { return x.name == c.column; });
+    if (it != s.columns.end()) s.columns.erase(it);
+  } else if (c.change_type == "alter_column") {
+    if (auto e = check_name(c.column)) return e;
+    const std::string& from = c.old_column.empty() ? c.column : c.old_column;
+    auto* col = find(from);
+    if (!col) {
+      if (find(c.column)) col = find(c.column);  // the rename was applied before
+      else return error(ec::invalid_argument, "schema evolution: column '" + from + "' to alter is not in the schema");
+    } else if (from != c.column && find(c.column)) {
+      return error(ec::invalid_argument, "schema evolution: cannot rename column '" + from + "' to '" + c.column +
+                                             "': a column of that name exists");
+    }
+    auto type = type_for_declared(c.new_type);
+    if (!promotable(col->type, type)) return unsafe(c.column, col->type, type, c.new_type);
+    col->name = c.column;
+    col->type = type;
   }
   if (auto e = validate(s)) return e;
   return s;

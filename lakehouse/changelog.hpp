@@ -26,11 +26,23 @@
 //             BLOB: error
 //   BINARY <- TEXT as its UTF-8 bytes;                        INTEGER, REAL: error
 //
-// Field ids (stable, deterministic): 1-5 are the CDC columns above. Without a previous schema the
-// table's columns get 6, 7, ... in table order. Given the schema of the table's earlier files
-// (`previous`), a column keeps its id when its name and type are unchanged; a new column, or one
-// whose type changed (Iceberg: a dropped and re-added column), gets max(ids in previous) + 1,
-// + 2, ... in table order; ids of dropped columns are never reused.
+// Field ids (stable, deterministic; Iceberg's schema evolution rules): 1-5 are the CDC columns
+// above. Without a previous schema the table's columns get 6, 7, ... in table order. After that a
+// column keeps its id for life, whatever happens around it:
+//  - an added column gets last_column_id + 1 (Iceberg's `last-column-id`: the highest id the
+//    table ever assigned, so the id of a dropped column is never reused);
+//  - a renamed column keeps its id: only an explicit rename (evolve_schema() with the stream's
+//    alter_column event, old -> new name) says so; a column list alone cannot tell a rename from
+//    a drop and an add, and changelog_schema() treats it as one;
+//  - a dropped column leaves the schema (files written before keep it under its id);
+//  - a type change keeps the id when it is a safe promotion (promotable(): the same Iceberg type,
+//    int -> long, float -> double); anything else (string <-> long, long -> double, binary <->
+//    string, ...) is INVALID_ARGUMENT "unsafe type change" naming the column and both types:
+//    readers of the files written before would misread them.
+// Declared types that map to the same Iceberg type (INT -> BIGINT, VARCHAR(10) -> TEXT) are no
+// change. With this project's mapping every integer is a long and every real a double, so the
+// promotions int -> long and float -> double cannot arise from a SQLite table; they are kept for
+// schemas written by others.
 #pragma once
 
 #include <cstdint>
@@ -55,15 +67,53 @@ struct source_column {
   std::string name;
   std::string declared_type;
   int pk = 0;
+  /// false: the declared type is not known (a column of a row image that the table, read from
+  /// the database later, no longer has): an existing column keeps its type, a new one is STRING.
+  bool typed = true;
+  bool operator==(const source_column&) const = default;
 };
 
 /// The Parquet column type for a SQLite declared type (see the rules above).
 column_type type_for_declared(std::string_view declared_type) noexcept;
 
-/// The changelog schema of a table with `columns`. INVALID_ARGUMENT if a column name is empty,
-/// repeated or one of the CDC names (_op, _lsn, _txn_id, _ts, _source), or if `previous` is not a
-/// changelog schema.
-result<schema> changelog_schema(std::span<const source_column> columns, const schema* previous = nullptr);
+/// True if a column of type `from` may become `to` under the same field id (Iceberg's type
+/// promotions: the same type, int -> long, float -> double).
+bool promotable(column_type from, column_type to) noexcept;
+
+/// The changelog schema of a table with `columns`, matched by name against `previous` (the
+/// table's current schema: a column keeps its id when its type is the same or promotable; new
+/// names get new ids above max(last_column_id, every id in previous); names not in `columns`
+/// are dropped). INVALID_ARGUMENT if a column name is empty, repeated or one of the CDC names
+/// (_op, _lsn, _txn_id, _ts, _source), if `previous` is not a changelog schema, or for an unsafe
+/// type change ("column 'x': unsafe type change string -> long (declared 'INTEGER')").
+result<schema> changelog_schema(std::span<const source_column> columns, const schema* previous = nullptr,
+                                int32_t last_column_id = 0);
+
+/// One change of a source table's columns, as the stream reports it (cdc::schema_change_event:
+/// the database's capture emits add_column, drop_column and alter_column, the last for RENAME
+/// COLUMN, with the old and new name and type).
+struct column_change {
+  std::string change_type;  ///< "add_column", "drop_column", "alter_column"; others change no column
+  std::string column;       ///< the column (after a rename: its new name)
+  std::string old_column;   ///< alter_column: the name before ("" or = column: not renamed)
+  std::string old_type;     ///< drop_column, alter_column: the declared type before
+  std::string new_type;     ///< add_column, alter_column: the declared type after
+};
+
+/// `current` after `c`, the schema evolution the issue asks for. `current` is a changelog schema
+/// (its CDC columns stay in front, untouched) or any other schema of the table's columns alone
+/// (the current-state table's: every column is a source column):
+///  - add_column: the column is appended with id ++last_column_id (a column of that name that is
+///    already there with a promotable type is left as it is: the event was applied before);
+///  - drop_column: the column leaves the schema (its id is retired; absent: no change);
+///  - alter_column: the column `old_column` is renamed to `column` and keeps its id; its type
+///    becomes new_type's if promotable, else INVALID_ARGUMENT (unsafe type change, naming the
+///    column and both types). A rename already applied (old absent, new present) is no change;
+///    renaming onto another existing column is INVALID_ARGUMENT;
+///  - any other change_type (tables, indexes, triggers, views): no change.
+/// `last_column_id` is the table's highest id ever assigned (Iceberg's last-column-id); it is
+/// raised to every id of `current` first. The current-state table reuses this for its own schema.
+result<schema> evolve_schema(const schema& current, const column_change& c, int32_t& last_column_id);
 
 /// One change as the changelog stores it.
 struct change {

@@ -33,23 +33,50 @@ schema current_shape::key_schema() const {
   return k;
 }
 
-std::optional<current_shape> current_shape_of(const schema& changelog, std::span<const source_column> columns) {
+std::vector<int32_t> key_ids_of(const schema& changelog, std::span<const source_column> columns) {
   std::vector<const source_column*> keys;
   for (const auto& c : columns)
     if (c.pk > 0) keys.push_back(&c);
-  if (keys.empty() || changelog.columns.size() < changelog_cdc_columns) return std::nullopt;
   std::stable_sort(keys.begin(), keys.end(), [](const source_column* a, const source_column* b) { return a->pk < b->pk; });
+  std::vector<int32_t> ids;
+  for (const auto* k : keys) {
+    auto it = std::find_if(changelog.columns.begin() + static_cast<std::ptrdiff_t>(std::min(changelog_cdc_columns, changelog.columns.size())),
+                           changelog.columns.end(), [&](const column_spec& c) { return c.name == k->name; });
+    if (it == changelog.columns.end()) return {};  // (not a schema of these columns)
+    ids.push_back(it->field_id);
+  }
+  return ids;
+}
+
+std::optional<current_shape> current_shape_for(const schema& changelog, std::span<const int32_t> key_ids) {
+  if (key_ids.empty() || changelog.columns.size() < changelog_cdc_columns) return std::nullopt;
   current_shape s;
   s.table_schema.columns.assign(changelog.columns.begin() + changelog_cdc_columns, changelog.columns.end());
-  for (const auto* k : keys) {
+  for (auto id : key_ids) {
     size_t i = 0;
-    while (i < s.table_schema.columns.size() && s.table_schema.columns[i].name != k->name) ++i;
-    if (i == s.table_schema.columns.size()) return std::nullopt;  // (not a schema of these columns)
+    while (i < s.table_schema.columns.size() && s.table_schema.columns[i].field_id != id) ++i;
+    if (i == s.table_schema.columns.size()) return std::nullopt;
     s.table_schema.columns[i].optional = false;
     s.key_index.push_back(i);
-    s.key_ids.push_back(s.table_schema.columns[i].field_id);
+    s.key_ids.push_back(id);
   }
   return s;
+}
+
+std::optional<current_shape> current_shape_of(const schema& changelog, std::span<const source_column> columns) {
+  auto ids = key_ids_of(changelog, columns);
+  return current_shape_for(changelog, ids);
+}
+
+std::vector<value> project_row(const schema& from, const schema& to, const std::vector<value>& row) {
+  std::vector<value> out;
+  out.reserve(to.columns.size());
+  for (const auto& c : to.columns) {
+    size_t i = 0;
+    while (i < from.columns.size() && from.columns[i].field_id != c.field_id) ++i;
+    out.push_back(i < from.columns.size() && i < row.size() ? row[i] : value{nullptr});
+  }
+  return out;
 }
 
 std::vector<value> state_row(std::vector<value> changelog_row) {

@@ -44,6 +44,18 @@ struct current_shape {
 /// of `columns`); nullopt if no column is a primary-key column.
 std::optional<current_shape> current_shape_of(const schema& changelog, std::span<const source_column> columns);
 
+/// The primary key's field ids in `changelog` (a changelog_schema() of `columns`), in key order:
+/// the columns with pk > 0, matched by name; empty if there is none or one is missing.
+std::vector<int32_t> key_ids_of(const schema& changelog, std::span<const source_column> columns);
+
+/// The current-state shape of a table whose changelog schema is `changelog` and whose key is the
+/// fields `key_ids` (key order); nullopt if `key_ids` is empty or a key field is not in it.
+std::optional<current_shape> current_shape_for(const schema& changelog, std::span<const int32_t> key_ids);
+
+/// `row` (a table row of schema `from`) as a row of schema `to`, column by field id: a field
+/// `from` lacks is NULL (an added column), one `to` lacks is dropped (a dropped column).
+std::vector<value> project_row(const schema& from, const schema& to, const std::vector<value>& row);
+
 /// One change of the current state: the key it removes (UPDATE, DELETE) and the row it leaves
 /// (INSERT, UPDATE), both in the shape's column order (key: key order).
 struct state_change {

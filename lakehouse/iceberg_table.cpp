@@ -146,13 +146,14 @@ error table::parse() {
 }
 
 result<table::prepared> table::prepare(const schema& s, const std::vector<added_file>& files,
-                                       const std::map<std::string, std::string>& extra_summary, int64_t now_ms) {
-  return prepare(s, {}, snapshot_files{files, {}}, extra_summary, now_ms);
+                                       const std::map<std::string, std::string>& extra_summary, int64_t now_ms,
+                                       const std::vector<schema>& earlier) {
+  return prepare(s, {}, snapshot_files{files, {}}, extra_summary, now_ms, earlier);
 }
 
 result<table::prepared> table::prepare(const schema& s, const std::vector<int32_t>& identifier_ids,
                                        const snapshot_files& added, const std::map<std::string, std::string>& extra_summary,
-                                       int64_t now_ms) {
+                                       int64_t now_ms, const std::vector<schema>& earlier) {
   const auto& files = added.data;
   const auto& deletes = added.equality_deletes;
   if (!deletes.empty() && identifier_ids.empty())
@@ -184,24 +185,30 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<int32_
          {"snapshot-log", json::array()},
          {"metadata-log", json::array()}};
   }
-  // The schema: the current one if equal, else an earlier equal one, else a new one.
-  auto fields = schema_json(s, 0)["fields"];
+  // Each schema: the current one if equal, else an earlier equal one, else a new one.
   const json identifiers = identifier_ids.empty() ? json() : json(identifier_ids);
-  int32_t schema_id = -1, max_schema_id = -1;
-  for (const auto& sc : m["schemas"]) {
-    auto id = sc.at("schema-id").get<int32_t>();
-    max_schema_id = std::max(max_schema_id, id);
-    if (sc.at("fields") == fields && sc.value("identifier-field-ids", json()) == identifiers &&
-        (schema_id < 0 || id == m["current-schema-id"].get<int32_t>()))
-      schema_id = id;
-  }
-  if (schema_id < 0) {
-    schema_id = max_schema_id + 1;
-    m["schemas"].push_back(schema_json(s, schema_id, identifier_ids));
-  }
-  m["current-schema-id"] = schema_id;
+  int32_t schema_id = -1;
   int32_t last_column = m["last-column-id"].get<int32_t>();
-  for (const auto& c : s.columns) last_column = std::max(last_column, c.field_id);
+  auto add_schema = [&](const schema& x) {
+    auto fields = schema_json(x, 0)["fields"];
+    int32_t id_of = -1, max_schema_id = -1;
+    for (const auto& sc : m["schemas"]) {
+      auto id = sc.at("schema-id").get<int32_t>();
+      max_schema_id = std::max(max_schema_id, id);
+      if (sc.at("fields") == fields && sc.value("identifier-field-ids", json()) == identifiers &&
+          (id_of < 0 || id == m["current-schema-id"].get<int32_t>()))
+        id_of = id;
+    }
+    if (id_of < 0) {
+      id_of = max_schema_id + 1;
+      m["schemas"].push_back(schema_json(x, id_of, identifier_ids));
+    }
+    m["current-schema-id"] = id_of;
+    for (const auto& c : x.columns) last_column = std::max(last_column, c.field_id);
+    return id_of;
+  };
+  for (const auto& x : earlier) add_schema(x);
+  schema_id = add_schema(s);
   m["last-column-id"] = last_column;
 
   // Snapshot id (unique in the table), sequence number, parent.

@@ -129,17 +129,23 @@ class table {
     nlohmann::json metadata;
     bool committed = false;
   };
-  /// Phase 1 (see above): a snapshot appending `files` (under T/data/, durable) written with
-  /// schema `s`; `extra_summary` is merged into the snapshot summary.
+  /// Phase 1 (see above): a snapshot appending `files` (under T/data/, durable; none: a
+  /// snapshot that only changes the schema) whose current schema is `s`; `extra_summary` is
+  /// merged into the snapshot summary. `earlier`: schemas the table went through before `s`
+  /// since the last commit (schema evolution: files of this snapshot may have been written with
+  /// them), added to `schemas` in order. A schema equal to one the table has keeps its id; a
+  /// new one gets the next schema-id; `last-column-id` is the highest field id ever assigned.
   result<prepared> prepare(const schema& s, const std::vector<added_file>& files,
-                           const std::map<std::string, std::string>& extra_summary, int64_t now_ms);
+                           const std::map<std::string, std::string>& extra_summary, int64_t now_ms,
+                           const std::vector<schema>& earlier = {});
   /// Phase 1 for a table with a row identity: the schema's identifier-field-ids are
   /// `identifier_ids` (equal to each delete file's equality_ids); the snapshot adds `files.data`
   /// and `files.equality_deletes`. Operation "append" (data only), "delete" (deletes only) or
   /// "overwrite" (both); the summary adds added-delete-files, added-equality-delete-files,
   /// added-equality-deletes and the cumulative total-delete-files, total-equality-deletes.
   result<prepared> prepare(const schema& s, const std::vector<int32_t>& identifier_ids, const snapshot_files& files,
-                           const std::map<std::string, std::string>& extra_summary, int64_t now_ms);
+                           const std::map<std::string, std::string>& extra_summary, int64_t now_ms,
+                           const std::vector<schema>& earlier = {});
   /// Phase 2: the compare-and-swap on v(N+1).metadata.json. On success the table is at N+1.
   error commit(prepared& p);
   /// Undoes commit(p) (this process's last commit): the table is at N again.

@@ -222,6 +222,57 @@ result<cdc::change_event<row>> event_from(const json& j, size_t index) {
   return e;
 }
 
+result<std::vector<source_column>> columns_from(const json& arr, std::string_view t, const std::string& w) {
+  if (!arr.is_array()) return bad(t, "field " + w + " must be an array of {name, type}");
+  std::vector<source_column> cols;
+  for (const auto& c : arr) {
+    if (!c.is_object()) return bad(t, "field " + w + " must be an array of {name, type}");
+    source_column sc;
+    if (auto e = get_string(c, t, "name", sc.name)) return bad(t, w + ": " + e.message());
+    if (auto e = get_string(c, t, "type", sc.declared_type, false)) return bad(t, w + ": " + e.message());
+    sc.typed = field(c, "type") != nullptr;
+    uint64_t pk = 0;
+    if (auto e = get_u64(c, t, "pk", pk, false)) return bad(t, w + ": " + e.message());
+    if (pk > 1000) return bad(t, w + ": field 'pk' must be a key position (1, 2, ...) or absent");
+    sc.pk = static_cast<int>(pk);
+    cols.push_back(std::move(sc));
+  }
+  return cols;
+}
+
+result<schema_event> schema_event_from(const json& j, const std::string& where_in) {
+  std::string where = where_in;
+  schema_event s;
+  auto& e = s.event;
+  if (auto er = get_u64(j, where, "lsn", e.lsn)) return er;
+  where += " (lsn " + std::to_string(e.lsn) + ")";
+  std::string ts;
+  if (auto er = get_string(j, where, "table", e.table)) return er;
+  if (e.table.empty()) return bad(where, "field 'table' is empty");
+  if (auto er = get_string(j, where, "changeType", e.change_type)) return er;
+  if (auto er = get_string(j, where, "txnId", e.txn_id, false)) return er;
+  if (auto er = get_string(j, where, "timestamp", ts)) return er;
+  if (!parse_iso_ms(ts, e.timestamp)) return bad(where, "field 'timestamp' is not an ISO 8601 UTC time (" + ts + ")");
+  for (auto [name, out] : {std::pair{"column", &e.column}, {"oldColumn", &e.old_column}, {"oldType", &e.old_type},
+                           {"newType", &e.new_type}}) {
+    if (!field(j, name)) continue;
+    std::string v;
+    if (auto er = get_string(j, where, name, v)) return er;
+    *out = std::move(v);
+  }
+  if (auto* v = field(j, "schemaVersion")) {
+    if (!v->is_number_integer()) return bad(where, "field 'schemaVersion' must be an integer");
+    e.schema_version = v->get<int64_t>();
+  }
+  if (auto er = get_string(j, where, "sql", e.sql, false)) return er;
+  if (auto* c = field(j, "columns")) {
+    auto cols = columns_from(*c, where, "'columns'");
+    if (!cols) return cols.err();
+    s.columns = std::move(*cols);
+  }
+  return s;
+}
+
 result<batch> batch_from(const json& j) {
   const std::string_view t = "batch";
   batch b;
@@ -241,27 +292,24 @@ result<batch> batch_from(const json& j) {
   if (auto e = need(j, t, "schemas", schemas)) return e;
   if (!schemas->is_object()) return bad(t, "field 'schemas' must be an object {table: [columns]}");
   for (auto it = schemas->begin(); it != schemas->end(); ++it) {
-    std::string w = "schemas['" + it.key() + "']";
-    if (!it->is_array()) return bad(t, "field " + w + " must be an array of {name, type}");
-    auto& cols = b.schemas[it.key()];
-    for (const auto& c : *it) {
-      if (!c.is_object()) return bad(t, "field " + w + " must be an array of {name, type}");
-      source_column sc;
-      if (auto e = get_string(c, t, "name", sc.name)) return bad(t, w + ": " + e.message());
-      if (auto e = get_string(c, t, "type", sc.declared_type, false)) return bad(t, w + ": " + e.message());
-      uint64_t pk = 0;
-      if (auto e = get_u64(c, t, "pk", pk, false)) return bad(t, w + ": " + e.message());
-      if (pk > 1000) return bad(t, w + ": field 'pk' must be a key position (1, 2, ...) or absent");
-      sc.pk = static_cast<int>(pk);
-      cols.push_back(std::move(sc));
-    }
+    auto cols = columns_from(*it, t, "schemas['" + it.key() + "']");
+    if (!cols) return cols.err();
+    b.schemas[it.key()] = std::move(*cols);
   }
+  if (auto e = get_bool(j, t, "deadLettered", b.dead_lettered, false)) return e;
   const json* events = nullptr;
   if (auto e = need(j, t, "events", events)) return e;
   if (!events->is_array()) return bad(t, "field 'events' must be an array");
   b.events.reserve(events->size());
   for (size_t i = 0; i < events->size(); ++i) {
-    auto ev = event_from((*events)[i], i);
+    const json& x = (*events)[i];
+    if (auto* ty = x.is_object() ? field(x, "type") : nullptr; ty && *ty == "schema_change") {
+      auto se = schema_event_from(x, "batch: event " + std::to_string(i));
+      if (!se) return se.err();
+      b.schema_changes.push_back(std::move(*se));
+      continue;
+    }
+    auto ev = event_from(x, i);
     if (!ev) return ev.err();
     b.events.push_back(std::move(*ev));
   }
@@ -428,6 +476,7 @@ std::string render_batch(const batch& m, const std::vector<std::string>& event_j
   put_u64(s, "sizeBytes", m.size_bytes);
   put_bool(s, "isRetry", m.is_retry);
   put_u64(s, "retryCount", m.retry_count);
+  if (m.dead_lettered) put_bool(s, "deadLettered", true);
   s += ",\"schemas\":{";
   bool first = true;
   for (const auto& [table, cols] : m.schemas) {
@@ -439,8 +488,10 @@ std::string render_batch(const batch& m, const std::vector<std::string>& event_j
       if (i) s += ',';
       s += "{\"name\":";
       append_json_string(s, cols[i].name);
-      s += ",\"type\":";
-      append_json_string(s, cols[i].declared_type);
+      if (cols[i].typed) {
+        s += ",\"type\":";
+        append_json_string(s, cols[i].declared_type);
+      }
       if (cols[i].pk > 0) s += ",\"pk\":" + std::to_string(cols[i].pk);
       s += '}';
     }
@@ -455,12 +506,35 @@ std::string render_batch(const batch& m, const std::vector<std::string>& event_j
   return s;
 }
 
+std::string render(const schema_event& e) {
+  std::string s = cdc::to_json(e.event);
+  if (!e.columns) return s;
+  s.pop_back();  // '}'
+  s += ",\"columns\":[";
+  for (size_t i = 0; i < e.columns->size(); ++i) {
+    if (i) s += ',';
+    s += "{\"name\":";
+    append_json_string(s, (*e.columns)[i].name);
+    if ((*e.columns)[i].typed) {
+      s += ",\"type\":";
+      append_json_string(s, (*e.columns)[i].declared_type);
+    }
+    s += '}';
+  }
+  return s + "]}";
+}
+
 std::string render(const batch& m) {
   std::vector<std::string> ev;
-  ev.reserve(m.events.size());
+  ev.reserve(m.events.size() + m.schema_changes.size());
   json_options o;
   o.lossless_text = true;
-  for (const auto& e : m.events) ev.push_back(cdc::to_json(e, o));
+  size_t k = 0;  // schema changes merged in by LSN (one before a row change of the same LSN)
+  for (const auto& e : m.events) {
+    for (; k < m.schema_changes.size() && m.schema_changes[k].event.lsn <= e.lsn; ++k) ev.push_back(render(m.schema_changes[k]));
+    ev.push_back(cdc::to_json(e, o));
+  }
+  for (; k < m.schema_changes.size(); ++k) ev.push_back(render(m.schema_changes[k]));
   return render_batch(m, ev);
 }
 
@@ -535,6 +609,17 @@ error check_batch(const batch& b) {
       return bad_batch("event " + std::to_string(i) + " (lsn " + std::to_string(e.lsn) + ") is for table '" + e.table +
                        "', which 'schemas' does not describe");
   }
+  prev = b.first_lsn;
+  for (size_t i = 0; i < b.schema_changes.size(); ++i) {
+    auto lsn = b.schema_changes[i].event.lsn;
+    if (lsn < b.first_lsn || lsn > b.last_lsn)
+      return bad_batch("schema change " + std::to_string(i) + " has lsn " + std::to_string(lsn) + ", outside [firstLsn, lastLsn]");
+    if (lsn < prev)
+      return bad_batch("schema change " + std::to_string(i) + " has lsn " + std::to_string(lsn) + ", below the one before it");
+    prev = lsn;
+  }
+  if (b.dead_lettered && (!b.events.empty() || !b.schema_changes.empty()))
+    return bad_batch("a dead-lettered batch carries no events");
   return {};
 }
 

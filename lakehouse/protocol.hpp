@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -50,6 +51,14 @@ struct welcome {
   bool operator==(const welcome&) const = default;
 };
 
+/// A schema change of a source table, carried in a batch's `events` in LSN order with the row
+/// changes: cdc::to_json's "schema_change" object, plus "columns" (the table's columns and
+/// declared types after the change, as the streamer knows them; absent when it does not).
+struct schema_event {
+  cdc::schema_change_event event;
+  std::optional<std::vector<source_column>> columns;
+};
+
 struct batch {
   std::string batch_id;
   std::string source_id;
@@ -63,8 +72,13 @@ struct batch {
   uint32_t retry_count = 0;
   /// Per table with an event in the batch: its columns and declared types.
   std::map<std::string, std::vector<source_column>> schemas;
-  /// Row changes only (insert, update, delete).
+  /// Row changes (insert, update, delete), in LSN order.
   std::vector<cdc::change_event<row>> events;
+  /// Schema changes, in LSN order; on the wire they are in `events` too, merged by LSN.
+  std::vector<schema_event> schema_changes;
+  /// The streamer put this batch's changes into its dead-letter queue after a non-retryable
+  /// nack and sends it again without events, so that the receiver moves past its LSNs.
+  bool dead_lettered = false;
 };
 
 struct ack {
@@ -125,6 +139,8 @@ std::string render(const hello& m);
 std::string render(const welcome& m);
 /// The events are rendered with cdc::to_json(e, {.lossless_text = true}).
 std::string render(const batch& m);
+/// One schema event as it goes into a batch's `events` (cdc::to_json + "columns").
+std::string render(const schema_event& e);
 /// A batch whose events are already JSON text (cdc::to_json with lossless_text), one per element:
 /// what a streamer that renders events once uses. Same output as render(batch).
 std::string render_batch(const batch& header, const std::vector<std::string>& event_json);
@@ -135,8 +151,9 @@ std::string render(const heartbeat_ack& m);
 std::string render(const error_frame& m);
 std::string render(const message& m);
 
-/// The LSN rules of one batch: previousLsn < firstLsn <= lastLsn; every event's LSN within
-/// [firstLsn, lastLsn] and not below the one before it; every event's table in `schemas`.
+/// The LSN rules of one batch: previousLsn < firstLsn <= lastLsn; every event's LSN (row and
+/// schema changes alike) within [firstLsn, lastLsn] and not below the one before it of its kind;
+/// every row change's table in `schemas`; a dead-lettered batch has no events.
 /// INVALID_ARGUMENT naming the batch and what is wrong.
 error check_batch(const batch& b);
 

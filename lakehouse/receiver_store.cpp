@@ -39,13 +39,6 @@ uint64_t value_bytes(const value& v) {
   return 16;
 }
 
-bool same_columns(const std::vector<source_column>& a, const std::vector<source_column>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].name != b[i].name || a[i].declared_type != b[i].declared_type || a[i].pk != b[i].pk) return false;
-  return true;
-}
-
 result<column_type> type_named(const std::string& s) {
   for (auto t : {column_type::boolean, column_type::int32, column_type::int64, column_type::float64, column_type::string,
                  column_type::binary, column_type::timestamp})
@@ -438,50 +431,131 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
                           (fresh ? "" : " with previousLsn " + std::to_string(s.accepted_lsn)) + ", got sequence " +
                           std::to_string(b.sequence_number) + " with previousLsn " + std::to_string(b.previous_lsn),
                       out);
-  // Schemas and rows, all or nothing.
+  // Schemas and rows, all or nothing: per table, the schema at its first event (its buffered
+  // one, reconciled with `schemas`), evolved by the schema changes in LSN order; rows under the
+  // schema of their LSN.
   struct staged {
-    schema sc;
-    const std::vector<source_column>* columns = nullptr;
-    std::vector<std::vector<value>> rows;
-    uint64_t bytes = 0, first = 0, last = 0;
-    std::optional<current_shape> shape;  // a current-state table's
-    std::vector<state_change> changes;
-    uint64_t current_first = 0;
+    std::vector<segment> segs;  // segs[0] continues the buffer's last segment when its schema is the same
+    std::vector<source_column> columns;
+    std::vector<int32_t> key_ids;  // the primary key's field ids ({}: no current-state table)
+    int32_t last_id = 0;
+    bool changed = false;
+    uint64_t bytes = 0, rows = 0, changes = 0, current_first = 0;
+    std::optional<current_shape> shape;  // of segs.back() with key_ids (a current-state table's)
   };
   std::map<std::string, staged> st;
-  bool reschema = false;
-  for (const auto& e : b.events) {
-    const std::string key = o_.namespace_name + "/" + e.table;
-    auto it = st.find(e.table);
-    if (it == st.end()) {
-      if (!safe_name(e.table))
-        return nack_batch(b, false, "table '" + e.table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
-      staged x;
-      x.columns = &b.schemas.at(e.table);
-      auto buf = s.tables.find(e.table);
-      if (buf != s.tables.end() && same_columns(buf->second.columns, *x.columns)) {
-        x.sc = buf->second.file_schema;
-      } else {
-        const schema* prev = nullptr;
-        if (buf != s.tables.end()) prev = &buf->second.file_schema;
-        else if (auto p = schemas_.find(key); p != schemas_.end()) prev = &p->second;
-        auto sc = changelog_schema(*x.columns, prev);
-        if (!sc) return nack_batch(b, false, "table '" + e.table + "': " + sc.err().message(), out);
-        x.sc = std::move(*sc);
-        if (buf != s.tables.end() && (!buf->second.rows.empty() || !buf->second.changes.empty())) reschema = true;
-      }
-      if (wants_current(e.table, *x.columns)) x.shape = current_shape_of(x.sc, *x.columns);
-      it = st.emplace(e.table, std::move(x)).first;
+  auto refuse = [&](const std::string& table, uint64_t lsn, const std::string& why) {
+    nack_batch(b, false, "table '" + table + "' at LSN " + std::to_string(lsn) + ": " + why, out);
+  };
+  // The key of `table` from its declared columns (when known), else the one it had.
+  auto rekey = [&](const std::string& table, staged& x) {
+    if (!x.columns.empty()) x.key_ids = wants_current(table, x.columns) ? key_ids_of(x.segs.back().file_schema, x.columns)
+                                                                        : std::vector<int32_t>{};
+    x.shape = current_shape_for(x.segs.back().file_schema, x.key_ids);
+    if (!x.shape) x.key_ids.clear();
+  };
+  // The staged state of `table` (nullptr: refused, the nack is in `out`).
+  auto stage = [&](const std::string& table, uint64_t lsn) -> staged* {
+    if (auto it = st.find(table); it != st.end()) return &it->second;
+    if (!safe_name(table)) {
+      nack_batch(b, false, "table '" + table + "' is not usable as a directory name ([A-Za-z0-9_.-])", out);
+      return nullptr;
     }
-    auto& x = it->second;
+    const auto key = o_.namespace_name + "/" + table;
+    staged x;
+    const schema* prev = nullptr;
+    auto buf = s.tables.find(table);
+    if (buf != s.tables.end() && !buf->second.segments.empty()) {
+      prev = &buf->second.segments.back().file_schema;
+      x.last_id = buf->second.last_column_id;
+      x.columns = buf->second.columns;
+      x.key_ids = buf->second.key_ids;
+    } else if (auto p = schemas_.find(key); p != schemas_.end()) {
+      prev = &p->second;
+      // The key the current-state table has (its identifier fields), if it exists.
+      if (auto c = current_table_for(key); c && (*c)->metadata().is_object()) {
+        const auto& m = (*c)->metadata();
+        for (const auto& sc : m.value("schemas", nlohmann::json::array()))
+          if (sc.value("schema-id", -1) == m.value("current-schema-id", -2))
+            x.key_ids = sc.value("identifier-field-ids", std::vector<int32_t>{});
+      }
+    }
+    if (auto t = table_for(key); t && (*t)->metadata().is_object())
+      x.last_id = std::max(x.last_id, (*t)->metadata().value("last-column-id", 0));
+    auto cols = b.schemas.find(table);
+    schema sc;
+    if (prev && (cols == b.schemas.end() || (!x.columns.empty() && x.columns == cols->second))) {
+      sc = *prev;
+    } else {
+      static const std::vector<source_column> none;
+      auto r = changelog_schema(cols == b.schemas.end() ? none : cols->second, prev, x.last_id);
+      if (!r) {
+        refuse(table, lsn, r.err().message());
+        return nullptr;
+      }
+      sc = std::move(*r);
+      // (A table new to the lake is created by its first rows, or by a schema change that gives it
+      // columns: not by a lone event such as the DROP TABLE of a table never streamed.)
+      x.changed = prev && !(sc == *prev);
+    }
+    if (cols != b.schemas.end()) x.columns = cols->second;
+    for (const auto& c : sc.columns) x.last_id = std::max(x.last_id, c.field_id);
+    x.segs.push_back({std::move(sc), {}, 0, 0, {}});
+    rekey(table, x);
+    return &st.emplace(table, std::move(x)).first->second;
+  };
+  size_t k = 0;  // the next schema change
+  auto apply_schema_changes = [&](uint64_t up_to) -> bool {
+    for (; k < b.schema_changes.size() && b.schema_changes[k].event.lsn <= up_to; ++k) {
+      const auto& ev = b.schema_changes[k].event;
+      if (ev.lsn <= mark(o_.namespace_name + "/" + ev.table, b.source_id)) continue;  // the table has it
+      auto* x = stage(ev.table, ev.lsn);
+      if (!x) return false;
+      const schema& cur = x->segs.back().file_schema;
+      auto next = evolve_schema(cur, {ev.change_type, ev.column.value_or(""), ev.old_column.value_or(""),
+                                      ev.old_type.value_or(""), ev.new_type.value_or("")},
+                                x->last_id);
+      if (next && b.schema_changes[k].columns) {  // the columns after it, as the streamer knows them
+        next = changelog_schema(*b.schema_changes[k].columns, &*next, x->last_id);
+        if (next) x->columns = *b.schema_changes[k].columns;
+      }
+      if (!next) {
+        refuse(ev.table, ev.lsn, ev.change_type + ": " + next.err().message());
+        return false;
+      }
+      if (!b.schema_changes[k].columns) x->columns.clear();
+      for (const auto& c : next->columns) x->last_id = std::max(x->last_id, c.field_id);
+      if (*next == cur) continue;
+      log("source " + b.source_id + ", table '" + ev.table + "' at LSN " + std::to_string(ev.lsn) + ": " + ev.change_type +
+          (ev.column ? " '" + *ev.column + "'" : std::string()) + ": new schema");
+      x->changed = true;
+      if (x->segs.back().rows.empty() && x->segs.back().changes.empty()) x->segs.back().file_schema = std::move(*next);
+      else x->segs.push_back({std::move(*next), {}, 0, 0, {}});
+      auto keys = x->key_ids;
+      rekey(ev.table, *x);
+      if (!keys.empty() && keys != x->key_ids) {
+        refuse(ev.table, ev.lsn, ev.change_type + ": the primary key changed: the current-state table cannot follow");
+        return false;
+      }
+    }
+    return true;
+  };
+  for (const auto& e : b.events) {
+    if (!apply_schema_changes(e.lsn)) return;
+    const std::string key = o_.namespace_name + "/" + e.table;
     // Already in a table (a flush that committed some of its tables, but not all, before a
-    // crash): each table skips what its mark holds.
+    // crash): each table skips what its mark holds. (Events come in LSN order: once one is above
+    // a mark, all the rest are.)
     const bool to_log = e.lsn > mark(key, b.source_id);
-    const bool to_current = x.shape && e.lsn > current_mark(key, b.source_id);
+    if (!to_log && e.lsn <= current_mark(key, b.source_id)) continue;
+    auto* x = stage(e.table, e.lsn);
+    if (!x) return;
+    const bool to_current = x->shape && e.lsn > current_mark(key, b.source_id);
     if (!to_log && !to_current) continue;
+    auto& seg = x->segs.back();
     const row* image = e.type == cdc::change_type::del ? (e.old_data ? &*e.old_data : nullptr) : (e.data ? &*e.data : nullptr);
     change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image};
-    auto r = changelog_row(x.sc, c);
+    auto r = changelog_row(seg.file_schema, c);
     if (!r) return nack_batch(b, false, "table '" + e.table + "': " + r.err().message(), out);
     uint64_t n = 16;
     for (const auto& v : *r) n += value_bytes(v);
@@ -490,54 +564,63 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       sc.lsn = e.lsn;
       if (e.type == cdc::change_type::update && e.old_data) {
         change before{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, &*e.old_data};
-        auto old = changelog_row(x.sc, before);
+        auto old = changelog_row(seg.file_schema, before);
         if (!old) return nack_batch(b, false, "table '" + e.table + "': " + old.err().message(), out);
-        auto k = key_of(*x.shape, state_row(std::move(*old)), e.lsn);
-        if (!k) return nack_batch(b, false, "table '" + e.table + "': " + k.err().message(), out);
-        sc.old_key = std::move(*k);
+        auto kv = key_of(*x->shape, state_row(std::move(*old)), e.lsn);
+        if (!kv) return nack_batch(b, false, "table '" + e.table + "': " + kv.err().message(), out);
+        sc.old_key = std::move(*kv);
       }
       auto row_now = state_row(*r);
-      auto k = key_of(*x.shape, row_now, e.lsn);
-      if (!k) return nack_batch(b, false, "table '" + e.table + "': " + k.err().message(), out);
-      if (e.type == cdc::change_type::del) sc.old_key = std::move(*k);
+      auto kv = key_of(*x->shape, row_now, e.lsn);
+      if (!kv) return nack_batch(b, false, "table '" + e.table + "': " + kv.err().message(), out);
+      if (e.type == cdc::change_type::del) sc.old_key = std::move(*kv);
       else sc.row = std::move(row_now);
-      if (x.changes.empty()) x.current_first = e.lsn;
-      x.changes.push_back(std::move(sc));
-      x.bytes += n;
+      if (!x->changes) x->current_first = e.lsn;
+      ++x->changes;
+      seg.changes.push_back(std::move(sc));
+      x->bytes += n;
     }
     if (to_log) {
-      if (x.rows.empty()) x.first = e.lsn;
-      x.bytes += n;
-      x.last = e.lsn;
-      x.rows.push_back(std::move(*r));
+      x->bytes += n;
+      ++x->rows;
+      if (seg.rows.empty()) seg.first_lsn = e.lsn;
+      seg.last_lsn = e.lsn;
+      seg.rows.push_back(std::move(*r));
     }
   }
+  if (!apply_schema_changes(UINT64_MAX)) return;
   uint64_t incoming = 0;
   for (auto& [t, x] : st) incoming += x.bytes;
-  if (reschema) {  // the table's columns changed: its buffered rows go into files of their own first
-    if (auto e = flush_source(b.source_id, s, out))
-      return nack_batch(b, true, "flush before a schema change failed: " + e.message(), out);
-  }
   if (buffered_bytes_ + incoming > o_.max_buffer_bytes) {
     if (auto e = flush_all(out)) return nack_batch(b, true, "the buffer is full and a flush failed: " + e.message(), out);
   }
   // Take it.
   bool due = false;
   for (auto& [table, x] : st) {
-    if (x.rows.empty() && x.changes.empty()) continue;
     auto& buf = s.tables[table];
-    if (buf.rows.empty() && buf.changes.empty()) {
-      buf.file_schema = std::move(x.sc);
-      buf.columns = *x.columns;
+    for (auto& seg : x.segs) {
+      if (!buf.segments.empty() && buf.segments.back().file_schema == seg.file_schema) {
+        auto& last = buf.segments.back();
+        if (last.rows.empty()) last.first_lsn = seg.first_lsn;
+        if (!seg.rows.empty()) last.last_lsn = seg.last_lsn;
+        for (auto& r : seg.rows) last.rows.push_back(std::move(r));
+        for (auto& c : seg.changes) last.changes.push_back(std::move(c));
+      } else {
+        buf.segments.push_back(std::move(seg));
+      }
     }
-    if (buf.rows.empty() && !x.rows.empty()) buf.first_lsn = x.first;
-    if (buf.changes.empty() && !x.changes.empty()) buf.current_first_lsn = x.current_first;
-    if (!x.rows.empty()) buf.last_lsn = x.last;
+    buf.columns = std::move(x.columns);
+    buf.key_ids = std::move(x.key_ids);
+    buf.last_column_id = std::max(buf.last_column_id, x.last_id);
+    buf.schema_changed = buf.schema_changed || x.changed;
     buf.bytes += x.bytes;
-    for (auto& r : x.rows) buf.rows.push_back(std::move(r));
-    for (auto& c : x.changes) buf.changes.push_back(std::move(c));
-    if (std::max(buf.rows.size(), buf.changes.size()) >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
+    buf.rows += x.rows;
+    if (!buf.changes && x.changes) buf.current_first_lsn = x.current_first;
+    buf.changes += x.changes;
+    if (std::max(buf.rows, buf.changes) >= o_.flush_rows || buf.bytes >= o_.flush_bytes) due = true;
   }
+  if (b.dead_lettered) log("batch " + b.batch_id + ": dead-lettered by the streamer (LSN " + std::to_string(b.first_lsn) + "-" +
+                           std::to_string(b.last_lsn) + "): the source moves past it");
   buffered_bytes_ += incoming;
   if (!s.has_buffer) s.oldest = clock::now();
   s.has_buffer = true;
@@ -602,8 +685,8 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   error err;
   std::string flush_tables, flush_current;
   for (auto& [table, buf] : s.tables) {
-    if (!buf.rows.empty()) flush_tables += (flush_tables.empty() ? "" : ",") + table;
-    if (!buf.changes.empty()) flush_current += (flush_current.empty() ? "" : ",") + table;
+    if (buf.rows > 0 || buf.schema_changed) flush_tables += (flush_tables.empty() ? "" : ",") + table;
+    if (buf.changes > 0) flush_current += (flush_current.empty() ? "" : ",") + table;
   }
   const int64_t now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -652,41 +735,66 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   for (auto& [table, buf] : s.tables) {
     const std::string key = o_.namespace_name + "/" + table;
     const std::string stem = name + "-";
-    if (!buf.rows.empty()) {
+    if (buf.rows > 0 || buf.schema_changed) {
       auto& w = ws.emplace_back();
       w.key = key;
-      auto file = stem + std::to_string(buf.first_lsn) + "-" + std::to_string(buf.last_lsn) + "-" + random_hex32() + ".parquet";
-      auto f = write_file(w, data_dir(table), file, buf.file_schema, buf.rows, table, buf.first_lsn, buf.last_lsn);
-      if (!f) {
-        err = f.err();
-        break;
+      // One data file per schema (segment); every schema of the flush goes into the metadata.
+      std::vector<iceberg::added_file> files;
+      std::vector<schema> earlier;
+      std::string names;
+      uint64_t first_lsn = 0;
+      for (const auto& seg : buf.segments) {
+        if (&seg != &buf.segments.back()) earlier.push_back(seg.file_schema);
+        if (seg.rows.empty()) continue;
+        if (!first_lsn) first_lsn = seg.first_lsn;
+        auto file = stem + std::to_string(seg.first_lsn) + "-" + std::to_string(seg.last_lsn) + "-" + random_hex32() + ".parquet";
+        auto f = write_file(w, data_dir(table), file, seg.file_schema, seg.rows, table, seg.first_lsn, seg.last_lsn);
+        if (!f) {
+          err = f.err();
+          break;
+        }
+        files.push_back(std::move(*f));
+        names += (names.empty() ? "" : ",") + file;
       }
+      if (err) break;
       auto t = table_for(key);
       if (!t) {
         err = t.err();
         break;
       }
       w.t = *t;
-      auto p = w.t->prepare(buf.file_schema, {std::move(*f)}, summary(buf.first_lsn, file), now_ms);
+      const schema& current = buf.segments.back().file_schema;
+      auto p = w.t->prepare(current, files, summary(first_lsn, names), now_ms, earlier);
       if (!p) {
         err = p.err();
         break;
       }
       w.p = std::move(*p);
-      schemas[key] = buf.file_schema;
-      rows += buf.rows.size();
+      schemas[key] = current;
+      rows += buf.rows;
     }
-    if (!buf.changes.empty()) {
-      auto shape = current_shape_of(buf.file_schema, buf.columns);
+    if (buf.changes > 0) {
+      // Under the last schema: earlier segments' rows mapped by field id (the key's ids stay).
+      auto shape = current_shape_for(buf.segments.back().file_schema, buf.key_ids);
       if (!shape) {
         err = error(ec::invalid_argument, "table " + table + ": no primary key for its current-state table");
         break;
       }
+      std::vector<state_change> changes;
+      changes.reserve(buf.changes);
+      for (auto& seg : buf.segments) {
+        auto from = current_shape_for(seg.file_schema, buf.key_ids);
+        for (auto& c : seg.changes) {
+          if (c.row && from && !(from->table_schema == shape->table_schema))
+            c.row = project_row(from->table_schema, shape->table_schema, *c.row);
+          changes.push_back(std::move(c));
+        }
+      }
       auto& w = ws.emplace_back();
       w.key = key;
       w.current = true;
-      const uint64_t first = buf.current_first_lsn, last = buf.changes.back().lsn;
-      auto c = collapse(*shape, buf.changes);
+      const uint64_t first = buf.current_first_lsn, last = changes.back().lsn;
+      auto c = collapse(*shape, changes);
       auto base = stem + std::to_string(first) + "-" + std::to_string(last) + "-" + random_hex32();
       iceberg::snapshot_files sf;
       std::string names;

@@ -23,8 +23,17 @@
 //   nothing, whenever it comes (the watermark is on disk: no time window).
 // - A batch that does not follow the last accepted one (sequence + 1 and previousLsn == the last
 //   accepted lastLsn; a source never seen accepts any previousLsn) is a gap: nacked, nothing kept.
-// - A batch with a row that cannot be stored (changelog_row()) is nacked (not retryable) and
-//   nothing of it is kept: a batch is taken whole or not at all.
+// - A batch with a row that cannot be stored (changelog_row()) or an unsafe schema change
+//   (evolve_schema(), changelog_schema(): a type change that is not a promotion) is nacked (not
+//   retryable, the reason names the table, column, types and LSN) and nothing of it is kept: a
+//   batch is taken whole or not at all. A dead-lettered batch (its changes went to the
+//   streamer's dead-letter queue) is taken like an empty one: the source moves past its LSNs.
+// - Schema evolution: each table's schema evolves through the batch's schema changes in LSN
+//   order (added column: a new field id above the table's last-column-id; renamed: same id;
+//   dropped: leaves the schema); rows are stored under the schema of their LSN, one data file
+//   per schema, and every schema a flush went through is added to the table's metadata. The
+//   current-state table follows the changelog's field ids: a flush writes its rows under the
+//   last schema (earlier rows mapped by field id), its identifier fields are the key's ids.
 // - A failed flush acks nothing, leaves the tables as they were (tables it already committed are
 //   reverted, the files it wrote deleted) and nacks the source's buffered batches (retryable):
 //   the source resends them. If a revert fails the store is `broken`: it refuses everything
@@ -120,14 +129,25 @@ class receiver_store {
   std::string current_dir(const std::string& table) const;
 
  private:
-  struct buffer {
+  /// Rows of one schema: one data file. A segment may have no rows (a schema change that no row
+  /// followed yet: its schema is committed all the same).
+  struct segment {
     schema file_schema;
-    std::vector<source_column> columns;  ///< the declared columns it was built from
     std::vector<std::vector<value>> rows;
-    uint64_t bytes = 0, first_lsn = 0, last_lsn = 0;
-    /// The current-state table's changes (tables with a primary key), in LSN order.
+    uint64_t first_lsn = 0, last_lsn = 0;
+    /// The current-state table's changes under this schema (tables with a primary key), in LSN
+    /// order; their rows in the order of current_shape_for(file_schema, key_ids).
     std::vector<state_change> changes;
-    uint64_t current_first_lsn = 0;
+  };
+  /// A (source, table) buffer: segments in LSN order, each schema the evolution of the one before.
+  struct buffer {
+    std::vector<segment> segments;
+    std::vector<source_column> columns;  ///< the declared columns the last schema was built from ({}: unknown)
+    std::vector<int32_t> key_ids;        ///< the primary key's field ids ({}: no current-state table)
+    int32_t last_column_id = 0;          ///< the highest field id assigned (Iceberg's last-column-id)
+    bool schema_changed = false;         ///< a schema change to commit (even without rows)
+    uint64_t bytes = 0, rows = 0, changes = 0;
+    uint64_t current_first_lsn = 0;      ///< the first change for the current-state table
   };
   struct pending_reply {
     std::string batch_id;

@@ -241,13 +241,15 @@ struct built_batch {
   uint64_t generation = 0;
   uint64_t first_lsn = 0, last_lsn = 0;
   std::map<std::string, std::vector<source_column>> schemas;
-  std::vector<std::string> events;  // cdc::to_json, lossless
+  std::vector<std::string> events;  // cdc::to_json, lossless (schema changes: protocol::render)
+  std::vector<wal_entry> entries;   // the entries themselves, for the dead-letter queue
   uint64_t size_bytes = 0;
 };
 
 struct pending_batch {
   protocol::batch header;  // events empty: `events` hold their JSON
   std::vector<std::string> events;
+  std::vector<wal_entry> entries;  // (only with a dead-letter queue configured)
   bool ever_sent = false;
 };
 
@@ -552,7 +554,27 @@ struct streamer::impl {
                  n.suggested_delay_ms);
     std::string why = "batch " + n.batch_id + " (sequence " + std::to_string(n.sequence_number) +
                       ") refused: " + n.reason;
-    if (!n.retryable) return finish(error(ec::invalid_argument, "receiver " + why));
+    if (!n.retryable) {
+      auto it = std::find_if(pending.begin(), pending.end(),
+                             [&](const pending_batch& p) { return p.header.sequence_number == n.sequence_number; });
+      if (!cfg.dead_letters || it == pending.end() || it->header.dead_lettered)
+        return finish(error(ec::invalid_argument, "receiver " + why));
+      // The dead-letter queue takes the batch's changes (durably) before the receiver is told to
+      // move past them: nothing is lost, the stream goes on (Kafka Connect's errors.tolerance=all
+      // with a dead-letter queue).
+      for (const auto& e : it->entries)
+        if (auto de = cfg.dead_letters->add(e, "lakehouse receiver refused " + why, it->header.retry_count + 1))
+          return finish(error(de.code(), "receiver " + why + "; the dead-letter queue failed: " + de.message()));
+      const uint64_t n_entries = it->entries.size();
+      it->header.dead_lettered = true;
+      it->events.clear();
+      it->entries.clear();
+      publish([&](streamer_status& x) {
+        ++x.dead_lettered_batches;
+        x.dead_lettered_entries += n_entries;
+      });
+      why += " (its " + std::to_string(n_entries) + " changes are in the dead-letter queue " + cfg.dead_letters->path() + ")";
+    }
     publish([](streamer_status& x) { ++x.retries; });
     lost(why, n.suggested_delay_ms);
   }
@@ -658,6 +680,7 @@ struct streamer::impl {
     p.header.size_bytes = b.size_bytes;
     p.header.schemas = std::move(b.schemas);
     p.events = std::move(b.events);
+    if (cfg.dead_letters) p.entries = std::move(b.entries);
     chain_lsn = b.last_lsn;
     pending.push_back(std::move(p));
     publish([&](streamer_status& x) { x.read_lsn = chain_lsn; });
@@ -703,6 +726,7 @@ struct streamer::impl {
           uint64_t at = *restart_from;
           restart_from.reset();
           gen = generation;
+          tracked.clear();  // read again from an earlier position: the columns from the database again
           g.unlock();
           ended = false;
           if (auto e = src->open(at, stop_at_tail)) {
@@ -736,35 +760,84 @@ struct streamer::impl {
     }
   }
 
+  // The reading thread's view of each table's columns and declared types at the position it has
+  // read up to: taken from the database when a table is first seen (its columns now), then kept
+  // up to date by the schema changes read (add_column, drop_column, alter_column; a created or
+  // renamed table: the database's columns now).
+  std::map<std::string, std::vector<source_column>> tracked;
+
+  // `image`: the table's first row image read, whose column names are the truth at its LSN
+  // (the database's columns now may be later ones: a stream behind a rename or a drop).
+  std::vector<source_column>& columns_of(const std::string& table, const row* image = nullptr) {
+    auto it = tracked.find(table);
+    if (it != tracked.end()) return it->second;
+    auto now = src->columns(table);
+    if (image) {
+      std::vector<source_column> at;
+      for (const auto& name : image->columns) {
+        auto k = std::find_if(now.begin(), now.end(), [&](const source_column& x) { return x.name == name; });
+        at.push_back(k != now.end() ? *k : source_column{name, "", false});
+      }
+      now = std::move(at);
+    }
+    return tracked.emplace(table, std::move(now)).first->second;
+  }
+
+  void apply(const cdc::schema_change_event& c, std::vector<source_column>& cols) {
+    auto find = [&](const std::optional<std::string>& name) {
+      return name ? std::find_if(cols.begin(), cols.end(), [&](const source_column& x) { return x.name == *name; }) : cols.end();
+    };
+    if (c.change_type == "add_column" && c.column) {
+      if (find(c.column) == cols.end()) cols.push_back({*c.column, c.new_type.value_or("")});
+    } else if (c.change_type == "drop_column") {
+      if (auto it = find(c.column); it != cols.end()) cols.erase(it);
+    } else if (c.change_type == "alter_column" && c.column) {
+      auto it = find(c.old_column ? c.old_column : c.column);
+      if (it == cols.end()) it = find(c.column);
+      if (it != cols.end()) *it = {*c.column, c.new_type.value_or(it->declared_type)};
+    } else if (c.change_type == "create_table" || c.change_type == "rename_table") {
+      // A created table: the columns its statement gives (the database's now may be later ones,
+      // or none: renamed or dropped since); a renamed one: the database's now.
+      auto now = c.change_type == "create_table" ? detail::columns_of_create(c.sql, c.table) : src->columns(c.table);
+      if (now.empty() && c.change_type == "create_table") now = src->columns(c.table);
+      if (!now.empty()) cols = std::move(now);
+    }
+  }
+
   result<built_batch> build(const std::vector<wal_entry>& entries, uint64_t gen) {
     built_batch b;
     b.generation = gen;
     b.first_lsn = entries.front().lsn;
     b.last_lsn = entries.back().lsn;
-    std::map<std::string, std::vector<std::string>> image_columns;  // names seen, in order
     json_options jo{.lossless_text = true};
     for (auto& e : entries) {
       auto ev = cdc::to_event(e);
       if (!ev) return ev.err();
+      if (auto* sc = std::get_if<cdc::schema_change_event>(&*ev)) {
+        // In LSN order with the rows, with the table's columns after it.
+        auto& cols = columns_of(sc->table);
+        if (!b.schemas.count(sc->table)) b.schemas.emplace(sc->table, cols);  // (before it)
+        apply(*sc, cols);
+        b.events.push_back(protocol::render(protocol::schema_event{*sc, cols}));
+        b.size_bytes += b.events.back().size();
+        if (cfg.dead_letters) b.entries.push_back(e);
+        continue;
+      }
       auto* c = std::get_if<cdc::change_event<row>>(&*ev);
-      if (!c) continue;  // (row changes only are asked for)
-      b.events.push_back(cdc::to_json(*c, jo));
-      b.size_bytes += b.events.back().size();
-      auto& seen = image_columns[c->table];
+      if (!c) continue;  // (row and schema changes only are asked for)
+      auto& cols = columns_of(c->table, c->data ? &*c->data : c->old_data ? &*c->old_data : nullptr);
+      // A column of an image the tracked columns lack (should not happen: a change the capture
+      // did not report): untyped.
       for (auto* r : {c->data ? &*c->data : nullptr, c->old_data ? &*c->old_data : nullptr}) {
         if (!r) continue;
         for (auto& col : r->columns)
-          if (std::find(seen.begin(), seen.end(), col) == seen.end()) seen.push_back(col);
+          if (std::none_of(cols.begin(), cols.end(), [&](const source_column& x) { return x.name == col; }))
+            cols.push_back({col, "", false});
       }
-    }
-    // Each table's columns and declared types as the database says now, then any column of the
-    // images it no longer has (dropped since), untyped.
-    for (auto& [table, seen] : image_columns) {
-      auto cols = src->columns(table);
-      for (auto& name : seen)
-        if (std::none_of(cols.begin(), cols.end(), [&](const source_column& c) { return c.name == name; }))
-          cols.push_back({name, ""});
-      b.schemas.emplace(table, std::move(cols));
+      if (!b.schemas.count(c->table)) b.schemas.emplace(c->table, cols);  // the columns at its first event
+      b.events.push_back(cdc::to_json(*c, jo));
+      b.size_bytes += b.events.back().size();
+      if (cfg.dead_letters) b.entries.push_back(e);
     }
     return b;
   }

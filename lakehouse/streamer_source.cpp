@@ -48,7 +48,7 @@ class embedded : public change_source {
     err_ = {};
     cdc::subscribe_options o;
     o.from_lsn = from;
-    o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+    o.filter.operations = {op_type::insert, op_type::update, op_type::del, op_type::schema};
     o.stop_at_tail = stop_at_tail;
     if (stop_at_tail) {
       if (!end_) end_ = db_->durable_lsn();
@@ -180,7 +180,7 @@ class directory : public change_source {
     cdc::cursor_options o;
     o.start_lsn = from + 1;
     o.filter.tables = tables_;
-    o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+    o.filter.operations = {op_type::insert, op_type::update, op_type::del, op_type::schema};
     auto c = cdc::cursor::open(wal_, std::move(o));
     if (!c) return c.err();
     cur_ = std::move(*c);
@@ -263,6 +263,31 @@ class directory : public change_source {
 };
 
 }  // namespace
+
+std::vector<source_column> columns_of_create(const std::string& sql, const std::string& table) {
+  std::vector<source_column> cols;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    return cols;
+  }
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, columns_sql, -1, &st, nullptr) == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, table.data(), static_cast<int>(table.size()), SQLITE_TRANSIENT);
+      while (sqlite3_step(st) == SQLITE_ROW) {
+        auto text = [&](int i) {
+          auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
+          return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, i))) : std::string();
+        };
+        cols.push_back({text(0), text(1)});
+      }
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return cols;
+}
 
 result<std::unique_ptr<change_source>> embedded_source(std::shared_ptr<database> db, std::vector<std::string> tables,
                                                        std::optional<std::string> slot) {

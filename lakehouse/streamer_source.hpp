@@ -6,7 +6,8 @@
 //    slot (slot_manager::subscribe_from_slot, acknowledged through update_slot);
 //  - a directory another process owns: a cdc::cursor over its WAL files, read-only and without
 //    the lock, up to the durable tail the owner publishes (as `dosql tail DIR`).
-// Both hand out committed row changes (INSERT, UPDATE, DELETE) only, in LSN order.
+// Both hand out committed row changes (INSERT, UPDATE, DELETE) and schema changes (SCHEMA
+// entries: the stream's schema-change events), in LSN order.
 #pragma once
 
 #include <atomic>
@@ -47,6 +48,10 @@ class change_source {
   /// Acknowledges the slot up to `lsn` (forward only; no-op without a slot).
   virtual error ack_slot(uint64_t) { return {}; }
 };
+
+/// The columns and declared types a CREATE TABLE statement gives its table (run on an empty
+/// in-memory SQLite database; empty if it does not run there, e.g. CREATE TABLE ... AS SELECT).
+std::vector<source_column> columns_of_create(const std::string& sql, const std::string& table);
 
 /// A database's change stream through the public API; `slot`: consume that slot (it must exist).
 result<std::unique_ptr<change_source>> embedded_source(std::shared_ptr<database> db, std::vector<std::string> tables,

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "lakehouse/changelog.hpp"
 
@@ -62,16 +63,31 @@ TEST_CASE("changelog: CDC columns first, field ids deterministic and stable acro
   REQUIRE(again);
   CHECK(*again == *s1);
 
-  // name dropped, price changed type, note added: id and kept columns keep their ids; no reuse.
-  std::vector<source_column> v2{{"id", "INTEGER"}, {"price", "TEXT"}, {"note", "TEXT"}};
+  // name dropped, note added: id and kept columns keep their ids; no reuse.
+  std::vector<source_column> v2{{"id", "INTEGER"}, {"price", "REAL"}, {"note", "TEXT"}};
   auto s2 = changelog_schema(v2, &*s1);
   REQUIRE(s2);
   CHECK(ids(*s2) == std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5},
-                                   {"id", 6}, {"price", 9}, {"note", 10}});
-  std::vector<source_column> v3{{"id", "INTEGER"}, {"price", "TEXT"}, {"note", "TEXT"}, {"name", "TEXT"}};
+                                   {"id", 6}, {"price", 8}, {"note", 9}});
+  std::vector<source_column> v3{{"id", "INTEGER"}, {"price", "REAL"}, {"note", "TEXT"}, {"name", "TEXT"}};
   auto s3 = changelog_schema(v3, &*s2);
   REQUIRE(s3);
-  CHECK(s3->columns.back().field_id == 11);  // a re-added column is a new column
+  CHECK(s3->columns.back().field_id == 10);  // a re-added column is a new column
+  // The table's last-column-id counts too: the id of a dropped last column is never reused.
+  auto s4 = changelog_schema(std::vector<source_column>{{"id", "INTEGER"}, {"x", "TEXT"}}, &*s1, 20);
+  REQUIRE(s4);
+  CHECK(s4->columns.back().field_id == 21);
+  // A declared type change that maps to the same Iceberg type is no change; another is refused.
+  auto same = changelog_schema(std::vector<source_column>{{"id", "BIGINT"}, {"name", "VARCHAR(20)"}, {"price", "DOUBLE"}}, &*s1);
+  REQUIRE(same);
+  CHECK(*same == *s1);
+  auto bad = changelog_schema(std::vector<source_column>{{"id", "INTEGER"}, {"name", "TEXT"}, {"price", "TEXT"}}, &*s1);
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.err().message(), Catch::Contains("column 'price': unsafe type change double -> string (declared 'TEXT')"));
+  // An untyped column (the streamer does not know its type) keeps the one it has.
+  auto untyped = changelog_schema(std::vector<source_column>{{"id", "INTEGER"}, {"name", "TEXT"}, {"price", "", false}}, &*s1);
+  REQUIRE(untyped);
+  CHECK(*untyped == *s1);
 
   CHECK_THAT(changelog_schema(std::vector<source_column>{{"_lsn", "INTEGER"}}).err().message(),
              Catch::Contains("'_lsn' clashes with a CDC column"));
@@ -158,4 +174,94 @@ TEST_CASE("changelog: a value of another storage class is stored exactly, or ref
   refused("b", 1.5);
   // NULL is NULL everywhere
   CHECK(is_null(stored("i", nullptr)));
+}
+
+TEST_CASE("changelog: schema evolution from schema-change events keeps field ids (Iceberg's rules)", "[lakehouse][changelog]") {
+  using P = std::pair<std::string, int32_t>;
+  auto s1 = changelog_schema(std::vector<source_column>{{"id", "INTEGER"}, {"name", "TEXT"}, {"price", "REAL"}});
+  REQUIRE(s1);
+  int32_t last = 0;
+  // ADD COLUMN: a new id above every id; the event applied again is no change.
+  auto s2 = evolve_schema(*s1, {"add_column", "note", "", "", "TEXT"}, last);
+  REQUIRE(s2);
+  CHECK(last == 9);
+  CHECK(ids(*s2).back() == P{"note", 9});
+  CHECK(s2->columns.back().type == column_type::string);
+  auto again = evolve_schema(*s2, {"add_column", "note", "", "", "VARCHAR(5)"}, last);
+  REQUIRE(again);
+  CHECK(*again == *s2);
+  CHECK(last == 9);
+  // RENAME COLUMN (alter_column old -> new): same id, same place; applied again: no change.
+  auto s3 = evolve_schema(*s2, {"alter_column", "title", "name", "TEXT", "TEXT"}, last);
+  REQUIRE(s3);
+  CHECK(ids(*s3) == std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5},
+                                   {"id", 6}, {"title", 7}, {"price", 8}, {"note", 9}});
+  auto s3b = evolve_schema(*s3, {"alter_column", "title", "name", "TEXT", "TEXT"}, last);
+  REQUIRE(s3b);
+  CHECK(*s3b == *s3);
+  // ... where a column list alone would have been a drop and an add (a new id): the bug fixed.
+  auto by_list = changelog_schema(std::vector<source_column>{{"id", "INTEGER"}, {"title", "TEXT"}, {"price", "REAL"}, {"note", "TEXT"}},
+                                  &*s2, last);
+  REQUIRE(by_list);
+  CHECK(ids(*by_list)[6] == P{"title", 10});
+  // DROP COLUMN: gone; its id is never reused.
+  auto s4 = evolve_schema(*s3, {"drop_column", "note", "", "TEXT", ""}, last);
+  REQUIRE(s4);
+  CHECK(ids(*s4).back() == P{"price", 8});
+  auto s5 = evolve_schema(*s4, {"add_column", "note", "", "", "TEXT"}, last);
+  REQUIRE(s5);
+  CHECK(ids(*s5).back() == P{"note", 10});
+  // Dropping the column with the highest id: last-column-id still says 10 (a fresh counter
+  // would hand out 10 again).
+  auto s6 = evolve_schema(*s5, {"drop_column", "note", "", "", ""}, last);
+  REQUIRE(s6);
+  auto s7 = evolve_schema(*s6, {"add_column", "other", "", "", "BLOB"}, last);
+  REQUIRE(s7);
+  CHECK(ids(*s7).back() == P{"other", 11});
+  CHECK(s7->columns.back().type == column_type::binary);
+  // Type changes: a declared change to the same Iceberg type keeps everything; promotions keep
+  // the id (int -> long: a schema written by others); the rest is unsafe, naming column and types.
+  auto s8 = evolve_schema(*s7, {"alter_column", "id", "id", "INTEGER", "BIGINT"}, last);
+  REQUIRE(s8);
+  CHECK(*s8 == *s7);
+  schema narrow = *s7;
+  narrow.columns[5].type = column_type::int32;
+  auto promoted = evolve_schema(narrow, {"alter_column", "id", "id", "INT", "BIGINT"}, last);
+  REQUIRE(promoted);
+  CHECK(promoted->columns[5].field_id == 6);
+  CHECK(promoted->columns[5].type == column_type::int64);
+  CHECK(promotable(column_type::int32, column_type::int64));
+  CHECK_FALSE(promotable(column_type::int64, column_type::int32));
+  CHECK_FALSE(promotable(column_type::int64, column_type::float64));
+  CHECK_FALSE(promotable(column_type::string, column_type::binary));
+  CHECK_FALSE(promotable(column_type::binary, column_type::string));
+  CHECK_FALSE(promotable(column_type::string, column_type::int64));
+  for (auto [from, to, text] : {std::tuple{"title", "INTEGER", "string -> long"}, {"price", "TEXT", "double -> string"},
+                                {"id", "REAL", "long -> double"}, {"other", "TEXT", "binary -> string"}}) {
+    auto r = evolve_schema(*s7, {"alter_column", from, from, "", to}, last);
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.err().message(), Catch::Contains(std::string("column '") + from + "': unsafe type change " + text));
+  }
+  auto add_other = evolve_schema(*s7, {"add_column", "price", "", "", "TEXT"}, last);  // re-add under a new type
+  REQUIRE_FALSE(add_other);
+  // Renaming onto an existing column, or a column that is not there: refused.
+  CHECK_FALSE(evolve_schema(*s7, {"alter_column", "price", "title", "TEXT", "TEXT"}, last));
+  CHECK_FALSE(evolve_schema(*s7, {"alter_column", "zz", "nope", "TEXT", "TEXT"}, last));
+  // Changes of tables, indexes, ...: no change; the CDC columns stay 1-5 throughout.
+  auto s9 = evolve_schema(*s7, {"create_index", "", "", "", ""}, last);
+  REQUIRE(s9);
+  CHECK(*s9 == *s7);
+  auto all = ids(*s7);
+  CHECK(std::vector<P>(all.begin(), all.begin() + 5) ==
+        std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}});
+  CHECK_FALSE(evolve_schema(*s7, {"add_column", "_lsn", "", "", "TEXT"}, last));
+  // A schema without the CDC columns (the current-state table's) evolves alike.
+  schema plain{{{"id", column_type::int64, false, 6}, {"name", column_type::string, true, 7}}};
+  int32_t plain_last = 8;  // (8 was assigned once and dropped)
+  auto p1 = evolve_schema(plain, {"alter_column", "title", "name", "TEXT", "TEXT"}, plain_last);
+  REQUIRE(p1);
+  auto p2 = evolve_schema(*p1, {"add_column", "qty", "", "", "INTEGER"}, plain_last);
+  REQUIRE(p2);
+  CHECK(ids(*p2) == std::vector<P>{{"id", 6}, {"title", 7}, {"qty", 9}});
+  CHECK_FALSE(p2->columns[0].optional);
 }

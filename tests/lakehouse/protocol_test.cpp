@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "lakehouse/protocol.hpp"
 
 using namespace dosql;
@@ -233,4 +235,83 @@ TEST_CASE("protocol: value_from_json_text inverts dosql::to_json with lossless_t
     REQUIRE(back.ok());
     CHECK(same_bits(*back, v));
   }
+}
+
+TEST_CASE("protocol: schema changes travel in `events` in LSN order with the rows, with their columns; "
+          "deadLettered and untyped columns round-trip",
+          "[protocol]") {
+  proto::batch b;
+  b.batch_id = "s:1";
+  b.source_id = "s";
+  b.sequence_number = 1;
+  b.previous_lsn = 0;
+  b.first_lsn = 1;
+  b.last_lsn = 3;
+  b.schemas["t"] = {{"id", "INTEGER"}, {"gone", "", false}};
+  cdc::change_event<row> e;
+  e.type = cdc::change_type::insert;
+  e.lsn = 1;
+  e.table = "t";
+  e.timestamp = 1733222400000;
+  e.data = row{{"id", "gone"}, {int64_t{1}, std::string("x")}};
+  b.events.push_back(e);
+  e.lsn = 3;
+  e.data = row{{"id"}, {int64_t{2}}};
+  b.events.push_back(e);
+  proto::schema_event s;
+  s.event.table = "t";
+  s.event.change_type = "drop_column";
+  s.event.column = "gone";
+  s.event.old_type = "TEXT";
+  s.event.schema_version = 4;
+  s.event.sql = "ALTER TABLE t DROP COLUMN gone";
+  s.event.lsn = 2;
+  s.event.timestamp = 1733222400001;
+  s.columns = std::vector<lakehouse::source_column>{{"id", "INTEGER"}};
+  b.schema_changes.push_back(s);
+  auto text = proto::render(b);
+  auto j = nlohmann::json::parse(text);
+  REQUIRE(j["events"].size() == 3);
+  CHECK(j["events"][1]["type"] == "schema_change");  // between the rows, by LSN
+  CHECK(j["events"][1]["changeType"] == "drop_column");
+  CHECK(j["events"][1]["columns"] == nlohmann::json::parse(R"([{"name":"id","type":"INTEGER"}])"));
+  CHECK(j["schemas"]["t"][1] == nlohmann::json::parse(R"({"name":"gone"})"));  // untyped: no "type"
+  CHECK_FALSE(j.contains("deadLettered"));
+  auto m = proto::parse(text);
+  REQUIRE(m.ok());
+  auto& back = std::get<proto::batch>(*m);
+  REQUIRE(back.events.size() == 2);
+  REQUIRE(back.schema_changes.size() == 1);
+  const auto& got = back.schema_changes[0];
+  CHECK(got.event.lsn == 2);
+  CHECK(got.event.change_type == "drop_column");
+  CHECK(got.event.column == std::optional<std::string>("gone"));
+  CHECK(got.event.old_type == std::optional<std::string>("TEXT"));
+  CHECK_FALSE(got.event.new_type);
+  CHECK(got.event.schema_version == 4);
+  CHECK(got.event.sql == s.event.sql);
+  CHECK(got.event.timestamp == s.event.timestamp);
+  CHECK(got.columns == s.columns);
+  CHECK(back.schemas == b.schemas);
+  CHECK_FALSE(back.schemas["t"][1].typed);
+  CHECK(proto::render(back) == text);
+  CHECK_FALSE(proto::check_batch(back));
+  // A dead-lettered batch: the flag, and no events.
+  proto::batch dl = b;
+  dl.events.clear();
+  dl.schema_changes.clear();
+  dl.dead_lettered = true;
+  auto dm = proto::parse(proto::render(dl));
+  REQUIRE(dm.ok());
+  CHECK(std::get<proto::batch>(*dm).dead_lettered);
+  CHECK_FALSE(proto::check_batch(std::get<proto::batch>(*dm)));
+  dl.events = b.events;
+  CHECK_THAT(proto::check_batch(dl).message(), Catch::Contains("a dead-lettered batch carries no events"));
+  // A schema change out of the batch's range, or a malformed one, is refused.
+  auto out = b;
+  out.schema_changes[0].event.lsn = 9;
+  CHECK_THAT(proto::check_batch(out).message(), Catch::Contains("schema change 0 has lsn 9, outside"));
+  auto bad = nlohmann::json::parse(text);
+  bad["events"][1].erase("changeType");
+  CHECK_THAT(proto::parse(bad.dump()).err().message(), Catch::Contains("field 'changeType' is missing"));
 }

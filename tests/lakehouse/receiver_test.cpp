@@ -415,7 +415,9 @@ TEST_CASE("receiver: a wrong or missing token is refused before the upgrade (401
   CHECK(state_of(d.path())["sources"].size() == 1);
 }
 
-TEST_CASE("receiver: a table whose columns change gets a new schema, field ids stable across restarts", "[receiver]") {
+TEST_CASE("receiver: a table whose columns change gets a new schema, field ids stable across restarts; an unsafe type "
+          "change is refused",
+          "[receiver]") {
   test::temp_dir d;
   {
     auto r = start(options(d.path()));
@@ -437,23 +439,160 @@ TEST_CASE("receiver: a table whose columns change gets a new schema, field ids s
   auto r = start(options(d.path()));
   plain_client a(r->port(), "");
   a.hello("s1");
-  auto b = make_batch("s1", 2);
-  // orders: "note" dropped, "total" now TEXT (a new field), "extra" added.
-  b.schemas["orders"] = {{"id", "INTEGER"}, {"total", "TEXT"}, {"pic", "BLOB"}, {"extra", "INTEGER"}};
-  for (auto& e : b.events)
-    if (e.table == "orders")
-      for (auto* img : {&e.data, &e.old_data})
-        if (*img) **img = row{{"id", "total", "pic", "extra"}, {int64_t(e.lsn), std::string("t"), bytes{1}, int64_t(7)}};
-  REQUIRE(a.send(proto::render(b)));
+  // orders: "note" dropped, "extra" added; "total" REAL -> TEXT is an unsafe type change: refused
+  // (not retryable, naming table, column, types and LSN), nothing written, the schema kept.
+  auto changed = [&](const char* total_type, value total) {
+    auto b = make_batch("s1", 2);
+    b.schemas["orders"] = {{"id", "INTEGER"}, {"total", total_type}, {"pic", "BLOB"}, {"extra", "INTEGER"}};
+    for (auto& e : b.events)
+      if (e.table == "orders")
+        for (auto* img : {&e.data, &e.old_data})
+          if (*img) **img = row{{"id", "total", "pic", "extra"}, {int64_t(e.lsn), total, bytes{1}, int64_t(7)}};
+    return b;
+  };
+  REQUIRE(a.send(proto::render(changed("TEXT", std::string("t")))));
+  auto refused = a.recv_as<proto::nack>();
+  CHECK_FALSE(refused.retryable);
+  CHECK_THAT(refused.reason, Catch::Contains("table 'orders' at LSN ") &&
+                                 Catch::Contains("column 'total': unsafe type change double -> string (declared 'TEXT')"));
+  CHECK(ids("orders") == before);
+  REQUIRE(a.send(proto::render(changed("REAL", 2.5))));
   CHECK(a.recv_as<proto::ack>().sequence_number == 2);
   auto after = ids("orders");
   CHECK(after["id"] == 6);
   CHECK(after["pic"] == 9);
-  CHECK(after["total"] == 10);
-  CHECK(after["extra"] == 11);
+  CHECK(after["total"] == 7);
+  CHECK(after["extra"] == 10);
   CHECK(after.count("note") == 0);
   CHECK(ids("users")["name"] == 7);
   a.close();
+}
+
+namespace {
+
+// A batch of source s1 on table "items": `rows` inserts (id = LSN, the image's columns `cols`) and
+// schema changes, each at its LSN.
+struct evo_event {
+  uint64_t lsn;
+  std::optional<proto::schema_event> change;  // else an insert
+};
+proto::batch items_batch(uint64_t seq, uint64_t prev, uint64_t first, uint64_t last,
+                         std::vector<lakehouse::source_column> cols, const std::vector<evo_event>& evs) {
+  proto::batch b;
+  b.source_id = "s1";
+  b.batch_id = "s1:" + std::to_string(seq);
+  b.sequence_number = seq;
+  b.previous_lsn = prev;
+  b.first_lsn = first;
+  b.last_lsn = last;
+  b.schemas["items"] = cols;
+  auto current = cols;
+  for (const auto& x : evs) {
+    if (x.change) {
+      b.schema_changes.push_back(*x.change);
+      if (x.change->columns) current = *x.change->columns;
+      continue;
+    }
+    cdc::change_event<row> e;
+    e.type = cdc::change_type::insert;
+    e.lsn = x.lsn;
+    e.table = "items";
+    e.timestamp = 1733222400000;
+    row r;
+    for (const auto& c : current) {
+      r.columns.push_back(c.name);
+      r.values.push_back(c.name == "id" ? value(static_cast<int64_t>(x.lsn)) : value(c.name + std::to_string(x.lsn)));
+    }
+    e.data = r;
+    b.events.push_back(e);
+  }
+  return b;
+}
+proto::schema_event change_at(uint64_t lsn, std::string type, std::string column, std::string old_column,
+                              std::string new_type, std::vector<lakehouse::source_column> after) {
+  proto::schema_event s;
+  s.event.lsn = lsn;
+  s.event.table = "items";
+  s.event.change_type = std::move(type);
+  s.event.column = std::move(column);
+  if (!old_column.empty()) s.event.old_column = std::move(old_column);
+  if (!new_type.empty()) s.event.new_type = std::move(new_type);
+  s.event.timestamp = 1733222400000;
+  s.columns = std::move(after);
+  return s;
+}
+nlohmann::json items_metadata(const std::string& dir) {
+  auto meta = dir + "/dosql/items_changelog/metadata";
+  int v = std::stoi(test::read_file(meta + "/version-hint.text"));
+  return nlohmann::json::parse(test::read_file(meta + "/v" + std::to_string(v) + ".metadata.json"));
+}
+std::map<std::string, int> current_fields(const nlohmann::json& md) {
+  std::map<std::string, int> m;
+  for (const auto& sc : md["schemas"])
+    if (sc["schema-id"] == md["current-schema-id"])
+      for (const auto& f : sc["fields"])
+        if (f["id"].get<int>() > 5) m[f["name"].get<std::string>()] = f["id"].get<int>();
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("receiver: schema changes in a batch: a rename keeps its field id across restarts, a schema-only change "
+          "is committed, ids are never reused, a dead-lettered batch moves the watermark",
+          "[receiver][evolution]") {
+  test::temp_dir d;
+  using C = std::vector<lakehouse::source_column>;
+  using M = std::map<std::string, int>;
+  {
+    auto r = start(options(d.path()));
+    plain_client a(r->port(), "");
+    a.hello("s1");
+    // A row, then RENAME COLUMN name TO title with no row after it in the batch.
+    REQUIRE(a.send(proto::render(items_batch(1, 0, 1, 2, C{{"id", "INTEGER"}, {"name", "TEXT"}},
+                                             {{1, {}}, {2, change_at(2, "alter_column", "title", "name", "TEXT",
+                                                                     C{{"id", "INTEGER"}, {"title", "TEXT"}})}}))));
+    CHECK(a.recv_as<proto::ack>().sequence_number == 1);
+    a.close();
+    CHECK_FALSE(r->stop());
+  }
+  auto md = items_metadata(d.path());
+  CHECK(current_fields(md) == M{{"id", 6}, {"title", 7}});
+  CHECK(md["schemas"].size() == 2);  // the row's schema (name) and the renamed one
+  CHECK(md["last-column-id"] == 7);
+  {
+    // After a restart the ids come from the table: a row under the new name keeps id 7.
+    auto r = start(options(d.path()));
+    plain_client a(r->port(), "");
+    CHECK(a.hello("s1").watermark == 2);
+    REQUIRE(a.send(proto::render(items_batch(2, 2, 3, 3, C{{"id", "INTEGER"}, {"title", "TEXT"}}, {{3, {}}}))));
+    CHECK(a.recv_as<proto::ack>().sequence_number == 2);
+    // A dead-lettered batch: no events, the watermark moves past it.
+    auto dl = items_batch(3, 3, 4, 6, C{}, {});
+    dl.schemas.clear();
+    dl.dead_lettered = true;
+    REQUIRE(a.send(proto::render(dl)));
+    auto ack3 = a.recv_as<proto::ack>();
+    CHECK(ack3.sequence_number == 3);
+    CHECK(ack3.watermark == 6);
+    // ADD COLUMN extra, DROP COLUMN title, ADD COLUMN title again: schema-only, committed; the
+    // re-added title is a new column (id 9), never 7 again.
+    REQUIRE(a.send(proto::render(items_batch(
+        4, 6, 7, 9, C{{"id", "INTEGER"}, {"title", "TEXT"}},
+        {{7, change_at(7, "add_column", "extra", "", "INTEGER", C{{"id", "INTEGER"}, {"title", "TEXT"}, {"extra", "INTEGER"}})},
+         {8, change_at(8, "drop_column", "title", "", "", C{{"id", "INTEGER"}, {"extra", "INTEGER"}})},
+         {9, change_at(9, "add_column", "title", "", "BLOB", C{{"id", "INTEGER"}, {"extra", "INTEGER"}, {"title", "BLOB"}})}}))));
+    CHECK(a.recv_as<proto::ack>().sequence_number == 4);
+    a.close();
+    CHECK_FALSE(r->stop());
+  }
+  md = items_metadata(d.path());
+  CHECK(current_fields(md) == M{{"id", 6}, {"extra", 8}, {"title", 9}});
+  CHECK(md["last-column-id"] == 9);
+  const auto& last = md["snapshots"].back()["summary"];
+  CHECK(last["added-data-files"] == "0");  // schema only
+  CHECK(last["dosql.last-lsn"] == "9");
+  CHECK(last["total-records"] == "2");
+  CHECK(state_of(d.path())["sources"]["s1"]["watermark"] == 9);
 }
 
 TEST_CASE("receiver: an I/O fault during a flush acks nothing, shows nothing, keeps the state; the resend lands once",

@@ -234,9 +234,15 @@ TEST_CASE("streamer: batches in the CDCBatch shape, sequence numbers, a nack ret
   CHECK((*b1)["sizeBytes"].get<uint64_t>() > 0);
   auto& ev = (*b1)["events"];
   REQUIRE(ev.size() == 4);  // max_batch_size
-  CHECK(ev[0]["type"] == "insert");
+  // The CREATE TABLE first (schema changes travel with the rows, in LSN order), with the columns.
+  CHECK(ev[0]["type"] == "schema_change");
+  CHECK(ev[0]["changeType"] == "create_table");
   CHECK(ev[0]["table"] == "t");
-  CHECK(ev[0]["data"]["v"] == "ü-1");
+  CHECK(ev[0]["columns"].size() == 4);
+  CHECK(ev[1]["type"] == "insert");
+  CHECK(ev[1]["table"] == "t");
+  CHECK(ev[1]["data"]["v"] == "ü-1");
+  CHECK(ev[0]["lsn"] < ev[1]["lsn"]);
   CHECK((*b1)["firstLsn"] == ev[0]["lsn"]);
   CHECK((*b1)["lastLsn"] == ev[3]["lsn"]);
   CHECK((*b1)["schemas"]["t"] == json::array({{{"name", "id"}, {"type", "INTEGER"}},
@@ -270,7 +276,7 @@ TEST_CASE("streamer: batches in the CDCBatch shape, sequence numbers, a nack ret
   REQUIRE(wait_acked(*st, (*b2)["lastLsn"].get<uint64_t>()));
   auto status = st->status();
   CHECK(status.total_batches_sent == 2);
-  CHECK(status.total_entries_sent == 6);
+  CHECK(status.total_entries_sent == 7);  // the CREATE TABLE and 6 inserts
   CHECK(status.retries >= 1);
   CHECK(status.pending_batches == 0);
   CHECK(st->checkpoint().pending_batch_ids.empty());
@@ -363,7 +369,7 @@ TEST_CASE("streamer -> receiver: lands, starts after the watermark, survives a r
     REQUIRE(wait_acked(*st, l2));
     auto status = st->status();
     CHECK(status.reconnects >= 1);
-    CHECK(status.total_entries_sent == 20);
+    CHECK(status.total_entries_sent == 21);  // the CREATE TABLE and 20 inserts
     st->stop();
     CHECK(must(slots->get_slot("lake")).acked_lsn <= l2);
   }
@@ -430,6 +436,6 @@ TEST_CASE("streamer -> receiver over wss:// with a bearer token; a wrong token o
   REQUIRE(done);
   CHECK_FALSE(*done);
   CHECK(st->checkpoint().committed_lsn == last_change_lsn(*s.db));
-  CHECK(st->status().total_entries_sent == 5);
+  CHECK(st->status().total_entries_sent == 6);  // the CREATE TABLE and 5 inserts
   REQUIRE_FALSE(recv->stop());
 }

@@ -38,6 +38,7 @@ struct stream_options {
   bool stop_at_tail = false;
   uint32_t poll_ms = 20;
   bool insecure = false;
+  std::string dead_letters;
   std::string batch_age = "1s", heartbeat = "30s", retry_initial = "100ms", retry_max = "5s", io_timeout = "10s";
   lakehouse::streamer_config cfg;
 };
@@ -48,6 +49,9 @@ std::string status_json(const lakehouse::streamer_status& s, const std::string& 
                   std::to_string(s.total_batches_sent) + ",\"acked\":" + std::to_string(s.total_batches_acked) +
                   ",\"entries\":" + std::to_string(s.total_entries_sent) + ",\"retries\":" + std::to_string(s.retries) +
                   ",\"reconnects\":" + std::to_string(s.reconnects) + ",\"pending\":" + std::to_string(s.pending_batches);
+  if (s.dead_lettered_batches)
+    o += ",\"deadLetteredBatches\":" + std::to_string(s.dead_lettered_batches) +
+         ",\"deadLetteredEntries\":" + std::to_string(s.dead_lettered_entries);
   if (!s.last_error.empty()) o += ",\"lastError\":" + json_string(s.last_error);
   return o + "}\n";
 }
@@ -176,6 +180,9 @@ subcommand add_lakehouse_stream(CLI::App& lakehouse) {
       ->capture_default_str()->check(CLI::Range(1u, 60000u));
   c->add_option("--ca", o->cfg.ca_file, "wss://: CA certificates (PEM) to verify the receiver with (default: the system's)");
   c->add_flag("--insecure", o->insecure, "wss://: do not verify the receiver's certificate");
+  c->add_option("--dead-letters", o->dead_letters,
+                "A batch the receiver refuses for good (e.g. an unsafe schema change) goes into this dead-letter queue "
+                "(a SQLite file, created if missing) and the stream goes on; without it such a batch stops the stream");
   return {c, [o]() -> int {
     auto ms = [](const std::string& text, const std::string& what, auto& out) {
       auto v = parse_duration_ms(text, what);
@@ -194,6 +201,11 @@ subcommand add_lakehouse_stream(CLI::App& lakehouse) {
       if (const char* t = std::getenv("DOSQL_LAKEHOUSE_TOKEN")) o->cfg.token = t;
     if (o->insecure) o->cfg.tls_verify = false;
     o->cfg.poll_interval = std::chrono::milliseconds(o->poll_ms);
+    if (!o->dead_letters.empty()) {
+      auto q = reliability::dead_letter_queue::open(o->dead_letters);
+      if (!q) return fail(q.err()), 2;
+      o->cfg.dead_letters = std::shared_ptr<reliability::dead_letter_queue>(std::move(*q));
+    }
     return run(*o);
   }};
 }

@@ -13,6 +13,10 @@
 //    event. Batch n's previousLsn is batch n-1's lastLsn. A batch is kept (pending) until the
 //    receiver acknowledges it; a retry resends the same batch (same id, sequence number, LSNs and
 //    events) with isRetry and retryCount + 1.
+//  - Batches carry the stream's schema changes too (add/drop/rename column, ...), in LSN order
+//    with the row changes, so that the receiver evolves the Iceberg schemas (docs/LAKEHOUSE.md,
+//    "Schema evolution"). A non-retryable nack (e.g. an unsafe type change) stops the streamer,
+//    or, with `dead_letters`, puts the batch's changes into that queue and goes on.
 //  - A retryable nack, a lost connection or a receiver that is down are retried with the retry
 //    config's capped exponential backoff (reliability::retry_delay): reconnect, hello, then the
 //    pending batches again, in order (those the welcome's watermark covers are dropped: durable).
@@ -42,6 +46,7 @@
 
 #include <dosql/database.hpp>
 #include <dosql/error.hpp>
+#include <dosql/reliability/dead_letter_queue.hpp>
 #include <dosql/reliability/retry.hpp>
 
 namespace dosql::lakehouse {
@@ -74,6 +79,13 @@ struct streamer_config {
   bool tls_verify = true;
   /// Read-only directory mode: how often the WAL is polled at its tail.
   std::chrono::milliseconds poll_interval{20};
+  /// Where a batch the receiver refuses for good (a non-retryable nack: an unsafe schema change,
+  /// a value that cannot be stored) goes: its changes are added to this queue (durably), the
+  /// receiver is told to move past its LSNs (the batch is resent as `deadLettered`, without
+  /// events) and the stream goes on (Kafka Connect's errors.tolerance=all with a dead-letter
+  /// queue). Unset (the default): such a nack stops the streamer in state `failed`, nothing
+  /// acknowledged past the batch before it (errors.tolerance=none).
+  std::shared_ptr<reliability::dead_letter_queue> dead_letters;
 };
 
 enum class streamer_state : uint8_t {
@@ -113,6 +125,8 @@ struct streamer_status {
   backpressure_signal::kind backpressure = backpressure_signal::kind::resume;
   double buffer_utilization = 0;
   std::string last_error;            ///< the last failure (connection, nack, ...), "" if none
+  uint64_t dead_lettered_batches = 0;  ///< batches refused for good and put in the dead-letter queue
+  uint64_t dead_lettered_entries = 0;  ///< the changes (WAL entries) they held
 };
 
 /// The guide's getCheckpoint().
