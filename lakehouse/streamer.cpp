@@ -814,7 +814,9 @@ struct streamer::impl {
       auto ev = cdc::to_event(e);
       if (!ev) return ev.err();
       if (auto* sc = std::get_if<cdc::schema_change_event>(&*ev)) {
-        // In LSN order with the rows, with the table's columns after it.
+        // In LSN order with the rows, with the table's columns after it. (A table first seen at
+        // its CREATE: no columns before it, not the database's now.)
+        if (sc->change_type == "create_table" && !tracked.count(sc->table)) tracked[sc->table] = {};
         auto& cols = columns_of(sc->table);
         if (!b.schemas.count(sc->table)) b.schemas.emplace(sc->table, cols);  // (before it)
         apply(*sc, cols);
