@@ -830,3 +830,23 @@ TEST_CASE("current-state table: a flush failing or crashing between the changelo
   CHECK(r.rc == 0);
   CHECK(has(r.out, "check_current: " + std::to_string(lakes.size()) + " current-state tables equal their source"));
 }
+
+TEST_CASE("current-state table: a NULL in a key column (SQLite allows it) is refused naming the LSN and column, "
+          "nothing written", "[iceberg][current]") {
+  test::temp_dir d;
+  feed f(d.path());
+  f.src.exec("CREATE TABLE nk(a TEXT PRIMARY KEY, v TEXT)");
+  f.insert("nk", "a, v", "'k', 'fine'", "a = 'k'");
+  f.insert("nk", "a, v", "NULL, 'null key'", "a IS NULL");
+  std::vector<reply> out;
+  f.store->offer(f.batch(), out);
+  REQUIRE(out.size() == 1);
+  INFO(out[0].text);
+  CHECK(has(out[0].text, "\"type\":\"nack\""));
+  CHECK(has(out[0].text, "\"retryable\":false"));
+  CHECK(has(out[0].text, "lsn " + std::to_string(f.lsn) + ": primary-key column 'a' is NULL"));
+  out.clear();
+  REQUIRE_FALSE(f.store->flush_all(out));
+  CHECK_FALSE(fs::exists(d.path() + "/dosql/nk"));
+  CHECK_FALSE(fs::exists(d.path() + "/dosql/nk_changelog"));
+}
