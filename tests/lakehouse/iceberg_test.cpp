@@ -1,6 +1,8 @@
 // The Avro container writer, Iceberg manifests / manifest lists and the table commit, checked by
 // real readers: Debian's avrocat (Avro C) and python3-avro (/usr/bin/python3) read every file
-// and python3-avro shows the header schema, whose field ids must all be there.
+// and python3-avro shows the header schema, whose field ids must all be there. "[current]": the
+// current-state tables (equality deletes) fed from a real SQLite source through the receiver's
+// store, read back by npm icebird and DuckDB (tests/lakehouse/check_current.mjs, node).
 #include <sqlite3.h>
 #include <sys/wait.h>
 
