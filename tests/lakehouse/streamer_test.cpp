@@ -239,7 +239,7 @@ TEST_CASE("streamer: batches in the CDCBatch shape, sequence numbers, a nack ret
   CHECK(ev[0]["data"]["v"] == "ü-1");
   CHECK((*b1)["firstLsn"] == ev[0]["lsn"]);
   CHECK((*b1)["lastLsn"] == ev[3]["lsn"]);
-  CHECK((*b1)["schemas"]["t"] == json::array({{{"name", "id"}, {"type", "INTEGER"}},
+  CHECK((*b1)["schemas"]["t"] == json::array({{{"name", "id"}, {"type", "INTEGER"}, {"pk", 1}},  // the key position
                                               {{"name", "v"}, {"type", "TEXT"}},
                                               {{"name", "r"}, {"type", "REAL"}},
                                               {{"name", "b"}, {"type", "BLOB"}}}));
