@@ -4,9 +4,15 @@
 //   node bench/lakehouse_compact_read.mjs TABLE_DIR... [--runs 3]
 // Alternates the tables each run (same noise for all); prints a median per table and reader.
 import path from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
-import { icebergManifests, icebergMetadata, icebergRead } from 'icebird';
-import '../tests/lakehouse/iceberg_fetch.mjs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+// The npm packages of tests/lakehouse (run from the repository root).
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(path.join(root, 'tests/lakehouse/package.json'));
+const { DuckDBInstance } = await import(require.resolve('@duckdb/node-api'));
+const { icebergManifests, icebergMetadata, icebergRead } = await import(path.join(root, 'tests/lakehouse/node_modules/icebird/src/index.js'));
+await import(path.join(root, 'tests/lakehouse/iceberg_fetch.mjs'));
 
 const args = process.argv.slice(2);
 const ri = args.indexOf('--runs');

@@ -6,6 +6,8 @@
 // same run, with the file sizes.
 // Usage (from the repository root, after npm_deps tests/lakehouse):
 //   node bench/lakehouse_e2e.mjs build/dosql [CHANGES] [REPEAT]
+// The table has a primary key, so the receiver also writes its current-state table (equality
+// deletes, docs/LAKEHOUSE.md); DOSQL_BENCH_NO_KEY=1 makes it keyless: the changelog alone (A/B).
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,7 +29,8 @@ const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
 const sizeOf = (d) => fs.readdirSync(d).reduce((s, f) => s + fs.statSync(path.join(d, f)).size, 0);
 
 // The source: n inserts (an orders-like table: integers, text, a REAL, NULLs), in 100 transactions.
-execFileSync(dosql, ['sql', src, '-e', 'CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, total REAL, qty INTEGER, note TEXT)']);
+const keyed = process.env.DOSQL_BENCH_NO_KEY !== '1';
+execFileSync(dosql, ['sql', src, '-e', `CREATE TABLE orders(id INTEGER${keyed ? ' PRIMARY KEY' : ''}, customer TEXT, total REAL, qty INTEGER, note TEXT)`]);
 const per = Math.ceil(n / 100);
 for (let t = 0; t < 100; t++) {
   const lo = t * per + 1, hi = Math.min(n, (t + 1) * per);
@@ -67,7 +70,9 @@ const data = path.join(lake, 'dosql', 'orders_changelog', 'data');
 const oursBytes = sizeOf(data);
 const sec = median(oursSec);
 console.log(`dosql lakehouse stream -> serve (WAL -> Parquet+ZSTD, durable, acked): ${n} changes, median of ${repeat}: ` +
-  `${sec.toFixed(3)} s, ${Math.round(n / sec)} changes/s; ${fs.readdirSync(data).length} files, ${oursBytes} bytes`);
+  `${sec.toFixed(3)} s, ${Math.round(n / sec)} changes/s; ${fs.readdirSync(data).length} files, ${oursBytes} bytes` +
+  (keyed ? `; current-state table: ${fs.readdirSync(path.join(lake, 'dosql', 'orders', 'data')).length} files, ` +
+           `${sizeOf(path.join(lake, 'dosql', 'orders', 'data'))} bytes` : '; no key: changelog only'));
 
 const instance = await DuckDBInstance.create(':memory:');
 const conn = await instance.connect();

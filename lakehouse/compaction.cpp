@@ -94,7 +94,7 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
   std::stable_sort(small.begin(), small.end(), [](const auto& a, const auto& b) { return *a.sequence_number < *b.sequence_number; });
   std::map<std::string, std::vector<input>> groups;  // by the schema's JSON
   for (auto& e : small) {
-    auto c = read_parquet_file(iceberg::local_path(e.file.path));
+    auto c = read_parquet_file(t->local_file(e.file.path));
     if (!c) return c.err();
     if (static_cast<int64_t>(c->rows.size()) != e.file.record_count)
       return error(ec::corruption, "the data file " + e.file.path + " holds " + std::to_string(c->rows.size()) +

@@ -307,7 +307,7 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<int32_
       merged.sequence_number = merged.min_sequence_number = seq;
       merged.added_snapshot_id = p.snapshot_id;
       for (const auto& mf : of) {
-        auto es = read_manifest(local_path(mf.path), mf);
+        auto es = read_manifest(local_file(mf.path), mf);
         if (!es) return cleanup(es.err());
         for (auto& e : *es) {
           if (e.status == entry_status::deleted) continue;
@@ -433,11 +433,21 @@ error table::write_hint() const {
   return wal::replace_file(dir_ + "/metadata/version-hint.text", std::to_string(version_));
 }
 
+std::string table::local_file(const std::string& uri) const {
+  // A URI under the table's recorded location maps into dir_ (the lake may have moved since).
+  if (meta_.is_object() && meta_.contains("location") && meta_["location"].is_string()) {
+    const auto& loc = meta_["location"].get_ref<const std::string&>();
+    if (!loc.empty() && uri.size() > loc.size() && uri.compare(0, loc.size(), loc) == 0 && uri[loc.size()] == '/')
+      return dir_ + uri.substr(loc.size());
+  }
+  return local_path(uri);
+}
+
 result<std::vector<manifest_file>> table::manifests() const {
   if (history_.empty()) return std::vector<manifest_file>{};
   for (const auto& sn : meta_.at("snapshots"))
     if (sn.at("snapshot-id").get<int64_t>() == history_.back().id)
-      return read_manifest_list(local_path(sn.at("manifest-list").get<std::string>()));
+      return read_manifest_list(local_file(sn.at("manifest-list").get<std::string>()));
   return error(ec::corruption, "the Iceberg table " + dir_ + ": the current snapshot is not in snapshots");
 }
 
@@ -446,7 +456,7 @@ result<std::vector<manifest_entry>> table::live_entries() const {
   if (!list) return list.err();
   std::vector<manifest_entry> out;
   for (const auto& mf : *list) {
-    auto es = read_manifest(local_path(mf.path), mf);
+    auto es = read_manifest(local_file(mf.path), mf);
     if (!es) return es.err();
     for (auto& e : *es)
       if (e.status != entry_status::deleted) out.push_back(std::move(e));
@@ -507,7 +517,7 @@ result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>
       other.push_back(mf);
       continue;
     }
-    auto es = read_manifest(local_path(mf.path), mf);
+    auto es = read_manifest(local_file(mf.path), mf);
     if (!es) return es.err();
     for (auto& e : *es) {
       if (e.status == entry_status::deleted) continue;
@@ -605,19 +615,19 @@ result<references> table::referenced() const {
   if (version_ == 0) return r;
   r.metadata.insert(dir_ + "/metadata/v" + std::to_string(version_) + ".metadata.json");
   try {
-    for (const auto& x : meta_.at("metadata-log")) r.metadata.insert(local_path(x.at("metadata-file").get<std::string>()));
+    for (const auto& x : meta_.at("metadata-log")) r.metadata.insert(local_file(x.at("metadata-file").get<std::string>()));
     for (const auto& sn : meta_.at("snapshots")) {
-      auto lp = local_path(sn.at("manifest-list").get<std::string>());
+      auto lp = local_file(sn.at("manifest-list").get<std::string>());
       if (!r.lists.insert(lp).second) continue;
       auto list = read_manifest_list(lp);
       if (!list) return list.err();
       for (const auto& mf : *list) {
-        auto mp = local_path(mf.path);
+        auto mp = local_file(mf.path);
         if (!r.manifests.insert(mp).second) continue;
         auto es = read_manifest(mp, mf);
         if (!es) return es.err();
         for (const auto& e : *es)
-          if (e.status != entry_status::deleted) r.data.insert(local_path(e.file.path));
+          if (e.status != entry_status::deleted) r.data.insert(local_file(e.file.path));
       }
     }
   } catch (const json::exception& e) {
@@ -630,21 +640,21 @@ result<std::vector<std::string>> table::sweep(bool data) {
   std::vector<std::string> removed;
   auto refs = referenced();
   if (!refs) return refs.err();
-  auto canon = [](const std::string& p) {
-    std::error_code ec;
-    auto a = fs::absolute(p, ec);
-    return ec ? p : a.lexically_normal().string();
+  // By file name: every referenced file lives in T/data or T/metadata (names are unique ids).
+  auto base = [](const std::string& p) {
+    auto slash = p.rfind('/');
+    return slash == std::string::npos ? p : p.substr(slash + 1);
   };
   std::set<std::string> keep;
   for (const auto* set : {&refs->data, &refs->manifests, &refs->lists, &refs->metadata})
-    for (const auto& f : *set) keep.insert(canon(f));
+    for (const auto& f : *set) keep.insert(base(f));
   auto sweep_dir = [&](const std::string& d, auto&& candidate) -> error {
     if (!wal::path_exists(d)) return {};
     auto names = wal::list_dir(d);
     if (!names) return names.err();
     for (const auto& n : *names) {
       auto path = d + "/" + n;
-      if (!candidate(n) || keep.count(canon(path))) continue;
+      if (!candidate(n) || keep.count(n)) continue;
       if (auto e = wal::remove_file(path)) return e;
       removed.push_back(path);
     }

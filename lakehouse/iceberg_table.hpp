@@ -172,6 +172,9 @@ class table {
                                    const std::vector<added_file>& added,
                                    const std::map<std::string, std::string>& extra_summary, const expire_policy& expire,
                                    int64_t now_ms);
+  /// The local path of a file URI of this table: under the metadata's `location`, mapped into
+  /// dir() (a lake that was moved still reads); otherwise the URI's own path.
+  std::string local_file(const std::string& uri) const;
   /// Every file the current metadata references: each snapshot's manifest list, their manifests
   /// and those manifests' live data/delete files, the metadata-log's versions and the current one.
   result<references> referenced() const;

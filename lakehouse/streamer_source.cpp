@@ -280,7 +280,7 @@ std::vector<source_column> columns_of_create(const std::string& sql, const std::
           auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
           return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, i))) : std::string();
         };
-        cols.push_back({text(0), text(1)});
+        cols.push_back({text(0), text(1), sqlite3_column_int(st, 2)});
       }
     }
     sqlite3_finalize(st);

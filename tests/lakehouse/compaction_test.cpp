@@ -450,3 +450,31 @@ TEST_CASE("dosql lakehouse compact: SIGKILL at random moments leaves the table r
   CHECK(files_in(orders + "/data", ".parquet").size() == 1);
   CHECK(icebird(orders)["rows"].size() == 480);
 }
+
+TEST_CASE("compaction and the receiver's sweep on a lake that was moved: files are found under the new path, none "
+          "deleted by mistake", "[compaction]") {
+  test::temp_dir d;
+  const std::string before = d.path() + "/lake", after = d.path() + "/moved";
+  { auto s = open_store(before); land(*s, "s1", 1, 5); }
+  fs::rename(before, after);
+  const std::string orders = after + "/dosql/orders_changelog";
+  {
+    auto s = open_store(after);  // its sweep must not take the files for orphans
+    CHECK(files_in(orders + "/data", ".parquet").size() == 5);
+    CHECK(s->committed("s1").watermark == 53);
+    land(*s, "s1", 6, 7);
+  }
+  CHECK(files_in(orders + "/data", ".parquet").size() == 7);
+  auto r = compact(copts(after, 1));
+  INFO((r ? "" : r.err().to_string()));
+  REQUIRE(r.ok());
+  CHECK(files_in(orders + "/data", ".parquet").size() == 1);
+  auto t = iceberg::table::load(orders);
+  REQUIRE(t.ok());
+  auto live = t->live_entries();
+  REQUIRE(live.ok());
+  REQUIRE(live->size() == 1);
+  auto c = read_parquet_file(t->local_file(live->front().file.path));
+  REQUIRE(c.ok());
+  CHECK(c->rows.size() == 14);
+}

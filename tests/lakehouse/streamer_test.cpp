@@ -246,9 +246,9 @@ TEST_CASE("streamer: batches in the CDCBatch shape, sequence numbers, a nack ret
   CHECK((*b1)["firstLsn"] == ev[0]["lsn"]);
   CHECK((*b1)["lastLsn"] == ev[3]["lsn"]);
   // `schemas`: the columns before the table's first event in the batch (its CREATE: none); the
-  // CREATE's event carries the columns after it.
+  // CREATE's event carries the columns after it, with the key position.
   CHECK((*b1)["schemas"]["t"] == json::array());
-  CHECK(ev[0]["columns"] == json::array({{{"name", "id"}, {"type", "INTEGER"}},
+  CHECK(ev[0]["columns"] == json::array({{{"name", "id"}, {"type", "INTEGER"}, {"pk", 1}},
                                          {{"name", "v"}, {"type", "TEXT"}},
                                          {{"name", "r"}, {"type", "REAL"}},
                                          {{"name", "b"}, {"type", "BLOB"}}}));
