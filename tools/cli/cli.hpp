@@ -135,6 +135,8 @@ struct subcommand {
 subcommand add_lakehouse_serve(CLI::App& lakehouse);
 /// `dosql lakehouse stream DIR --to URL --source NAME ...`: the streamer (tools/cli/cmd_lakehouse_stream.cpp).
 subcommand add_lakehouse_stream(CLI::App& lakehouse);
+/// `dosql lakehouse catalog --dir L --port P ...`: the Iceberg REST catalog (tools/cli/cmd_lakehouse_catalog.cpp).
+subcommand add_lakehouse_catalog(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 

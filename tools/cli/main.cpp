@@ -206,6 +206,7 @@ int main(int argc, char** argv) {
                                                     "directory's changes to a receiver)");
   lakehouse->require_subcommand(1);
   std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse)};
+  lakehouse_cmds.push_back(add_lakehouse_catalog(*lakehouse));
 
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");
