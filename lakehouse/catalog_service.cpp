@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -360,7 +362,8 @@ void apply_update(json& m, const json& u, int32_t& last_added_schema, int32_t& l
     m["refs"].erase(name);
     if (name == "main") m["current-snapshot-id"] = -1;
   } else if (action == "set-properties") {
-    for (auto& [k, v] : string_map(need("updates"), "set-properties: 'updates'").items()) m["properties"][k] = v;
+    const json updates = string_map(need("updates"), "set-properties: 'updates'");  // not a temporary in the range-for
+    for (auto& [k, v] : updates.items()) m["properties"][k] = v;
   } else if (action == "remove-properties") {
     const auto& r = need("removals");
     if (!r.is_array()) bad_request("remove-properties: 'removals' must be an array");
@@ -720,6 +723,9 @@ response service::handle(const request& r) {
   } catch (const json::exception& e) {
     res.status = 400;
     res.body = error_body(400, "BadRequestException", std::string("malformed request: ") + e.what());
+  } catch (const std::exception& e) {
+    res.status = 500;
+    res.body = error_body(500, "ServiceFailureException", e.what());
   }
   res.conflict = res.commit && res.status == 409;
   return res;
