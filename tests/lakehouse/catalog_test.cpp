@@ -7,10 +7,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <regex>
 
-#include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
@@ -103,7 +104,7 @@ class catalog_process {
     std::smatch m;
     auto first = got.substr(0, got.find('\n'));
     INFO("first line: " << first << "\nstderr: " << test::read_file(err_path_));
-    REQUIRE(std::regex_match(first, m, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)")));
+    REQUIRE(std::regex_match(first, m, std::regex("listening on https?://127\\.0\\.0\\.1:([0-9]+)")));
     port_ = static_cast<uint16_t>(std::stoi(m[1]));
   }
   ~catalog_process() {
@@ -139,7 +140,7 @@ const json schema = {{"type", "struct"},
 TEST_CASE("lakehouse catalog: bearer token, error shapes, malformed requests, metrics (the real process)", "[catalog][process]") {
   test::temp_dir d;
   catalog_process p(d / "lake", {"--token", token});
-  // 401 without a token, with a wrong one, with another scheme; the error shape and the challenge.
+  // 401 without a token and with wrong ones; the error shape and the challenge.
   for (auto bearer : {std::string(), std::string("wrong"), token + "x"}) {
     auto r = call(p.port(), "GET", "/v1/config", "", bearer);
     check_error(r, 401, "NotAuthorizedException");
@@ -391,4 +392,42 @@ TEST_CASE("lakehouse catalog: npm iceberg-js creates, commits (409 when stale) a
   auto metrics = call(p.port(), "GET", "/metrics");
   CHECK(has(metrics.body, "dosql_catalog_commit_conflicts_total 2\n"));  // the stale append, the foreign uuid
   CHECK(p.stop() == 0);
+}
+
+TEST_CASE("lakehouse catalog: https with --cert/--key (the real process, read by Node's fetch)", "[catalog][process][tls]") {
+  test::temp_dir d;
+  auto cert = d / "cert.pem", key = d / "key.pem";
+  REQUIRE(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 2 -keyout " + test::q(key) +
+                       " -out " + test::q(cert) + " >/dev/null 2>&1")
+                          .c_str()) == 0);
+  catalog_process p(d / "lake", {"--token", token, "--cert", cert, "--key", key});
+  auto url = "https://127.0.0.1:" + std::to_string(p.port()) + "/v1/config";
+  std::string js = "const r = await fetch(process.argv[1], {headers: {authorization: 'Bearer ' + process.argv[2]}}); "
+                   "console.log(r.status + ' ' + await r.text());";
+  auto run = [&](const std::string& bearer) {
+    std::string cmd = "NODE_TLS_REJECT_UNAUTHORIZED=0 node --no-warnings --input-type=module -e " + test::q(js) + " " + test::q(url) +
+                      " " + test::q(bearer) + " 2>&1";
+    std::string out;
+    FILE* f = ::popen(cmd.c_str(), "r");
+    REQUIRE(f);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    ::pclose(f);
+    return out;
+  };
+  CHECK(run(token) == "200 {\"defaults\":{},\"overrides\":{}}\n");
+  CHECK(has(run("nope"), "401 {\"error\":"));
+  // Plain HTTP to the TLS port is refused (the handshake fails), the server keeps serving.
+  net::io_context ioc;
+  beast::tcp_stream s(ioc);
+  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), p.port()));
+  net::write(s.socket(), net::buffer(std::string("GET /v1/config HTTP/1.1\r\nHost: x\r\n\r\n")));
+  s.close();
+  CHECK(run(token) == "200 {\"defaults\":{},\"overrides\":{}}\n");
+  CHECK(p.stop() == 0);
+  CHECK(has(p.err(), "listening on https://127.0.0.1:"));
+  auto bad = test::dosql_run("lakehouse catalog --dir " + test::q(d / "x") + " --cert " + test::q(d / "none.pem") + " --key " + test::q(key));
+  CHECK(bad.code == 2);
+  CHECK(has(bad.err, "none.pem"));
 }
