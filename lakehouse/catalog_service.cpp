@@ -422,7 +422,10 @@ service::service(std::string dir, std::function<int64_t()> now_ms) : dir_(std::m
 
 response service::handle(const request& r) {
   response res;
-  res.route = r.method + " (unknown route)";
+  // The method in a metrics label: one of a few (a client's invented methods are "OTHER").
+  const std::string ml =
+      r.method == "GET" || r.method == "HEAD" || r.method == "POST" || r.method == "DELETE" || r.method == "PUT" ? r.method : "OTHER";
+  res.route = ml + " (unknown route)";
   try {
     // The target: /v1/[{prefix}/]..., percent-decoded per segment; the query as a map.
     std::string_view target = r.target;
@@ -500,7 +503,7 @@ response service::handle(const request& r) {
     };
 
     if (seg.size() == 1 && seg[0] == "config") {
-      res.route = m + " /v1/config";
+      res.route = ml + " /v1/config";
       if (m != "GET") bad_request("GET /v1/config only");
       res.body = {{"defaults", json::object()}, {"overrides", json::object()}};
       return res;
@@ -508,7 +511,7 @@ response service::handle(const request& r) {
     if (seg.empty() || seg[0] != "namespaces") throw api_error{404, "NoSuchRouteException", "no route for " + r.method + " " + r.target};
 
     if (seg.size() == 1) {
-      res.route = m + " /v1/namespaces";
+      res.route = ml + " /v1/namespaces";
       if (m == "GET") {
         if (query.count("parent") && !query["parent"].empty()) {
           need_namespace(namespace_from_path(query["parent"]));
@@ -543,7 +546,7 @@ response service::handle(const request& r) {
 
     auto ns = namespace_from_path(seg[1]);
     if (seg.size() == 2) {
-      res.route = m + " /v1/namespaces/{namespace}";
+      res.route = ml + " /v1/namespaces/{namespace}";
       need_namespace(ns);
       if (m == "GET") {
         res.body = {{"namespace", json::array({ns})}, {"properties", read_properties(ns)}};
@@ -572,7 +575,7 @@ response service::handle(const request& r) {
       bad_request("GET, HEAD or DELETE /v1/namespaces/{namespace}");
     }
     if (seg.size() == 3 && seg[2] == "properties") {
-      res.route = m + " /v1/namespaces/{namespace}/properties";
+      res.route = ml + " /v1/namespaces/{namespace}/properties";
       need_namespace(ns);
       if (m != "POST") bad_request("POST /v1/namespaces/{namespace}/properties");
       auto b = body();
@@ -597,7 +600,7 @@ response service::handle(const request& r) {
       return res;
     }
     if (seg.size() == 3 && seg[2] == "tables") {
-      res.route = m + " /v1/namespaces/{namespace}/tables";
+      res.route = ml + " /v1/namespaces/{namespace}/tables";
       need_namespace(ns);
       if (m == "GET") {
         json ids = json::array();
@@ -647,14 +650,14 @@ response service::handle(const request& r) {
       bad_request("GET or POST /v1/namespaces/{namespace}/tables");
     }
     if (seg.size() == 5 && seg[2] == "tables" && seg[4] == "metrics") {
-      res.route = m + " /v1/namespaces/{namespace}/tables/{table}/metrics";
+      res.route = ml + " /v1/namespaces/{namespace}/tables/{table}/metrics";
       if (m != "POST") bad_request("POST .../metrics");
       load_table(ns, seg[3]);
       res.status = 204;  // scan and commit reports are accepted and not kept
       return res;
     }
     if (seg.size() == 4 && seg[2] == "tables") {
-      res.route = m + " /v1/namespaces/{namespace}/tables/{table}";
+      res.route = ml + " /v1/namespaces/{namespace}/tables/{table}";
       const auto& name = seg[3];
       if (m == "GET") {
         auto t = load_table(ns, name);

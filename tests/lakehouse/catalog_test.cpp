@@ -245,6 +245,10 @@ TEST_CASE("lakehouse catalog: bearer token, error shapes, malformed requests, me
   CHECK_FALSE(fs::exists(tdir + "/metadata"));
   check_error(call(p.port(), "GET", "/v1/namespaces/shop/tables/orders"), 404, "NoSuchTableException");
 
+  // An invented method: 400, counted under "OTHER" (metrics labels stay few).
+  check_error(call(p.port(), "GET", "/", "", token, "FROB /v1/config HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + "\r\n\r\n"),
+              400, "BadRequestException");
+
   auto metrics = call(p.port(), "GET", "/metrics");
   REQUIRE(metrics.status == 200);
   CHECK(has(metrics.content_type, "text/plain"));
@@ -253,6 +257,7 @@ TEST_CASE("lakehouse catalog: bearer token, error shapes, malformed requests, me
   CHECK(has(metrics.body, "dosql_catalog_requests_total{route=\"GET /v1/config\",status=\"200\"} 1\n"));
   CHECK(has(metrics.body, "dosql_catalog_requests_total{route=\"(unauthorized)\",status=\"401\"} 3\n"));
   CHECK(has(metrics.body, "dosql_catalog_requests_total{route=\"POST /v1/namespaces/{namespace}/tables/{table}\",status=\"409\"} 4\n"));
+  CHECK(has(metrics.body, "dosql_catalog_requests_total{route=\"OTHER /v1/config\",status=\"400\"} 1\n"));
   CHECK(has(metrics.body, "dosql_catalog_commits_total 9\n"));  // 1 create, 8 commits past their body check
   CHECK(has(metrics.body, "dosql_catalog_commit_conflicts_total 4\n"));
   check_error(call(p.port(), "GET", "/metrics", "", ""), 401, "NotAuthorizedException");
