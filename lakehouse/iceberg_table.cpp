@@ -100,7 +100,8 @@ result<std::string> commit_metadata(const std::string& dir, int64_t base_version
     (void)wal::remove_file(tmp);
     return e;
   }
-  if (auto e = wal::replace_file(dir + "/metadata/version-hint.text", std::to_string(version))) return e;
+  // Committed: the hint is only a hint (load() takes the highest version), its failure is not the commit's.
+  (void)wal::replace_file(dir + "/metadata/version-hint.text", std::to_string(version));
   return metadata_path(dir, version);
 }
 
