@@ -66,10 +66,10 @@ inline constexpr size_t changelog_cdc_columns = 5;
 struct source_column {
   std::string name;
   std::string declared_type;
-  int pk = 0;
   /// false: the declared type is not known (a column of a row image that the table, read from
   /// the database later, no longer has): an existing column keeps its type, a new one is STRING.
   bool typed = true;
+  int pk = 0;  ///< (after `typed`: an aggregate {name, type, pk} does not compile, int -> bool narrows)
   bool operator==(const source_column&) const = default;
 };
 

@@ -61,7 +61,50 @@ std::optional<int64_t> version_of(const std::string& name) {
   return std::stoll(digits);
 }
 
+/// The compare-and-swap of a commit: link(2) of the durable temporary file `tmp` to
+/// vN.metadata.json fails if that version exists (BUSY); then the directory fsync. `tmp` is
+/// removed on success (the link holds the data).
+error link_version(const std::string& dir, const std::string& tmp, int64_t version) {
+  auto meta_dir = dir + "/metadata";
+  auto target = metadata_path(dir, version);
+  if (::link(tmp.c_str(), target.c_str()) != 0) {
+    int err = errno;
+    if (err == EEXIST)
+      return error(ec::busy, "the Iceberg table " + dir + ": version " + std::to_string(version) +
+                                 " was committed by another writer");
+    return wal::io_error("cannot commit the Iceberg table version", target, err);
+  }
+  if (auto e = wal::sync_dir(meta_dir)) {
+    (void)wal::remove_file(target);
+    return e;
+  }
+  (void)wal::remove_file(tmp);
+  return {};
+}
+
 }  // namespace
+
+std::string metadata_path(const std::string& dir, int64_t version) {
+  return dir + "/metadata/v" + std::to_string(version) + ".metadata.json";
+}
+
+result<std::string> commit_metadata(const std::string& dir, int64_t base_version, const nlohmann::json& metadata) {
+  auto meta_dir = dir + "/metadata";
+  if (auto e = wal::make_dirs(meta_dir)) return e;
+  const int64_t version = base_version + 1;
+  auto tmp = metadata_path(dir, version) + "." + random_hex32() + ".tmp";
+  if (auto e = write_new_file(tmp, metadata.dump(2) + "\n")) {
+    (void)wal::remove_file(tmp);
+    return e;
+  }
+  if (auto e = link_version(dir, tmp, version)) {
+    (void)wal::remove_file(tmp);
+    return e;
+  }
+  // Committed: the hint is only a hint (load() takes the highest version), its failure is not the commit's.
+  (void)wal::replace_file(dir + "/metadata/version-hint.text", std::to_string(version));
+  return metadata_path(dir, version);
+}
 
 std::string_view type_name(column_type t) noexcept {
   switch (t) {
@@ -377,24 +420,10 @@ error table::write_metadata(prepared& p, json m, json snap, int64_t now_ms, size
 }
 
 error table::commit(prepared& p) {
-  auto meta_dir = dir_ + "/metadata";
-  auto target = meta_dir + "/v" + std::to_string(p.version) + ".metadata.json";
   if (p.version != version_ + 1)
     return error(ec::invalid_argument, "the Iceberg table " + dir_ + " is at version " + std::to_string(version_) +
                                            ", the commit was prepared for version " + std::to_string(p.version - 1));
-  // The compare-and-swap: link(2) fails if the target exists.
-  if (::link(p.metadata_tmp.c_str(), target.c_str()) != 0) {
-    int err = errno;
-    if (err == EEXIST)
-      return error(ec::busy, "the Iceberg table " + dir_ + ": version " + std::to_string(p.version) +
-                                 " was committed by another writer");
-    return wal::io_error("cannot commit the Iceberg table version", target, err);
-  }
-  if (auto e = wal::sync_dir(meta_dir)) {
-    (void)wal::remove_file(target);
-    return e;
-  }
-  (void)wal::remove_file(p.metadata_tmp);  // the link holds the data
+  if (auto e = link_version(dir_, p.metadata_tmp, p.version)) return e;
   undo_.clear();
   undo_.emplace_back(version_, std::move(meta_));
   version_ = p.version;

@@ -69,6 +69,16 @@ std::string_view type_name(column_type t) noexcept;
 nlohmann::json schema_json(const schema& s, int32_t schema_id, const std::vector<int32_t>& identifier_ids = {});
 /// "file://" + the absolute form of `path`.
 std::string file_uri(const std::string& path);
+/// T/metadata/vN.metadata.json for table directory `dir` and version `version`.
+std::string metadata_path(const std::string& dir, int64_t version);
+
+/// Commits `metadata` (complete Iceberg v2 table metadata, e.g. built by the REST catalog) as
+/// version `base_version + 1` of the table in `dir`: written under a temporary name and
+/// fdatasynced, then the same link(2) compare-and-swap as table::commit (BUSY if that version
+/// exists: another writer won), the directory fsync, then version-hint.text (best effort: the
+/// commit stands if only that fails). T/metadata/ is created for version 1. Returns the new
+/// version's path.
+result<std::string> commit_metadata(const std::string& dir, int64_t base_version, const nlohmann::json& metadata);
 
 struct added_file {
   added_file() = default;

@@ -19,10 +19,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/sha.h>
-
+#include "lakehouse/http_auth.hpp"
 #include "lakehouse/protocol.hpp"
 #include "lakehouse/receiver_store.hpp"
 
@@ -36,37 +33,8 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
-using digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
 
 constexpr auto handshake_timeout = std::chrono::seconds(30);
-
-digest sha256(std::string_view s) {
-  digest d{};
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d.data());
-  return d;
-}
-
-std::string ssl_reason(const beast::error_code& ec) {
-  unsigned long e = ERR_get_error();
-  if (e == 0) return ec.message();
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
-
-result<ssl::context> tls_context(const std::string& cert, const std::string& key) {
-  ssl::context ctx(ssl::context::tls_server);
-  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-  beast::error_code ec;
-  ctx.use_certificate_chain_file(cert, ec);
-  if (ec) return error(ec::invalid_argument, "cannot use the certificate " + cert + ": " + ssl_reason(ec));
-  ctx.use_private_key_file(key, ssl::context::pem, ec);
-  if (ec) return error(ec::invalid_argument, "cannot use the private key " + key + ": " + ssl_reason(ec));
-  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
-    return error(ec::invalid_argument, "the private key " + key + " does not match the certificate " + cert);
-  return ctx;
-}
 
 // A close reason fits a control frame (123 bytes) and stays UTF-8 when cut.
 std::string close_reason_text(std::string s) {
@@ -91,7 +59,7 @@ struct receiver::impl {
   receiver_options o;
   std::unique_ptr<receiver_store> store;
   std::optional<ssl::context> tls;
-  std::optional<digest> token;
+  std::optional<bearer_token> token;
   std::thread thread;
   uint16_t port = 0;
   std::map<std::string, std::weak_ptr<session_base>> by_source;
@@ -117,15 +85,7 @@ struct receiver::impl {
     std::lock_guard<std::mutex> lock(stats_mu);
     snapshot = store->stats();
   }
-  bool authorized(std::string_view header) const {
-    if (!token) return true;
-    constexpr std::string_view scheme = "bearer ";
-    if (header.size() < scheme.size()) return false;
-    for (size_t i = 0; i < scheme.size(); ++i)
-      if (std::tolower(static_cast<unsigned char>(header[i])) != scheme[i]) return false;
-    auto d = sha256(header.substr(scheme.size()));
-    return CRYPTO_memcmp(d.data(), token->data(), d.size()) == 0;
-  }
+  bool authorized(std::string_view header) const { return !token || token->accepts(header); }
   // Last, so destroyed first: the handlers still queued in the io_context (sessions) are destroyed
   // with it while everything they touch is alive.
   net::io_context ioc{1};
@@ -399,11 +359,11 @@ result<std::unique_ptr<receiver>> receiver::start(receiver_options o) {
   auto p = std::make_unique<impl>();
   p->o = std::move(o);
   if (p->o.cert_file) {
-    auto ctx = tls_context(*p->o.cert_file, *p->o.key_file);
+    auto ctx = tls_server_context(*p->o.cert_file, *p->o.key_file);
     if (!ctx) return ctx.err();
     p->tls.emplace(std::move(*ctx));
   }
-  if (p->o.token) p->token = sha256(*p->o.token);
+  if (p->o.token) p->token.emplace(*p->o.token);
   store_options so;
   so.dir = p->o.dir;
   so.namespace_name = p->o.namespace_name;

@@ -121,7 +121,7 @@ class embedded : public change_source {
       auto* name = std::get_if<std::string>(&r[1]);
       auto* type = std::get_if<std::string>(&r[2]);
       auto* pk = r.size() > 5 ? std::get_if<int64_t>(&r[5]) : nullptr;
-      if (name) cols.push_back({*name, type ? *type : std::string(), pk ? static_cast<int>(*pk) : 0});
+      if (name) cols.push_back({*name, type ? *type : std::string(), true, pk ? static_cast<int>(*pk) : 0});
     }
     return cols;
   }
@@ -244,7 +244,7 @@ class directory : public change_source {
         auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
         return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, i))) : std::string();
       };
-      cols.push_back({text(0), text(1), sqlite3_column_int(st, 2)});
+      cols.push_back({text(0), text(1), true, sqlite3_column_int(st, 2)});
     }
     sqlite3_finalize(st);
     return cols;
@@ -280,7 +280,7 @@ std::vector<source_column> columns_of_create(const std::string& sql, const std::
           auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
           return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, i))) : std::string();
         };
-        cols.push_back({text(0), text(1), sqlite3_column_int(st, 2)});
+        cols.push_back({text(0), text(1), true, sqlite3_column_int(st, 2)});
       }
     }
     sqlite3_finalize(st);

@@ -404,7 +404,7 @@ struct source_db {
   std::vector<source_column> columns(const std::string& table) {
     std::vector<source_column> cols;
     for (auto& r : select("SELECT name, type, pk FROM pragma_table_info('" + table + "')"))
-      cols.push_back({std::get<std::string>(r.values[0]), std::get<std::string>(r.values[1]),
+      cols.push_back({std::get<std::string>(r.values[0]), std::get<std::string>(r.values[1]), true,
                       static_cast<int>(std::get<int64_t>(r.values[2]))});
     return cols;
   }

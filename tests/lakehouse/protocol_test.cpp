@@ -88,7 +88,7 @@ TEST_CASE("protocol: a batch's events parse back to the same values, bit for bit
   b.size_bytes = 999;
   b.is_retry = true;
   b.retry_count = 2;
-  b.schemas["orders"] = {{"id", "INTEGER", 1}, {"total", "REAL"}, {"note", "TEXT", 2}, {"pic", "BLOB"}, {"z", ""}};
+  b.schemas["orders"] = {{"id", "INTEGER", true, 1}, {"total", "REAL"}, {"note", "TEXT", true, 2}, {"pic", "BLOB"}, {"z", ""}};
   std::string bad_utf8 = "ok \xff\xfe \xc3";
   row r1{{"id", "total", "note", "pic", "z"},
          {int64_t{std::numeric_limits<int64_t>::min()}, 100.0, std::string("h\u00e9llo \"w\"\n\u2603"),

@@ -137,6 +137,8 @@ subcommand add_lakehouse_serve(CLI::App& lakehouse);
 subcommand add_lakehouse_stream(CLI::App& lakehouse);
 /// `dosql lakehouse compact --dir L ...`: compaction and snapshot expiry (tools/cli/cmd_lakehouse_compact.cpp).
 subcommand add_lakehouse_compact(CLI::App& lakehouse);
+/// `dosql lakehouse catalog --dir L --port P ...`: the Iceberg REST catalog (tools/cli/cmd_lakehouse_catalog.cpp).
+subcommand add_lakehouse_catalog(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
                                                     "(small files and old snapshots)");
   lakehouse->require_subcommand(1);
   std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse),
-                                         add_lakehouse_compact(*lakehouse)};
+                                         add_lakehouse_compact(*lakehouse), add_lakehouse_catalog(*lakehouse)};
 
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");
