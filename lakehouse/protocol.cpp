@@ -349,6 +349,24 @@ void put_double(std::string& s, const char* name, double v) {
   auto r = std::to_chars(buf, buf + sizeof buf, v);
   s.append(buf, r.ptr);
 }
+
+// A column list: [{"name", "type" (absent when not typed), "pk" (key columns only)}, ...].
+void append_columns(std::string& s, const std::vector<source_column>& cols) {
+  s += '[';
+  for (size_t i = 0; i < cols.size(); ++i) {
+    if (i) s += ',';
+    s += "{\"name\":";
+    append_json_string(s, cols[i].name);
+    if (cols[i].typed) {
+      s += ",\"type\":";
+      append_json_string(s, cols[i].declared_type);
+    }
+    if (cols[i].pk > 0) s += ",\"pk\":" + std::to_string(cols[i].pk);
+    s += '}';
+  }
+  s += ']';
+}
+
 std::string head(const char* type) { return std::string("{\"type\":\"") + type + "\""; }
 
 }  // namespace
@@ -483,19 +501,8 @@ std::string render_batch(const batch& m, const std::vector<std::string>& event_j
     if (!first) s += ',';
     first = false;
     append_json_string(s, table);
-    s += ":[";
-    for (size_t i = 0; i < cols.size(); ++i) {
-      if (i) s += ',';
-      s += "{\"name\":";
-      append_json_string(s, cols[i].name);
-      if (cols[i].typed) {
-        s += ",\"type\":";
-        append_json_string(s, cols[i].declared_type);
-      }
-      if (cols[i].pk > 0) s += ",\"pk\":" + std::to_string(cols[i].pk);
-      s += '}';
-    }
-    s += ']';
+    s += ':';
+    append_columns(s, cols);
   }
   s += "},\"events\":[";
   for (size_t i = 0; i < event_json.size(); ++i) {
@@ -510,18 +517,9 @@ std::string render(const schema_event& e) {
   std::string s = cdc::to_json(e.event);
   if (!e.columns) return s;
   s.pop_back();  // '}'
-  s += ",\"columns\":[";
-  for (size_t i = 0; i < e.columns->size(); ++i) {
-    if (i) s += ',';
-    s += "{\"name\":";
-    append_json_string(s, (*e.columns)[i].name);
-    if ((*e.columns)[i].typed) {
-      s += ",\"type\":";
-      append_json_string(s, (*e.columns)[i].declared_type);
-    }
-    s += '}';
-  }
-  return s + "]}";
+  s += ",\"columns\":";
+  append_columns(s, *e.columns);
+  return s + "}";
 }
 
 std::string render(const batch& m) {
