@@ -86,7 +86,8 @@ subcommand add_lakehouse_serve(CLI::App& lakehouse) {
   auto a = std::make_shared<lakehouse_serve_args>();
   auto* cmd = lakehouse.add_subcommand(
       "serve", "Run the lakehouse receiver: a WebSocket server (GET /v1/ingest) taking change batches from streamers "
-               "(dosql lakehouse stream) and writing them as Parquet changelog files L/<namespace>/<table>_changelog/data/*.parquet; "
+               "(dosql lakehouse stream) and committing them to Apache Iceberg v2 tables: the changelog L/<namespace>/<table>_changelog "
+               "and, for a table with a primary key, its current state L/<namespace>/<table> (equality deletes); "
                "a batch is acknowledged only once durable, duplicates are recognised across restarts, gaps refused");
   cmd->footer(
       "The protocol and the commit protocol are docs/LAKEHOUSE.md. The first line on stdout is 'listening on "
