@@ -4,9 +4,11 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "lakehouse/current_state.hpp"
 #include "lakehouse/ids.hpp"
 #include "lakehouse/iceberg_manifest_reader.hpp"
 #include "lakehouse/parquet_reader.hpp"
@@ -73,24 +75,58 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
   }
   auto list = t->manifests();
   if (!list) return list.err();
-  for (const auto& mf : *list)
-    if (mf.content != 0)
-      return error(ec::invalid_argument, "the Iceberg table " + table_dir +
-                                             " has delete files (a current-state table): compacting it would have to apply "
-                                             "its equality deletes, which dosql lakehouse compact does not do yet");
   auto live = t->live_entries();
   if (!live) return live.err();
   rep.files_before = live->size();
   rep.snapshots_before = t->metadata().at("snapshots").size();
+
+  // A table with equality deletes (a current-state table): every data file is rewritten without
+  // the rows its deletes remove (a delete applies to the data of lower sequence numbers whose
+  // key columns, by field id, are equal), and the delete files leave in the same commit.
+  struct delete_set {
+    int64_t sequence = 0;
+    std::vector<int32_t> ids;
+    std::set<std::string> keys;
+  };
+  std::vector<delete_set> deletes;
+  std::vector<iceberg::manifest_entry> delete_entries;
+  for (const auto& e : *live) {
+    if (e.file.content == iceberg::file_content::data) continue;
+    if (e.file.content != iceberg::file_content::equality_deletes)
+      return error(ec::invalid_argument, "the Iceberg table " + table_dir + " has position deletes (" + e.file.path +
+                                             "), which dosql lakehouse compact does not apply");
+    auto c = read_parquet_file(t->local_file(e.file.path));
+    if (!c) return c.err();
+    delete_set d{*e.sequence_number, e.file.equality_ids, {}};
+    std::vector<size_t> at;
+    for (auto id : d.ids) {
+      size_t i = 0;
+      while (i < c->file_schema.columns.size() && c->file_schema.columns[i].field_id != id) ++i;
+      if (i == c->file_schema.columns.size())
+        return error(ec::corruption, "the delete file " + e.file.path + " lacks its equality field " + std::to_string(id));
+      at.push_back(i);
+    }
+    for (const auto& r : c->rows) {
+      std::vector<value> k;
+      for (auto i : at) k.push_back(r[i]);
+      d.keys.insert(key_text(k));
+    }
+    deletes.push_back(std::move(d));
+    delete_entries.push_back(e);
+  }
+  const bool apply = !delete_entries.empty();
+  int64_t applied = 0;
 
   // 1. Small files, by schema, in sequence order; bins of about target_file_bytes.
   struct input {
     iceberg::manifest_entry entry;
     parquet_contents contents;
   };
-  std::vector<iceberg::manifest_entry> small;
+  std::vector<iceberg::manifest_entry> small;  // (applying deletes: every data file)
   for (const auto& e : *live)
-    if (static_cast<uint64_t>(e.file.file_size_in_bytes) < o.target_file_bytes) small.push_back(e);
+    if (e.file.content == iceberg::file_content::data &&
+        (apply || static_cast<uint64_t>(e.file.file_size_in_bytes) < o.target_file_bytes))
+      small.push_back(e);
   std::stable_sort(small.begin(), small.end(), [](const auto& a, const auto& b) { return *a.sequence_number < *b.sequence_number; });
   std::map<std::string, std::vector<input>> groups;  // by the schema's JSON
   for (auto& e : small) {
@@ -99,6 +135,31 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
     if (static_cast<int64_t>(c->rows.size()) != e.file.record_count)
       return error(ec::corruption, "the data file " + e.file.path + " holds " + std::to_string(c->rows.size()) +
                                        " rows, its manifest entry says " + std::to_string(e.file.record_count));
+    if (apply) {  // drop the rows a later delete removes
+      const int64_t seq = *e.sequence_number;
+      std::vector<std::vector<value>> kept;
+      for (auto& r : c->rows) {
+        bool gone = false;
+        for (const auto& d : deletes) {
+          if (d.sequence <= seq) continue;
+          std::vector<value> k;
+          for (auto id : d.ids) {
+            size_t i = 0;
+            while (i < c->file_schema.columns.size() && c->file_schema.columns[i].field_id != id) ++i;
+            if (i == c->file_schema.columns.size())
+              return error(ec::corruption, "the data file " + e.file.path + " lacks the equality field " + std::to_string(id));
+            k.push_back(r[i]);
+          }
+          if (d.keys.count(key_text(k))) {
+            gone = true;
+            break;
+          }
+        }
+        if (gone) ++applied;
+        else kept.push_back(std::move(r));
+      }
+      c->rows = std::move(kept);
+    }
     auto key = iceberg::schema_json(c->file_schema, 0).dump();
     groups[key].push_back({std::move(e), std::move(*c)});
   }
@@ -112,7 +173,7 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
       if (wal::path_exists(w)) (void)wal::remove_file(w);
   };
   for (auto& [key, files] : groups) {
-    if (files.size() < std::max<size_t>(o.min_input_files, 2)) continue;
+    if (!apply && files.size() < std::max<size_t>(o.min_input_files, 2)) continue;
     std::vector<std::vector<input*>> bins(1);
     uint64_t bytes = 0;
     for (auto& f : files) {
@@ -124,7 +185,14 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
       bytes += static_cast<uint64_t>(f.entry.file.file_size_in_bytes);
     }
     for (const auto& bin : bins) {
-      if (bin.size() < 2) continue;
+      if (!apply && bin.size() < 2) continue;
+      size_t bin_rows = 0;
+      for (auto* f : bin) bin_rows += f->contents.rows.size();
+      if (bin_rows == 0) {  // (applying deletes: every row of the bin is deleted) no file
+        for (auto* f : bin) removed.push_back(f->entry);
+        log(table_dir + ": " + std::to_string(bin.size()) + " files, every row deleted");
+        continue;
+      }
       const schema& sc = bin.front()->contents.file_schema;
       auto name = "compact-" + random_hex32() + ".parquet";
       auto path = table_dir + "/data/" + name;
@@ -164,16 +232,17 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
   std::map<std::string, std::string> extra;
   for (const auto& [k, v] : t->history().back().summary)
     if (k.starts_with("dosql.") && k != "dosql.files" && k != "dosql.marks") extra[k] = v;
+  for (const auto& d : delete_entries) removed.push_back(d);  // applied: they leave with the rewritten data
   std::string names;
   for (const auto& a : added) names += (names.empty() ? "" : ",") + a.name;
   extra["dosql.files"] = names;
   extra["dosql.operation"] = "compact";
   if (!marks.empty()) extra["dosql.marks"] = marks.dump();
   bool expires = rep.snapshots_before > std::max<size_t>(o.expire.retain_last, 1);
-  if (added.empty() && !expires) {
+  if (added.empty() && removed.empty() && !expires) {
     log(table_dir + ": nothing to rewrite or expire");
   } else {
-    auto p = t->prepare_replace(removed, added, extra, o.expire, now_ms());
+    auto p = t->prepare_replace(removed, added, extra, o.expire, now_ms(), applied);
     if (!p) {
       undo();
       return p.err();
@@ -188,7 +257,9 @@ result<compact_report> compact_table(const std::string& table_dir, const compact
     log(table_dir + ": committed version " + std::to_string(t->version()) + " (replace: " + std::to_string(removed.size()) +
         " files -> " + std::to_string(added.size()) + ", " + std::to_string(p->expired.size()) + " snapshots expired)");
   }
-  rep.rewritten = removed.size();
+  rep.rewritten = removed.size() - delete_entries.size();
+  rep.applied_delete_files = delete_entries.size();
+  rep.applied_rows = static_cast<size_t>(applied);
   rep.written = added.size();
   rep.files_after = rep.files_before - removed.size() + added.size();
   rep.snapshots_after = t->metadata().at("snapshots").size();
@@ -232,7 +303,7 @@ result<std::vector<compact_report>> compact(const compact_options& o) {
   std::vector<compact_report> out;
   for (const auto& d : dirs) {
     auto r = compact_table(d, o);
-    if (!r && !o.table && r.err().code() == ec::invalid_argument && r.err().message().find("has delete files") != std::string::npos) {
+    if (!r && !o.table && r.err().code() == ec::invalid_argument && r.err().message().find("has position deletes") != std::string::npos) {
       if (o.log) o.log(r.err().message() + ": skipped");
       compact_report skipped;
       skipped.table = d;

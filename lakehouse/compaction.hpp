@@ -20,10 +20,12 @@
 //     metadata versions beyond previous_versions_max, orphans of an interrupted compaction).
 // Crash safety: before the commit nothing is visible (a crash leaves orphans, swept by the next
 // compaction or receiver start); after it, only unreferenced files remain to delete.
-// Refused: a table with delete files (a current-state table with equality deletes): applying
-// them is not done yet, and rewriting its data files without them would be wrong. compact_table()
-// and compact() with o.table fail (INVALID_ARGUMENT naming the table); compact() of every table
-// skips it (its report says why) and compacts the others. compact() takes L/_dosql/LOCK (the receiver's lock): BUSY naming the directory if a receiver runs.
+// A table with equality deletes (a current-state table): its deletes are applied. Every data file
+// is rewritten (whatever its size) without the rows a delete of a higher sequence number removes
+// (key columns compared by field id), and the delete files leave in the same replace snapshot, so
+// the compacted table has no delete files and the same rows. Position deletes are refused
+// (INVALID_ARGUMENT naming the table; dosql writes none). compact() takes L/_dosql/LOCK (the
+// receiver's lock): BUSY naming the directory if a receiver runs.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +54,7 @@ struct compact_report {
   size_t files_before = 0, files_after = 0, rewritten = 0, written = 0;
   size_t snapshots_before = 0, snapshots_after = 0;
   size_t removed_files = 0;  ///< deleted by the sweep
+  size_t applied_delete_files = 0, applied_rows = 0;  ///< equality-delete files applied; data rows they removed
   bool committed = false;    ///< a replace snapshot or an expiry was committed
   std::string skipped;       ///< why the table was left alone (compact() of every table), else empty
 };

@@ -6,10 +6,7 @@
 
 namespace dosql::lakehouse {
 
-namespace {
-
-// A key as one string (each value: its kind, then its bytes, length-prefixed): a map key.
-std::string encode_key(const std::vector<value>& key) {
+std::string key_text(const std::vector<value>& key) {
   std::string out;
   for (const auto& v : key) {
     out.push_back(static_cast<char>('0' + v.index()));
@@ -24,8 +21,6 @@ std::string encode_key(const std::vector<value>& key) {
   }
   return out;
 }
-
-}  // namespace
 
 schema current_shape::key_schema() const {
   schema k;
@@ -106,7 +101,7 @@ collapsed collapse(const current_shape& s, std::span<const state_change> changes
   std::vector<slot> slots;  // in first-touch order
   std::map<std::string, size_t> index;
   auto touch = [&](std::vector<value> key) -> slot& {
-    auto [it, fresh] = index.emplace(encode_key(key), slots.size());
+    auto [it, fresh] = index.emplace(key_text(key), slots.size());
     if (fresh) slots.push_back({std::move(key), nullptr});
     return slots[it->second];
   };

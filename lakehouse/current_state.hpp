@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <dosql/error.hpp>
@@ -68,6 +69,9 @@ struct state_change {
 std::vector<value> state_row(std::vector<value> changelog_row);
 /// The key of a table row; INVALID_ARGUMENT naming `lsn` and the column if a key value is NULL.
 result<std::vector<value>> key_of(const current_shape& s, const std::vector<value>& row, uint64_t lsn);
+
+/// A key as one string (each value's kind and length-prefixed bytes): equal keys, equal strings.
+std::string key_text(const std::vector<value>& key);
 
 struct collapsed {
   std::vector<std::vector<value>> deletes;  ///< one per touched key (key_schema() order)

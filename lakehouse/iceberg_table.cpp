@@ -496,7 +496,7 @@ result<std::vector<manifest_entry>> table::live_entries() const {
 result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>& removed,
                                                const std::vector<added_file>& added,
                                                const std::map<std::string, std::string>& extra_summary,
-                                               const expire_policy& expire, int64_t now_ms) {
+                                               const expire_policy& expire, int64_t now_ms, int64_t applied) {
   if (version_ == 0 || history_.empty())
     return error(ec::invalid_argument, "the Iceberg table " + dir_ + " has no snapshot to compact");
   auto meta_dir = dir_ + "/metadata";
@@ -539,11 +539,44 @@ result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>
     mine.added_rows += f.records;
     entries.push_back(std::move(me));
   }
-  std::vector<manifest_file> other;  // delete manifests: carried as they are
+  std::vector<manifest_file> other;  // delete manifests: carried as they are (unless one of their files leaves)
+  std::vector<manifest_entry> delete_entries;  // ... else their entries, into one new delete manifest
+  manifest_file dels;
+  dels.path = location + "/metadata/del-" + std::to_string(p.snapshot_id) + ".avro";
+  dels.content = 1;
+  dels.sequence_number = dels.min_sequence_number = seq;
+  dels.added_snapshot_id = p.snapshot_id;
+  int64_t removed_deletes = 0, removed_delete_records = 0, removed_delete_bytes = 0;
   size_t found = 0;
+  bool rewrite_deletes = false;
+  for (const auto& r : removed) rewrite_deletes = rewrite_deletes || r.file.content != file_content::data;
   for (const auto& mf : *list) {
-    if (mf.content != 0) {
+    if (mf.content != 0 && !rewrite_deletes) {
       other.push_back(mf);
+      continue;
+    }
+    if (mf.content != 0) {
+      auto es = read_manifest(local_file(mf.path), mf);
+      if (!es) return es.err();
+      for (auto& e : *es) {
+        if (e.status == entry_status::deleted) continue;
+        if (gone.count(e.file.path)) {
+          e.status = entry_status::deleted;
+          e.snapshot_id = p.snapshot_id;
+          ++removed_deletes;
+          removed_delete_records += e.file.record_count;
+          removed_delete_bytes += e.file.file_size_in_bytes;
+          ++dels.deleted_files;
+          dels.deleted_rows += e.file.record_count;
+          ++found;
+        } else {
+          e.status = entry_status::existing;
+          ++dels.existing_files;
+          dels.existing_rows += e.file.record_count;
+        }
+        dels.min_sequence_number = std::min(dels.min_sequence_number, *e.sequence_number);
+        delete_entries.push_back(std::move(e));
+      }
       continue;
     }
     auto es = read_manifest(local_file(mf.path), mf);
@@ -569,9 +602,10 @@ result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>
   }
   if (found != gone.size())
     return error(ec::invalid_argument, "the Iceberg table " + dir_ + ": a file to replace is not live in the current snapshot");
-  if (removed_records != added_records)
+  if (applied < 0 || applied > removed_records || removed_records - applied != added_records || (applied && !rewrite_deletes))
     return error(ec::invalid_argument, "the Iceberg table " + dir_ + ": a replace must keep the records (" +
-                                           std::to_string(removed_records) + " removed, " + std::to_string(added_records) + " added)");
+                                           std::to_string(removed_records) + " removed, " + std::to_string(applied) +
+                                           " of them by the deletes it applies, " + std::to_string(added_records) + " added)");
 
   auto schema_text = current_schema.dump();
   p.manifest = meta_dir + "/m-" + std::to_string(p.snapshot_id) + ".avro";
@@ -584,24 +618,38 @@ result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>
   if (auto e = write_new_file(p.manifest, manifest_bytes)) return cleanup(e);
   mine.length = static_cast<int64_t>(manifest_bytes.size());
   std::vector<manifest_file> new_list{mine};
+  if (rewrite_deletes) {
+    p.delete_manifest = meta_dir + "/del-" + std::to_string(p.snapshot_id) + ".avro";
+    auto bytes = write_manifest(schema_text, schema_id, delete_entries, true);
+    if (auto e = write_new_file(p.delete_manifest, bytes)) return cleanup(e);
+    dels.length = static_cast<int64_t>(bytes.size());
+    new_list.push_back(std::move(dels));
+  }
   for (auto& mf : other) new_list.push_back(std::move(mf));
   if (auto e = write_new_file(p.manifest_list, write_manifest_list(p.snapshot_id, parent, seq, new_list))) return cleanup(e);
 
   const auto& prev = history_.back().summary;
-  const auto files_delta = static_cast<int64_t>(added.size()) - static_cast<int64_t>(removed.size());
+  const auto files_delta = static_cast<int64_t>(added.size()) - static_cast<int64_t>(removed.size()) + removed_deletes;
   json summary = {{"operation", "replace"},
                   {"added-data-files", std::to_string(added.size())},
-                  {"deleted-data-files", std::to_string(removed.size())},
+                  {"deleted-data-files", std::to_string(static_cast<int64_t>(removed.size()) - removed_deletes)},
                   {"added-records", std::to_string(added_records)},
                   {"deleted-records", std::to_string(removed_records)},
                   {"added-files-size", std::to_string(added_bytes)},
                   {"removed-files-size", std::to_string(removed_bytes)},
                   {"total-data-files", std::to_string(summary_int(prev, "total-data-files") + files_delta)},
-                  {"total-records", std::to_string(summary_int(prev, "total-records"))},
-                  {"total-files-size", std::to_string(summary_int(prev, "total-files-size") + added_bytes - removed_bytes)},
-                  {"total-delete-files", prev.count("total-delete-files") ? prev.at("total-delete-files") : "0"},
+                  {"total-records", std::to_string(summary_int(prev, "total-records") - applied)},
+                  {"total-files-size",
+                   std::to_string(summary_int(prev, "total-files-size") + added_bytes - removed_bytes - removed_delete_bytes)},
+                  {"total-delete-files", std::to_string(summary_int(prev, "total-delete-files") - removed_deletes)},
                   {"total-position-deletes", prev.count("total-position-deletes") ? prev.at("total-position-deletes") : "0"},
-                  {"total-equality-deletes", prev.count("total-equality-deletes") ? prev.at("total-equality-deletes") : "0"}};
+                  {"total-equality-deletes", std::to_string(summary_int(prev, "total-equality-deletes") - removed_delete_records)}};
+  if (removed_deletes) {
+    summary["removed-delete-files"] = std::to_string(removed_deletes);
+    summary["removed-equality-delete-files"] = std::to_string(removed_deletes);
+    summary["removed-equality-deletes"] = std::to_string(removed_delete_records);
+    summary["removed-files-size"] = std::to_string(removed_bytes + removed_delete_bytes);
+  }
   for (const auto& [k, v] : extra_summary) summary[k] = v;
   json snap = {{"snapshot-id", p.snapshot_id},
                {"parent-snapshot-id", parent},

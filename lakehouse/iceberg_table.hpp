@@ -176,12 +176,14 @@ class table {
   /// A replace snapshot (compaction): `removed` (live entries, as live_entries() gives them)
   /// leave, `added` (under T/data/, durable, each written with one of the table's schemas) come
   /// in, in one manifest with every other live file as EXISTING; then the snapshots `expire`
-  /// does not keep leave the metadata. INVALID_ARGUMENT if a removed file is not live or the
-  /// records removed and added differ.
+  /// does not keep leave the metadata. `removed` may hold equality-delete files too (a rewrite
+  /// that applied them: they leave in a new delete manifest, DELETED); `applied` is the number
+  /// of data rows those deletes removed, so that records removed - applied == records added.
+  /// INVALID_ARGUMENT if a removed file is not live or the records do not add up.
   result<prepared> prepare_replace(const std::vector<manifest_entry>& removed,
                                    const std::vector<added_file>& added,
                                    const std::map<std::string, std::string>& extra_summary, const expire_policy& expire,
-                                   int64_t now_ms);
+                                   int64_t now_ms, int64_t applied = 0);
   /// The local path of a file URI of this table: under the metadata's `location`, mapped into
   /// dir() (a lake that was moved still reads); otherwise the URI's own path.
   std::string local_file(const std::string& uri) const;

@@ -73,8 +73,20 @@ for (const lake of lakes) {
     // icebird: the current snapshot, then time travel.
     compare(`${where}: icebird, current snapshot`, rowsOf(await readTable(tableUrl, metadata), t.columns, t.key),
             rowsOf(t.current, t.columns, t.key));
+    // (A version whose snapshot was expired by `dosql lakehouse compact` is not readable, as in
+    // Iceberg: its files are gone; such versions are skipped and counted.)
+    const live = new Set(metadata.snapshots.map((x) => String(x['snapshot-id'])));
+    let expired = 0;
     for (const [v, rows] of Object.entries(t.versions)) {
+      if (!fs.existsSync(path.join(tdir, 'metadata', `v${v}.metadata.json`))) {
+        expired++;
+        continue;
+      }
       const md = await icebergMetadata({ tableUrl, metadataFileName: `v${v}.metadata.json` });
+      if (!live.has(String(md['current-snapshot-id']))) {
+        expired++;
+        continue;
+      }
       compare(`${where}: icebird, time travel to v${v}`, rowsOf(await readTable(tableUrl, md), t.columns, t.key),
               rowsOf(rows, t.columns, t.key));
     }
@@ -110,7 +122,7 @@ for (const lake of lakes) {
             rowsOf(t.current, t.columns, t.key));
     checked++;
     console.log(`${where}: ${t.current.length} rows; ${data.length} data files, ${dels.length} equality delete files; ` +
-                `time travel to v${Object.keys(t.versions).join(', v')}`);
+                `time travel to v${Object.keys(t.versions).join(', v')}` + (expired ? ` (${expired} of them expired)` : ''));
   }
 }
 if (failures) {

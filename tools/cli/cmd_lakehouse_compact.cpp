@@ -4,7 +4,8 @@
 // snapshot expiry"). Holds the directory's lock, so it never runs beside a receiver.
 //
 // Output: one JSON object per table on stdout ({"table","filesBefore","filesAfter","rewritten",
-// "written","snapshotsBefore","snapshotsAfter","removedFiles","committed"[,"skipped"]}); what it does, one line
+// "written","snapshotsBefore","snapshotsAfter","removedFiles","committed"[,"appliedDeleteFiles",
+// "appliedRows"][,"skipped"]}); what it does, one line
 // each on stderr prefixed "dosql lakehouse: "; a failure as "dosql: CODE: sentence", exit 1
 // (2 for bad arguments).
 #include <CLI/CLI.hpp>
@@ -48,6 +49,10 @@ int run_lakehouse_compact(lakehouse_compact_args& a) {
     nlohmann::json j = {{"table", t.table},         {"filesBefore", t.files_before},         {"filesAfter", t.files_after},
                         {"rewritten", t.rewritten}, {"written", t.written},                  {"snapshotsBefore", t.snapshots_before},
                         {"snapshotsAfter", t.snapshots_after}, {"removedFiles", t.removed_files}, {"committed", t.committed}};
+    if (t.applied_delete_files) {
+      j["appliedDeleteFiles"] = t.applied_delete_files;
+      j["appliedRows"] = t.applied_rows;
+    }
     if (!t.skipped.empty()) j["skipped"] = t.skipped;
     write_out(j.dump() + "\n");
   }
