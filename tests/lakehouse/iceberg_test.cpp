@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include <catch2/catch.hpp>
@@ -461,7 +462,28 @@ struct feed {
     REQUIRE(rows.size() == 1);
     return rows[0];
   }
+  // Per table, its columns before its first event of the pending batch (the batch's `schemas`).
+  std::map<std::string, std::vector<source_column>> columns_before;
+  std::vector<protocol::schema_event> changes;  // the pending batch's schema changes
+  // Runs a DDL statement on the source and records its schema-change event (as the streamer sends it).
+  void schema_change(const std::string& table, const std::string& sql, const std::string& type,
+                     std::optional<std::string> column, std::optional<std::string> old_column = std::nullopt) {
+    if (!columns_before.count(table)) columns_before[table] = src.columns(table);
+    src.exec(sql);
+    protocol::schema_event x;
+    x.event.table = table;
+    x.event.change_type = type;
+    x.event.column = std::move(column);
+    x.event.old_column = std::move(old_column);
+    x.event.sql = sql;
+    x.event.lsn = ++lsn;
+    x.event.txn_id = "tx" + std::to_string(x.event.lsn);
+    x.event.timestamp = 1733222400000 + static_cast<int64_t>(x.event.lsn);
+    x.columns = src.columns(table);
+    changes.push_back(std::move(x));
+  }
   void event(cdc::change_type t, const std::string& table, std::optional<row> before, std::optional<row> after) {
+    if (!columns_before.count(table)) columns_before[table] = src.columns(table);
     cdc::change_event<row> e;
     e.type = t;
     e.table = table;
@@ -493,13 +515,17 @@ struct feed {
     b.sequence_number = ++seq;
     b.batch_id = source + ":" + std::to_string(seq);
     b.previous_lsn = prev;
-    b.first_lsn = events.front().lsn;
-    b.last_lsn = events.back().lsn;
+    b.first_lsn = std::min(events.empty() ? UINT64_MAX : events.front().lsn,
+                           changes.empty() ? UINT64_MAX : changes.front().event.lsn);
+    b.last_lsn = std::max(events.empty() ? 0 : events.back().lsn, changes.empty() ? 0 : changes.back().event.lsn);
     b.created_at = 1733222400000;
-    for (auto& e : events) b.schemas[e.table] = src.columns(e.table);
+    b.schemas = std::move(columns_before);
     b.events = events;
+    b.schema_changes = std::move(changes);
     prev = b.last_lsn;
     events.clear();
+    columns_before.clear();
+    changes.clear();
     return b;
   }
   protocol::batch last;  // the last batch sent
@@ -513,7 +539,7 @@ struct feed {
   }
   // Flushes: every batch acked; then the expectation of each keyed table's new version.
   void flush() {
-    if (!events.empty()) send();
+    if (!events.empty() || !changes.empty()) send();
     std::vector<reply> out;
     REQUIRE_FALSE(store->flush_all(out));
     REQUIRE_FALSE(out.empty());
@@ -923,6 +949,59 @@ TEST_CASE("current-state table: manifest merging (data and delete manifests) ove
   auto r3 = check_current({d.path()});
   INFO(r3.out);
   CHECK(r3.rc == 0);
+}
+
+TEST_CASE("current-state table: schema changes inside a flush (ADD, RENAME, DROP COLUMN): its rows under the flush's "
+          "last schema, the key's field id kept; icebird and DuckDB read the source's rows",
+          "[iceberg][current][evolution]") {
+  test::temp_dir d;
+  feed f(d.path());
+  f.src.exec("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)");
+  f.keyed = {"items"};
+  for (int k = 1; k <= 5; ++k)
+    f.insert("items", "id, name, qty", std::to_string(k) + ", 'n" + std::to_string(k) + "', " + std::to_string(k), "id = " + std::to_string(k));
+  f.flush();
+  // One flush: rows before and after each change, to keys written before it and in it.
+  f.insert("items", "id, name, qty", "6, 'n6', 6", "id = 6");
+  f.update("items", "qty = 10", "id = 1", "id = 1");
+  f.schema_change("items", "ALTER TABLE items ADD COLUMN color TEXT", "add_column", "color");
+  f.insert("items", "id, name, qty, color", "7, 'n7', 7, 'blue'", "id = 7");
+  f.update("items", "color = 'red'", "id = 2", "id = 2");
+  f.update("items", "qty = 60", "id = 6", "id = 6");
+  f.schema_change("items", "ALTER TABLE items RENAME COLUMN name TO title", "alter_column", "title", "name");
+  f.update("items", "title = 't3'", "id = 3", "id = 3");
+  f.remove("items", "id = 4");
+  f.flush();
+  const std::string items = d.path() + "/dosql/items";
+  auto fields = [&](const std::string& dir, bool keyed = true) {
+    auto t = iceberg::table::load(dir);
+    REQUIRE(t.ok());
+    const auto& md = t->metadata();
+    std::map<std::string, int> out;
+    for (const auto& sc : md["schemas"])
+      if (sc["schema-id"] == md["current-schema-id"]) {
+        for (const auto& x : sc["fields"]) out[x["name"].get<std::string>()] = x["id"].get<int>();
+        if (keyed) CHECK(sc["identifier-field-ids"] == json::array({6}));
+        else CHECK_FALSE(sc.contains("identifier-field-ids"));
+      }
+    return out;
+  };
+  auto cur = fields(items);
+  auto log = fields(d.path() + "/dosql/items_changelog", false);
+  CHECK(cur == std::map<std::string, int>{{"id", 6}, {"title", 7}, {"qty", 8}, {"color", 9}});  // title keeps name's id
+  CHECK(log.at("title") == 7);
+  CHECK(log.at("color") == 9);
+  // Then a drop, and rows after it.
+  f.schema_change("items", "ALTER TABLE items DROP COLUMN qty", "drop_column", "qty");
+  f.insert("items", "id, title, color", "8, 't8', 'green'", "id = 8");
+  f.update("items", "color = 'x'", "id = 5", "id = 5");
+  f.flush();
+  CHECK(fields(items) == std::map<std::string, int>{{"id", 6}, {"title", 7}, {"color", 9}});
+  f.store.reset();
+  auto r = check_current({d.path()});
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  CHECK(has(r.out, "check_current: 1 current-state tables equal their source"));
 }
 
 TEST_CASE("current-state table: a NULL in a key column (SQLite allows it) is refused naming the LSN and column, "
