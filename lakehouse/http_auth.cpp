@@ -55,4 +55,18 @@ result<ssl::context> tls_server_context(const std::string& cert, const std::stri
   return ctx;
 }
 
+error listen_on(boost::asio::ip::tcp::acceptor& acceptor, const std::string& bind, uint16_t port, std::string_view who) {
+  namespace net = boost::asio;
+  boost::system::error_code ec;
+  auto addr = net::ip::make_address(bind, ec);
+  if (ec) return error(ec::invalid_argument, std::string(who) + ": bind address '" + bind + "' is not an IP address");
+  net::ip::tcp::endpoint ep(addr, port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return error(ec::io_error, std::string(who) + ": cannot listen on " + bind + ":" + std::to_string(port) + ": " + ec.message());
+  return {};
+}
+
 }  // namespace dosql::lakehouse

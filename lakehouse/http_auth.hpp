@@ -5,12 +5,16 @@
 // - tls_server_context: a TLS 1.2+ server context from a PEM certificate chain and private key,
 //   INVALID_ARGUMENT naming the file (and OpenSSL's reason) if either is unusable or they do not
 //   match.
+// - listen_on: opens, binds (SO_REUSEADDR) and listens an acceptor on bind:port (port 0: any
+//   free port), INVALID_ARGUMENT if `bind` is not an IP address, IO_ERROR naming the address.
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
 #include <dosql/error.hpp>
@@ -28,5 +32,8 @@ class bearer_token {
 };
 
 result<boost::asio::ssl::context> tls_server_context(const std::string& cert_file, const std::string& key_file);
+
+/// `who` prefixes the errors ("lakehouse receiver", "lakehouse catalog").
+error listen_on(boost::asio::ip::tcp::acceptor& acceptor, const std::string& bind, uint16_t port, std::string_view who);
 
 }  // namespace dosql::lakehouse

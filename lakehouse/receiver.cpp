@@ -377,16 +377,7 @@ result<std::unique_ptr<receiver>> receiver::start(receiver_options o) {
   p->store = std::move(*st);
   p->snapshot = p->store->stats();
 
-  beast::error_code ec;
-  auto addr = net::ip::make_address(p->o.bind, ec);
-  if (ec) return error(ec::invalid_argument, "lakehouse receiver: bind address '" + p->o.bind + "' is not an IP address");
-  tcp::endpoint ep(addr, p->o.port);
-  auto where = p->o.bind + ":" + std::to_string(p->o.port);
-  p->acceptor.open(ep.protocol(), ec);
-  if (!ec) p->acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) p->acceptor.bind(ep, ec);
-  if (!ec) p->acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) return error(ec::io_error, "lakehouse receiver: cannot listen on " + where + ": " + ec.message());
+  if (auto e = listen_on(p->acceptor, p->o.bind, p->o.port, "lakehouse receiver")) return e;
   p->port = p->acceptor.local_endpoint().port();
   p->accept();
   p->tick();
