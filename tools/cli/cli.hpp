@@ -8,6 +8,7 @@
 // consumer and takes the lock.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -142,6 +143,9 @@ subcommand add_lakehouse_catalog(CLI::App& lakehouse);
 
 // ---- helpers -------------------------------------------------------------------------------
 
+/// Blocks SIGINT and SIGTERM in the calling thread (threads started after it inherit the mask, so
+/// the caller takes them with sigwait() on the returned set) and ignores SIGPIPE.
+sigset_t block_stop_signals();
 /// Prints "dosql: <text>" on one line (newlines folded) to stderr; returns 1.
 int fail(const error& e);
 int fail(std::string_view text);

@@ -62,12 +62,7 @@ int run_lakehouse_catalog(lakehouse_catalog_args& a) {
   o.log = log_line;
 
   // SIGTERM/SIGINT are taken by sigwait below: blocked before the server's thread starts.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  sigset_t sigs = block_stop_signals();
 
   auto c = lakehouse::catalog::start(o);
   if (!c) return c.err().code() == ec::invalid_argument ? (fail(c.err()), 2) : fail(c.err());

@@ -54,12 +54,7 @@ int run_lakehouse_serve(lakehouse_serve_args& a) {
 
   // SIGTERM/SIGINT are taken by sigwait below: blocked before the receiver's thread starts (it
   // inherits the mask), so no handler runs on it.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  sigset_t sigs = block_stop_signals();
 
   auto r = lakehouse::receiver::start(o);
   if (!r) return r.err().code() == ec::invalid_argument ? (fail(r.err()), 2) : fail(r.err());

@@ -59,12 +59,7 @@ std::string status_json(const lakehouse::streamer_status& s, const std::string& 
 int run(stream_options& o) {
   // SIGINT/SIGTERM are taken by a thread of ours (sigwait), which stops the streamer; every
   // other thread (the streamer's, the runtime's) inherits the blocked mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_signals = block_stop_signals();
 
   uint64_t from = 0;
   if (!o.from_text.empty()) {

@@ -1,7 +1,10 @@
 // Shared helpers of the dosql CLI: one-line errors, JSON strings, timestamps, text tables.
 #include <sqlite3.h>
 
+#include <pthread.h>
+
 #include <charconv>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 
@@ -38,6 +41,16 @@ int fail(std::string_view text) {
   std::fflush(stdout);
   std::fwrite(line.data(), 1, line.size(), stderr);
   return 1;
+}
+
+sigset_t block_stop_signals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  return sigs;
 }
 
 int fail(const error& e) { return fail(e.to_string()); }
