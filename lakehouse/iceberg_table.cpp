@@ -546,60 +546,52 @@ result<table::prepared> table::prepare_replace(const std::vector<manifest_entry>
   dels.content = 1;
   dels.sequence_number = dels.min_sequence_number = seq;
   dels.added_snapshot_id = p.snapshot_id;
-  int64_t removed_deletes = 0, removed_delete_records = 0, removed_delete_bytes = 0;
   size_t found = 0;
   bool rewrite_deletes = false;
   for (const auto& r : removed) rewrite_deletes = rewrite_deletes || r.file.content != file_content::data;
-  for (const auto& mf : *list) {
-    if (mf.content != 0 && !rewrite_deletes) {
-      other.push_back(mf);
-      continue;
-    }
-    if (mf.content != 0) {
-      auto es = read_manifest(local_file(mf.path), mf);
-      if (!es) return es.err();
-      for (auto& e : *es) {
-        if (e.status == entry_status::deleted) continue;
-        if (gone.count(e.file.path)) {
-          e.status = entry_status::deleted;
-          e.snapshot_id = p.snapshot_id;
-          ++removed_deletes;
-          removed_delete_records += e.file.record_count;
-          removed_delete_bytes += e.file.file_size_in_bytes;
-          ++dels.deleted_files;
-          dels.deleted_rows += e.file.record_count;
-          ++found;
-        } else {
-          e.status = entry_status::existing;
-          ++dels.existing_files;
-          dels.existing_rows += e.file.record_count;
-        }
-        dels.min_sequence_number = std::min(dels.min_sequence_number, *e.sequence_number);
-        delete_entries.push_back(std::move(e));
-      }
-      continue;
-    }
+  // Carries one manifest's live entries into `into` (its list entry `mf_out`): a removed file
+  // DELETED by this snapshot (sequence numbers stay), every other EXISTING.
+  struct tally {
+    int64_t files = 0, records = 0, bytes = 0;
+  };
+  auto carry = [&](const manifest_file& mf, manifest_file& mf_out, std::vector<manifest_entry>& into,
+                   tally& gone_tally) -> error {
     auto es = read_manifest(local_file(mf.path), mf);
     if (!es) return es.err();
     for (auto& e : *es) {
       if (e.status == entry_status::deleted) continue;
       if (gone.count(e.file.path)) {
         e.status = entry_status::deleted;
-        e.snapshot_id = p.snapshot_id;  // the snapshot that deleted it; sequence numbers stay
-        removed_records += e.file.record_count;
-        removed_bytes += e.file.file_size_in_bytes;
-        ++mine.deleted_files;
-        mine.deleted_rows += e.file.record_count;
+        e.snapshot_id = p.snapshot_id;
+        ++gone_tally.files;
+        gone_tally.records += e.file.record_count;
+        gone_tally.bytes += e.file.file_size_in_bytes;
+        ++mf_out.deleted_files;
+        mf_out.deleted_rows += e.file.record_count;
         ++found;
       } else {
         e.status = entry_status::existing;
-        ++mine.existing_files;
-        mine.existing_rows += e.file.record_count;
+        ++mf_out.existing_files;
+        mf_out.existing_rows += e.file.record_count;
       }
-      mine.min_sequence_number = std::min(mine.min_sequence_number, *e.sequence_number);
-      entries.push_back(std::move(e));
+      mf_out.min_sequence_number = std::min(mf_out.min_sequence_number, *e.sequence_number);
+      into.push_back(std::move(e));
     }
+    return {};
+  };
+  tally removed_data, removed_del;
+  for (const auto& mf : *list) {
+    if (mf.content != 0 && !rewrite_deletes) {
+      other.push_back(mf);
+      continue;
+    }
+    const bool data = mf.content == 0;
+    if (auto e = carry(mf, data ? mine : dels, data ? entries : delete_entries, data ? removed_data : removed_del)) return e;
   }
+  removed_records = removed_data.records;
+  removed_bytes = removed_data.bytes;
+  const int64_t removed_deletes = removed_del.files, removed_delete_records = removed_del.records,
+                removed_delete_bytes = removed_del.bytes;
   if (found != gone.size())
     return error(ec::invalid_argument, "the Iceberg table " + dir_ + ": a file to replace is not live in the current snapshot");
   if (applied < 0 || applied > removed_records || removed_records - applied != added_records || (applied && !rewrite_deletes))
