@@ -1,6 +1,7 @@
 // The runtime (the actor system) and the data directory: its marker, lock and dosql.conf,
 // and runtime::open.
 #include "runtime/database_impl.hpp"
+#include "runtime/remote_protocol.hpp"
 
 namespace dosql {
 
@@ -9,6 +10,7 @@ using namespace detail;
 // ---------------------------------------------------------------------------------------
 struct runtime::state {
   caf::actor_system_config cfg;
+  runtime_options opts;
   std::unique_ptr<caf::actor_system> sys;
 };
 
@@ -34,8 +36,12 @@ runtime::runtime(runtime_options opts) : s_(std::make_unique<state>()) {
   s_->cfg.set("scheduler.policy", opts.policy == runtime_options::scheduler_policy::sharing ? caf::atom("sharing")
                                                                                             : caf::atom("stealing"));
   actors::register_protocol(s_->cfg);  // typed messages; dosql::error crosses actors as itself
+  if (opts.network.enabled) remote::configure_network(s_->cfg, opts.network);
+  s_->opts = opts;
   s_->sys = std::make_unique<caf::actor_system>(s_->cfg);
 }
+
+const runtime_options& runtime::options() const noexcept { return s_->opts; }
 
 runtime::~runtime() = default;
 

@@ -6,7 +6,9 @@
 #include <memory>
 
 #include <dosql/cdc.hpp>
+#include <dosql/slots.hpp>
 
+#include "actors/slot_manager.hpp"
 #include "actors/subscription_reader.hpp"
 
 namespace dosql::cdc {
@@ -23,5 +25,14 @@ void fill_lag(database& db, const subscribe_options& selection, subscription_sta
 error check_where(database& db, const std::map<std::string, std::string>& where);
 
 result<std::shared_ptr<actors::reader_config>> make_reader_config(cdc_handle& cdc, subscribe_options opts);
+
+/// The options of a subscription resuming after slot `s` (its filter, heartbeats on; `extra`'s
+/// from_lsn counts when above the slot's); LSN_NOT_FOUND if the slot was invalidated. Defined
+/// in runtime/slots.cpp; used by slot_manager::subscribe_from_slot and the remote service.
+result<subscribe_options> slot_subscribe_options(const slot_info& s, subscribe_options extra);
+/// The actor behind a slot_manager facade (the remote service shares the application's).
+struct slot_manager_access {
+  static actors::slot_manager_actor actor_of(slot_manager& m);
+};
 
 }  // namespace dosql::cdc

@@ -109,25 +109,33 @@ error slot_manager::delete_slot(const std::string& name) { return p_->call_void(
 
 error slot_manager::check() { return p_->call_void(actors::slot_check_atom::value); }
 
-result<std::unique_ptr<subscription>> slot_manager::subscribe_from_slot(const std::string& name, subscribe_options extra) {
-  auto s = get_slot(name);
-  if (!s) return s.err();
-  if (s->invalidated) {
-    error e(ec::lsn_not_found, "replication slot '" + name + "' was invalidated: " + s->invalid_reason +
+result<subscribe_options> slot_subscribe_options(const slot_info& s, subscribe_options extra) {
+  if (s.invalidated) {
+    error e(ec::lsn_not_found, "replication slot '" + s.name + "' was invalidated: " + s.invalid_reason +
                                    "; re-create it (with a snapshot) to resume");
     return e;
   }
-  extra.from_lsn = std::max(extra.from_lsn, s->acked_lsn);  // past the slot: a consumer that knows more
+  extra.from_lsn = std::max(extra.from_lsn, s.acked_lsn);  // past the slot: a consumer that knows more
   extra.heartbeats = true;  // a filtered consumer learns its position past other tables' changes
-  extra.filter.tables = s->filter.tables;
-  extra.filter.operations = s->filter.operations;
-  extra.filter.txn_ids = s->filter.txn_ids;
-  for (auto& [t, m] : s->filter.columns) extra.columns.emplace(t, m);
-  for (auto& [t, expr] : s->filter.where) {
+  extra.filter.tables = s.filter.tables;
+  extra.filter.operations = s.filter.operations;
+  extra.filter.txn_ids = s.filter.txn_ids;
+  for (auto& [t, m] : s.filter.columns) extra.columns.emplace(t, m);
+  for (auto& [t, expr] : s.filter.where) {
     auto [it, fresh] = extra.where.emplace(t, expr);
     if (!fresh) it->second = "(" + expr + ") AND (" + it->second + ")";
   }
-  return cdc_handle(p_->db).subscribe(std::move(extra));
+  return extra;
 }
+
+result<std::unique_ptr<subscription>> slot_manager::subscribe_from_slot(const std::string& name, subscribe_options extra) {
+  auto s = get_slot(name);
+  if (!s) return s.err();
+  auto opts = slot_subscribe_options(*s, std::move(extra));
+  if (!opts) return opts.err();
+  return cdc_handle(p_->db).subscribe(std::move(*opts));
+}
+
+actors::slot_manager_actor slot_manager_access::actor_of(slot_manager& m) { return m.p_->actor; }
 
 }  // namespace dosql::cdc

@@ -20,6 +20,8 @@
 
 #include <caf/fwd.hpp>
 
+#include <chrono>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -40,6 +42,20 @@ struct runtime_options {
   /// CAF's scheduler: work sharing wakes an idle worker faster (live-tail latency); work
   /// stealing (CAF's default) spreads many busy actors better.
   enum class scheduler_policy : uint8_t { sharing, stealing } policy = scheduler_policy::sharing;
+  /// CAF's middleman, for remote subscribers (<dosql/remote.hpp>): off unless enabled.
+  struct network_options {
+    bool enabled = false;
+    /// TLS on every middleman connection (CAF's openssl module). A server needs certificate
+    /// and key (PEM files); a client that sets cafile verifies the server against it (and a
+    /// server that sets cafile requires client certificates). Without certificate and key,
+    /// connections are encrypted but not authenticated (anonymous Diffie-Hellman).
+    bool tls = false;
+    std::string certificate, key, cafile, passphrase;
+    /// Both sides send a heartbeat this often; a connection silent for connection_timeout is
+    /// closed (a cut link is noticed within about that time).
+    std::chrono::milliseconds heartbeat{500};
+    std::chrono::milliseconds connection_timeout{4000};
+  } network;
 };
 
 struct database_options {
@@ -97,6 +113,9 @@ struct recovery_info {
 
 class database;
 class runtime;
+namespace remote {
+class connection;
+}
 
 /// A transaction held by one thread: BEGIN on creation, ROLLBACK on destruction unless
 /// commit() ran. Other threads' writes wait until it ends.
@@ -218,6 +237,10 @@ class runtime {
   /// directory that is not dosql's, one written by a newer dosql, or one in use.
   result<std::shared_ptr<database>> open(const std::string& dir, const database_options& opts = {});
   caf::actor_system& system();
+  /// Connects to a CDC service published with remote::publish (or `dosql serve --cdc-port`);
+  /// needs runtime_options::network.enabled. See <dosql/remote.hpp>.
+  result<std::shared_ptr<remote::connection>> connect(const std::string& host, uint16_t port, const std::string& token);
+  const runtime_options& options() const noexcept;
 
  private:
   struct state;

@@ -78,6 +78,7 @@ class slot_manager {
   struct impl;
 
  private:
+  friend struct slot_manager_access;  // internal (runtime/reader_setup.hpp)
   std::unique_ptr<impl> p_;
 };
 
