@@ -115,8 +115,16 @@ struct serve_options {
   /// sends nothing (no pong: a client that stopped reading) is closed at this long (as
   /// PostgreSQL's wal_sender_timeout, 60 s there).
   uint32_t idle_timeout_s = 300;
+  /// Also publish the CDC service on CAF's middleman (remote subscribers, <dosql/remote.hpp>):
+  /// serve then opens DIR as its owner (takes its lock; slots live on this server).
+  std::optional<uint16_t> cdc_port;
+  std::string cdc_bind = "127.0.0.1";
+  std::optional<std::string> cdc_cafile;  ///< with --cert/--key: verify clients' certificates against it
 };
 int run_serve(const serve_options& o);
+/// serve --cdc-port: opens the database and publishes its CDC service (tools/cli/cmd_remote.cpp);
+/// the returned holder keeps them until destroyed. port_out: the port it listens on.
+result<std::shared_ptr<void>> start_cdc_service(const serve_options& o, uint16_t& port_out);
 
 // ---- lakehouse (issue 16; each sub-command in its own tools/cli/cmd_lakehouse_*.cpp) ----------
 
@@ -151,6 +159,12 @@ int fail(const error& e);
 int fail(std::string_view text);
 /// `s` with every run of whitespace containing a newline folded into one space.
 std::string one_line(std::string_view s);
+
+/// The token in a --token-file: its content without surrounding white space (INVALID_ARGUMENT
+/// if unreadable or empty). `lakehouse catalog`, `remote tail`, `serve --cdc-port`.
+result<std::string> read_token_file(const std::string& path);
+/// `dosql remote tail HOST:PORT ...`: a remote subscriber (tools/cli/cmd_remote.cpp).
+subcommand add_remote_tail(CLI::App& remote);
 
 /// Writes `s` to stdout as is.
 void write_out(const std::string& s);

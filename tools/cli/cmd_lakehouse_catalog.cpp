@@ -33,18 +33,6 @@ void log_line(const std::string& line) {
   std::fflush(stderr);
 }
 
-// The token in --token-file: its content without surrounding white space.
-result<std::string> read_token_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return error(ec::invalid_argument, "cannot read the token file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto s = ss.str();
-  auto b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
-  if (b == std::string::npos) return error(ec::invalid_argument, "the token file " + path + " is empty");
-  return s.substr(b, e - b + 1);
-}
-
 int run_lakehouse_catalog(lakehouse_catalog_args& a) {
   auto& o = a.o;
   auto usage = [](const error& e) { return fail(e), 2; };

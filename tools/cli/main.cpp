@@ -11,7 +11,8 @@
 //                  [--format json|wal2json|debezium] [--follow]   committed change events
 //                  (read-only without --slot; --slot takes the lock and acknowledges what it printed)
 //   dosql slots DIR list|create NAME|ack NAME LSN|drop NAME        replication slots (takes the lock)
-//   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth]
+//   dosql serve DIR --port P [--bind ADDR] [--token T | --token-file F | --no-auth] [--cdc-port P2]
+//   dosql remote tail HOST:PORT --token T [--slot NAME [--create-slot]] [--count N] [--stop-at-tail]
 //                  [--cert FILE --key FILE] [--max-connections N] [--max-queue-bytes B] [--idle-timeout S]
 //                  the CDC stream over WebSocket, /metrics, /healthz (read-only)
 //   dosql lakehouse serve --dir L --port P [--token T] [--cert C --key K] [--namespace N] ...
@@ -192,6 +193,16 @@ int main(int argc, char** argv) {
   serve->add_option("--poll-ms", vo.poll_ms, "WAL polling interval at the tail, in milliseconds")
       ->capture_default_str()
       ->check(CLI::Range(1, 60000));
+  uint16_t cdc_port = 0;
+  std::string cdc_cafile;
+  auto* cdc_port_opt = serve->add_option("--cdc-port", cdc_port,
+                                         "Also publish the CDC service for remote subscribers (dosql remote tail, "
+                                         "dosql::remote::connect) on this CAF middleman port (0: any; printed as `cdc "
+                                         "service on ADDR:PORT`); serve then owns DIR (its lock, its slots); same token");
+  serve->add_option("--cdc-bind", vo.cdc_bind, "Address of the CDC service")->capture_default_str();
+  auto* cdc_cafile_opt = serve->add_option("--cdc-cafile", cdc_cafile,
+                                           "With --cert/--key: the CDC service requires client certificates signed by "
+                                           "these CAs (CAF's openssl module: mutual TLS)");
   serve->add_option("--threads", vo.threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
   serve->add_option("--idle-timeout", vo.idle_timeout_s,
                     "Seconds: a WebSocket client from which nothing arrives is pinged at half this, and closed at "
@@ -210,6 +221,11 @@ int main(int argc, char** argv) {
   lakehouse->require_subcommand(1);
   std::vector<subcommand> lakehouse_cmds{add_lakehouse_serve(*lakehouse), add_lakehouse_stream(*lakehouse),
                                          add_lakehouse_compact(*lakehouse), add_lakehouse_catalog(*lakehouse)};
+
+  auto* remote = app.add_subcommand("remote", "Remote subscribers (README \"Remote subscribers\"): dosql remote tail "
+                                              "HOST:PORT prints a published database's change events");
+  remote->require_subcommand(1);
+  std::vector<subcommand> remote_cmds{add_remote_tail(*remote)};
 
   auto* slots = app.add_subcommand("slots", "Replication slots: dosql slots DIR list|create NAME|ack NAME LSN|drop NAME "
                                             "(needs the directory's lock)");
@@ -308,10 +324,14 @@ int main(int argc, char** argv) {
   }
   for (auto& c : lakehouse_cmds)
     if (c.app->parsed()) return c.run();
+  for (auto& c : remote_cmds)
+    if (c.app->parsed()) return c.run();
   if (serve->parsed()) {
     if (*tok) vo.token = token;
     if (*tok_file) vo.token_file = token_file;
     if (*cert_opt) vo.cert = cert, vo.key = key;
+    if (*cdc_port_opt) vo.cdc_port = cdc_port;
+    if (*cdc_cafile_opt) vo.cdc_cafile = cdc_cafile;
     return run_serve(vo);
   }
   if (tail->parsed()) {

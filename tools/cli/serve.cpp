@@ -169,6 +169,17 @@ int run_serve(const serve_options& o) {
 
   std::string host = addr.is_v6() ? "[" + addr.to_string() + "]" : addr.to_string();
   std::printf("listening on %s://%s:%u\n", srv.tls ? "https" : "http", host.c_str(), static_cast<unsigned>(port));
+  std::shared_ptr<void> cdc_service;
+  if (o.cdc_port) {
+    uint16_t cdc_port = 0;
+    auto started = start_cdc_service(o, cdc_port);
+    if (!started) {
+      std::fflush(stdout);
+      return fail(started.err());
+    }
+    cdc_service = std::move(*started);
+    std::printf("cdc service on %s:%u%s\n", o.cdc_bind.c_str(), static_cast<unsigned>(cdc_port), o.cert ? " (tls)" : "");
+  }
   std::fflush(stdout);
 
   std::vector<std::thread> threads;

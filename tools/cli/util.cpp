@@ -7,6 +7,8 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
+#include <sstream>
 
 #include "tools/cli/cli.hpp"
 #include <dosql/json.hpp>
@@ -178,6 +180,17 @@ std::optional<std::vector<std::string>> sqlite_columns(const std::string& dir, c
   std::vector<std::string> cols;
   for (int i = 0; i < sqlite3_column_count(st->get()); ++i) cols.push_back(sqlite3_column_name(st->get(), i));
   return cols;
+}
+
+result<std::string> read_token_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return error(ec::invalid_argument, "cannot read the token file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto s = ss.str();
+  auto b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+  if (b == std::string::npos) return error(ec::invalid_argument, "the token file " + path + " is empty");
+  return s.substr(b, e - b + 1);
 }
 
 }  // namespace dosql::cli
