@@ -50,10 +50,14 @@ bool has(const std::string& s, const std::string& what) { return s.find(what) !=
 
 child spawn_dosql(const std::vector<std::string>& args, const std::vector<std::string>& env,
                   const std::string& err_path) {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
   std::vector<std::string> argv_s{DOSQL_CLI};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
+  return spawn_program(argv_s, env, err_path);
+}
+
+child spawn_program(std::vector<std::string> argv_s, const std::vector<std::string>& env, const std::string& err_path) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -69,7 +73,7 @@ child spawn_dosql(const std::vector<std::string>& args, const std::vector<std::s
     }
     ::unsetenv("DOSQL_SERVE_TOKEN");
     for (auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
-    ::execv(argv[0], argv.data());
+    ::execvp(argv[0], argv.data());
     ::_exit(127);
   }
   ::close(fds[1]);

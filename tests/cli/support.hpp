@@ -42,6 +42,9 @@ struct child {
 };
 child spawn_dosql(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
                   const std::string& err_path = "");
+/// The same for any program: argv[0] is looked up in PATH when it has no slash.
+child spawn_program(std::vector<std::string> argv, const std::vector<std::string>& env = {},
+                    const std::string& err_path = "");
 /// Appends what `fd` yields to `got` until done(got), EOF or the timeout; returns done(got).
 bool read_until(int fd, std::string& got, const std::function<bool(const std::string&)>& done,
                 std::chrono::milliseconds timeout);
