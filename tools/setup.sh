@@ -10,7 +10,7 @@ packages=(
   libsqlite3-dev sqlite3 libboost-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl
   clang libfuzzer-14-dev libclang-rt-14-dev
   libhiredis-dev redis-server chromium
-  libzstd-dev
+  libzstd-dev iproute2
   avro-bin python3-avro libavro-dev
 )
 [ $# -gt 0 ] && packages+=("$@")

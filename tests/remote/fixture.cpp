@@ -5,6 +5,7 @@
 //
 //   remote_fixture DIR --port P --token T [--bind ADDR] [--prefill N] [--payload BYTES]
 //                  [--rows N] [--rate PER_S] [--timeout-ms MS] [--start-file F]
+//                  [--cert PEM --key PEM --cafile PEM]  (TLS: CAF's openssl module, mutual)
 // --prefill: rows committed before publishing (1,000 per transaction). --start-file: the live
 // rows wait until this file exists (so a test can subscribe first).
 #include <dosql/dosql.hpp>
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   double rate = std::stod(arg(argc, argv, "--rate", "1000"));
   int timeout_ms = std::stoi(arg(argc, argv, "--timeout-ms", "2000"));
   std::string start_file = arg(argc, argv, "--start-file", "");
+  std::string cert = arg(argc, argv, "--cert", ""), key = arg(argc, argv, "--key", ""), cafile = arg(argc, argv, "--cafile", "");
   ::signal(SIGTERM, on_term);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -57,6 +59,12 @@ int main(int argc, char** argv) {
   ro.network.enabled = true;
   ro.network.heartbeat = std::chrono::milliseconds(std::max(50, timeout_ms / 8));
   ro.network.connection_timeout = std::chrono::milliseconds(timeout_ms);
+  if (!cert.empty()) {
+    ro.network.tls = true;
+    ro.network.certificate = cert;
+    ro.network.key = key;
+    ro.network.cafile = cafile;
+  }
   dosql::runtime rt(ro);
   auto db = rt.open(dir);
   if (!db) return die(db.err());

@@ -260,7 +260,7 @@ TEST_CASE("remote: wrong or missing token refused before any data; the gate hono
     REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
     std::mt19937 rng(static_cast<unsigned>(round));
     // An HTTP request (a browser pointed at the port), then random bytes. (A peer that sends less
-    // than CAF's 40-byte frame header stays connected until it sends more or closes: CAF 0.17 has
+    // than CAF's 32-byte frame header stays connected until it sends more or closes: CAF 0.17 has
     // no handshake timeout.)
     std::string junk = round == 0 ? "GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n"
                                   : std::string(4096, '\0');
@@ -483,6 +483,76 @@ TEST_CASE("remote: across network namespaces, the link cut mid-stream (interface
     ids.push_back(std::stoll(l.substr(at + 13)));
   }
   check_contiguous(ids, rows);
+  ::kill(srv.proc.pid, SIGTERM);
+  CHECK(wait_exit(srv.proc.pid) == 0);
+}
+
+namespace {
+
+// A CA, and certificates signed by it, made with the openssl tool.
+void make_cert(const std::string& dir, const std::string& ca, const std::string& name) {
+  REQUIRE(sh("openssl req -newkey rsa:2048 -nodes -keyout " + dir + "/" + name + ".key -out " + dir + "/" + name +
+             ".csr -subj /CN=" + name) == 0);
+  REQUIRE(sh("openssl x509 -req -in " + dir + "/" + name + ".csr -CA " + dir + "/" + ca + ".pem -CAkey " + dir + "/" + ca +
+             ".key -CAcreateserial -out " + dir + "/" + name + ".pem -days 2") == 0);
+}
+void make_ca(const std::string& dir, const std::string& ca) {
+  REQUIRE(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout " + dir + "/" + ca + ".key -out " + dir + "/" + ca +
+             ".pem -days 2 -subj /CN=" + ca) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("remote: over TLS (CAF's openssl module): a client with a certificate of the server's CA streams; a plain "
+          "client and one with a foreign certificate are refused",
+          "[remote][tls]") {
+  temp_dir d;
+  make_ca(d.path(), "ca");
+  make_ca(d.path(), "other_ca");
+  make_cert(d.path(), "ca", "server");
+  make_cert(d.path(), "ca", "client");
+  make_cert(d.path(), "other_ca", "intruder");
+  auto srv = start_server(d / "db",
+                          {"--prefill", "300", "--cert", d / "server.pem", "--key", d / "server.key", "--cafile", d / "ca.pem"},
+                          d / "fixture.err");
+  {
+    runtime_options o = client_options();
+    o.network.tls = true;
+    o.network.certificate = d / "client.pem";
+    o.network.key = d / "client.key";
+    o.network.cafile = d / "ca.pem";
+    runtime rt(o);
+    auto conn = must(remote::connect(rt, "127.0.0.1", srv.port, token));
+    auto col = std::make_shared<collected>();
+    auto c = rt.system().spawn(collector, col);
+    cdc::subscribe_options so;
+    so.stop_at_tail = true;
+    auto sub = must(conn->subscribe_actor(c, so));
+    REQUIRE(wait_for(col, [](collected& x) { return x.ends > 0; }));
+    {
+      std::lock_guard<std::mutex> g(col->mu);
+      CHECK(!col->end_err);
+      check_contiguous(col->ids, 300);
+    }
+    caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+  }
+  {
+    runtime rt(client_options());  // no TLS
+    auto r = remote::connect(rt, "127.0.0.1", srv.port, token);
+    REQUIRE(!r);
+    CHECK(r.err().code() == ec::io_error);
+  }
+  {
+    runtime_options o = client_options();
+    o.network.tls = true;
+    o.network.certificate = d / "intruder.pem";
+    o.network.key = d / "intruder.key";
+    o.network.cafile = d / "other_ca.pem";
+    runtime rt(o);
+    auto r = remote::connect(rt, "127.0.0.1", srv.port, token);
+    REQUIRE(!r);
+    CHECK(r.err().code() == ec::io_error);
+  }
   ::kill(srv.proc.pid, SIGTERM);
   CHECK(wait_exit(srv.proc.pid) == 0);
 }
