@@ -291,8 +291,9 @@ caf::behavior controller(ctl_pointer self, controller_state init) {
   return {
       [=](cdc::batch_atom, cdc::batch& b) -> caf::result<uint64_t> {
         auto& s = self->state;
-        if (!from_reader(self))
+        if (!from_reader(self)) {
           return actors::to_caf(error(ec::subscription_failed, "stale batch from an earlier link"));
+        }
         if (b.last_lsn <= s.forwarded) return b.last_lsn;  // already handed on
         if (b.first_lsn <= s.forwarded)
           return actors::to_caf(error(ec::invalid_argument, "batch " + std::to_string(b.first_lsn) + ".." +

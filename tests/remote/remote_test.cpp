@@ -143,6 +143,16 @@ int64_t wait_written(server& s) {
 
 void touch(const std::string& path) { std::ofstream(path) << "go\n"; }
 
+// A read_until predicate "at least n lines", counting only what is new (outputs run to megabytes).
+std::function<bool(const std::string&)> at_least_lines(int64_t n) {
+  auto seen = std::make_shared<std::pair<size_t, int64_t>>(0, 0);  // bytes counted, newlines among them
+  return [seen, n](const std::string& o) {
+    seen->second += std::count(o.begin() + static_cast<std::ptrdiff_t>(seen->first), o.end(), '\n');
+    seen->first = o.size();
+    return seen->second >= n;
+  };
+}
+
 int64_t rss_kb(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -456,12 +466,12 @@ TEST_CASE("remote: across network namespaces, the link cut mid-stream (interface
   std::this_thread::sleep_for(std::chrono::seconds(2));
   touch(d / "go");
   std::string got;
-  REQUIRE(read_until(tail.out, got, [](const std::string& o) { return std::count(o.begin(), o.end(), '\n') >= 800; },
+  REQUIRE(read_until(tail.out, got, at_least_lines(800),
                      std::chrono::seconds(60)));
   REQUIRE(ns.link(false));
   std::this_thread::sleep_for(std::chrono::seconds(4));  // longer than the connection timeout
   REQUIRE(ns.link(true));
-  bool all = read_until(tail.out, got, [&](const std::string& o) { return std::count(o.begin(), o.end(), '\n') >= rows; },
+  bool all = read_until(tail.out, got, at_least_lines(rows),
                         std::chrono::seconds(120));
   int rc = wait_exit(tail.pid, std::chrono::seconds(30));
   std::string err;
@@ -553,6 +563,51 @@ TEST_CASE("remote: over TLS (CAF's openssl module): a client with a certificate 
     REQUIRE(!r);
     CHECK(r.err().code() == ec::io_error);
   }
+  ::kill(srv.proc.pid, SIGTERM);
+  CHECK(wait_exit(srv.proc.pid) == 0);
+}
+
+TEST_CASE("remote: a client process that stops reading its socket (SIGSTOP): the server's memory stays bounded, it "
+          "drops the silent link, and the client resumes after SIGCONT without a gap or a duplicate",
+          "[remote]") {
+  temp_dir d;
+  const int64_t rows = 40000;
+  auto srv = start_server(d / "db", {"--prefill", std::to_string(rows), "--payload", "1000"}, d / "fixture.err");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int64_t before = rss_kb(srv.proc.pid);
+  auto tail = spawn_program({DOSQL_CLI, "remote", "tail", "127.0.0.1:" + std::to_string(srv.port), "--token", token,
+                             "--from", "0", "--table", "t", "--op", "insert", "--count", std::to_string(rows), "--window", "512",
+                             "--heartbeat-ms", "200", "--timeout-ms", "1500"},
+                            {}, d / "tail.err");
+  std::string got;
+  REQUIRE(read_until(tail.out, got, at_least_lines(2000),
+                     std::chrono::seconds(60)));
+  ::kill(tail.pid, SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // beyond the server's connection timeout
+  int64_t after = rss_kb(srv.proc.pid);
+  INFO("server RSS " << before << " kB -> " << after << " kB while the client was stopped");
+  CHECK(after - before < 24 * 1024);  // ~40 MB were waiting
+  ::kill(tail.pid, SIGCONT);
+  bool all = read_until(tail.out, got, at_least_lines(rows),
+                        std::chrono::seconds(120));
+  int rc = wait_exit(tail.pid, std::chrono::seconds(30));
+  std::string err;
+  {
+    std::ifstream in(d / "tail.err");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    err = ss.str();
+  }
+  INFO("remote tail stderr:\n" << err << "\nlines: " << std::count(got.begin(), got.end(), '\n') << ", exit " << rc);
+  REQUIRE(all);
+  CHECK(rc == 0);
+  std::vector<int64_t> ids;
+  for (auto& l : lines(got)) {
+    auto at = l.find("\"data\":{\"id\":");
+    REQUIRE(at != std::string::npos);
+    ids.push_back(std::stoll(l.substr(at + 13)));
+  }
+  check_contiguous(ids, rows);
   ::kill(srv.proc.pid, SIGTERM);
   CHECK(wait_exit(srv.proc.pid) == 0);
 }
