@@ -611,3 +611,33 @@ TEST_CASE("remote: a client process that stops reading its socket (SIGSTOP): the
   ::kill(srv.proc.pid, SIGTERM);
   CHECK(wait_exit(srv.proc.pid) == 0);
 }
+
+TEST_CASE("remote: dosql serve --cdc-port publishes; dosql remote tail prints what dosql tail prints; a wrong token "
+          "exits 1 with the reason",
+          "[remote][cli]") {
+  temp_dir d;
+  CHECK_OK(dosql_run("sql " + q(d / "db") + " -e " +
+                     q("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'), ('b'); "
+                       "UPDATE t SET v = 'c' WHERE id = 1; DELETE FROM t WHERE id = 2; ALTER TABLE t ADD COLUMN w REAL;")));
+  auto local = dosql_run("tail " + q(d / "db") + " --from 0");
+  CHECK_OK(local);
+  auto srv = spawn_dosql({"serve", d / "db", "--port", "0", "--token", token, "--cdc-port", "0"}, {}, d / "serve.err");
+  std::string out;
+  REQUIRE(read_until(srv.out, out, [](const std::string& o) { return o.find("cdc service on ") != std::string::npos &&
+                                                                     o.find('\n', o.find("cdc service on ")) != std::string::npos; },
+                     std::chrono::seconds(30)));
+  auto at = out.find("cdc service on ") + std::string("cdc service on ").size();
+  std::string target = out.substr(at, out.find('\n', at) - at);
+  auto remote = dosql_run("remote tail " + target + " --token " + token + " --from 0 --stop-at-tail");
+  CHECK_OK(remote);
+  CHECK(remote.out == local.out);
+  CHECK(lines(remote.out).size() == 6);  // CREATE TABLE, 2 inserts, update, delete, ALTER TABLE
+  auto refused = dosql_run("remote tail " + target + " --token wrong-token-here --stop-at-tail");
+  CHECK(refused.code == 1);
+  CHECK(refused.out.empty());
+  CHECK(has(refused.err, "authentication failed"));
+  auto no_token = dosql_run("remote tail " + target + " --stop-at-tail");
+  CHECK(no_token.code == 2);
+  ::kill(srv.pid, SIGTERM);
+  CHECK(wait_exit(srv.pid) == 0);
+}
