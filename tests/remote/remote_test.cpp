@@ -23,8 +23,10 @@
 #include <dosql/dosql.hpp>
 #include <dosql/remote.hpp>
 
+#include "actors/protocol.hpp"
 #include "cli/support.hpp"
 #include "common/scratch.hpp"
+#include "runtime/remote_protocol.hpp"
 
 namespace {
 
@@ -640,4 +642,74 @@ TEST_CASE("remote: dosql serve --cdc-port publishes; dosql remote tail prints wh
   CHECK(no_token.code == 2);
   ::kill(srv.pid, SIGTERM);
   CHECK(wait_exit(srv.pid) == 0);
+}
+
+namespace {
+
+// A message type the server does not know: its payload cannot be read there.
+struct unknown_to_server {
+  std::string junk;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, unknown_to_server& x) {
+  return f(caf::meta::type_name("dosql.test_unknown"), x.junk);
+}
+
+}  // namespace
+
+TEST_CASE("remote: an authenticated client sending messages the service cannot read or does not take: refused or "
+          "dropped, the server stays up for others",
+          "[remote]") {
+  temp_dir d;
+  auto srv = start_server(d / "db", {"--prefill", "100"}, d / "fixture.err");
+  {
+    // A hand-made client: dosql's protocol plus a type of its own.
+    caf::actor_system_config cfg;
+    actors::register_protocol(cfg);
+    remote::configure_network(cfg, client_options().network);
+    cfg.add_message_type<unknown_to_server>("dosql.test_unknown");
+    caf::actor_system sys{cfg};
+    caf::scoped_actor self{sys};
+    remote::gate_actor gate;
+    self->request(sys.middleman().actor_handle(), std::chrono::seconds(10), caf::connect_atom::value,
+                  std::string("127.0.0.1"), srv.port)
+        .receive([&](caf::node_id&, caf::strong_actor_ptr& p, std::set<std::string>&) { gate = caf::actor_cast<remote::gate_actor>(p); },
+                 [&](caf::error& e) { FAIL(sys.render(e)); });
+    REQUIRE(gate);
+    auto anchor = caf::actor_cast<caf::actor>(self);
+    remote::session_actor session;
+    self->request(gate, std::chrono::seconds(10), remote::r_hello_atom::value, remote::protocol_version, token, anchor)
+        .receive([&](remote::session_actor& s) { session = s; }, [&](caf::error& e) { FAIL(sys.render(e)); });
+    REQUIRE(session);
+    auto raw = caf::actor_cast<caf::actor>(session);
+    // A payload the server cannot deserialize, then a well-typed message of the wrong shape.
+    self->send(raw, remote::r_sub_atom::value, unknown_to_server{std::string(1000, 'x')});
+    bool refused = false;
+    self->request(raw, std::chrono::seconds(10), remote::r_sub_atom::value, std::string("not a subscription"))
+        .receive([](caf::message&) {}, [&](caf::error&) { refused = true; });
+    CHECK(refused);
+    // A version this server does not speak.
+    bool old_refused = false;
+    self->request(gate, std::chrono::seconds(10), remote::r_hello_atom::value, uint32_t{99}, token, anchor)
+        .receive([](remote::session_actor&) {}, [&](caf::error&) { old_refused = true; });
+    CHECK(old_refused);
+    self->send_exit(raw, caf::exit_reason::kill);  // an attempt to kill the session from afar
+  }
+  // The server is up and serves another client completely.
+  runtime rt(client_options());
+  auto conn = must(remote::connect(rt, "127.0.0.1", srv.port, token));
+  auto col = std::make_shared<collected>();
+  auto c = rt.system().spawn(collector, col);
+  cdc::subscribe_options o;
+  o.stop_at_tail = true;
+  auto sub = must(conn->subscribe_actor(c, o));
+  REQUIRE(wait_for(col, [](collected& x) { return x.ends > 0; }));
+  {
+    std::lock_guard<std::mutex> g(col->mu);
+    CHECK(!col->end_err);
+    check_contiguous(col->ids, 100);
+  }
+  caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+  ::kill(srv.proc.pid, SIGTERM);
+  CHECK(wait_exit(srv.proc.pid) == 0);
 }
