@@ -36,6 +36,7 @@ bool transient(const error& e) {
   switch (e.code()) {
     case ec::io_error:
     case ec::closed:
+    case ec::busy:  // the server's session limit
       return true;
     default:
       return false;

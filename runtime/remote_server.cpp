@@ -283,7 +283,7 @@ struct gate_state {
 };
 
 gate_actor::behavior_type gate(gate_actor::stateful_pointer<gate_state> self, std::shared_ptr<database> db,
-                               actors::slot_manager_actor slots, std::string token,
+                               actors::slot_manager_actor slots, std::string token, uint32_t max_sessions,
                                std::shared_ptr<service_shared> shared) {
   return {
       [=](r_hello_atom, uint32_t version, const std::string& given, caf::actor anchor) -> caf::result<session_actor> {
@@ -301,6 +301,13 @@ gate_actor::behavior_type gate(gate_actor::stateful_pointer<gate_state> self, st
           return refuse("authentication failed: wrong token");
         if (!anchor || !sender || anchor.node() != sender->node())
           return refuse("the hello's anchor actor is not on the sending node");
+        if (shared->sessions.load() >= max_sessions) {
+          shared->refused.fetch_add(1);
+          spdlog::warn("remote: refused a connection from {}: {} sessions are open (publish_options::max_sessions)", who,
+                       max_sessions);
+          return actors::to_caf(error(ec::busy, "the server has " + std::to_string(max_sessions) +
+                                                    " sessions open; try again later"));
+        }
         return self->spawn(session, db, slots, anchor, shared);
       },
   };
@@ -365,7 +372,7 @@ result<std::unique_ptr<service>> publish(std::shared_ptr<database> db, publish_o
   p->tls = rt.options().network.tls;
   p->slots = opts.slots ? opts.slots : cdc::create_slot_manager(db);
   p->shared = std::make_shared<service_shared>();
-  p->gate = p->sys->spawn(gate, db, cdc::slot_manager_access::actor_of(*p->slots), opts.token, p->shared);
+  p->gate = p->sys->spawn(gate, db, cdc::slot_manager_access::actor_of(*p->slots), opts.token, opts.max_sessions, p->shared);
   auto port = p->tls ? caf::openssl::publish(p->gate, opts.port, opts.address.c_str(), true)
                      : p->sys->middleman().publish(p->gate, opts.port, opts.address.c_str(), true);
   if (!port) {

@@ -5,7 +5,7 @@
 //
 //   remote_fixture DIR --port P --token T [--bind ADDR] [--prefill N] [--payload BYTES]
 //                  [--rows N] [--rate PER_S] [--timeout-ms MS] [--start-file F]
-//                  [--cert PEM --key PEM --cafile PEM]  (TLS: CAF's openssl module, mutual)
+//                  [--max-sessions N] [--cert PEM --key PEM --cafile PEM]  (TLS: CAF's openssl module, mutual)
 // --prefill: rows committed before publishing (1,000 per transaction). --start-file: the live
 // rows wait until this file exists (so a test can subscribe first).
 #include <dosql/dosql.hpp>
@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
       if (auto r = tx->exec("INSERT INTO t(id, v) VALUES (?, ?)", {next++, text}); !r) return die(r.err());
     if (auto c = tx->commit(); !c) return die(c.err());
   }
-  auto svc = dosql::remote::publish(*db, {.address = bind, .port = port, .token = token, .slots = nullptr});
+  auto max_sessions = static_cast<uint32_t>(std::stoul(arg(argc, argv, "--max-sessions", "1024")));
+  auto svc = dosql::remote::publish(*db, {.address = bind, .port = port, .token = token, .max_sessions = max_sessions, .slots = nullptr});
   if (!svc) return die(svc.err());
   std::printf("port %u\n", static_cast<unsigned>((*svc)->port()));
   std::fflush(stdout);

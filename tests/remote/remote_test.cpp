@@ -713,3 +713,25 @@ TEST_CASE("remote: an authenticated client sending messages the service cannot r
   ::kill(srv.proc.pid, SIGTERM);
   CHECK(wait_exit(srv.proc.pid) == 0);
 }
+
+TEST_CASE("remote: sessions beyond publish_options::max_sessions are refused with BUSY until one ends", "[remote]") {
+  temp_dir d;
+  auto srv = start_server(d / "db", {"--max-sessions", "1"}, d / "fixture.err");
+  runtime rt(client_options());
+  {
+    auto first = must(remote::connect(rt, "127.0.0.1", srv.port, token));
+    auto second = remote::connect(rt, "127.0.0.1", srv.port, token);
+    REQUIRE(!second);
+    CHECK(second.err().code() == ec::busy);
+    CHECK(must(first->durable_lsn()) > 0);
+  }
+  // The first connection is gone: its session ends with its anchor.
+  bool again = false;
+  for (int i = 0; i < 100 && !again; ++i) {
+    again = static_cast<bool>(remote::connect(rt, "127.0.0.1", srv.port, token));
+    if (!again) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(again);
+  ::kill(srv.proc.pid, SIGTERM);
+  CHECK(wait_exit(srv.proc.pid) == 0);
+}
