@@ -50,7 +50,7 @@ struct runtime_options {
     /// server that sets cafile requires client certificates). Without certificate and key,
     /// connections are encrypted but not authenticated (anonymous Diffie-Hellman).
     bool tls = false;
-    std::string certificate, key, cafile, passphrase;
+    std::string certificate{}, key{}, cafile{}, passphrase{};
     /// Both sides send a heartbeat this often; a connection silent for connection_timeout is
     /// closed (a cut link is noticed within about that time).
     std::chrono::milliseconds heartbeat{500};

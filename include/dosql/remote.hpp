@@ -55,13 +55,13 @@ constexpr uint32_t max_subscriptions_per_session = 64;
 struct publish_options {
   std::string address = "127.0.0.1";  ///< interface to listen on ("0.0.0.0": all)
   uint16_t port = 0;                   ///< 0: any free port (service::port() tells)
-  std::string token;                   ///< required, at least 8 characters
+  std::string token{};                 ///< required, at least 8 characters
   /// Authenticated sessions at once (one per client runtime's connection or subscription);
   /// a hello beyond it is refused with BUSY.
   uint32_t max_sessions = 1024;
   /// The slot manager remote clients use. Give the one the application already has (one per
   /// database); null: the service makes its own.
-  std::shared_ptr<cdc::slot_manager> slots;
+  std::shared_ptr<cdc::slot_manager> slots{};
 };
 
 /// A published CDC service; unpublished (port closed, sessions and their readers stopped) when
