@@ -498,6 +498,12 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       // columns: not by a lone event such as the DROP TABLE of a table never streamed.)
       x.changed = prev && !(sc == *prev);
     }
+    // Every changelog has `_hlc`: a table written before it gets it by schema evolution
+    // (last-column-id + 1), a new one the id after its first columns.
+    if (auto up = with_hlc(sc, x.last_id); !(up == sc)) {
+      x.changed = x.changed || prev != nullptr;
+      sc = std::move(up);
+    }
     if (cols != b.schemas.end()) x.columns = cols->second;
     for (const auto& c : sc.columns) x.last_id = std::max(x.last_id, c.field_id);
     x.segs.push_back({std::move(sc), {}, 0, 0, {}});
@@ -554,7 +560,7 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
     if (!to_log && !to_current) continue;
     auto& seg = x->segs.back();
     const row* image = e.type == cdc::change_type::del ? (e.old_data ? &*e.old_data : nullptr) : (e.data ? &*e.data : nullptr);
-    change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image};
+    change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image, e.hlc};
     auto r = changelog_row(seg.file_schema, c);
     if (!r) return nack_batch(b, false, "table '" + e.table + "': " + r.err().message(), out);
     uint64_t n = 16;
@@ -562,15 +568,16 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
     if (to_current) {
       state_change sc;
       sc.lsn = e.lsn;
+      sc.hlc = e.hlc;
       if (e.type == cdc::change_type::update && e.old_data) {
-        change before{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, &*e.old_data};
+        change before{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, &*e.old_data, e.hlc};
         auto old = changelog_row(seg.file_schema, before);
         if (!old) return nack_batch(b, false, "table '" + e.table + "': " + old.err().message(), out);
-        auto kv = key_of(*x->shape, state_row(std::move(*old)), e.lsn);
+        auto kv = key_of(*x->shape, state_row(seg.file_schema, std::move(*old)), e.lsn);
         if (!kv) return nack_batch(b, false, "table '" + e.table + "': " + kv.err().message(), out);
         sc.old_key = std::move(*kv);
       }
-      auto row_now = state_row(*r);
+      auto row_now = state_row(seg.file_schema, *r);
       auto kv = key_of(*x->shape, row_now, e.lsn);
       if (!kv) return nack_batch(b, false, "table '" + e.table + "': " + kv.err().message(), out);
       if (e.type == cdc::change_type::del) sc.old_key = std::move(*kv);
@@ -678,6 +685,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
     iceberg::table* t = nullptr;
     bool current = false;
     std::optional<iceberg::table::prepared> p;
+    key_clocks clocks;  // a current-state table's: the HLC of each key it writes
   };
   std::vector<work> ws;
   auto schemas = schemas_;
@@ -743,10 +751,16 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       std::vector<schema> earlier;
       std::string names;
       uint64_t first_lsn = 0;
-      for (const auto& seg : buf.segments) {
+      for (auto& seg : buf.segments) {
         if (&seg != &buf.segments.back()) earlier.push_back(seg.file_schema);
         if (seg.rows.empty()) continue;
         if (!first_lsn) first_lsn = seg.first_lsn;
+        // Each file's rows in _hlc order (the table's sort order). One source's HLCs rise with
+        // its LSNs, so this keeps LSN order; it matters for stamps an old streamer left out.
+        if (const size_t h = changelog_prefix(seg.file_schema) - 1; h == changelog_cdc_columns)
+          std::stable_sort(seg.rows.begin(), seg.rows.end(), [h](const std::vector<value>& a, const std::vector<value>& b) {
+            return std::get<std::string>(a[h]) < std::get<std::string>(b[h]);
+          });
         auto file = stem + std::to_string(seg.first_lsn) + "-" + std::to_string(seg.last_lsn) + "-" + random_hex32() + ".parquet";
         auto f = write_file(w, data_dir(table), file, seg.file_schema, seg.rows, table, seg.first_lsn, seg.last_lsn);
         if (!f) {
@@ -764,6 +778,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       }
       w.t = *t;
       const schema& current = buf.segments.back().file_schema;
+      w.t->sort_by(hlc_field_id(current));
       auto p = w.t->prepare(current, files, summary(first_lsn, names), now_ms, earlier);
       if (!p) {
         err = p.err();
@@ -794,7 +809,8 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       w.key = key;
       w.current = true;
       const uint64_t first = buf.current_first_lsn, last = changes.back().lsn;
-      auto c = collapse(*shape, changes);
+      auto c = collapse(*shape, changes, &clocks_[key]);
+      w.clocks = std::move(c.clocks);
       auto base = stem + std::to_string(first) + "-" + std::to_string(last) + "-" + random_hex32();
       iceberg::snapshot_files sf;
       std::string names;
@@ -807,7 +823,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
         names = f->name;
         sf.data.push_back(std::move(*f));
       }
-      {
+      if (!c.deletes.empty()) {  // (none: every change lost to a newer one; the snapshot still moves the mark)
         auto f = write_file(w, current_dir(table) + "/data", base + "-deletes.parquet", shape->key_schema(), c.deletes, table,
                             first, last);
         if (!f) {
@@ -856,6 +872,8 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   for (auto& w : ws) {
     if (auto e = w.t->write_hint()) log("commit: " + e.to_string() + " (version-hint.text is rewritten at the next commit or start)");
     (w.current ? current_marks_ : marks_)[w.key][name] = s.accepted_lsn;
+    auto& held = clocks_[w.key];
+    for (auto& [k, h] : w.clocks) held[k] = std::max(held[k], h);
   }
   schemas_ = std::move(schemas);
   std::map<std::string, source_position> positions;

@@ -191,6 +191,9 @@ class receiver_store {
   std::map<std::string, std::map<std::string, uint64_t>> marks_;  ///< per table, per source: its highest dosql.last-lsn
   std::map<std::string, iceberg::table> current_tables_;  ///< per "<namespace>/<table>": its current-state table
   std::map<std::string, std::map<std::string, uint64_t>> current_marks_;  ///< as marks_, of the current-state tables
+  /// Per current-state table ("<namespace>/<table>"): per key the HLC of the newest change it
+  /// holds (last writer wins by HLC across sources). In memory: rebuilt by recover_clocks().
+  std::map<std::string, key_clocks> clocks_;
   std::set<std::string> logged_no_key_;  ///< tables already logged as having no current-state table
   uint64_t buffered_bytes_ = 0;
   bool broken_ = false;
