@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lakehouse/ids.hpp"
+#include "lakehouse/parquet_reader.hpp"
 #include "lakehouse/parquet_writer.hpp"
 
 namespace dosql::lakehouse {
@@ -122,6 +123,47 @@ result<iceberg::table*> receiver_store::table_for(const std::string& key) {
   if (!t) return t.err();
   t->set_max_manifests(o_.max_manifests);
   return &tables_.emplace(key, std::move(*t)).first->second;
+}
+
+result<const key_clocks*> receiver_store::clocks_for(const std::string& key, const current_shape& shape) {
+  if (auto it = clocks_.find(key); it != clocks_.end()) return &it->second;
+  // First use since the start: every live changelog file's rows with an _hlc, per key the
+  // newest stamp (a DELETE's key from its before image, an INSERT's or UPDATE's from its after
+  // image). Files written before _hlc existed have none: those changes count as older than any.
+  key_clocks held;
+  auto t = table_for(key);
+  if (!t) return t.err();
+  if ((*t)->version() > 0) {
+    auto live = (*t)->live_entries();
+    if (!live) return live.err();
+    for (const auto& e : *live) {
+      if (e.file.content != iceberg::file_content::data) continue;
+      auto path = (*t)->local_file(e.file.path);
+      auto f = read_parquet_file(path);
+      if (!f) return f.err();
+      const auto& cols = f->file_schema.columns;
+      auto index_of = [&](int32_t id) {
+        size_t i = 0;
+        while (i < cols.size() && cols[i].field_id != id) ++i;
+        return i;
+      };
+      const size_t h = changelog_prefix(f->file_schema) > changelog_cdc_columns ? changelog_cdc_columns : cols.size();
+      std::vector<size_t> k;
+      for (auto id : shape.key_ids) k.push_back(index_of(id));
+      if (h == cols.size() || std::any_of(k.begin(), k.end(), [&](size_t i) { return i == cols.size(); })) continue;
+      for (const auto& r : f->rows) {
+        std::vector<value> kv;
+        for (auto i : k) kv.push_back(r[i]);
+        auto* text = std::get_if<std::string>(&r[h]);
+        auto stamp = text ? protocol::parse_hlc(*text) : std::nullopt;
+        if (!stamp) return error(ec::corruption, "the changelog file " + path + ": a row's _hlc is not an HLC");
+        auto& x = held[key_text(kv)];
+        x = std::max(x, *stamp);
+      }
+    }
+  }
+  if (!held.empty()) log("table " + key + ": " + std::to_string(held.size()) + " keys' HLCs read back from its changelog (last writer wins)");
+  return &clocks_.emplace(key, std::move(held)).first->second;
 }
 
 uint64_t receiver_store::mark(const std::string& key, const std::string& source) const {
@@ -809,7 +851,12 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       w.key = key;
       w.current = true;
       const uint64_t first = buf.current_first_lsn, last = changes.back().lsn;
-      auto c = collapse(*shape, changes, &clocks_[key]);
+      auto held = clocks_for(key, *shape);
+      if (!held) {
+        err = held.err();
+        break;
+      }
+      auto c = collapse(*shape, changes, *held);
       w.clocks = std::move(c.clocks);
       auto base = stem + std::to_string(first) + "-" + std::to_string(last) + "-" + random_hex32();
       iceberg::snapshot_files sf;

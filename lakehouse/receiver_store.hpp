@@ -172,6 +172,9 @@ class receiver_store {
   /// The current-state table `key` ("<namespace>/<table>"), loaded on first use.
   result<iceberg::table*> current_table_for(const std::string& key);
   uint64_t current_mark(const std::string& key, const std::string& source) const;
+  /// The key clocks of the current-state table `key` (shape: its key), read back from the
+  /// changelog's live data files on first use after open().
+  result<const key_clocks*> clocks_for(const std::string& key, const current_shape& shape);
   /// Whether table `name` of a batch gets a current-state table (it has a key column and its
   /// directory name does not collide with a changelog table's); logs once if not.
   bool wants_current(const std::string& name, const std::vector<source_column>& columns);
@@ -192,7 +195,7 @@ class receiver_store {
   std::map<std::string, iceberg::table> current_tables_;  ///< per "<namespace>/<table>": its current-state table
   std::map<std::string, std::map<std::string, uint64_t>> current_marks_;  ///< as marks_, of the current-state tables
   /// Per current-state table ("<namespace>/<table>"): per key the HLC of the newest change it
-  /// holds (last writer wins by HLC across sources). In memory: rebuilt by recover_clocks().
+  /// holds (last writer wins by HLC across sources). In memory; loaded by clocks_for().
   std::map<std::string, key_clocks> clocks_;
   std::set<std::string> logged_no_key_;  ///< tables already logged as having no current-state table
   uint64_t buffered_bytes_ = 0;
