@@ -34,6 +34,11 @@
 //   per schema, and every schema a flush went through is added to the table's metadata. The
 //   current-state table follows the changelog's field ids: a flush writes its rows under the
 //   last schema (earlier rows mapped by field id), its identifier fields are the key's ids.
+// - Every changelog schema has `_hlc` (changelog.hpp: a table written before gets it by schema
+//   evolution at its next flush); each data file's rows are sorted by it and the changelog table
+//   declares that sort order (iceberg::table::sort_by). Current-state tables take the change with
+//   the highest HLC per key across sources (collapse() with the table's key_clocks, read back
+//   from the changelog on first use after open(); updated only after a commit).
 // - A failed flush acks nothing, leaves the tables as they were (tables it already committed are
 //   reverted, the files it wrote deleted) and nacks the source's buffered batches (retryable):
 //   the source resends them. If a revert fails the store is `broken`: it refuses everything
