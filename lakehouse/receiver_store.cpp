@@ -540,9 +540,10 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       // columns: not by a lone event such as the DROP TABLE of a table never streamed.)
       x.changed = prev && !(sc == *prev);
     }
-    // Every changelog has `_hlc`: a table written before it gets it by schema evolution
-    // (last-column-id + 1), a new one the id after its first columns.
-    if (auto up = with_hlc(sc, x.last_id); !(up == sc)) {
+    // Every changelog with columns has `_hlc`: a table written before it gets it by schema
+    // evolution (last-column-id + 1), a new one the id after its first columns (a table created
+    // by a CREATE TABLE in the stream: when that gives it its columns, below).
+    if (auto up = sc.columns.size() > changelog_cdc_columns ? with_hlc(sc, x.last_id) : sc; !(up == sc)) {
       x.changed = x.changed || prev != nullptr;
       sc = std::move(up);
     }
@@ -571,6 +572,7 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
         refuse(ev.table, ev.lsn, ev.change_type + ": " + next.err().message());
         return false;
       }
+      if (next->columns.size() > changelog_cdc_columns) next = with_hlc(*next, x->last_id);
       if (!b.schema_changes[k].columns) x->columns.clear();
       for (const auto& c : next->columns) x->last_id = std::max(x->last_id, c.field_id);
       if (*next == cur) continue;
