@@ -526,7 +526,12 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       x.last_id = std::max(x.last_id, (*t)->metadata().value("last-column-id", 0));
     auto cols = b.schemas.find(table);
     schema sc;
-    if (prev && (cols == b.schemas.end() || (!x.columns.empty() && x.columns == cols->second))) {
+    // No columns before the table's first event: the source sees it first at its CREATE TABLE
+    // (the streamer has not seen it exist). When the lake has the table already (another source,
+    // e.g. a shard, created it there), its schema stays: the CREATE's columns are then matched
+    // by name against it and keep their ids, instead of being dropped and added back new.
+    const bool before_create = cols != b.schemas.end() && cols->second.empty();
+    if (prev && (cols == b.schemas.end() || before_create || (!x.columns.empty() && x.columns == cols->second))) {
       sc = *prev;
     } else {
       static const std::vector<source_column> none;

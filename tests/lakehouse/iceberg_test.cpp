@@ -1115,3 +1115,53 @@ TEST_CASE("_hlc: a changelog written before it gets it by schema evolution (last
   REQUIRE(after.rc == 0);
   CHECK(json::parse(after.out)["rows"].size() == 3);
 }
+
+TEST_CASE("shards: a source whose stream begins with the CREATE TABLE of a table another source already wrote keeps "
+          "the table's field ids (its columns are matched by name, not dropped and added anew)",
+          "[iceberg][current][hlc]") {
+  test::temp_dir d;
+  feed f(d.path());
+  f.keyed = {"items"};
+  const std::string create = "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)";
+  // Source "shop": the CREATE (no columns before it), then a row.
+  f.schema_change("items", create, "create_table", std::nullopt);
+  f.insert("items", "id, name", "1, 'a'", "id = 1");
+  f.flush();
+  const std::string log_dir = d.path() + "/dosql/items_changelog";
+  auto fields = [&] {
+    auto t = iceberg::table::load(log_dir);
+    REQUIRE(t);
+    std::map<std::string, int> out;
+    for (const auto& sc : t->metadata()["schemas"])
+      if (sc["schema-id"] == t->metadata()["current-schema-id"])
+        for (const auto& x : sc["fields"]) out[x["name"].get<std::string>()] = x["id"].get<int>();
+    return std::make_pair(out, t->metadata()["schemas"].size());
+  };
+  auto [first, n_first] = fields();
+  CHECK(first.at("id") == 6);
+  CHECK(first.at("name") == 7);
+  CHECK(first.at("_hlc") == 8);
+  CHECK(n_first == 1);
+  // Source "shard2": its own CREATE of the same table first (as a new streamer sends it: no
+  // columns before it), then a row.
+  f.source = "shard2";
+  f.seq = 0;
+  f.prev = f.lsn = 500;
+  protocol::schema_event x;
+  x.event.table = "items";
+  x.event.change_type = "create_table";
+  x.event.sql = create;
+  x.event.lsn = ++f.lsn;
+  x.event.timestamp = 1733222400000 + static_cast<int64_t>(x.event.lsn);
+  x.columns = f.src.columns("items");
+  f.columns_before["items"] = {};
+  f.changes.push_back(std::move(x));
+  f.insert("items", "id, name", "2, 'b'", "id = 2");
+  f.flush();
+  auto [second, n_second] = fields();
+  CHECK(second == first);
+  CHECK(n_second == 1);  // no schema of its own
+  auto cur = check_current({d.path()});
+  INFO(cur.out);
+  CHECK(cur.rc == 0);
+}
