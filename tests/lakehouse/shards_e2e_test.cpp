@@ -4,7 +4,8 @@
 // moves keys between shards (DELETE on the shard holding the key; once that commit returned and
 // the wall clock passed its millisecond, INSERT on the next shard): a cross-shard causal chain,
 // and the case where last-writer-wins by HLC matters (a late DELETE from the old shard must not
-// remove the row the new shard inserted).
+// remove the row the new shard inserted). At the end the running streamers are SIGKILLed too and
+// a `--stop-at-tail` streamer per shard catches up.
 //
 // Then DuckDB and npm icebird (tests/lakehouse/check_shards.mjs) read the lake and check: every
 // (source, _lsn) exactly once, every committed change present with the HLC its database gave it,
