@@ -58,6 +58,8 @@ bool is_changelog(const schema& s) {
          std::equal(std::begin(cdc_columns), std::end(cdc_columns), s.columns.begin());
 }
 
+bool is_hlc(const column_spec& c) { return c.name == hlc_column && c.type == column_type::string && !c.optional; }
+
 error unsafe(const std::string& column, column_type from, column_type to, const std::string& declared) {
   return error(ec::invalid_argument, "column '" + column + "': unsafe type change " + std::string(iceberg::type_name(from)) + " -> " +
                                          std::string(iceberg::type_name(to)) + " (declared '" + declared +
@@ -66,12 +68,32 @@ error unsafe(const std::string& column, column_type from, column_type to, const 
 
 error check_name(const std::string& name) {
   if (name.empty()) return error(ec::invalid_argument, "changelog schema: a column has no name");
+  if (name == hlc_column) return error(ec::invalid_argument, "changelog schema: source column '" + name + "' clashes with a CDC column");
   for (const auto& cdc : cdc_columns)
     if (name == cdc.name) return error(ec::invalid_argument, "changelog schema: source column '" + name + "' clashes with a CDC column");
   return {};
 }
 
 }  // namespace
+
+size_t changelog_prefix(const schema& s) noexcept {
+  return is_changelog(s) && s.columns.size() > changelog_cdc_columns && is_hlc(s.columns[changelog_cdc_columns])
+             ? changelog_cdc_columns + 1
+             : changelog_cdc_columns;
+}
+
+int32_t hlc_field_id(const schema& s) noexcept {
+  return changelog_prefix(s) > changelog_cdc_columns ? s.columns[changelog_cdc_columns].field_id : 0;
+}
+
+schema with_hlc(const schema& s, int32_t& last_column_id) {
+  for (const auto& c : s.columns) last_column_id = std::max(last_column_id, c.field_id);
+  if (!is_changelog(s) || changelog_prefix(s) > changelog_cdc_columns) return s;
+  schema out = s;
+  out.columns.insert(out.columns.begin() + changelog_cdc_columns,
+                     column_spec{std::string(hlc_column), column_type::string, false, ++last_column_id});
+  return out;
+}
 
 result<schema> changelog_schema(std::span<const source_column> columns, const schema* previous, int32_t last_column_id) {
   schema s;
@@ -81,7 +103,9 @@ result<schema> changelog_schema(std::span<const source_column> columns, const sc
   if (previous) {
     if (!is_changelog(*previous))
       return error(ec::invalid_argument, "changelog schema: the previous schema is not a changelog schema");
-    for (size_t i = changelog_cdc_columns; i < previous->columns.size(); ++i) prev[previous->columns[i].name] = &previous->columns[i];
+    const size_t prefix = changelog_prefix(*previous);
+    if (prefix > changelog_cdc_columns) s.columns.push_back(previous->columns[changelog_cdc_columns]);  // _hlc keeps its id
+    for (size_t i = prefix; i < previous->columns.size(); ++i) prev[previous->columns[i].name] = &previous->columns[i];
     for (const auto& c : previous->columns) next = std::max(next, c.field_id + 1);
   }
   std::set<std::string> seen;
@@ -108,7 +132,7 @@ result<schema> changelog_schema(std::span<const source_column> columns, const sc
 result<schema> evolve_schema(const schema& current, const column_change& c, int32_t& last_column_id) {
   // A changelog schema keeps its CDC columns in front; any other schema (the current-state
   // table's) is the table's columns alone.
-  const auto first = static_cast<std::ptrdiff_t>(is_changelog(current) ? changelog_cdc_columns : 0);
+  const auto first = static_cast<std::ptrdiff_t>(is_changelog(current) ? changelog_prefix(current) : 0);
   for (const auto& col : current.columns) last_column_id = std::max(last_column_id, col.field_id);
   schema s = current;
   auto find = [&](const std::string& name) {
@@ -239,10 +263,12 @@ result<std::vector<value>> changelog_row(const schema& s, const change& c) {
   if (!c.txn_id.empty()) out[2] = std::string(c.txn_id);
   out[3] = c.timestamp_ms * 1000;
   out[4] = std::string(c.source);
+  const size_t prefix = changelog_prefix(s);
+  if (prefix > changelog_cdc_columns) out[changelog_cdc_columns] = to_string(c.hlc);
   if (!c.image) return out;
   for (size_t i = 0; i < c.image->columns.size(); ++i) {
     const auto& name = c.image->columns[i];
-    size_t k = changelog_cdc_columns;
+    size_t k = prefix;
     while (k < s.columns.size() && s.columns[k].name != name) ++k;
     if (k == s.columns.size()) return bad("column '" + name + "' is not in the changelog schema (the table changed?)");
     if (auto e = convert(c, s.columns[k], c.image->values[i], out[k])) return e;

@@ -7,6 +7,9 @@
 //   _txn_id  STRING     OPTIONAL  field id 3   (NULL when the entry has none)
 //   _ts      TIMESTAMP  REQUIRED  field id 4   commit time, micros since the epoch, UTC
 //   _source  STRING     REQUIRED  field id 5   the source's name
+//   _hlc     STRING     REQUIRED  field id: see below   the change's hybrid logical clock, as
+//            to_string(hlc_stamp) (<dosql/entry.hpp>, cdc::to_json's "hlc": zero-padded
+//            "<physical ms>.<logical>.<node>", so that string order is HLC order)
 //   then the table's columns, OPTIONAL, in table order (for a DELETE: the before image; for an
 //   INSERT or UPDATE: the after image).
 //
@@ -27,7 +30,12 @@
 //   BINARY <- TEXT as its UTF-8 bytes;                        INTEGER, REAL: error
 //
 // Field ids (stable, deterministic; Iceberg's schema evolution rules): 1-5 are the CDC columns
-// above. Without a previous schema the table's columns get 6, 7, ... in table order. After that a
+// above. Without a previous schema the table's columns get 6, 7, ... in table order. `_hlc` came
+// later (issue 18) and has no fixed id: with_hlc() gives it last_column_id + 1 when the table
+// first gets it (for a new table: the id after its first columns; for a table written before
+// `_hlc` existed: schema evolution, an added column), and it keeps that id for life. A changelog
+// schema has the CDC prefix _op.._source, then `_hlc` when it has one (changelog_prefix():
+// 6 columns, or 5 for a schema written before), then the table's columns. After that a
 // column keeps its id for life, whatever happens around it:
 //  - an added column gets last_column_id + 1 (Iceberg's `last-column-id`: the highest id the
 //    table ever assigned, so the id of a dropped column is never reused);
@@ -51,6 +59,7 @@
 #include <string_view>
 #include <vector>
 
+#include <dosql/entry.hpp>
 #include <dosql/error.hpp>
 #include <dosql/value.hpp>
 
@@ -58,8 +67,10 @@
 
 namespace dosql::lakehouse {
 
-/// Number of CDC columns in front of the row's columns.
+/// Number of fixed-id CDC columns in front of the row's columns (_op, _lsn, _txn_id, _ts, _source).
 inline constexpr size_t changelog_cdc_columns = 5;
+/// The name of the HLC column, right after the fixed CDC columns when a schema has it.
+inline constexpr std::string_view hlc_column = "_hlc";
 
 /// A source table's column: its name, SQLite declared type ("" when none) and its position in
 /// the table's primary key (1, 2, ...; 0: not a key column; PRAGMA table_info's `pk`).
@@ -80,12 +91,25 @@ column_type type_for_declared(std::string_view declared_type) noexcept;
 /// promotions: the same type, int -> long, float -> double).
 bool promotable(column_type from, column_type to) noexcept;
 
+/// The number of CDC columns in front of the table's columns in `s`: 6 when it has `_hlc` (at
+/// index 5), else 5 (a schema written before `_hlc` existed, or one without it yet).
+size_t changelog_prefix(const schema& s) noexcept;
+
+/// `s` (a changelog schema) with `_hlc` (STRING, required) at index 5: unchanged if it has it,
+/// else with field id max(last_column_id, every id in s) + 1, and last_column_id raised to it.
+schema with_hlc(const schema& s, int32_t& last_column_id);
+
+/// The field id of `_hlc` in `s`; 0 if it has none.
+int32_t hlc_field_id(const schema& s) noexcept;
+
 /// The changelog schema of a table with `columns`, matched by name against `previous` (the
 /// table's current schema: a column keeps its id when its type is the same or promotable; new
 /// names get new ids above max(last_column_id, every id in previous); names not in `columns`
-/// are dropped). INVALID_ARGUMENT if a column name is empty, repeated or one of the CDC names
-/// (_op, _lsn, _txn_id, _ts, _source), if `previous` is not a changelog schema, or for an unsafe
-/// type change ("column 'x': unsafe type change string -> long (declared 'INTEGER')").
+/// are dropped). `_hlc` is kept (same id) when `previous` has it; without `previous` the schema
+/// has none (with_hlc() adds it). INVALID_ARGUMENT if a column name is empty, repeated or one of
+/// the CDC names (_op, _lsn, _txn_id, _ts, _source, _hlc), if `previous` is not a changelog
+/// schema, or for an unsafe type change ("column 'x': unsafe type change string -> long
+/// (declared 'INTEGER')").
 result<schema> changelog_schema(std::span<const source_column> columns, const schema* previous = nullptr,
                                 int32_t last_column_id = 0);
 
@@ -123,6 +147,7 @@ struct change {
   int64_t timestamp_ms = 0;  ///< Unix milliseconds (dosql's entry timestamps)
   std::string_view source;
   const row* image = nullptr;  ///< after image (INSERT, UPDATE) or before image (DELETE)
+  hlc_stamp hlc{};  ///< stored as to_string(hlc) when the schema has `_hlc`
 };
 
 /// The Parquet row for `c` under `s` (a changelog_schema()). Image columns are matched by name;

@@ -35,7 +35,7 @@ std::vector<int32_t> key_ids_of(const schema& changelog, std::span<const source_
   std::stable_sort(keys.begin(), keys.end(), [](const source_column* a, const source_column* b) { return a->pk < b->pk; });
   std::vector<int32_t> ids;
   for (const auto* k : keys) {
-    auto it = std::find_if(changelog.columns.begin() + static_cast<std::ptrdiff_t>(std::min(changelog_cdc_columns, changelog.columns.size())),
+    auto it = std::find_if(changelog.columns.begin() + static_cast<std::ptrdiff_t>(std::min(changelog_prefix(changelog), changelog.columns.size())),
                            changelog.columns.end(), [&](const column_spec& c) { return c.name == k->name; });
     if (it == changelog.columns.end()) return {};  // (not a schema of these columns)
     ids.push_back(it->field_id);
@@ -44,9 +44,10 @@ std::vector<int32_t> key_ids_of(const schema& changelog, std::span<const source_
 }
 
 std::optional<current_shape> current_shape_for(const schema& changelog, std::span<const int32_t> key_ids) {
-  if (key_ids.empty() || changelog.columns.size() < changelog_cdc_columns) return std::nullopt;
+  const size_t prefix = changelog_prefix(changelog);
+  if (key_ids.empty() || changelog.columns.size() < prefix) return std::nullopt;
   current_shape s;
-  s.table_schema.columns.assign(changelog.columns.begin() + changelog_cdc_columns, changelog.columns.end());
+  s.table_schema.columns.assign(changelog.columns.begin() + static_cast<std::ptrdiff_t>(prefix), changelog.columns.end());
   for (auto id : key_ids) {
     size_t i = 0;
     while (i < s.table_schema.columns.size() && s.table_schema.columns[i].field_id != id) ++i;
@@ -74,9 +75,9 @@ std::vector<value> project_row(const schema& from, const schema& to, const std::
   return out;
 }
 
-std::vector<value> state_row(std::vector<value> changelog_row) {
+std::vector<value> state_row(const schema& changelog, std::vector<value> changelog_row) {
   changelog_row.erase(changelog_row.begin(),
-                      changelog_row.begin() + static_cast<std::ptrdiff_t>(std::min(changelog_cdc_columns, changelog_row.size())));
+                      changelog_row.begin() + static_cast<std::ptrdiff_t>(std::min(changelog_prefix(changelog), changelog_row.size())));
   return changelog_row;
 }
 
@@ -93,30 +94,51 @@ result<std::vector<value>> key_of(const current_shape& s, const std::vector<valu
   return key;
 }
 
-collapsed collapse(const current_shape& s, std::span<const state_change> changes) {
+collapsed collapse(const current_shape& s, std::span<const state_change> changes, const key_clocks* held) {
   struct slot {
     std::vector<value> key;
-    const std::vector<value>* row = nullptr;  // the last change's row (nullptr: deleted)
+    std::string text;
+    const std::vector<value>* row = nullptr;  // the last applied change's row (nullptr: deleted)
+    bool applied = false;                     // some change of the flush won for this key
+    hlc_stamp newest{};
   };
   std::vector<slot> slots;  // in first-touch order
   std::map<std::string, size_t> index;
   auto touch = [&](std::vector<value> key) -> slot& {
-    auto [it, fresh] = index.emplace(key_text(key), slots.size());
-    if (fresh) slots.push_back({std::move(key), nullptr});
+    auto text = key_text(key);
+    auto [it, fresh] = index.emplace(text, slots.size());
+    if (fresh) slots.push_back({std::move(key), std::move(text), nullptr, false, {}});
     return slots[it->second];
   };
+  // Last writer wins by HLC: a change older than what the table holds for its key is skipped.
+  auto wins = [&](slot& sl, const hlc_stamp& h) {
+    if (held) {
+      auto it = held->find(sl.text);
+      if (it != held->end() && h < it->second) return false;
+    }
+    if (sl.applied && h < sl.newest) return false;
+    sl.applied = true;
+    sl.newest = h;
+    return true;
+  };
   for (const auto& c : changes) {
-    if (c.old_key) touch(*c.old_key).row = nullptr;
+    if (c.old_key) {
+      auto& sl = touch(*c.old_key);
+      if (wins(sl, c.hlc)) sl.row = nullptr;
+    }
     if (c.row) {
       std::vector<value> key;
       for (auto i : s.key_index) key.push_back((*c.row)[i]);
-      touch(std::move(key)).row = &*c.row;
+      auto& sl = touch(std::move(key));
+      if (wins(sl, c.hlc)) sl.row = &*c.row;
     }
   }
   collapsed out;
   for (auto& sl : slots) {
+    if (!sl.applied) continue;
     if (sl.row) out.rows.push_back(*sl.row);
     out.deletes.push_back(std::move(sl.key));
+    out.clocks[std::move(sl.text)] = sl.newest;
   }
   return out;
 }

@@ -15,16 +15,24 @@
 //   lower sequence numbers, so the deletes and rows of one snapshot never cancel each other: the
 //   snapshot's result is "previous state minus touched keys plus final rows", which is the
 //   source's state after the flush's changes.
+// - last writer wins by HLC (several sources, e.g. shards, writing the same keys): with `held`
+//   (per key the HLC of the newest change the table already holds, deletes included), a change
+//   whose HLC is below the key's newest is skipped for that key: it deletes nothing and leaves
+//   no row. So the table's row of a key is the one of its highest-HLC change, whatever the order
+//   in which the sources' changes arrive (a key moved between shards: DELETE on A, then INSERT on
+//   B, leaves the row even if A's DELETE lands last).
 // - a NULL in a key column is refused (INVALID_ARGUMENT naming the LSN and the column): identifier
 //   fields are required, and SQLite allows NULL in a non-INTEGER PRIMARY KEY column.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include <dosql/entry.hpp>
 #include <dosql/error.hpp>
 #include <dosql/value.hpp>
 
@@ -61,23 +69,31 @@ std::vector<value> project_row(const schema& from, const schema& to, const std::
 /// (INSERT, UPDATE), both in the shape's column order (key: key order).
 struct state_change {
   uint64_t lsn = 0;
+  hlc_stamp hlc{};  ///< the change's hybrid logical clock (last-writer-wins across sources)
   std::optional<std::vector<value>> old_key;
   std::optional<std::vector<value>> row;
 };
 
-/// The table's row from a changelog_row() of its changelog schema (drops the CDC columns).
-std::vector<value> state_row(std::vector<value> changelog_row);
+/// The table's row from a changelog_row() of the changelog schema `changelog` (drops the CDC
+/// columns, `_hlc` included when the schema has it).
+std::vector<value> state_row(const schema& changelog, std::vector<value> changelog_row);
 /// The key of a table row; INVALID_ARGUMENT naming `lsn` and the column if a key value is NULL.
 result<std::vector<value>> key_of(const current_shape& s, const std::vector<value>& row, uint64_t lsn);
 
 /// A key as one string (each value's kind and length-prefixed bytes): equal keys, equal strings.
 std::string key_text(const std::vector<value>& key);
 
+/// Per key (key_text()) the HLC of the newest change a current-state table holds for it.
+using key_clocks = std::map<std::string, hlc_stamp>;
+
 struct collapsed {
-  std::vector<std::vector<value>> deletes;  ///< one per touched key (key_schema() order)
-  std::vector<std::vector<value>> rows;     ///< the final row of each key that has one
+  std::vector<std::vector<value>> deletes;  ///< one per key a winning change touches (key_schema() order)
+  std::vector<std::vector<value>> rows;     ///< the final row of each such key that has one
+  key_clocks clocks;                        ///< per key written: the HLC of its winning change
 };
-/// Collapses `changes` (in LSN order) to the last change per key (see the invariants above).
-collapsed collapse(const current_shape& s, std::span<const state_change> changes);
+/// Collapses `changes` (in LSN order) to the winning change per key: the last one, unless a
+/// change with a higher HLC came before it (or, with `held`, is in the table already; see the
+/// invariants above).
+collapsed collapse(const current_shape& s, std::span<const state_change> changes, const key_clocks* held = nullptr);
 
 }  // namespace dosql::lakehouse

@@ -158,8 +158,8 @@ std::string write_manifest(const std::string& table_schema_json, int32_t schema_
       for (auto id : m.file.equality_ids) e.put_int(id);
       e.end_blocks();
     }
-    e.put_union_index(1);  // sort_order_id: 0 (unsorted)
-    e.put_int(0);
+    e.put_union_index(1);  // sort_order_id
+    e.put_int(m.file.sort_order_id);
     c.add_record(e.data());
   }
   return c.finish();

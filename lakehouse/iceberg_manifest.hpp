@@ -37,6 +37,7 @@ struct data_file {
   int64_t file_size_in_bytes = 0;
   std::vector<int32_t> equality_ids;  ///< only for equality deletes
   std::vector<column_metrics> metrics;  ///< per column (parquet_writer::metrics()); empty: none
+  int32_t sort_order_id = 0;  ///< the table sort order the file's rows follow (0: unsorted)
 };
 
 struct manifest_entry {

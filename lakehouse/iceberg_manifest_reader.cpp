@@ -209,6 +209,12 @@ result<std::vector<manifest_entry>> read_manifest(const std::string& path, const
         e.file.equality_ids.push_back(id);
       }
     }
+    avro_value_t so, sof;  // (optional in the spec: a manifest of another writer may lack it)
+    if (avro_value_get_by_name(&df, "sort_order_id", &sof, nullptr) == 0 && branch(sof, so)) {
+      int32_t id = 0;
+      if (avro_value_get_int(&so, &id) != 0) throw field_error{"bad sort_order_id"};
+      e.file.sort_order_id = id;
+    }
     return e;
   });
 }

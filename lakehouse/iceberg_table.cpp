@@ -253,6 +253,22 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<int32_
   for (const auto& x : earlier) add_schema(x);
   schema_id = add_schema(s);
   m["last-column-id"] = last_column;
+  // The sort order the added data files follow (sort_by()): declared once, the default.
+  int32_t sort_order = 0;
+  if (sort_field_ > 0) {
+    const json fields = json::array(
+        {{{"transform", "identity"}, {"source-id", sort_field_}, {"direction", "asc"}, {"null-order", "nulls-first"}}});
+    int32_t max_order = 0;
+    for (const auto& o : m["sort-orders"]) {
+      max_order = std::max(max_order, o.at("order-id").get<int32_t>());
+      if (o.at("fields") == fields) sort_order = o.at("order-id").get<int32_t>();
+    }
+    if (sort_order == 0) {
+      sort_order = max_order + 1;
+      m["sort-orders"].push_back({{"order-id", sort_order}, {"fields", fields}});
+    }
+    m["default-sort-order-id"] = sort_order;
+  }
 
   // Snapshot id (unique in the table), sequence number, parent.
   std::set<int64_t> ids;
@@ -272,6 +288,7 @@ result<table::prepared> table::prepare(const schema& s, const std::vector<int32_
     me.file.record_count = f.records;
     me.file.file_size_in_bytes = f.bytes;
     me.file.metrics = f.metrics;
+    me.file.sort_order_id = sort_order;
     added_records += f.records;
     added_bytes += f.bytes;
     entries.push_back(std::move(me));

@@ -168,6 +168,12 @@ class table {
   /// Manifest merging: an append's manifest list holds at most this many entries (>= 2).
   void set_max_manifests(size_t n) noexcept { max_manifests_ = n < 2 ? 2 : n; }
   size_t max_manifests() const noexcept { return max_manifests_; }
+  /// The data files prepare() adds are sorted by the field `field_id` ascending (0: unsorted,
+  /// the default): prepare() then declares that sort order in the metadata (`sort-orders`, the
+  /// next order-id unless an equal order exists; `default-sort-order-id`) and gives each added
+  /// data file its order id (the manifest entry's `sort_order_id`). Delete files and
+  /// prepare_replace()'s files stay unsorted (0).
+  void sort_by(int32_t field_id) noexcept { sort_field_ = field_id; }
   /// The current snapshot's manifest list (empty before the first commit).
   result<std::vector<manifest_file>> manifests() const;
   /// The current snapshot's live entries (status ADDED or EXISTING; data and delete files) with
@@ -205,6 +211,7 @@ class table {
                        size_t log_max = SIZE_MAX);
 
   size_t max_manifests_ = 16;
+  int32_t sort_field_ = 0;  ///< sort_by()
 
   std::string dir_;
   int64_t version_ = 0;

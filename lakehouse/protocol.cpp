@@ -184,6 +184,41 @@ bool parse_iso_ms(std::string_view s, int64_t& out) {
   return true;
 }
 
+// The event's "hlc" (to_string(hlc_stamp)); absent (a streamer from before issue 18): the default
+// {timestamp, 0, 0}, what the WAL gives entries of format version 1.
+error hlc_from(const json& j, const std::string& where, int64_t timestamp, hlc_stamp& out) {
+  const json* v = field(j, "hlc");
+  if (!v) {
+    out = {timestamp, 0, 0};
+    return {};
+  }
+  if (!v->is_string()) return bad(where, "field 'hlc' must be a string");
+  auto h = parse_hlc(v->get_ref<const std::string&>());
+  if (!h) return bad(where, "field 'hlc' is not an HLC \"<15 digits>.<5 digits>.<10 digits>\" (" + v->get<std::string>() + ")");
+  out = *h;
+  return {};
+}
+
+}  // namespace
+
+std::optional<hlc_stamp> parse_hlc(std::string_view t) noexcept {
+  if (t.size() != 15 + 1 + 5 + 1 + 10 || t[15] != '.' || t[21] != '.') return std::nullopt;
+  auto digits = [&](size_t from, size_t n, uint64_t& out) {
+    out = 0;
+    for (size_t i = from; i < from + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      out = out * 10 + static_cast<uint64_t>(t[i] - '0');
+    }
+    return true;
+  };
+  uint64_t p = 0, l = 0, n = 0;
+  if (!digits(0, 15, p) || !digits(16, 5, l) || !digits(22, 10, n)) return std::nullopt;
+  if (p >= (uint64_t{1} << 48) || l > 0xffff || n > 0xffffffffu) return std::nullopt;
+  return hlc_stamp{static_cast<int64_t>(p), static_cast<uint32_t>(l), static_cast<uint32_t>(n)};
+}
+
+namespace {
+
 result<cdc::change_event<row>> event_from(const json& j, size_t index) {
   std::string where = "batch: event " + std::to_string(index);
   if (!j.is_object()) return bad(where, "must be an object");
@@ -202,6 +237,7 @@ result<cdc::change_event<row>> event_from(const json& j, size_t index) {
   if (auto er = get_string(j, where, "txnId", e.txn_id, false)) return er;
   if (auto er = get_string(j, where, "timestamp", ts)) return er;
   if (!parse_iso_ms(ts, e.timestamp)) return bad(where, "field 'timestamp' is not an ISO 8601 UTC time (" + ts + ")");
+  if (auto er = hlc_from(j, where, e.timestamp, e.hlc)) return er;
   if (auto* d = field(j, "data")) {
     auto r = row_from(*d, where + " data");
     if (!r) return r.err();
@@ -253,6 +289,7 @@ result<schema_event> schema_event_from(const json& j, const std::string& where_i
   if (auto er = get_string(j, where, "txnId", e.txn_id, false)) return er;
   if (auto er = get_string(j, where, "timestamp", ts)) return er;
   if (!parse_iso_ms(ts, e.timestamp)) return bad(where, "field 'timestamp' is not an ISO 8601 UTC time (" + ts + ")");
+  if (auto er = hlc_from(j, where, e.timestamp, e.hlc)) return er;
   for (auto [name, out] : {std::pair{"column", &e.column}, {"oldColumn", &e.old_column}, {"oldType", &e.old_type},
                            {"newType", &e.new_type}}) {
     if (!field(j, name)) continue;

@@ -12,6 +12,9 @@
 //   or has one of the wrong type is INVALID_ARGUMENT naming the message type and the field
 //   ("batch: field 'lastLsn' must be an unsigned integer"); for an event, its index and LSN.
 //   Unknown fields are ignored (a newer peer may add some).
+// - Each event's "hlc" (cdc::to_json's, issue 18) is parsed into its hlc_stamp; a malformed one
+//   is INVALID_ARGUMENT; an event without one (a streamer from before it) gets {physical: its
+//   timestamp, logical: 0, node: 0}, the stamp the WAL gives entries of format version 1.
 // - parse() checks the shape of each message, not its meaning: LSN order within a batch, sequence
 //   numbers and watermarks are the receiver's to judge (check_batch() does the LSN-order part).
 #pragma once
@@ -156,6 +159,10 @@ std::string render(const message& m);
 /// every row change's table in `schemas`; a dead-lettered batch has no events.
 /// INVALID_ARGUMENT naming the batch and what is wrong.
 error check_batch(const batch& b);
+
+/// The inverse of to_string(hlc_stamp) (<dosql/entry.hpp>): exactly "<15 digits>.<5 digits>.<10
+/// digits>" with physical < 2^48, logical <= 65535, node < 2^32; nullopt otherwise.
+std::optional<hlc_stamp> parse_hlc(std::string_view text) noexcept;
 
 /// A JSON value of an event image back to a dosql value (the inverse of dosql::to_json with
 /// lossless_text). `what` names it in errors.

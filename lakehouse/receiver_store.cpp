@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lakehouse/ids.hpp"
+#include "lakehouse/parquet_reader.hpp"
 #include "lakehouse/parquet_writer.hpp"
 
 namespace dosql::lakehouse {
@@ -122,6 +123,47 @@ result<iceberg::table*> receiver_store::table_for(const std::string& key) {
   if (!t) return t.err();
   t->set_max_manifests(o_.max_manifests);
   return &tables_.emplace(key, std::move(*t)).first->second;
+}
+
+result<const key_clocks*> receiver_store::clocks_for(const std::string& key, const current_shape& shape) {
+  if (auto it = clocks_.find(key); it != clocks_.end()) return &it->second;
+  // First use since the start: every live changelog file's rows with an _hlc, per key the
+  // newest stamp (a DELETE's key from its before image, an INSERT's or UPDATE's from its after
+  // image). Files written before _hlc existed have none: those changes count as older than any.
+  key_clocks held;
+  auto t = table_for(key);
+  if (!t) return t.err();
+  if ((*t)->version() > 0) {
+    auto live = (*t)->live_entries();
+    if (!live) return live.err();
+    for (const auto& e : *live) {
+      if (e.file.content != iceberg::file_content::data) continue;
+      auto path = (*t)->local_file(e.file.path);
+      auto f = read_parquet_file(path);
+      if (!f) return f.err();
+      const auto& cols = f->file_schema.columns;
+      auto index_of = [&](int32_t id) {
+        size_t i = 0;
+        while (i < cols.size() && cols[i].field_id != id) ++i;
+        return i;
+      };
+      const size_t h = changelog_prefix(f->file_schema) > changelog_cdc_columns ? changelog_cdc_columns : cols.size();
+      std::vector<size_t> k;
+      for (auto id : shape.key_ids) k.push_back(index_of(id));
+      if (h == cols.size() || std::any_of(k.begin(), k.end(), [&](size_t i) { return i == cols.size(); })) continue;
+      for (const auto& r : f->rows) {
+        std::vector<value> kv;
+        for (auto i : k) kv.push_back(r[i]);
+        auto* text = std::get_if<std::string>(&r[h]);
+        auto stamp = text ? protocol::parse_hlc(*text) : std::nullopt;
+        if (!stamp) return error(ec::corruption, "the changelog file " + path + ": a row's _hlc is not an HLC");
+        auto& x = held[key_text(kv)];
+        x = std::max(x, *stamp);
+      }
+    }
+  }
+  if (!held.empty()) log("table " + key + ": " + std::to_string(held.size()) + " keys' HLCs read back from its changelog (last writer wins)");
+  return &clocks_.emplace(key, std::move(held)).first->second;
 }
 
 uint64_t receiver_store::mark(const std::string& key, const std::string& source) const {
@@ -484,7 +526,12 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       x.last_id = std::max(x.last_id, (*t)->metadata().value("last-column-id", 0));
     auto cols = b.schemas.find(table);
     schema sc;
-    if (prev && (cols == b.schemas.end() || (!x.columns.empty() && x.columns == cols->second))) {
+    // No columns before the table's first event: the source sees it first at its CREATE TABLE
+    // (the streamer has not seen it exist). When the lake has the table already (another source,
+    // e.g. a shard, created it there), its schema stays: the CREATE's columns are then matched
+    // by name against it and keep their ids, instead of being dropped and added back new.
+    const bool before_create = cols != b.schemas.end() && cols->second.empty();
+    if (prev && (cols == b.schemas.end() || before_create || (!x.columns.empty() && x.columns == cols->second))) {
       sc = *prev;
     } else {
       static const std::vector<source_column> none;
@@ -497,6 +544,13 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
       // (A table new to the lake is created by its first rows, or by a schema change that gives it
       // columns: not by a lone event such as the DROP TABLE of a table never streamed.)
       x.changed = prev && !(sc == *prev);
+    }
+    // Every changelog with columns has `_hlc`: a table written before it gets it by schema
+    // evolution (last-column-id + 1), a new one the id after its first columns (a table created
+    // by a CREATE TABLE in the stream: when that gives it its columns, below).
+    if (auto up = sc.columns.size() > changelog_cdc_columns ? with_hlc(sc, x.last_id) : sc; !(up == sc)) {
+      x.changed = x.changed || prev != nullptr;
+      sc = std::move(up);
     }
     if (cols != b.schemas.end()) x.columns = cols->second;
     for (const auto& c : sc.columns) x.last_id = std::max(x.last_id, c.field_id);
@@ -523,6 +577,7 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
         refuse(ev.table, ev.lsn, ev.change_type + ": " + next.err().message());
         return false;
       }
+      if (next->columns.size() > changelog_cdc_columns) next = with_hlc(*next, x->last_id);
       if (!b.schema_changes[k].columns) x->columns.clear();
       for (const auto& c : next->columns) x->last_id = std::max(x->last_id, c.field_id);
       if (*next == cur) continue;
@@ -554,7 +609,7 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
     if (!to_log && !to_current) continue;
     auto& seg = x->segs.back();
     const row* image = e.type == cdc::change_type::del ? (e.old_data ? &*e.old_data : nullptr) : (e.data ? &*e.data : nullptr);
-    change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image};
+    change c{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, image, e.hlc};
     auto r = changelog_row(seg.file_schema, c);
     if (!r) return nack_batch(b, false, "table '" + e.table + "': " + r.err().message(), out);
     uint64_t n = 16;
@@ -562,15 +617,16 @@ void receiver_store::offer(const protocol::batch& b, std::vector<reply>& out) {
     if (to_current) {
       state_change sc;
       sc.lsn = e.lsn;
+      sc.hlc = e.hlc;
       if (e.type == cdc::change_type::update && e.old_data) {
-        change before{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, &*e.old_data};
+        change before{op_name(e.type), e.lsn, e.txn_id, e.timestamp, b.source_id, &*e.old_data, e.hlc};
         auto old = changelog_row(seg.file_schema, before);
         if (!old) return nack_batch(b, false, "table '" + e.table + "': " + old.err().message(), out);
-        auto kv = key_of(*x->shape, state_row(std::move(*old)), e.lsn);
+        auto kv = key_of(*x->shape, state_row(seg.file_schema, std::move(*old)), e.lsn);
         if (!kv) return nack_batch(b, false, "table '" + e.table + "': " + kv.err().message(), out);
         sc.old_key = std::move(*kv);
       }
-      auto row_now = state_row(*r);
+      auto row_now = state_row(seg.file_schema, *r);
       auto kv = key_of(*x->shape, row_now, e.lsn);
       if (!kv) return nack_batch(b, false, "table '" + e.table + "': " + kv.err().message(), out);
       if (e.type == cdc::change_type::del) sc.old_key = std::move(*kv);
@@ -678,6 +734,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
     iceberg::table* t = nullptr;
     bool current = false;
     std::optional<iceberg::table::prepared> p;
+    key_clocks clocks;  // a current-state table's: the HLC of each key it writes
   };
   std::vector<work> ws;
   auto schemas = schemas_;
@@ -743,10 +800,16 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       std::vector<schema> earlier;
       std::string names;
       uint64_t first_lsn = 0;
-      for (const auto& seg : buf.segments) {
+      for (auto& seg : buf.segments) {
         if (&seg != &buf.segments.back()) earlier.push_back(seg.file_schema);
         if (seg.rows.empty()) continue;
         if (!first_lsn) first_lsn = seg.first_lsn;
+        // Each file's rows in _hlc order (the table's sort order). One source's HLCs rise with
+        // its LSNs, so this keeps LSN order; it matters for stamps an old streamer left out.
+        if (const size_t h = changelog_prefix(seg.file_schema) - 1; h == changelog_cdc_columns)
+          std::stable_sort(seg.rows.begin(), seg.rows.end(), [h](const std::vector<value>& a, const std::vector<value>& b) {
+            return std::get<std::string>(a[h]) < std::get<std::string>(b[h]);
+          });
         auto file = stem + std::to_string(seg.first_lsn) + "-" + std::to_string(seg.last_lsn) + "-" + random_hex32() + ".parquet";
         auto f = write_file(w, data_dir(table), file, seg.file_schema, seg.rows, table, seg.first_lsn, seg.last_lsn);
         if (!f) {
@@ -764,6 +827,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       }
       w.t = *t;
       const schema& current = buf.segments.back().file_schema;
+      w.t->sort_by(hlc_field_id(current));
       auto p = w.t->prepare(current, files, summary(first_lsn, names), now_ms, earlier);
       if (!p) {
         err = p.err();
@@ -794,7 +858,13 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
       w.key = key;
       w.current = true;
       const uint64_t first = buf.current_first_lsn, last = changes.back().lsn;
-      auto c = collapse(*shape, changes);
+      auto held = clocks_for(key, *shape);
+      if (!held) {
+        err = held.err();
+        break;
+      }
+      auto c = collapse(*shape, changes, *held);
+      w.clocks = std::move(c.clocks);
       auto base = stem + std::to_string(first) + "-" + std::to_string(last) + "-" + random_hex32();
       iceberg::snapshot_files sf;
       std::string names;
@@ -807,7 +877,7 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
         names = f->name;
         sf.data.push_back(std::move(*f));
       }
-      {
+      if (!c.deletes.empty()) {  // (none: every change lost to a newer one; the snapshot still moves the mark)
         auto f = write_file(w, current_dir(table) + "/data", base + "-deletes.parquet", shape->key_schema(), c.deletes, table,
                             first, last);
         if (!f) {
@@ -856,6 +926,8 @@ error receiver_store::flush_source(const std::string& name, source_state& s, std
   for (auto& w : ws) {
     if (auto e = w.t->write_hint()) log("commit: " + e.to_string() + " (version-hint.text is rewritten at the next commit or start)");
     (w.current ? current_marks_ : marks_)[w.key][name] = s.accepted_lsn;
+    auto& held = clocks_[w.key];
+    for (auto& [k, h] : w.clocks) held[k] = std::max(held[k], h);
   }
   schemas_ = std::move(schemas);
   std::map<std::string, source_position> positions;

@@ -34,6 +34,11 @@
 //   per schema, and every schema a flush went through is added to the table's metadata. The
 //   current-state table follows the changelog's field ids: a flush writes its rows under the
 //   last schema (earlier rows mapped by field id), its identifier fields are the key's ids.
+// - Every changelog schema has `_hlc` (changelog.hpp: a table written before gets it by schema
+//   evolution at its next flush); each data file's rows are sorted by it and the changelog table
+//   declares that sort order (iceberg::table::sort_by). Current-state tables take the change with
+//   the highest HLC per key across sources (collapse() with the table's key_clocks, read back
+//   from the changelog on first use after open(); updated only after a commit).
 // - A failed flush acks nothing, leaves the tables as they were (tables it already committed are
 //   reverted, the files it wrote deleted) and nacks the source's buffered batches (retryable):
 //   the source resends them. If a revert fails the store is `broken`: it refuses everything
@@ -172,6 +177,9 @@ class receiver_store {
   /// The current-state table `key` ("<namespace>/<table>"), loaded on first use.
   result<iceberg::table*> current_table_for(const std::string& key);
   uint64_t current_mark(const std::string& key, const std::string& source) const;
+  /// The key clocks of the current-state table `key` (shape: its key), read back from the
+  /// changelog's live data files on first use after open().
+  result<const key_clocks*> clocks_for(const std::string& key, const current_shape& shape);
   /// Whether table `name` of a batch gets a current-state table (it has a key column and its
   /// directory name does not collide with a changelog table's); logs once if not.
   bool wants_current(const std::string& name, const std::vector<source_column>& columns);
@@ -191,6 +199,9 @@ class receiver_store {
   std::map<std::string, std::map<std::string, uint64_t>> marks_;  ///< per table, per source: its highest dosql.last-lsn
   std::map<std::string, iceberg::table> current_tables_;  ///< per "<namespace>/<table>": its current-state table
   std::map<std::string, std::map<std::string, uint64_t>> current_marks_;  ///< as marks_, of the current-state tables
+  /// Per current-state table ("<namespace>/<table>"): per key the HLC of the newest change it
+  /// holds (last writer wins by HLC across sources). In memory; loaded by clocks_for().
+  std::map<std::string, key_clocks> clocks_;
   std::set<std::string> logged_no_key_;  ///< tables already logged as having no current-state table
   uint64_t buffered_bytes_ = 0;
   bool broken_ = false;

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "lakehouse/changelog.hpp"
+#include "lakehouse/current_state.hpp"
 
 using namespace dosql;
 using namespace dosql::lakehouse;
@@ -264,4 +265,88 @@ TEST_CASE("changelog: schema evolution from schema-change events keeps field ids
   REQUIRE(p2);
   CHECK(ids(*p2) == std::vector<P>{{"id", 6}, {"title", 7}, {"qty", 9}});
   CHECK_FALSE(p2->columns[0].optional);
+}
+
+TEST_CASE("changelog: _hlc after _source, an id of its own, kept through evolution; rows carry the stamp as text",
+          "[changelog][hlc]") {
+  using P = std::pair<std::string, int32_t>;
+  const std::vector<source_column> cols{{"id", "INTEGER", true, 1}, {"name", "TEXT"}};
+  // A new table: the table's columns get 6, 7; _hlc the next id, placed after _source.
+  auto plain = changelog_schema(cols);
+  REQUIRE(plain);
+  CHECK(changelog_prefix(*plain) == 5);
+  CHECK(hlc_field_id(*plain) == 0);
+  int32_t last = 0;
+  auto s = with_hlc(*plain, last);
+  CHECK(last == 8);
+  CHECK(ids(s) == std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}, {"_hlc", 8}, {"id", 6}, {"name", 7}});
+  CHECK(changelog_prefix(s) == 6);
+  CHECK(hlc_field_id(s) == 8);
+  CHECK(with_hlc(s, last) == s);  // once
+  // A table written before _hlc, whose last-column-id is 11 (dropped columns): _hlc gets 12.
+  int32_t old_last = 11;
+  auto evolved = with_hlc(*plain, old_last);
+  CHECK(hlc_field_id(evolved) == 12);
+  // Evolution keeps it: a column list and an ADD COLUMN.
+  auto s2 = changelog_schema(std::vector<source_column>{{"id", "INTEGER", true, 1}, {"name", "TEXT"}, {"x", "REAL"}}, &s, last);
+  REQUIRE(s2);
+  CHECK(ids(*s2) == std::vector<P>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}, {"_hlc", 8}, {"id", 6}, {"name", 7}, {"x", 9}});
+  auto s3 = evolve_schema(*s2, {"add_column", "y", "", "", "TEXT"}, last);
+  REQUIRE(s3);
+  CHECK(s3->columns.back().field_id == 10);
+  CHECK(hlc_field_id(*s3) == 8);
+  // The current-state shape leaves _hlc out.
+  auto shape = current_shape_of(*s3, cols);
+  REQUIRE(shape);
+  CHECK(shape->table_schema.columns.front().name == "id");
+  CHECK(shape->table_schema.columns.size() == 4);
+  // A source column may not be called _hlc.
+  CHECK_THAT(changelog_schema(std::vector<source_column>{{"_hlc", "TEXT"}}).err().message(), Catch::Contains("clashes"));
+  // The row: to_string(hlc) in _hlc, the image after it.
+  row img{{"name", "id"}, {std::string("a"), int64_t{3}}};
+  auto r = changelog_row(s, change{"INSERT", 9, "", 1700000000123, "src", &img, hlc_stamp{1700000000123, 4, 77}});
+  REQUIRE(r);
+  CHECK(std::get<std::string>((*r)[5]) == "001700000000123.00004.0000000077");
+  CHECK(std::get<int64_t>((*r)[6]) == 3);
+  CHECK(std::get<std::string>((*r)[7]) == "a");
+  CHECK(state_row(s, *r) == std::vector<value>{int64_t{3}, std::string("a")});
+  // Without _hlc (a table before it) the row has none.
+  auto r0 = changelog_row(*plain, change{"INSERT", 9, "", 1700000000123, "src", &img, hlc_stamp{1, 2, 3}});
+  REQUIRE(r0);
+  CHECK(r0->size() == 7);
+  CHECK(state_row(*plain, *r0) == std::vector<value>{int64_t{3}, std::string("a")});
+}
+
+TEST_CASE("current state: last writer wins by HLC, within a flush and against what the table holds", "[current][hlc]") {
+  const std::vector<source_column> cols{{"id", "INTEGER", true, 1}, {"v", "TEXT"}};
+  int32_t last = 0;
+  auto s = with_hlc(*changelog_schema(cols), last);
+  auto shape = current_shape_of(s, cols);
+  REQUIRE(shape);
+  auto key = [](int64_t k) { return std::vector<value>{k}; };
+  auto row_of = [](int64_t k, std::string v) { return std::vector<value>{k, std::move(v)}; };
+  const hlc_stamp t10{10, 0, 1}, t20{20, 0, 2}, t30{30, 0, 1};
+  // A key moved between shards: B's INSERT (t20) is in the table; A's DELETE (t10) lands later.
+  key_clocks held{{key_text(key(1)), t20}};
+  std::vector<state_change> late{{5, t10, key(1), std::nullopt}};
+  auto c = collapse(*shape, late, &held);
+  CHECK(c.deletes.empty());  // the row stays
+  CHECK(c.rows.empty());
+  CHECK(c.clocks.empty());
+  // ... and a newer change of the same key does apply, and reports its clock.
+  std::vector<state_change> newer{{6, t30, std::nullopt, row_of(1, "a-again")}};
+  auto c2 = collapse(*shape, newer, &held);
+  CHECK(c2.deletes == std::vector<std::vector<value>>{key(1)});
+  CHECK(c2.rows == std::vector<std::vector<value>>{row_of(1, "a-again")});
+  CHECK(c2.clocks.at(key_text(key(1))) == t30);
+  // A DELETE that wins leaves a tombstone clock: a later-arriving older INSERT is skipped.
+  key_clocks tomb{{key_text(key(2)), t30}};
+  std::vector<state_change> old_insert{{7, t20, std::nullopt, row_of(2, "old")}};
+  CHECK(collapse(*shape, old_insert, &tomb).rows.empty());
+  // Other keys are untouched by the clocks; without clocks the last change in LSN order wins.
+  std::vector<state_change> both{{8, t10, std::nullopt, row_of(3, "x")}, {9, t20, std::nullopt, row_of(3, "y")}};
+  auto c3 = collapse(*shape, both, &held);
+  CHECK(c3.rows == std::vector<std::vector<value>>{row_of(3, "y")});
+  auto c4 = collapse(*shape, both);
+  CHECK(c4.rows == std::vector<std::vector<value>>{row_of(3, "y")});
 }

@@ -742,7 +742,7 @@ TEST_CASE("current-state table: equality deletes on the primary key; icebird and
   // The changelog's manifests carry metrics too.
   auto cl = avro_files(d.path() + "/dosql/items_changelog");
   auto clm = read_with_python(cl.front());
-  CHECK(clm["records"][0]["data_file"]["value_counts"].size() == 8);
+  CHECK(clm["records"][0]["data_file"]["value_counts"].size() == 9);  // 5 CDC columns, _hlc, 3 of the table
 
   auto r = check_current({d.path()});
   INFO(r.out);
@@ -988,15 +988,17 @@ TEST_CASE("current-state table: schema changes inside a flush (ADD, RENAME, DROP
   };
   auto cur = fields(items);
   auto log = fields(d.path() + "/dosql/items_changelog", false);
-  CHECK(cur == std::map<std::string, int>{{"id", 6}, {"title", 7}, {"qty", 8}, {"color", 9}});  // title keeps name's id
+  // (_hlc took 9: the id after the table's first columns)
+  CHECK(cur == std::map<std::string, int>{{"id", 6}, {"title", 7}, {"qty", 8}, {"color", 10}});  // title keeps name's id
   CHECK(log.at("title") == 7);
-  CHECK(log.at("color") == 9);
+  CHECK(log.at("_hlc") == 9);
+  CHECK(log.at("color") == 10);
   // Then a drop, and rows after it.
   f.schema_change("items", "ALTER TABLE items DROP COLUMN qty", "drop_column", "qty");
   f.insert("items", "id, title, color", "8, 't8', 'green'", "id = 8");
   f.update("items", "color = 'x'", "id = 5", "id = 5");
   f.flush();
-  CHECK(fields(items) == std::map<std::string, int>{{"id", 6}, {"title", 7}, {"color", 9}});
+  CHECK(fields(items) == std::map<std::string, int>{{"id", 6}, {"title", 7}, {"color", 10}});
   f.store.reset();
   auto r = check_current({d.path()});
   INFO(r.out);
@@ -1022,4 +1024,144 @@ TEST_CASE("current-state table: a NULL in a key column (SQLite allows it) is ref
   REQUIRE_FALSE(f.store->flush_all(out));
   CHECK_FALSE(fs::exists(d.path() + "/dosql/nk"));
   CHECK_FALSE(fs::exists(d.path() + "/dosql/nk_changelog"));
+}
+
+TEST_CASE("_hlc: a changelog written before it gets it by schema evolution (last-column-id + 1); after a restart the "
+          "key clocks come back from the changelog: a late DELETE with a lower HLC from another source leaves the row",
+          "[iceberg][current][hlc]") {
+  test::temp_dir d;
+  const std::string log_dir = d.path() + "/dosql/items_changelog";
+  // 1. A changelog as a receiver before issue 18 wrote it: the 5 CDC columns, id 6, name 7; one row.
+  auto legacy = changelog_schema(std::vector<source_column>{{"id", "INTEGER", true, 1}, {"name", "TEXT"}});
+  REQUIRE(legacy);
+  REQUIRE(changelog_prefix(*legacy) == 5);
+  {
+    REQUIRE_FALSE(wal::make_dirs(log_dir + "/data"));
+    const std::string name = "old-1-1-0123456789abcdef0123456789abcdef.parquet";
+    row img{{"id", "name"}, {int64_t{100}, std::string("legacy")}};
+    auto r = changelog_row(*legacy, change{"INSERT", 1, "", 1733222400000, "old", &img});
+    REQUIRE(r);
+    writer_options wo;
+    auto sj = iceberg::schema_json(*legacy, 0);
+    sj.erase("schema-id");
+    wo.key_value_metadata = {{"iceberg.schema", sj.dump()}};
+    std::vector<std::vector<value>> rows{*r};
+    iceberg::added_file f{name, 1, 0, {}};
+    REQUIRE_FALSE(write_parquet_file(log_dir + "/data/" + name, *legacy, rows, wo, &f.metrics));
+    f.bytes = static_cast<int64_t>(std::filesystem::file_size(log_dir + "/data/" + name));
+    auto t = iceberg::table::load(log_dir);
+    REQUIRE(t);
+    auto p = t->prepare(*legacy, {f},
+                        {{"dosql.source", "old"}, {"dosql.first-lsn", "1"}, {"dosql.last-lsn", "1"}, {"dosql.sequence", "1"},
+                         {"dosql.files", name}, {"dosql.flush-tables", "items"}},
+                        1733222400000);
+    REQUIRE(p);
+    REQUIRE_FALSE(t->commit(*p));
+    REQUIRE_FALSE(t->write_hint());
+  }
+  // 2. The receiver writes the table again: _hlc is added with id 8, right after _source.
+  feed f(d.path());
+  f.src.exec("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)");
+  f.keyed = {"items"};
+  f.insert("items", "id, name", "1, 'on shop'", "id = 1");
+  f.events.back().hlc = {2000, 0, 2};
+  f.flush();
+  auto t = iceberg::table::load(log_dir);
+  REQUIRE(t);
+  const auto& md = t->metadata();
+  REQUIRE(md["schemas"].size() == 2);
+  CHECK(md["schemas"][0]["fields"].size() == 7);  // the old schema is kept as it was
+  std::vector<std::pair<std::string, int>> fields;
+  for (const auto& sc : md["schemas"])
+    if (sc["schema-id"] == md["current-schema-id"])
+      for (const auto& x : sc["fields"]) fields.emplace_back(x["name"].get<std::string>(), x["id"].get<int>());
+  CHECK(fields == std::vector<std::pair<std::string, int>>{
+                      {"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}, {"_hlc", 8}, {"id", 6}, {"name", 7}});
+  CHECK(md["last-column-id"] == 8);
+  CHECK(md["default-sort-order-id"] == 1);
+  CHECK(md["sort-orders"].size() == 2);
+  CHECK(md["sort-orders"][1]["fields"][0]["source-id"] == 8);
+  auto live = t->live_entries();
+  REQUIRE(live);
+  std::map<std::string, int> sort_ids;
+  for (const auto& e : *live) sort_ids[std::filesystem::path(e.file.path).filename().string().substr(0, 4)] = e.file.sort_order_id;
+  CHECK(sort_ids == std::map<std::string, int>{{"old-", 0}, {"shop", 1}});  // the old file: unsorted
+  // icebird reads both files through the current schema: the old row's _hlc is NULL.
+  auto r = run("cd " + quote(DOSQL_LH_TESTS) + " && node read_iceberg.mjs " + quote(log_dir));
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  auto got = json::parse(r.out);
+  REQUIRE(got["rows"].size() == 2);
+  std::set<std::string> hlcs;
+  for (const auto& row : got["rows"]) hlcs.insert(json::parse(row.get<std::string>())["_hlc"].dump());
+  CHECK(hlcs == std::set<std::string>{"null", "\"000000000002000.00000.0000000002\""});
+
+  // 3. A restart, then another source's DELETE of key 1 stamped before shop's INSERT (the key
+  // moved from it to shop): the key clocks, read back from the changelog, keep the row.
+  f.store.reset();
+  f.open();
+  f.source = "other";
+  f.seq = 0;
+  f.prev = 10;
+  f.lsn = 10;
+  f.event(cdc::change_type::del, "items", f.get("items", "id = 1"), std::nullopt);
+  f.events.back().hlc = {1000, 0, 1};
+  f.flush();  // the source database keeps the row: that is the expectation
+  auto cur = check_current({d.path()});
+  INFO(cur.out);
+  CHECK(cur.rc == 0);
+  // The changelog has the DELETE all the same (history).
+  auto after = run("cd " + quote(DOSQL_LH_TESTS) + " && node read_iceberg.mjs " + quote(log_dir));
+  REQUIRE(after.rc == 0);
+  CHECK(json::parse(after.out)["rows"].size() == 3);
+}
+
+TEST_CASE("shards: a source whose stream begins with the CREATE TABLE of a table another source already wrote keeps "
+          "the table's field ids (its columns are matched by name, not dropped and added anew)",
+          "[iceberg][current][hlc]") {
+  test::temp_dir d;
+  feed f(d.path());
+  f.keyed = {"items"};
+  const std::string create = "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)";
+  // Source "shop": the CREATE (no columns before it), then a row.
+  f.schema_change("items", create, "create_table", std::nullopt);
+  f.insert("items", "id, name", "1, 'a'", "id = 1");
+  f.flush();
+  const std::string log_dir = d.path() + "/dosql/items_changelog";
+  auto fields = [&] {
+    auto t = iceberg::table::load(log_dir);
+    REQUIRE(t);
+    std::map<std::string, int> out;
+    for (const auto& sc : t->metadata()["schemas"])
+      if (sc["schema-id"] == t->metadata()["current-schema-id"])
+        for (const auto& x : sc["fields"]) out[x["name"].get<std::string>()] = x["id"].get<int>();
+    return std::make_pair(out, t->metadata()["schemas"].size());
+  };
+  auto [first, n_first] = fields();
+  CHECK(first.at("id") == 6);
+  CHECK(first.at("name") == 7);
+  CHECK(first.at("_hlc") == 8);
+  CHECK(n_first == 1);
+  // Source "shard2": its own CREATE of the same table first (as a new streamer sends it: no
+  // columns before it), then a row.
+  f.source = "shard2";
+  f.seq = 0;
+  f.prev = f.lsn = 500;
+  protocol::schema_event x;
+  x.event.table = "items";
+  x.event.change_type = "create_table";
+  x.event.sql = create;
+  x.event.lsn = ++f.lsn;
+  x.event.timestamp = 1733222400000 + static_cast<int64_t>(x.event.lsn);
+  x.columns = f.src.columns("items");
+  f.columns_before["items"] = {};
+  f.changes.push_back(std::move(x));
+  f.insert("items", "id, name", "2, 'b'", "id = 2");
+  f.flush();
+  auto [second, n_second] = fields();
+  CHECK(second == first);
+  CHECK(n_second == 1);  // no schema of its own
+  auto cur = check_current({d.path()});
+  INFO(cur.out);
+  CHECK(cur.rc == 0);
 }

@@ -100,6 +100,9 @@ TEST_CASE("protocol: a batch's events parse back to the same values, bit for bit
   b.events.push_back(event(cdc::change_type::update, 12, r2, r1));
   b.events.push_back(event(cdc::change_type::del, 14, std::nullopt, r3));
   b.events.back().origin = entry_origin::left;
+  b.events[0].hlc = {1733222400123, 0, 1};
+  b.events[1].hlc = {1733222400123, 65535, 4294967295u};
+  b.events[2].hlc = {(int64_t{1} << 48) - 1, 7, 0};
   auto got = round_trip(b);
   CHECK(got.batch_id == b.batch_id);
   CHECK(got.source_id == "s");
@@ -129,6 +132,7 @@ TEST_CASE("protocol: a batch's events parse back to the same values, bit for bit
     CHECK(x.timestamp == y.timestamp);
     CHECK(x.lsn == y.lsn);
     CHECK(x.origin == y.origin);
+    CHECK(x.hlc == y.hlc);  // the "hlc" of cdc::to_json, parsed back (issue 18)
     REQUIRE(x.data.has_value() == y.data.has_value());
     REQUIRE(x.old_data.has_value() == y.old_data.has_value());
     if (x.data) CHECK(same_row(*x.data, *y.data));
@@ -314,4 +318,33 @@ TEST_CASE("protocol: schema changes travel in `events` in LSN order with the row
   auto bad = nlohmann::json::parse(text);
   bad["events"][1].erase("changeType");
   CHECK_THAT(proto::parse(bad.dump()).err().message(), Catch::Contains("field 'changeType' is missing"));
+}
+
+TEST_CASE("protocol: an event's hlc parses back exactly; a batch without it gets {timestamp, 0, 0}; a bad one is refused",
+          "[protocol][hlc]") {
+  for (hlc_stamp h : {hlc_stamp{0, 0, 0}, hlc_stamp{1733328000000, 1, 12345678}, hlc_stamp{(int64_t{1} << 48) - 1, 65535, 4294967295u}})
+    CHECK(proto::parse_hlc(to_string(h)) == h);
+  for (const char* bad : {"", "1733328000000.1.1", "001733328000000.00001.001234567", "001733328000000.00001.00123456789",
+                          "001733328000000-00001.0012345678", "00173332800000a.00001.0012345678",
+                          "281474976710656.00000.0000000000" /* 2^48 */, "001733328000000.65536.0000000000",
+                          "001733328000000.00000.4294967296"})
+    CHECK_FALSE(proto::parse_hlc(bad));
+  const std::string head = R"({"type":"batch","batchId":"s:1","sourceId":"s","sequenceNumber":1,"previousLsn":0,"firstLsn":5,)"
+                           R"("lastLsn":5,"schemas":{"t":[{"name":"id","type":"INTEGER"}]},"events":[)";
+  const std::string ev = R"({"id":"5","type":"insert","table":"t","txnId":"x","timestamp":"2024-12-03T10:40:00.123Z","lsn":5,)"
+                         R"("data":{"id":1})";
+  // A streamer from before the HLC: the default is the event's timestamp, logical 0, node 0.
+  auto old = proto::parse(head + ev + "}]}");
+  REQUIRE(old);
+  auto& b = std::get<proto::batch>(*old);
+  CHECK(b.events.at(0).hlc == hlc_stamp{1733222400123, 0, 0});
+  auto with = proto::parse(head + ev + R"(,"hlc":"001733222400123.00002.0000000007"}]})");
+  REQUIRE(with);
+  CHECK(std::get<proto::batch>(*with).events.at(0).hlc == hlc_stamp{1733222400123, 2, 7});
+  auto bad = proto::parse(head + ev + R"(,"hlc":"1733222400123.2.7"}]})");
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.err().message(), Catch::Contains("event 0 (lsn 5)") && Catch::Contains("'hlc'"));
+  auto not_string = proto::parse(head + ev + R"(,"hlc":12}]})");
+  REQUIRE_FALSE(not_string);
+  CHECK_THAT(not_string.err().message(), Catch::Contains("'hlc' must be a string"));
 }

@@ -166,23 +166,24 @@ TEST_CASE("schema evolution: ADD, RENAME and DROP COLUMN mid-stream keep Iceberg
   auto md = latest_metadata(tdir);
   INFO(md.dump(1));
   auto cur = fields_of(md, md["current-schema-id"].get<int>());
-  CHECK(cur == std::map<std::string, int>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5},
-                                          {"id", 6}, {"title", 7}, {"note", 9}, {"qty", 10}});
-  CHECK(md["last-column-id"] == 10);
+  // (_hlc: 9, the id after the columns of the table's CREATE TABLE)
+  CHECK(cur == std::map<std::string, int>{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}, {"_hlc", 9},
+                                          {"id", 6}, {"title", 7}, {"note", 10}, {"qty", 11}});
+  CHECK(md["last-column-id"] == 11);
   // Every schema the table went through, old ones kept: [name, price], + note, name -> title,
   // - price, + qty.
   std::vector<std::map<std::string, int>> seen;
   for (const auto& s : md["schemas"]) seen.push_back(fields_of(md, s["schema-id"].get<int>()));
   auto has = [&](std::map<std::string, int> user) {
-    std::map<std::string, int> f{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}};
+    std::map<std::string, int> f{{"_op", 1}, {"_lsn", 2}, {"_txn_id", 3}, {"_ts", 4}, {"_source", 5}, {"_hlc", 9}};
     f.insert(user.begin(), user.end());
     return std::find(seen.begin(), seen.end(), f) != seen.end();
   };
   CHECK(has({{"id", 6}, {"name", 7}, {"price", 8}}));
-  CHECK(has({{"id", 6}, {"name", 7}, {"price", 8}, {"note", 9}}));
-  CHECK(has({{"id", 6}, {"title", 7}, {"price", 8}, {"note", 9}}));
-  CHECK(has({{"id", 6}, {"title", 7}, {"note", 9}}));
-  CHECK(has({{"id", 6}, {"title", 7}, {"note", 9}, {"qty", 10}}));
+  CHECK(has({{"id", 6}, {"name", 7}, {"price", 8}, {"note", 10}}));
+  CHECK(has({{"id", 6}, {"title", 7}, {"price", 8}, {"note", 10}}));
+  CHECK(has({{"id", 6}, {"title", 7}, {"note", 10}}));
+  CHECK(has({{"id", 6}, {"title", 7}, {"note", 10}, {"qty", 11}}));
   CHECK(md["schemas"].size() == 5);
   CHECK(md["current-schema-id"] == 4);
 
@@ -301,6 +302,7 @@ TEST_CASE("schema evolution: an unsafe type change is refused naming table, colu
   // The table u kept its schema (code: string, same id): nothing unsafe was committed.
   auto md = latest_metadata(d / "lake/dosql/u_changelog");
   CHECK(fields_of(md, md["current-schema-id"].get<int>())["code"] == 7);
+  CHECK(fields_of(md, md["current-schema-id"].get<int>())["_hlc"] == 8);  // the id after the CREATE's columns
   for (const auto& f : md["schemas"].back()["fields"])
     if (f["name"] == "code") CHECK(f["type"] == "string");
 
