@@ -66,6 +66,14 @@ wal::log::active_usage database::wal_active_segment() const {
   return l ? l->active_segment_usage() : wal::log::active_usage{};
 }
 const recovery_info& database::recovery() const noexcept { return p_->rec; }
+hlc_stamp database::last_hlc() const {
+  auto l = p_->log_ref.lock();
+  return l ? wal::unpack_hlc(l->clock().last(), l->node_id()) : hlc_stamp{};
+}
+hlc_stamp database::observe_hlc(const hlc_stamp& s) {
+  auto l = p_->log_ref.lock();
+  return l ? l->clock().update(s) : hlc_stamp{};
+}
 caf::actor database::wal_writer() const { return caf::actor_cast<caf::actor>(p_->writer); }
 runtime& database::owner() noexcept { return *p_->rt; }
 

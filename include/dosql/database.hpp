@@ -31,6 +31,7 @@
 
 #include <dosql/value.hpp>
 #include <dosql/config.hpp>
+#include <dosql/entry.hpp>
 #include <dosql/error.hpp>
 
 struct sqlite3;  // sqlite3.h
@@ -186,6 +187,14 @@ class database : public std::enable_shared_from_this<database> {
   /// All zero once the database is closed.
   segment_usage wal_active_segment() const;
   const recovery_info& recovery() const noexcept;
+  /// The hybrid logical clock (<dosql/entry.hpp> hlc_stamp) across databases (shards):
+  /// last_hlc() is this database's latest stamp (>= that of every entry it has written; {} once
+  /// closed). observe_hlc(s) is the HLC's receive rule: every entry written after it gets a
+  /// stamp greater than `s`, whatever this machine's clock says. Carry last_hlc() of one shard
+  /// to observe_hlc() of another before a write that depends on the first (a move of a key
+  /// between shards, say), and ordering by HLC puts the two in causal order.
+  hlc_stamp last_hlc() const;
+  hlc_stamp observe_hlc(const hlc_stamp& s);
   /// The WAL-writer actor (for subscriptions and tools; internally typed as
   /// actors::wal_writer_actor, actors/protocol.hpp).
   caf::actor wal_writer() const;

@@ -605,3 +605,36 @@ TEST_CASE("HLCs of committed entries increase with the LSN across committing thr
           std::string::npos);
   }
 }
+
+TEST_CASE("observe_hlc is the HLC's receive rule: a write after observing another shard's later stamp is stamped "
+          "after it, even when this machine's clock is behind",
+          "[cdc][hlc]") {
+  test::temp_dir a_dir, b_dir;
+  runtime rt;
+  auto a = must(rt.open(a_dir.path()));
+  auto b = must(rt.open(b_dir.path()));
+  must(a->exec("CREATE TABLE t(id INTEGER PRIMARY KEY)"));
+  must(b->exec("CREATE TABLE t(id INTEGER PRIMARY KEY)"));
+  must(a->exec("INSERT INTO t VALUES(1)"));
+  hlc_stamp on_a = a->last_hlc();
+  CHECK(on_a.node != 0);
+  CHECK(on_a.node != b->last_hlc().node);
+  // Shard A's clock runs a minute ahead of B's (as if B's were a minute behind).
+  hlc_stamp ahead{on_a.physical + 60000, 7, on_a.node};
+  auto after = b->observe_hlc(ahead);
+  CHECK(ahead < after);
+  must(b->exec("INSERT INTO t VALUES(2)"));
+  cdc::subscribe_options o;
+  o.stop_at_tail = true;
+  o.filter.operations = {op_type::insert};
+  auto sub = must(cdc::create_cdc(b).subscribe(o));
+  std::vector<wal_entry> got;
+  for (auto& e : *sub) got.push_back(e);
+  REQUIRE(got.size() == 1);
+  CHECK(ahead < got[0].hlc);
+  CHECK(got[0].hlc.physical >= ahead.physical);
+  CHECK(b->last_hlc() >= got[0].hlc);
+  must(a->close());
+  must(b->close());
+  CHECK(a->last_hlc() == hlc_stamp{});
+}
