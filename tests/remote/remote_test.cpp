@@ -735,3 +735,23 @@ TEST_CASE("remote: sessions beyond publish_options::max_sessions are refused wit
   ::kill(srv.proc.pid, SIGTERM);
   CHECK(wait_exit(srv.proc.pid) == 0);
 }
+
+TEST_CASE("remote: many short subscriptions in a row, each from a new client process, each deliver the whole range "
+          "(the first batch may reach the client before the subscribe reply)",
+          "[remote]") {
+  temp_dir d;
+  auto srv = start_server(d / "db", {"--prefill", "1000"}, d / "fixture.err");
+  const int rounds = 60;
+  int complete = 0;
+  for (int round = 0; round < rounds; ++round) {
+    auto r = dosql_run("remote tail 127.0.0.1:" + std::to_string(srv.port) + " --token " + token +
+                       " --from 0 --op insert --stop-at-tail --batch 8 --window 32");
+    INFO("round " << round << ": exit " << r.code << ", stderr " << r.err);
+    CHECK(r.code == 0);
+    CHECK(lines(r.out).size() == 1000);
+    if (r.code == 0 && lines(r.out).size() == 1000) ++complete;
+  }
+  CHECK(complete == rounds);
+  ::kill(srv.proc.pid, SIGTERM);
+  CHECK(wait_exit(srv.proc.pid) == 0);
+}
