@@ -98,6 +98,11 @@ struct controller_state {
   uint64_t reader_id = 0;
   caf::node_id server;
   uint64_t epoch = 0;  // bumped at every link loss: answers of older attempts are ignored
+  // While a subscribe request is out, the new reader may already send (its first batch can
+  // overtake the reply): what comes from the server's node then waits here, tagged with its
+  // sender's id, and is handled (or refused) once the reply names the reader.
+  bool sub_pending = false;
+  std::vector<std::pair<uint64_t, std::function<void(bool)>>> early;
   uint32_t attempts = 0;
   bool paused = false;
   bool quitting = false;
@@ -122,11 +127,26 @@ void update(ctl_pointer self, const std::function<void(remote_status&)>& f) {
 
 void connect_now(ctl_pointer self);
 
+// Messages held while the subscribe reply was pending: handled in order if they came from the
+// reader it names, refused otherwise.
+void drain_early(ctl_pointer self) {
+  auto& s = self->state;
+  s.sub_pending = false;
+  auto held = std::move(s.early);
+  s.early.clear();
+  for (auto& [sender, f] : held) f(s.reader_id != 0 && sender == s.reader_id);
+}
+void drop_early(ctl_pointer self) {
+  self->state.reader_id = 0;
+  drain_early(self);
+}
+
 // The link is gone (or never came): retry after a backoff, unless the attempts are used up.
 void lost(ctl_pointer self, const error& why) {
   auto& s = self->state;
   if (s.quitting) return;
   ++s.epoch;
+  drop_early(self);
   if (s.session) self->demonitor(s.session.address());
   s.session = nullptr;
   s.reader_id = 0;
@@ -200,6 +220,7 @@ void subscribe_now(ctl_pointer self, session_actor session, uint64_t epoch) {
   s.session = session;
   self->monitor(session);
   s.wire.from_lsn = std::max(s.wire.from_lsn, s.forwarded);
+  s.sub_pending = true;
   self->request(session, s.ro.connect_timeout, r_sub_atom::value, s.wire, caf::actor_cast<cdc::consumer_actor>(self))
       .then(
           [=](sub_reply& r) {
@@ -212,6 +233,8 @@ void subscribe_now(ctl_pointer self, session_actor session, uint64_t epoch) {
             if (s.forwarded < r.start_after) s.forwarded = r.start_after;
             if (s.acked < r.start_after) s.acked = r.start_after;
             s.slot_acked = std::max(s.slot_acked, r.slot_acked);
+            drain_early(self);  // what the reader sent before this reply came, in order
+            if (s.quitting) return;
             if (s.paused) self->send(s.session, r_pause_atom::value, s.sub_id);
             auto& sh = *s.shared;
             {
@@ -230,6 +253,7 @@ void subscribe_now(ctl_pointer self, session_actor session, uint64_t epoch) {
           [=](caf::error& err) {
             auto& s = self->state;
             if (epoch != s.epoch || s.quitting) return;
+            drop_early(self);
             auto e = actors::from_caf(err, "the remote service");
             if (transient(e)) return lost(self, e);
             finish(self, e);
@@ -268,12 +292,88 @@ void connect_now(ctl_pointer self) {
           });
 }
 
-// From the current reader only: a batch of an earlier link is stale.
-bool from_reader(ctl_pointer self) {
-  auto& snd = self->current_sender();
+// From the current reader only: a batch of an earlier link is stale. (`snd`: the message's
+// sender, taken before make_response_promise(), which takes it over.)
+bool from_reader(ctl_pointer self, const caf::strong_actor_ptr& snd) {
   auto& s = self->state;
   return snd && s.reader_id && snd->id() == s.reader_id && snd->node() == s.server;
 }
+
+// A batch of the current reader: handed to the consumer; its ack goes back when the consumer's
+// does (the credit window spans the link).
+void on_batch(ctl_pointer self, cdc::batch b, caf::typed_response_promise<uint64_t> rp) {
+  auto& s = self->state;
+  if (b.last_lsn <= s.forwarded) {  // already handed on
+    rp.deliver(b.last_lsn);
+    return;
+  }
+  if (b.first_lsn <= s.forwarded) {
+    rp.deliver(actors::to_caf(error(ec::invalid_argument, "batch " + std::to_string(b.first_lsn) + ".." +
+                                                              std::to_string(b.last_lsn) + " overlaps LSN " +
+                                                              std::to_string(s.forwarded) + " already delivered")));
+    return;
+  }
+  s.forwarded = b.last_lsn;
+  uint32_t count = b.count;
+  uint64_t first = b.first_lsn;
+  s.inflight += count;
+  update(self, [&](remote_status& st) { st.stream.buffered_entries = s.inflight; });
+  self->request(s.user, caf::infinite, cdc::batch_atom::value, std::move(b))
+      .then(
+          [=](uint64_t ack) mutable {
+            auto& s = self->state;
+            s.inflight -= count;
+            s.processed += count;
+            s.acked = std::max(s.acked, ack);
+            update(self, [&](remote_status& st) {
+              st.stream.current_lsn = s.acked;
+              st.stream.entries_processed = s.processed;
+              st.stream.buffered_entries = s.inflight;
+              st.stream.last_entry_at = now_ms();
+            });
+            if (!s.wire.slot.empty()) {
+              s.slot_wanted = std::max(s.slot_wanted, s.acked);
+              ack_slot(self);
+            }
+            rp.deliver(ack);
+          },
+          [=](caf::error& err) mutable {
+            rp.deliver(err);
+            auto e = actors::from_caf(err, "the consumer");
+            error f(ec::subscription_failed, "the consumer failed: " + e.message());
+            f.lsn = first;
+            finish(self, f);
+          });
+}
+
+// A heartbeat of the current reader: nothing in flight, everything up to lsn delivered or
+// filtered out, so a reconnection may start there and the slot may move there.
+void on_heartbeat(ctl_pointer self, uint64_t lsn) {
+  auto& s = self->state;
+  caf::anon_send(s.user, cdc::heartbeat_atom::value, lsn);
+  if (s.inflight == 0 && lsn > s.forwarded) s.forwarded = lsn;
+  if (!s.wire.slot.empty() && s.inflight == 0 && lsn > s.slot_wanted) {
+    s.slot_wanted = lsn;
+    ack_slot(self);
+  }
+}
+
+// Runs `f` now for the current reader's messages, later (drain_early) for those that may be the
+// new reader's while its subscribe reply is pending; false: neither (stale).
+bool route(ctl_pointer self, const caf::strong_actor_ptr& snd, std::function<void(bool)> f) {
+  auto& s = self->state;
+  if (from_reader(self, snd)) {
+    f(true);
+    return true;
+  }
+  if (s.sub_pending && snd && s.session && snd->node() == s.session.node()) {
+    s.early.emplace_back(snd->id(), std::move(f));
+    return true;
+  }
+  return false;
+}
+
+error stale_batch() { return error(ec::subscription_failed, "stale batch from an earlier link"); }
 
 caf::behavior controller(ctl_pointer self, controller_state init) {
   self->state = std::move(init);
@@ -292,66 +392,32 @@ caf::behavior controller(ctl_pointer self, controller_state init) {
   connect_now(self);
   return {
       [=](cdc::batch_atom, cdc::batch& b) -> caf::result<uint64_t> {
-        auto& s = self->state;
-        if (!from_reader(self)) {
-          return actors::to_caf(error(ec::subscription_failed, "stale batch from an earlier link"));
-        }
-        if (b.last_lsn <= s.forwarded) return b.last_lsn;  // already handed on
-        if (b.first_lsn <= s.forwarded)
-          return actors::to_caf(error(ec::invalid_argument, "batch " + std::to_string(b.first_lsn) + ".." +
-                                                                std::to_string(b.last_lsn) + " overlaps LSN " +
-                                                                std::to_string(s.forwarded) + " already delivered"));
-        s.forwarded = b.last_lsn;
-        uint32_t count = b.count;
-        uint64_t first = b.first_lsn;
-        s.inflight += count;
-        update(self, [&](remote_status& st) { st.stream.buffered_entries = s.inflight; });
+        caf::strong_actor_ptr snd = self->current_sender();  // before the promise takes it over
+        if (!from_reader(self, snd) && !(self->state.sub_pending && snd && self->state.session &&
+                                         snd->node() == self->state.session.node()))
+          return actors::to_caf(stale_batch());
         auto rp = self->make_response_promise<uint64_t>();
-        self->request(s.user, caf::infinite, cdc::batch_atom::value, std::move(b))
-            .then(
-                [=](uint64_t ack) mutable {
-                  auto& s = self->state;
-                  s.inflight -= count;
-                  s.processed += count;
-                  s.acked = std::max(s.acked, ack);
-                  update(self, [&](remote_status& st) {
-                    st.stream.current_lsn = s.acked;
-                    st.stream.entries_processed = s.processed;
-                    st.stream.buffered_entries = s.inflight;
-                    st.stream.last_entry_at = now_ms();
-                  });
-                  if (!s.wire.slot.empty()) {
-                    s.slot_wanted = std::max(s.slot_wanted, s.acked);
-                    ack_slot(self);
-                  }
-                  rp.deliver(ack);
-                },
-                [=](caf::error& err) mutable {
-                  rp.deliver(err);
-                  auto e = actors::from_caf(err, "the consumer");
-                  error f(ec::subscription_failed, "the consumer failed: " + e.message());
-                  f.lsn = first;
-                  finish(self, f);
-                });
+        bool routed = route(self, snd, [=, b = std::move(b)](bool ok) mutable {
+          if (ok)
+            on_batch(self, std::move(b), rp);
+          else
+            rp.deliver(actors::to_caf(stale_batch()));
+        });
+        if (!routed) return actors::to_caf(stale_batch());
         return rp;
       },
       [=](cdc::end_atom, cdc::subscription_end& end) {
-        if (!from_reader(self)) return;
-        auto e = end.to_error();
-        if (e.code() == ec::closed) return lost(self, e);  // the server's database closed: it may come back
-        finish(self, e);
+        route(self, self->current_sender(), [=](bool ok) {
+          if (!ok || self->state.quitting) return;
+          auto e = end.to_error();
+          if (e.code() == ec::closed) return lost(self, e);  // the server's database closed: it may come back
+          finish(self, e);
+        });
       },
       [=](cdc::heartbeat_atom, uint64_t lsn) {
-        if (!from_reader(self)) return;
-        auto& s = self->state;
-        caf::anon_send(s.user, cdc::heartbeat_atom::value, lsn);
-        // Nothing is in flight and everything up to lsn was delivered or filtered out: a
-        // reconnection may start there, and the slot may move there.
-        if (s.inflight == 0 && lsn > s.forwarded) s.forwarded = lsn;
-        if (!s.wire.slot.empty() && s.inflight == 0 && lsn > s.slot_wanted) {
-          s.slot_wanted = lsn;
-          ack_slot(self);
-        }
+        route(self, self->current_sender(), [=](bool ok) {
+          if (ok) on_heartbeat(self, lsn);
+        });
       },
       [=](cdc::watch_atom, cdc::reader_control_actor&) {},
       [=](cdc::pause_atom) {
