@@ -217,8 +217,8 @@ def cmd_table(raw, machine_path, out_md):
             p, pc, pcase = best("pg", pg_kind, shape, pg_key, lower)
         r_in = (v / vin) if (v and vin) else None
         r_pg = (v / p) if (v and p) else None
-        remote.append("| %s | %s%s | %s | %s | %s%s | %s |" % (
-            figure, fmt(vin, unit), tag(c, case), fmt(v, unit), "-" if r_in is None else "%.2fx" % r_in,
+        remote.append("| %s | %s | %s%s | %s | %s%s | %s |" % (
+            figure, fmt(vin, unit), fmt(v, unit), tag(c, case), "-" if r_in is None else "%.2fx" % r_in,
             fmt(p, unit), tag(pc, pcase) if pcase else "", "-" if r_pg is None else "%.2fx" % r_pg))
 
     rrow("delivery of the %s workload, every event as JSON to a file, changes/s" % s100, "remote", s100,
@@ -234,7 +234,9 @@ def cmd_table(raw, machine_path, out_md):
         cm = [x for x in cm if x is not None]
         remote = ["", "Remote subscribers (issue 18): dosql's consumer actor in-process and in a second process "
                   "over 127.0.0.1 (CAF middleman), in the same run (`peer_bench remote-run` / `remote-latency`), "
-                  "beside PostgreSQL's pg_recvlogical + wal2json over TCP (the `run`/`lat` cases above)%s:" % (
+                  "beside PostgreSQL's pg_recvlogical + wal2json over TCP (the `run`/`lat` cases above). The "
+                  "in-process figure is from the same runs as the remote one (the variant given); ratios "
+                  "are remote / other: throughput > 1 = remote faster, latency < 1 = remote lower%s:" % (
                       "; remote::connect took %.1f ms (median), not in the delivery time" % median(cm) if cm else ""),
                   "",
                   "| figure | in-process consumer actor | remote consumer actor | remote / in-process | "
