@@ -193,8 +193,9 @@ cases_of_rep() {
       dqc="run $shape dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench run $sqlf $SCRATCH/db --oracle $oracle"
       if [ $((rep % 2)) = 1 ]; then printf '%s\n%s\n' "$pgc" "$dqc"; else printf '%s\n%s\n' "$dqc" "$pgc"; fi
       # remote subscribers: after the peer's run of this shape (its file and oracle exist)
-      [ "$shape" = "$SHAPE_K100" ] && printf '%s\n' \
-        "remote $shape dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench remote-run $sqlf $SCRATCH/rdb --oracle $oracle --reps 2"
+      if [ "$shape" = "$SHAPE_K100" ]; then
+        printf '%s\n' "remote $shape dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench remote-run $sqlf $SCRATCH/rdb --oracle $oracle --reps 2"
+      fi
     done
   done
   for cp in "${CPUS_VARIANTS[@]}"; do
