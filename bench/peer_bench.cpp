@@ -33,35 +33,73 @@
 //   build-suite/peer_bench fsync DIR [N]
 //       fdatasync latency of this disk: N (default 300) rewrites of one 4 KiB block.
 //
+// Remote subscribers (issue 18, include/dosql/remote.hpp), each beside the same thing in-process
+// in the same run (the PostgreSQL side is the peer's `run` / `latency`: pg_recvlogical over TCP):
+//   build-suite/peer_bench remote-run SQLFILE DIR --oracle FILE [--reps R]
+//       The workload file committed as `run` does; then the stream (from LSN 0, to the tail,
+//       BEGIN/COMMIT included, row changes only) delivered R times (default 3) to each of:
+//       an in-process consumer actor (cdc::subscribe_actor) and a remote one, in a second
+//       process (this program re-executed: CAF gives two actor systems in one process the same
+//       node id) connected over 127.0.0.1 through CAF's middleman (remote::publish /
+//       remote::connect + connection::subscribe_actor). Two kinds of consumer, the same code on
+//       both sides: "json" turns every entry into its JSON event (cdc::to_event, to_json) and
+//       writes one line each to a file, as `run` and the peer's pg_recvlogical do (checked
+//       against the oracle every time); "views" only decodes the batch (cdc::decode_batch), so
+//       what is left is the transport. Timed from the subscribe call to the end of the stream
+//       (and the file closed); the remote connection (remote::connect, its hello) is timed
+//       apart (connect_ms). Order alternates per repetition. Figures: medians over R.
+//   build-suite/peer_bench remote-latency DIR N [PACE_MS]
+//       N single-row autocommit INSERTs into users, PACE_MS (default 1) apart, as `latency`,
+//       twice: with an in-process consumer actor following the tail, then with a remote one (a
+//       second process, as above). created_at = CLOCK_MONOTONIC (steady_clock, one clock for
+//       the whole machine on Linux) in µs, taken just before exec(); latency = the consumer's
+//       CLOCK_MONOTONIC when it holds the decoded JSON event - created_at.
+//   (build-suite/peer_bench remote-client ...: the remote side of the two above; internal.)
+//
 // CPU accounting (the peer's contention guard): foreign_cpu_pct is the machine's busy CPU
 // (user+nice+system+steal, /proc/stat) minus this process and kernel threads, over the timed
 // phases, in % of the whole machine.
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
 #include <dosql/cdc.hpp>
+#include <dosql/consumer.hpp>
 #include <dosql/database.hpp>
 #include <dosql/json.hpp>
+#include <dosql/remote.hpp>
+#include <dosql/stream.hpp>
+
+extern char** environ;
 
 using namespace dosql;
 using clk = std::chrono::steady_clock;
@@ -138,6 +176,11 @@ cpu_snap cpu_now() {
   long ppid = 0;
   double t = 0;
   if (read_stat("/proc/self/stat", ppid, t)) c.own = t;
+  rusage ru{};  // + reaped child processes (remote-*: the client process is ours, not foreign)
+  if (::getrusage(RUSAGE_CHILDREN, &ru) == 0)
+    c.own += (static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+              static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6) *
+             static_cast<double>(::sysconf(_SC_CLK_TCK));
   std::error_code ec;
   for (auto& d : std::filesystem::directory_iterator("/proc", ec)) {
     auto name = d.path().filename().string();
@@ -557,6 +600,635 @@ int cmd_latency(const std::string& dir, int n, double pace_ms) {
   return static_cast<int>(row_lat.size()) == n ? 0 : 1;
 }
 
+// ---- remote subscribers (issue 18) -----------------------------------------------------------
+constexpr const char* remote_token = "peer-bench-remote-token";
+constexpr auto remote_timeout = std::chrono::seconds(300);  // a delivery that takes longer hangs
+
+int64_t mono_us() {  // CLOCK_MONOTONIC: the same clock in every process of the machine
+  return std::chrono::duration_cast<std::chrono::microseconds>(clk::now().time_since_epoch()).count();
+}
+
+bool is_change(op_type op) { return op == op_type::insert || op == op_type::update || op == op_type::del; }
+
+enum class consumer_kind : uint8_t { json, views, latency };
+
+const char* kind_name(consumer_kind k) {
+  return k == consumer_kind::json ? "json" : k == consumer_kind::views ? "views" : "latency";
+}
+
+// What a bench consumer actor shares with the thread that waits for it. The actor adds to the
+// counters once per batch; lat_us and the ending are guarded by mu.
+struct sink {
+  consumer_kind kind = consumer_kind::json;
+  std::FILE* out = nullptr;  // json: the events file
+  int want = 0;              // latency: rows to receive
+  std::atomic<uint64_t> changes{0}, events{0};
+  std::vector<double> lat_us;  // guarded by mu
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::string failure;  // empty: none
+  void finish(std::string why) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      if (done) return;
+      done = true;
+      failure = std::move(why);
+    }
+    cv.notify_all();
+  }
+  bool wait(std::chrono::seconds limit) {
+    std::unique_lock<std::mutex> g(mu);
+    return cv.wait_for(g, limit, [&] { return done; });
+  }
+};
+
+struct consumer_state {
+  std::vector<entry_view> views;
+  std::string buf;
+};
+
+// The one consumer of both sides (the <dosql/consumer.hpp> interface): json = every entry to its
+// JSON event, one line each to the file (as `run`); views = decode_batch only; latency = for
+// each users row, now - created_at once the JSON event is in hand (as `latency`).
+cdc::consumer_actor::behavior_type bench_consumer(cdc::consumer_actor::stateful_pointer<consumer_state> self,
+                                                  std::shared_ptr<sink> s) {
+  return {
+      [=](cdc::batch_atom, const cdc::batch& b) -> caf::result<uint64_t> {
+        auto& views = self->state.views;
+        if (auto e = cdc::decode_batch(b, views)) {
+          s->finish("decode_batch: " + e.to_string());
+          return cdc::to_caf(e);
+        }
+        uint64_t changes = 0, events = 0;
+        if (s->kind == consumer_kind::views) {
+          for (auto& v : views) changes += is_change(v.op) ? 1 : 0;
+          s->changes.fetch_add(changes, std::memory_order_relaxed);
+          s->events.fetch_add(views.size(), std::memory_order_relaxed);
+          return b.last_lsn;
+        }
+        auto& buf = self->state.buf;
+        buf.clear();
+        for (auto& v : views) {
+          auto ev = cdc::to_event(v);
+          if (!ev) {
+            s->finish("to_event: " + ev.err().to_string());
+            return cdc::to_caf(ev.err());
+          }
+          if (auto* c = std::get_if<cdc::change_event<row>>(&*ev)) {
+            if (s->kind == consumer_kind::latency) {
+              if (!c->data) continue;
+              std::string text = cdc::to_json(*c);  // the event as a consumer gets it
+              int64_t now = mono_us();
+              const value* ca = c->data->find("created_at");
+              if (!ca || !std::holds_alternative<int64_t>(*ca) || text.empty()) {
+                s->finish("unexpected row " + text);
+                continue;
+              }
+              bool all = false;
+              {
+                std::lock_guard<std::mutex> g(s->mu);
+                if (s->done) continue;
+                s->lat_us.push_back(static_cast<double>(now - std::get<int64_t>(*ca)));
+                all = static_cast<int>(s->lat_us.size()) >= s->want;
+              }
+              if (all) s->finish("");
+              continue;
+            }
+            buf += cdc::to_json(*c);
+            ++changes;
+          } else if (auto* t = std::get_if<cdc::transaction_event>(&*ev)) {
+            if (s->kind == consumer_kind::latency) continue;
+            buf += txn_json(*t);
+          } else {
+            continue;
+          }
+          buf += '\n';
+          ++events;
+        }
+        if (s->out && !buf.empty()) std::fwrite(buf.data(), 1, buf.size(), s->out);
+        s->changes.fetch_add(changes, std::memory_order_relaxed);
+        s->events.fetch_add(events, std::memory_order_relaxed);
+        return b.last_lsn;
+      },
+      [=](cdc::end_atom, const cdc::subscription_end& end) {
+        auto e = end.to_error();
+        // latency: an end before N rows is a failure too (the waiting side checks the count)
+        s->finish(e ? "the stream ended: " + e.to_string() : "");
+        self->quit();
+      },
+      [=](cdc::heartbeat_atom, uint64_t) {},
+      [=](cdc::watch_atom, const cdc::reader_control_actor&) {},
+  };
+}
+
+// From LSN 0 to the tail, BEGIN/COMMIT included, row changes only: `run`'s stream.
+cdc::subscribe_options run_stream_options() {
+  cdc::subscribe_options o;
+  o.from_lsn = 0;
+  o.stop_at_tail = true;
+  o.include_transaction_control = true;
+  o.filter.operations = {op_type::insert, op_type::update, op_type::del};
+  return o;
+}
+
+cdc::subscribe_options latency_stream_options(uint64_t from) {
+  cdc::subscribe_options o;
+  o.from_lsn = from;
+  o.filter.tables = {"users"};
+  o.filter.operations = {op_type::insert};
+  return o;
+}
+
+struct delivery {
+  std::string failure;  // empty: delivered
+  uint64_t changes = 0, events = 0;
+  double deliver_s = 0;   // subscribe call -> end of the stream (+ the file closed)
+  double connect_ms = 0;  // remote: remote::connect (TCP, middleman handshake, hello)
+  double process_s = 0;   // remote: the client process's whole life, as its parent saw it
+};
+
+json to_json_obj(const delivery& d) {
+  return {{"failure", d.failure},  {"changes", d.changes},           {"events", d.events},
+          {"deliver_s", d.deliver_s}, {"connect_ms", d.connect_ms}, {"process_s", d.process_s}};
+}
+
+delivery from_json_obj(const json& j) {
+  delivery d;
+  d.failure = j.value("failure", std::string("no failure field"));
+  d.changes = j.value("changes", uint64_t{0});
+  d.events = j.value("events", uint64_t{0});
+  d.deliver_s = j.value("deliver_s", 0.0);
+  d.connect_ms = j.value("connect_ms", 0.0);
+  return d;
+}
+
+// Runs one stop_at_tail delivery to a fresh bench consumer: `subscribe` (given the consumer)
+// starts the subscription and returns a handle to keep, or an error.
+template <class Subscribe>
+delivery deliver(caf::actor_system& sys, consumer_kind kind, const std::string& events, Subscribe subscribe) {
+  delivery d;
+  auto s = std::make_shared<sink>();
+  s->kind = kind;
+  std::vector<char> buf;
+  if (kind == consumer_kind::json) {
+    s->out = std::fopen(events.c_str(), "w");
+    if (!s->out) die("cannot write " + events);
+    buf.resize(1 << 20);
+    std::setvbuf(s->out, buf.data(), _IOFBF, buf.size());
+  }
+  auto consumer = sys.spawn(bench_consumer, s);
+  auto t0 = clk::now();
+  auto handle = subscribe(consumer);
+  if (!handle) {
+    d.failure = "subscribe: " + handle.err().to_string();
+  } else if (!s->wait(remote_timeout)) {
+    d.failure = "no end of the stream after " + std::to_string(remote_timeout.count()) + " s (" +
+                std::to_string(s->events.load()) + " events so far)";
+  }
+  if (s->out && std::fclose(s->out) != 0 && d.failure.empty()) d.failure = "write " + events;
+  d.deliver_s = secs(clk::now() - t0);
+  if (d.failure.empty()) {
+    std::lock_guard<std::mutex> g(s->mu);
+    d.failure = s->failure;
+    d.changes = s->changes.load();
+    d.events = s->events.load();
+  }
+  if (handle) handle->stop();
+  caf::anon_send_exit(consumer, caf::exit_reason::user_shutdown);
+  return d;
+}
+
+// ---- the second process: this program, re-executed ------------------------------------------
+struct child_process {
+  pid_t pid = -1;
+  int out = -1;  // its stdout
+  std::string pending;
+};
+
+child_process spawn_self(const std::vector<std::string>& args) {
+  static const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+  std::vector<std::string> all{self};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  child_process c;
+  int rc = posix_spawn(&c.pid, self.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  if (rc != 0) die("posix_spawn " + self + ": " + std::strerror(rc));
+  c.out = fds[0];
+  return c;
+}
+
+// The child's next stdout line, or nullopt at its end of output or after `limit`.
+std::optional<std::string> read_line(child_process& c, std::chrono::milliseconds limit) {
+  auto deadline = clk::now() + limit;
+  for (;;) {
+    auto nl = c.pending.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = c.pending.substr(0, nl);
+      c.pending.erase(0, nl + 1);
+      return line;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clk::now()).count();
+    if (left <= 0) return std::nullopt;
+    pollfd p{c.out, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
+    if (r < 0 && errno != EINTR) return std::nullopt;
+    if (r <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(c.out, buf, sizeof buf);
+    if (n <= 0) return std::nullopt;
+    c.pending.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// The child's next "RESULT {json}" line (other lines skipped), or an object naming the failure.
+json read_result(child_process& c, std::chrono::milliseconds limit) {
+  for (;;) {
+    auto line = read_line(c, limit);
+    if (!line) return {{"failure", "the client process gave no RESULT line (exited, or hung past the timeout)"}};
+    if (line->rfind("RESULT ", 0) == 0) {
+      auto j = json::parse(line->substr(7), nullptr, false);
+      if (j.is_discarded()) return {{"failure", "bad RESULT line from the client: " + *line}};
+      return j;
+    }
+  }
+}
+
+// Waits for the child (killing it after `limit`); its exit status as text ("exit 0").
+std::string reap(child_process& c, std::chrono::milliseconds limit) {
+  auto deadline = clk::now() + limit;
+  int status = 0;
+  for (;;) {
+    pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+    if (r == c.pid) break;
+    if (r < 0) return "waitpid failed";
+    if (clk::now() > deadline) {
+      ::kill(c.pid, SIGKILL);
+      ::waitpid(c.pid, &status, 0);
+      ::close(c.out);
+      return "killed after the timeout";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::close(c.out);
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+runtime_options network_runtime() {
+  runtime_options ro;
+  ro.network.enabled = true;
+  return ro;
+}
+
+// remote-client json|views HOST PORT TOKEN EVENTS
+// remote-client latency HOST PORT TOKEN FROM_LSN N     ("READY" once subscribed)
+int cmd_remote_client(const std::vector<std::string>& a) {
+  if (a.size() < 6) die("remote-client: bad arguments");
+  const std::string& kind = a[1];
+  runtime rt(network_runtime());
+  auto port = static_cast<uint16_t>(std::atoi(a[3].c_str()));
+  delivery d;
+  auto t0 = clk::now();
+  auto conn = remote::connect(rt, a[2], port, a[4]);
+  d.connect_ms = 1000 * secs(clk::now() - t0);
+  if (!conn) {
+    result(json{{"failure", "connect: " + conn.err().to_string()}});
+    return 1;
+  }
+  if (kind == "json" || kind == "views") {
+    auto k = kind == "json" ? consumer_kind::json : consumer_kind::views;
+    double connect_ms = d.connect_ms;
+    d = deliver(rt.system(), k, a[5], [&](const cdc::consumer_actor& c) {
+      return (*conn)->subscribe_actor(c, run_stream_options());
+    });
+    d.connect_ms = connect_ms;
+    result(to_json_obj(d));
+    return d.failure.empty() ? 0 : 1;
+  }
+  if (kind != "latency" || a.size() < 7) die("remote-client: bad arguments");
+  auto s = std::make_shared<sink>();
+  s->kind = consumer_kind::latency;
+  s->want = std::atoi(a[6].c_str());
+  s->lat_us.reserve(static_cast<size_t>(s->want));
+  auto consumer = rt.system().spawn(bench_consumer, s);
+  auto sub = (*conn)->subscribe_actor(consumer, latency_stream_options(std::strtoull(a[5].c_str(), nullptr, 10)));
+  json r{{"connect_ms", d.connect_ms}};
+  if (!sub) {
+    r["failure"] = "subscribe: " + sub.err().to_string();
+    result(r);
+    return 1;
+  }
+  std::printf("READY\n");
+  std::fflush(stdout);
+  bool ended = s->wait(remote_timeout);
+  sub->stop();
+  {
+    std::lock_guard<std::mutex> g(s->mu);
+    r["failure"] = !ended ? "received " + std::to_string(s->lat_us.size()) + " of " + std::to_string(s->want) +
+                                " rows before the timeout"
+                          : s->failure;
+    r["lat_us"] = s->lat_us;
+  }
+  caf::anon_send_exit(consumer, caf::exit_reason::user_shutdown);
+  result(r);
+  return 0;
+}
+
+delivery deliver_remote(uint16_t port, consumer_kind kind, const std::string& events) {
+  auto t0 = clk::now();
+  auto c = spawn_self({"remote-client", kind_name(kind), "127.0.0.1", std::to_string(port), remote_token, events});
+  auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(remote_timeout) + std::chrono::seconds(30);
+  json j = read_result(c, limit);
+  std::string how = reap(c, std::chrono::seconds(30));
+  delivery d = from_json_obj(j);
+  d.process_s = secs(clk::now() - t0);
+  if (d.failure.empty() && how != "exit 0") d.failure = "client process: " + how;
+  if (!d.failure.empty()) d.failure += " [client process: " + how + "]";
+  return d;
+}
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+int cmd_remote_run(const std::string& sqlfile, const std::string& dir, const std::string& oracle, int reps) {
+  size_t nstmts = 0;
+  auto groups = load_workload(sqlfile, nstmts);
+  const std::string events = dir + ".events.jsonl";
+  json r;
+  r["mode"] = "remote-run";
+  r["engine"] = "dosql";
+  r["sync"] = "durable";
+  r["cpus"] = affinity();
+  r["sql"] = sqlfile;
+  r["txns"] = groups.size();
+  r["stmts"] = nstmts;
+  r["reps"] = reps;
+
+  runtime rt(network_runtime());
+  auto db = open_fresh(rt, dir);
+  auto t0 = clk::now();
+  for (auto& g : groups) {
+    if (!g.txn) {
+      must(db->exec(g.stmts[0]), "exec " + g.stmts[0]);
+    } else {
+      auto tx = must(db->begin(), "begin");
+      for (auto& s : g.stmts) must(tx.exec(s), "exec " + s);
+      must(tx.commit(), "commit");
+    }
+  }
+  double ws = secs(clk::now() - t0);
+  remote::publish_options po;
+  po.port = 0;
+  po.token = remote_token;
+  auto svc = must(remote::publish(db, po), "publish");
+  auto cdc = cdc::create_cdc(db);
+
+  // figures[side][kind]: changes/s of every repetition
+  std::map<std::string, std::vector<double>> rate, evrate;
+  std::vector<double> connect_ms, process_s;
+  json runs = json::array();
+  std::string failures;
+  bool all_verified = !oracle.empty();
+  std::string verify_detail;
+  uint64_t changes = 0, nevents = 0;
+  auto c0 = cpu_now();
+  for (int rep = 0; rep < reps; ++rep) {
+    for (auto kind : {consumer_kind::json, consumer_kind::views}) {
+      for (int i = 0; i < 2; ++i) {
+        bool remote_side = (i == 0) == (rep % 2 == 1);  // in-process first on even repetitions
+        delivery d = remote_side ? deliver_remote(svc->port(), kind, events)
+                                 : deliver(rt.system(), kind, events, [&](const cdc::consumer_actor& c) {
+                                     return cdc::subscribe_actor(cdc, c, run_stream_options());
+                                   });
+        std::string key = std::string(remote_side ? "remote" : "inproc") + "_" + kind_name(kind);
+        json run = to_json_obj(d);
+        run["rep"] = rep + 1;
+        run["side"] = remote_side ? "remote" : "inproc";
+        run["kind"] = kind_name(kind);
+        if (!d.failure.empty()) {
+          failures += (failures.empty() ? "" : "; ") + key + " rep " + std::to_string(rep + 1) + ": " + d.failure;
+        } else {
+          rate[key].push_back(static_cast<double>(d.changes) / d.deliver_s);
+          evrate[key].push_back(static_cast<double>(d.events) / d.deliver_s);
+          changes = d.changes;
+          nevents = d.events;
+          if (remote_side) {
+            connect_ms.push_back(d.connect_ms);
+            process_s.push_back(d.process_s);
+          }
+        }
+        if (kind == consumer_kind::json && d.failure.empty() && !oracle.empty()) {  // not timed
+          json v = verify(events, oracle);
+          run["verified"] = v["verified"];
+          if (v["verified"] != true) {
+            all_verified = false;
+            verify_detail = key + " rep " + std::to_string(rep + 1) + ": " + v["verify_detail"].get<std::string>();
+            r["first_diff"] = v.value("first_diff", json(nullptr));
+          } else if (verify_detail.empty()) {
+            verify_detail = v["verify_detail"].get<std::string>() + ", every json delivery";
+          }
+        }
+        std::filesystem::remove(events);
+        runs.push_back(run);
+        std::fprintf(stderr, "  rep %d %-13s %s\n", rep + 1, key.c_str(),
+                     d.failure.empty()
+                         ? (std::to_string(d.changes) + " changes in " + std::to_string(d.deliver_s) + " s").c_str()
+                         : ("FAILED: " + d.failure).c_str());
+      }
+    }
+  }
+  auto c1 = cpu_now();
+  svc->stop();
+  svc.reset();
+  if (auto e = db->close()) die("close: " + e.to_string());
+  db.reset();
+  std::filesystem::remove_all(dir);
+
+  auto med = [&](std::map<std::string, std::vector<double>>& m, const std::string& k) {
+    return m[k].empty() ? json(nullptr) : json(round_to(median_of(m[k]), 1));
+  };
+  r["changes"] = changes;
+  r["events"] = nevents;
+  r["workload_s"] = round_to(ws, 4);
+  r["commit_txn_per_s"] = round_to(static_cast<double>(groups.size()) / ws, 1);
+  for (const char* side : {"inproc", "remote"})
+    for (const char* kind : {"json", "views"}) {
+      std::string k = std::string(side) + "_" + kind;
+      r[k + "_changes_per_s"] = med(rate, k);
+      r[k + "_events_per_s"] = med(evrate, k);
+    }
+  auto ratio = [&](const char* kind) {
+    auto a = r[std::string("remote_") + kind + "_changes_per_s"], b = r[std::string("inproc_") + kind + "_changes_per_s"];
+    return a.is_number() && b.is_number() ? json(round_to(a.get<double>() / b.get<double>(), 3)) : json(nullptr);
+  };
+  r["remote_over_inproc_json"] = ratio("json");
+  r["remote_over_inproc_views"] = ratio("views");
+  r["decode_changes_per_s"] = r["remote_json_changes_per_s"];  // the figure beside the peer's
+  r["connect_ms"] = connect_ms.empty() ? json(nullptr) : json(round_to(median_of(connect_ms), 2));
+  r["client_process_s"] = process_s.empty() ? json(nullptr) : json(round_to(median_of(process_s), 3));
+  r["runs"] = runs;
+  r["failures"] = failures;
+  if (oracle.empty()) {
+    r["verified"] = nullptr;
+    r["verify_detail"] = "no --oracle given";
+  } else {
+    r["oracle"] = oracle;
+    r["verified"] = all_verified && failures.empty();
+    r["verify_detail"] = failures.empty() ? verify_detail : "deliveries failed: " + failures;
+  }
+  add_cpu(r, c0, c1);
+  auto num = [&](const char* k) { return r[k].is_number() ? r[k].get<double>() : NAN; };
+  std::fprintf(stderr,
+               "dosql remote-run %s: %llu changes, medians of %d | json to a file: in-process %.0f changes/s, remote "
+               "%.0f (x%.3f) | views only: in-process %.0f, remote %.0f (x%.3f) | connect %.1f ms | verified=%s%s%s\n",
+               sqlfile.c_str(), static_cast<unsigned long long>(changes), reps, num("inproc_json_changes_per_s"),
+               num("remote_json_changes_per_s"), num("remote_over_inproc_json"), num("inproc_views_changes_per_s"),
+               num("remote_views_changes_per_s"), num("remote_over_inproc_views"), num("connect_ms"),
+               r["verified"].dump().c_str(), failures.empty() ? "" : " FAILURES: ", failures.c_str());
+  result(r);
+  return failures.empty() && (oracle.empty() || all_verified) ? 0 : 1;
+}
+
+// One latency phase: N paced single-row commits while `s` (subscribed before) receives them.
+struct lat_phase {
+  std::vector<double> lat_us, exec_us;
+  double workload_s = 0;
+  std::string failure;
+};
+
+void commit_rows(database& db, const char* prefix, int n, double pace_ms, lat_phase& ph) {
+  ph.exec_us.reserve(static_cast<size_t>(n));
+  char sql[256];
+  auto w0 = clk::now();
+  for (int i = 0; i < n; ++i) {
+    int64_t created = mono_us();
+    std::snprintf(sql, sizeof sql,
+                  "INSERT INTO users(id,name,email,created_at) VALUES ('%s%d','lat %d','l%d@example.com',%lld);",
+                  prefix, i, i, i, static_cast<long long>(created));
+    auto s0 = clk::now();
+    must(db.exec(sql), "insert");
+    ph.exec_us.push_back(std::chrono::duration<double, std::micro>(clk::now() - s0).count());
+    if (pace_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(pace_ms));
+  }
+  ph.workload_s = secs(clk::now() - w0);
+}
+
+void put_latency(json& r, const std::string& prefix, lat_phase& ph, int n) {
+  std::sort(ph.lat_us.begin(), ph.lat_us.end());
+  std::sort(ph.exec_us.begin(), ph.exec_us.end());
+  r[prefix + "received"] = ph.lat_us.size();
+  for (int p : {50, 90, 99}) r[prefix + "row_p" + std::to_string(p) + "_us"] = round_to(pct(ph.lat_us, p), 1);
+  r[prefix + "row_max_us"] = ph.lat_us.empty() ? json(nullptr) : json(ph.lat_us.back());
+  r[prefix + "exec_p50_us"] = round_to(pct(ph.exec_us, 50), 1);
+  r[prefix + "commit_txn_per_s"] = round_to(n / ph.workload_s, 1);
+  if (!ph.failure.empty()) r[prefix + "failure"] = ph.failure;
+}
+
+int cmd_remote_latency(const std::string& dir, int n, double pace_ms) {
+  runtime rt(network_runtime());
+  auto db = open_fresh(rt, dir);
+  remote::publish_options po;
+  po.port = 0;
+  po.token = remote_token;
+  auto svc = must(remote::publish(db, po), "publish");
+  auto cdc = cdc::create_cdc(db);
+  auto c0 = cpu_now();
+
+  // 1. in-process consumer actor
+  lat_phase in;
+  {
+    auto s = std::make_shared<sink>();
+    s->kind = consumer_kind::latency;
+    s->want = n;
+    s->lat_us.reserve(static_cast<size_t>(n));
+    auto consumer = rt.system().spawn(bench_consumer, s);
+    auto sub = must(cdc::subscribe_actor(cdc, consumer, latency_stream_options(db->last_lsn())), "subscribe");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the reader is at the tail
+    commit_rows(*db, "l", n, pace_ms, in);
+    if (!s->wait(std::chrono::seconds(30))) in.failure = "not every row arrived within 30 s";
+    sub.stop();
+    caf::anon_send_exit(consumer, caf::exit_reason::user_shutdown);
+    std::lock_guard<std::mutex> g(s->mu);
+    if (in.failure.empty()) in.failure = s->failure;
+    in.lat_us = s->lat_us;
+  }
+
+  // 2. remote consumer actor, in a second process
+  lat_phase rm;
+  double connect_ms = NAN;
+  {
+    auto c = spawn_self({"remote-client", "latency", "127.0.0.1", std::to_string(svc->port()), remote_token,
+                         std::to_string(db->last_lsn()), std::to_string(n)});
+    auto ready = read_line(c, std::chrono::seconds(60));
+    if (!ready || *ready != "READY") {
+      json j = read_result(c, std::chrono::seconds(5));
+      rm.failure = "the client did not subscribe: " + j.value("failure", std::string("?"));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      commit_rows(*db, "r", n, pace_ms, rm);
+      json j = read_result(c, std::chrono::seconds(60));
+      rm.failure = j.value("failure", std::string("no failure field"));
+      connect_ms = j.value("connect_ms", NAN);
+      if (j.contains("lat_us")) rm.lat_us = j["lat_us"].get<std::vector<double>>();
+    }
+    std::string how = reap(c, std::chrono::seconds(30));
+    if (how != "exit 0") rm.failure += (rm.failure.empty() ? "" : " ") + std::string("[client process: ") + how + "]";
+  }
+  auto c1 = cpu_now();
+  svc->stop();
+  svc.reset();
+  if (auto e = db->close()) die("close: " + e.to_string());
+  db.reset();
+  std::filesystem::remove_all(dir);
+
+  json r;
+  r["mode"] = "remote-latency";
+  r["engine"] = "dosql";
+  r["sync"] = "durable";
+  r["cpus"] = affinity();
+  r["shape"] = std::to_string(n) + " single-row txns pace=" + json(pace_ms).dump() + "ms";
+  r["txns"] = n;
+  r["clock"] = "CLOCK_MONOTONIC (created_at taken just before exec())";
+  put_latency(r, "inproc_", in, n);
+  put_latency(r, "remote_", rm, n);
+  for (const char* k : {"row_p50_us", "row_p90_us", "row_p99_us", "received"}) r[k] = r[std::string("remote_") + k];
+  r["connect_ms"] = std::isnan(connect_ms) ? json(nullptr) : json(round_to(connect_ms, 2));
+  auto ratio = [&](const char* k) {
+    auto a = r[std::string("remote_") + k], b = r[std::string("inproc_") + k];
+    return a.is_number() && b.is_number() && b.get<double>() > 0 ? json(round_to(a.get<double>() / b.get<double>(), 2))
+                                                                 : json(nullptr);
+  };
+  r["remote_over_inproc_p50"] = ratio("row_p50_us");
+  r["remote_over_inproc_p99"] = ratio("row_p99_us");
+  add_cpu(r, c0, c1);
+  bool ok = in.failure.empty() && rm.failure.empty() && static_cast<int>(in.lat_us.size()) == n &&
+            static_cast<int>(rm.lat_us.size()) == n;
+  std::fprintf(stderr,
+               "dosql remote-latency (created_at -> consumer has the JSON event), %d rows each: in-process p50 %.3f "
+               "p90 %.3f p99 %.3f ms | remote p50 %.3f p90 %.3f p99 %.3f ms | received %zu / %zu of %d%s%s%s%s\n",
+               n, pct(in.lat_us, 50) / 1000, pct(in.lat_us, 90) / 1000, pct(in.lat_us, 99) / 1000,
+               pct(rm.lat_us, 50) / 1000, pct(rm.lat_us, 90) / 1000, pct(rm.lat_us, 99) / 1000, in.lat_us.size(),
+               rm.lat_us.size(), n, in.failure.empty() ? "" : " | in-process FAILED: ", in.failure.c_str(),
+               rm.failure.empty() ? "" : " | remote FAILED: ", rm.failure.c_str());
+  result(r);
+  return ok ? 0 : 1;
+}
+
 // ---- fsync ----------------------------------------------------------------------------------
 int cmd_fsync(const std::string& dir, int n) {
   std::filesystem::create_directories(dir);
@@ -605,6 +1277,19 @@ int main(int argc, char** argv) {
   }
   if (a[0] == "latency" && a.size() >= 3)
     return cmd_latency(a[1], std::atoi(a[2].c_str()), a.size() > 3 ? std::atof(a[3].c_str()) : 1.0);
+  if (a[0] == "remote-run" && a.size() >= 3) {
+    std::string oracle;
+    int reps = 3;
+    for (size_t i = 3; i < a.size(); ++i) {
+      if (a[i] == "--oracle" && i + 1 < a.size()) oracle = a[++i];
+      else if (a[i] == "--reps" && i + 1 < a.size()) reps = std::max(1, std::atoi(a[++i].c_str()));
+      else return usage();
+    }
+    return cmd_remote_run(a[1], a[2], oracle, reps);
+  }
+  if (a[0] == "remote-latency" && a.size() >= 3)
+    return cmd_remote_latency(a[1], std::atoi(a[2].c_str()), a.size() > 3 ? std::atof(a[3].c_str()) : 1.0);
+  if (a[0] == "remote-client") return cmd_remote_client(a);
   if (a[0] == "fsync") return cmd_fsync(a[1], a.size() > 2 ? std::atoi(a[2].c_str()) : 300);
   return usage();
 }

@@ -2,6 +2,7 @@
 # bench/suite.sh -- every benchmark in one command, one table (issue 6).
 #
 #   bench/suite.sh [--quick] [--reps R] [--rev REV] [--build-dir DIR] [--no-build] [--no-micro]
+#                  [--remote-only]
 #
 # 1. Builds peer_bench, wal_bench, db_bench and cdc_bench (Release -O2, DOSQL_TESTS=OFF) in its
 #    own build dir (default build-suite/: cmake/ for the working tree, cmake-rev/ for --rev).
@@ -18,8 +19,14 @@
 #                 writing JSON to a file; dosql's stream checked against the peer's oracle)
 #      lat  N     commit-to-consumer latency, N single-row INSERTs 1 ms apart
 #                 (`pg_cdc_peer.sh latency N --pace-ms 1` / `peer_bench latency DIR N 1`)
+#      remote, rlat  remote subscribers (issue 18), dosql only, beside the PostgreSQL `run` of
+#                 the 100-row shape and `lat` above (pg_recvlogical over TCP): `peer_bench
+#                 remote-run FILE DIR --reps 2` (delivery to an in-process consumer actor and to
+#                 a remote one in a second process over 127.0.0.1, both orders) and `peer_bench
+#                 remote-latency DIR N 1` (in-process, then remote).
 #    Shapes: 10000x1, 1000x100, 1x100000 (inserts), latency 5000; --quick: 1000x1, 100x100,
-#    1x10000, latency 500 and 1 repetition.
+#    1x10000, latency 500 and 1 repetition. --remote-only: only the 100-row shape, the latency
+#    cases and the remote cases (no step 4): the issue-18 comparison in a few minutes.
 #    Contention guard (the peer's): before each case wait up to $SUITE_QUIET_WAIT s (30) for
 #    other processes to use < $SUITE_MAX_FOREIGN % (10) of the machine; a run during which they
 #    used more is kept but flagged contended and left out of the medians when clean runs
@@ -40,7 +47,7 @@ WORK=$PGPEER_DIR/work
 SCRATCH=${DOSQL_BENCH_DIR:-/tmp}/dosql-suite-$$
 MAX_FOREIGN=${SUITE_MAX_FOREIGN:-10}
 QUIET_WAIT=${SUITE_QUIET_WAIT:-30}
-QUICK=0 REPS="" REV="" BUILD=$ROOT/build-suite DO_BUILD=1 DO_MICRO=1
+QUICK=0 REPS="" REV="" BUILD=$ROOT/build-suite DO_BUILD=1 DO_MICRO=1 REMOTE_ONLY=0
 CMDLINE="bench/suite.sh $*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,6 +57,7 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD=$(realpath -m "$2"); shift 2;;
     --no-build) DO_BUILD=0; shift;;
     --no-micro) DO_MICRO=0; shift;;
+    --remote-only) REMOTE_ONLY=1 DO_MICRO=0; shift;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0;;
     *) echo "suite.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
@@ -66,6 +74,7 @@ fi
 CPUS_VARIANTS=(0 all)
 shape_name() { set -- $1; echo "${1}x${2}"; }
 SHAPE_K1=$(shape_name "${SHAPES[0]}") SHAPE_K100=$(shape_name "${SHAPES[1]}") SHAPE_BIG=$(shape_name "${SHAPES[2]}")
+[ "$REMOTE_ONLY" = 1 ] && SHAPES=("${SHAPES[1]}")
 
 log() { echo "[suite] $*" >&2; }
 die() { echo "[suite] ERROR: $*" >&2; exit 1; }
@@ -81,6 +90,8 @@ if [ -n "$REV" ]; then
   git -C "$ROOT" archive "$REV" | tar -x -C "$SRC"
   log "building revision $(git -C "$ROOT" rev-parse --short "$REV") from a snapshot in $SRC"
 fi
+BENCHES=(peer_bench wal_bench db_bench cdc_bench)
+[ "$REMOTE_ONLY" = 1 ] && BENCHES=(peer_bench)
 BIN=$BUILD/cmake                       # the working tree
 [ -n "$REV" ] && BIN=$BUILD/cmake-rev  # a snapshot (CMake ties a build dir to one source dir)
 if [ "$DO_BUILD" = 1 ]; then
@@ -93,9 +104,9 @@ if [ "$DO_BUILD" = 1 ]; then
   # -Wrestrict in <string> under -Werror).
   cmake -S "$SRC" -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
     -DDOSQL_TESTS=OFF -DDOSQL_BENCH=ON >/dev/null
-  ninja -C "$BIN" peer_bench wal_bench db_bench cdc_bench >&2
+  ninja -C "$BIN" "${BENCHES[@]}" >&2
 fi
-for b in peer_bench wal_bench db_bench cdc_bench; do [ -x "$BIN/$b" ] || die "missing $BIN/$b (build failed?)"; done
+for b in "${BENCHES[@]}"; do [ -x "$BIN/$b" ] || die "missing $BIN/$b (build failed?)"; done
 if [ -n "$REV" ]; then
   DESC_REV="$(git -C "$ROOT" rev-parse --short "$REV") (snapshot)"
 else
@@ -181,12 +192,17 @@ cases_of_rep() {
       pgc="run $shape pg cpus=$cp|$PEER run $n $k --mix $mix --sync on --cpus $cp"
       dqc="run $shape dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench run $sqlf $SCRATCH/db --oracle $oracle"
       if [ $((rep % 2)) = 1 ]; then printf '%s\n%s\n' "$pgc" "$dqc"; else printf '%s\n%s\n' "$dqc" "$pgc"; fi
+      # remote subscribers: after the peer's run of this shape (its file and oracle exist)
+      if [ "$shape" = "$SHAPE_K100" ]; then
+        printf '%s\n' "remote $shape dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench remote-run $sqlf $SCRATCH/rdb --oracle $oracle --reps 2"
+      fi
     done
   done
   for cp in "${CPUS_VARIANTS[@]}"; do
     pgc="lat $LAT_N pg cpus=$cp|$PEER latency $LAT_N --pace-ms 1 --sync on --cpus $cp"
     dqc="lat $LAT_N dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench latency $SCRATCH/lat $LAT_N 1"
     if [ $((rep % 2)) = 1 ]; then printf '%s\n%s\n' "$pgc" "$dqc"; else printf '%s\n%s\n' "$dqc" "$pgc"; fi
+    printf '%s\n' "rlat $LAT_N dosql cpus=$cp|$(pin "$cp") $BIN/peer_bench remote-latency $SCRATCH/rlat $LAT_N 1"
   done
 }
 

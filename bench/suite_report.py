@@ -174,6 +174,8 @@ def cmd_table(raw, machine_path, out_md):
     def row(figure, key, kind, shape, unit, target_ratio, lower=False, target_text=None):
         d, dc, dcase = best("dosql", kind, shape, key, lower)
         p, pc, pcase = best("pg", kind, shape, key, lower)
+        if d is None and p is None:  # not run (--remote-only)
+            return
         ratio = None
         if d and p:
             ratio = (p / d) if lower else (d / p)
@@ -198,6 +200,48 @@ def cmd_table(raw, machine_path, out_md):
         str(lat_n), "ms", 1, lower=True, target_text="lower (ratio PG/dosql > 1)")
     row("commit-to-consumer latency p99 (same runs)", "row_p99_us", "lat", str(lat_n), "ms", 1, lower=True,
         target_text="lower (ratio PG/dosql > 1)")
+
+    # ---- remote subscribers (issue 18): in-process vs remote (same runs) vs pg_recvlogical ----
+    remote = []
+    def rbest(kind, shape, key, lower=False):
+        """the better cpus variant of a dosql remote case, chosen on `key` (its remote figure)."""
+        return best("dosql", kind, shape, key, lower)
+
+    def rrow(figure, kind, shape, key_in, key_rm, unit, pg_kind=None, pg_key=None, lower=False):
+        v, c, case = rbest(kind, shape, key_rm, lower)
+        if case is None:
+            return
+        vin = C.med(case, key_in)
+        p = pc = pcase = None
+        if pg_kind:
+            p, pc, pcase = best("pg", pg_kind, shape, pg_key, lower)
+        r_in = (v / vin) if (v and vin) else None
+        r_pg = (v / p) if (v and p) else None
+        remote.append("| %s | %s | %s%s | %s | %s%s | %s |" % (
+            figure, fmt(vin, unit), fmt(v, unit), tag(c, case), "-" if r_in is None else "%.2fx" % r_in,
+            fmt(p, unit), tag(pc, pcase) if pcase else "", "-" if r_pg is None else "%.2fx" % r_pg))
+
+    rrow("delivery of the %s workload, every event as JSON to a file, changes/s" % s100, "remote", s100,
+         "inproc_json_changes_per_s", "remote_json_changes_per_s", "", "run", "decode_changes_per_s")
+    rrow("delivery of the %s workload, batches decoded only (the transport), changes/s" % s100, "remote", s100,
+         "inproc_views_changes_per_s", "remote_views_changes_per_s", "")
+    rrow("commit -> consumer latency p50 (%d single-row INSERTs, 1 ms apart)" % lat_n, "rlat", str(lat_n),
+         "inproc_row_p50_us", "remote_row_p50_us", "ms", "lat", "row_p50_us", lower=True)
+    rrow("commit -> consumer latency p99 (same runs)", "rlat", str(lat_n),
+         "inproc_row_p99_us", "remote_row_p99_us", "ms", "lat", "row_p99_us", lower=True)
+    if remote:
+        cm = [C.med("remote %s dosql cpus=%s" % (s100, c), "connect_ms") for c in cpus_list]
+        cm = [x for x in cm if x is not None]
+        remote = ["", "Remote subscribers (issue 18): dosql's consumer actor in-process and in a second process "
+                  "over 127.0.0.1 (CAF middleman), in the same run (`peer_bench remote-run` / `remote-latency`), "
+                  "beside PostgreSQL's pg_recvlogical + wal2json over TCP (the `run`/`lat` cases above). The "
+                  "in-process figure is from the same runs as the remote one (the variant given); ratios "
+                  "are remote / other: throughput > 1 = remote faster, latency < 1 = remote lower%s:" % (
+                      "; remote::connect took %.1f ms (median), not in the delivery time" % median(cm) if cm else ""),
+                  "",
+                  "| figure | in-process consumer actor | remote consumer actor | remote / in-process | "
+                  "PostgreSQL pg_recvlogical | remote / PostgreSQL |",
+                  "|---|---|---|---|---|---|"] + remote
 
     # ---- dosql's own benchmarks (no peer): figure vs target -----------------------------------
     def micro(figure, value, target, ok, ratio="-", peer="-"):
@@ -267,7 +311,13 @@ def cmd_table(raw, machine_path, out_md):
             ("run", s100, "decode_changes_per_s", "delivery, changes/s"),
             ("run", s1, "decode_changes_per_s", "delivery, changes/s"),
             ("run", sbig, "decode_changes_per_s", "delivery, changes/s"),
-            ("lat", str(lat_n), "row_p50_us", "latency p50"), ("lat", str(lat_n), "row_p99_us", "latency p99")]
+            ("lat", str(lat_n), "row_p50_us", "latency p50"), ("lat", str(lat_n), "row_p99_us", "latency p99"),
+            ("remote", s100, "inproc_json_changes_per_s", "delivery to an in-process consumer actor, changes/s"),
+            ("remote", s100, "remote_json_changes_per_s", "delivery to a remote consumer actor, changes/s"),
+            ("rlat", str(lat_n), "inproc_row_p50_us", "latency p50, in-process consumer actor"),
+            ("rlat", str(lat_n), "remote_row_p50_us", "latency p50, remote consumer actor"),
+            ("rlat", str(lat_n), "inproc_row_p99_us", "latency p99, in-process consumer actor"),
+            ("rlat", str(lat_n), "remote_row_p99_us", "latency p99, remote consumer actor")]
     for kind, shape, key, what in keys:
         for eng in ("dosql", "pg"):
             for c in cpus_list:
@@ -275,7 +325,7 @@ def cmd_table(raw, machine_path, out_md):
                 rs, clean, total = C.runs(case)
                 if not total:
                     continue
-                unit = "ms" if kind == "lat" else ""
+                unit = "ms" if kind in ("lat", "rlat") else ""
                 lo, hi = C.spread(case, key)
                 ver = [r.get("verified") for r in rs if "verified" in r]
                 vtxt = "-" if not ver else ("yes (%d/%d)" % (sum(1 for v in ver if v is True), len(ver))
@@ -325,7 +375,7 @@ def cmd_table(raw, machine_path, out_md):
             "every client on CPU 0, the peer README's recommended comparison for an embedded engine; "
             "unpinned = all CPUs). Same durability: PostgreSQL fsync=on, synchronous_commit=on; dosql "
             "returns from every commit once it is fdatasync'd." % m.get("reps", "?"), ""]
-    text = "\n".join(head + lines + [""] + (["Notes:"] + notes + [""] if notes else []) +
+    text = "\n".join(head + lines + remote + [""] + (["Notes:"] + notes + [""] if notes else []) +
                      ["Every case and variant:", ""] + details) + "\n"
     with open(out_md, "w") as f:
         f.write(text)
