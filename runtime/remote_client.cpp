@@ -79,16 +79,19 @@ struct subscription::state {
   }
 };
 
-namespace {
-
-struct controller_state {
-  // fixed
+// Where and how to reach the service: a connection's and each of its subscriptions'.
+struct link_params {
   caf::actor_system* sys = nullptr;
   bool tls = false;
   std::string host;
   uint16_t port = 0;
   std::string token;
   reconnect_options ro;
+};
+
+namespace {
+
+struct controller_state : link_params {
   wire_subscribe wire;  // from_lsn is rewritten at each reconnection
   cdc::consumer_actor user;
   std::shared_ptr<subscription::state> shared;
@@ -510,13 +513,7 @@ remote_status subscription::status() const {
 
 // ---- connection -----------------------------------------------------------------------------
 
-struct connection::impl {
-  caf::actor_system* sys = nullptr;
-  bool tls = false;
-  std::string host;
-  uint16_t port = 0;
-  std::string token;
-  reconnect_options ro;
+struct connection::impl : link_params {
   std::mutex mu;
   caf::actor anchor;       // the connection-level session's anchor
   session_actor session;   // guarded by mu
@@ -615,12 +612,7 @@ result<subscription> start_subscription(connection::impl& c, cdc::consumer_actor
   auto shared = std::make_shared<subscription::state>();
   shared->sys = c.sys;
   controller_state init;
-  init.sys = c.sys;
-  init.tls = c.tls;
-  init.host = c.host;
-  init.port = c.port;
-  init.token = c.token;
-  init.ro = c.ro;
+  static_cast<link_params&>(init) = c;
   init.forwarded = w.from_lsn;
   init.acked = w.from_lsn;
   init.wire = std::move(w);

@@ -169,6 +169,23 @@ void check_contiguous(const std::vector<int64_t>& ids, int64_t last) {
     if (ids[i] != static_cast<int64_t>(i) + 1) FAIL("position " << i << " holds id " << ids[i] << " (a gap or a duplicate)");
 }
 
+
+// Subscribes to everything up to the tail through `conn`: the rows 1..n of t, each once, in order.
+void check_reads_to_tail(runtime& rt, remote::connection& conn, int64_t n) {
+  auto col = std::make_shared<collected>();
+  auto c = rt.system().spawn(collector, col);
+  cdc::subscribe_options o;
+  o.stop_at_tail = true;
+  auto sub = must(conn.subscribe_actor(c, o));
+  REQUIRE(wait_for(col, [](collected& x) { return x.ends > 0; }));
+  {
+    std::lock_guard<std::mutex> g(col->mu);
+    CHECK(!col->end_err);
+    check_contiguous(col->ids, n);
+  }
+  caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+}
+
 }  // namespace
 
 TEST_CASE("remote: a consumer actor in another process gets every committed row once, in order; slots over the wire",
@@ -535,18 +552,7 @@ TEST_CASE("remote: over TLS (CAF's openssl module): a client with a certificate 
     o.network.cafile = d / "ca.pem";
     runtime rt(o);
     auto conn = must(remote::connect(rt, "127.0.0.1", srv.port, token));
-    auto col = std::make_shared<collected>();
-    auto c = rt.system().spawn(collector, col);
-    cdc::subscribe_options so;
-    so.stop_at_tail = true;
-    auto sub = must(conn->subscribe_actor(c, so));
-    REQUIRE(wait_for(col, [](collected& x) { return x.ends > 0; }));
-    {
-      std::lock_guard<std::mutex> g(col->mu);
-      CHECK(!col->end_err);
-      check_contiguous(col->ids, 300);
-    }
-    caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+    check_reads_to_tail(rt, *conn, 300);
   }
   {
     runtime rt(client_options());  // no TLS
@@ -698,18 +704,7 @@ TEST_CASE("remote: an authenticated client sending messages the service cannot r
   // The server is up and serves another client completely.
   runtime rt(client_options());
   auto conn = must(remote::connect(rt, "127.0.0.1", srv.port, token));
-  auto col = std::make_shared<collected>();
-  auto c = rt.system().spawn(collector, col);
-  cdc::subscribe_options o;
-  o.stop_at_tail = true;
-  auto sub = must(conn->subscribe_actor(c, o));
-  REQUIRE(wait_for(col, [](collected& x) { return x.ends > 0; }));
-  {
-    std::lock_guard<std::mutex> g(col->mu);
-    CHECK(!col->end_err);
-    check_contiguous(col->ids, 100);
-  }
-  caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+  check_reads_to_tail(rt, *conn, 100);
   ::kill(srv.proc.pid, SIGTERM);
   CHECK(wait_exit(srv.proc.pid) == 0);
 }
