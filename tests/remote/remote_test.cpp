@@ -27,6 +27,7 @@
 #include "cli/support.hpp"
 #include "common/scratch.hpp"
 #include "runtime/remote_protocol.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -121,12 +122,7 @@ server start_server(const std::string& dir, std::vector<std::string> args, const
   s.proc = spawn_program(argv, {}, err_path);
   bool up = read_until(s.proc.out, s.out, [](const std::string& o) { return o.find('\n') != std::string::npos; },
                        std::chrono::seconds(60));
-  INFO("fixture stdout: " << s.out << "\nstderr: " << [&] {
-    std::ifstream in(err_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }());
+  INFO("fixture stdout: " << s.out << "\nstderr: " << read_file(err_path));
   REQUIRE(up);
   REQUIRE(s.out.rfind("port ", 0) == 0);
   s.port = static_cast<uint16_t>(std::stoul(s.out.substr(5)));
@@ -493,13 +489,7 @@ TEST_CASE("remote: across network namespaces, the link cut mid-stream (interface
   bool all = read_until(tail.out, got, at_least_lines(rows),
                         std::chrono::seconds(120));
   int rc = wait_exit(tail.pid, std::chrono::seconds(30));
-  std::string err;
-  {
-    std::ifstream in(d / "tail.err");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    err = ss.str();
-  }
+  std::string err = read_file(d / "tail.err");
   INFO("remote tail stderr:\n" << err);
   REQUIRE(all);
   CHECK(rc == 0);
@@ -599,13 +589,7 @@ TEST_CASE("remote: a client process that stops reading its socket (SIGSTOP): the
   bool all = read_until(tail.out, got, at_least_lines(rows),
                         std::chrono::seconds(120));
   int rc = wait_exit(tail.pid, std::chrono::seconds(30));
-  std::string err;
-  {
-    std::ifstream in(d / "tail.err");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    err = ss.str();
-  }
+  std::string err = read_file(d / "tail.err");
   INFO("remote tail stderr:\n" << err << "\nlines: " << std::count(got.begin(), got.end(), '\n') << ", exit " << rc);
   REQUIRE(all);
   CHECK(rc == 0);
